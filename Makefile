@@ -1,0 +1,28 @@
+# fleetroll: `make demo` and `make test` set up everything they need (as root
+# on Debian): Debian packages, nats-server in .tools/, the build.
+
+# The build lives outside the clone so fresh clones (CI) reuse it.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/fleetroll/target
+export CARGO_TARGET_DIR
+
+.PHONY: setup build test demo clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --workspace --bins
+	@mkdir -p .tools/bin
+	@for b in fleetroll fleetroll-lab; do \
+	  if [ -x "$(CARGO_TARGET_DIR)/debug/$$b" ]; then ln -sf "$(CARGO_TARGET_DIR)/debug/$$b" .tools/bin/$$b; fi; \
+	done
+
+test: build
+	cargo test --workspace --no-fail-fast
+
+demo: build
+	@bash scripts/demo.sh
+
+clean:
+	cargo clean
+	rm -rf .tools .lab .data

@@ -1,0 +1,119 @@
+//! Connecting to NATS. async-nats reconnects on its own, forever; these
+//! options only decide how long a first connect may take.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use crate::topology::BucketDef;
+
+/// The default URL: the embedded server of `fleetroll up`.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// Errors reaching or using the bus. All of them are "infrastructure"
+/// failures (exit code 2) for the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot reach NATS at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("JetStream {what} failed: {detail}")]
+    JetStream { what: String, detail: String },
+    #[error(
+        "bucket `{bucket}` does not exist on this NATS: is the mesh set up? (`fleetroll up`, or any worker, creates it)"
+    )]
+    MissingBucket { bucket: &'static str },
+    #[error("message in {place} is unreadable: {source}")]
+    Decode {
+        place: String,
+        #[source]
+        source: crate::codec::DecodeError,
+    },
+}
+
+impl BusError {
+    pub(crate) fn js(what: impl Into<String>, detail: impl ToString) -> Self {
+        BusError::JetStream {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// How a component connects.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub url: String,
+    /// Shown by `nats server report connections`.
+    pub name: String,
+    /// Workers wait for NATS to come up; the CLI fails fast.
+    pub wait_for_server: bool,
+}
+
+impl ConnectOptions {
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
+        ConnectOptions {
+            url: url.into(),
+            name: name.into(),
+            wait_for_server: false,
+        }
+    }
+}
+
+/// A connection to the mesh: the core client and its JetStream context.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    url: String,
+}
+
+impl Bus {
+    /// Connects to NATS.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), fleetroll_bus::connect::BusError> {
+    /// use fleetroll_bus::connect::{Bus, ConnectOptions};
+    /// let bus = Bus::connect(ConnectOptions::new("nats://127.0.0.1:4222", "my-bot")).await?;
+    /// println!("connected to {}", bus.url());
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(options: ConnectOptions) -> Result<Bus, BusError> {
+        let mut nats = async_nats::ConnectOptions::new()
+            .name(&options.name)
+            .connection_timeout(Duration::from_secs(3))
+            .max_reconnects(None);
+        if options.wait_for_server {
+            nats = nats.retry_on_initial_connect();
+        }
+        let client =
+            nats.connect(options.url.as_str())
+                .await
+                .map_err(|e| BusError::Unreachable {
+                    url: options.url.clone(),
+                    detail: e.to_string(),
+                })?;
+        let js = jetstream::new(client.clone());
+        Ok(Bus {
+            client,
+            js,
+            url: options.url,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens an existing bucket.
+    pub async fn kv(&self, bucket: &BucketDef) -> Result<jetstream::kv::Store, BusError> {
+        self.js.get_key_value(bucket.name).await.map_err(|e| {
+            if matches!(e.kind(), jetstream::context::KeyValueErrorKind::GetBucket) {
+                BusError::MissingBucket {
+                    bucket: bucket.name,
+                }
+            } else {
+                BusError::js(format!("opening bucket {}", bucket.name), e)
+            }
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! The embedded `nats-server` of `fleetroll up`: a real server with
+//! JetStream, run as a child process on loopback with its data under the
+//! data dir, configured by `nats-config/single.conf`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// The configuration file `up` runs the server with.
+pub const SINGLE_NODE_CONFIG: &str = include_str!("../../nats-config/single.conf");
+
+/// Where the project's set-up installs nats-server, relative to the
+/// repository root.
+const LOCAL_TOOLS_BIN: &str = ".tools/nats/bin/nats-server";
+
+/// Why the embedded server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "nats-server not found: set `nats_server` / FLEETROLL_NATS_SERVER, run `make setup` to install it into .tools/, or put it on PATH"
+    )]
+    NotFound,
+    #[error("nats-server at {0} does not exist or is not executable")]
+    NotExecutable(PathBuf),
+    #[error(
+        "{addr} is already in use: another `fleetroll up` or NATS server is running there (pick another with --nats-port)"
+    )]
+    PortInUse { addr: SocketAddr },
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nats-server exited during start-up ({status}); last lines of {log}:\n{tail}")]
+    Crashed {
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("nats-server did not become ready within {0:?}; see {1}")]
+    NotReady(Duration, PathBuf),
+}
+
+/// Finds the nats-server binary: the explicit path, then the project's
+/// local tools folder (looked for above the current directory and above the
+/// running executable), then `PATH`.
+pub fn find_nats_server(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
+    if let Some(path) = explicit {
+        return if is_executable(path) {
+            Ok(path.to_path_buf())
+        } else {
+            Err(EmbeddedError::NotExecutable(path.to_path_buf()))
+        };
+    }
+    let starts = [std::env::current_dir().ok(), std::env::current_exe().ok()];
+    for start in starts.into_iter().flatten() {
+        for dir in start.ancestors() {
+            let candidate = dir.join(LOCAL_TOOLS_BIN);
+            if is_executable(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| is_executable(p))
+        .ok_or(EmbeddedError::NotFound)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Options of the embedded server.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Everything the server keeps goes under `<data_dir>/nats`.
+    pub data_dir: PathBuf,
+    /// 0 picks a free port.
+    pub port: u16,
+    pub nats_server: Option<PathBuf>,
+}
+
+/// A running embedded nats-server. Dropping it kills the server; call
+/// [`EmbeddedServer::stop`] for a clean shutdown.
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl EmbeddedServer {
+    /// Starts the server and waits until it accepts JetStream requests.
+    pub async fn start(options: &EmbeddedOptions) -> Result<EmbeddedServer, EmbeddedError> {
+        let binary = find_nats_server(options.nats_server.as_deref())?;
+        let port = match options.port {
+            0 => free_port().map_err(|source| EmbeddedError::Io {
+                path: PathBuf::from("127.0.0.1:0"),
+                source,
+            })?,
+            port => port,
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Binding first turns nats-server's generic start-up failure into a
+        // clear "port in use" before anything is spawned.
+        match TcpListener::bind(addr) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(EmbeddedError::PortInUse { addr });
+            }
+            Err(e) => {
+                return Err(EmbeddedError::Io {
+                    path: PathBuf::from(addr.to_string()),
+                    source: e,
+                });
+            }
+        }
+        let dir = options.data_dir.join("nats");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EmbeddedError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let config = dir.join("server.conf");
+        std::fs::write(&config, SINGLE_NODE_CONFIG).map_err(io(&config))?;
+        let log = dir.join("nats-server.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io(&log))?;
+        let log_err = log_file.try_clone().map_err(io(&log))?;
+
+        let mut command = Command::new(&binary);
+        command
+            .arg("-c")
+            .arg(&config)
+            .env("FLEETROLL_NATS_HOST", "127.0.0.1")
+            .env("FLEETROLL_NATS_PORT", port.to_string())
+            .env("FLEETROLL_NATS_STORE", &dir)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .kill_on_drop(true);
+        // The server must not outlive `fleetroll up`, even when `up` is
+        // killed with SIGKILL and cannot clean up.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(io(&binary))?;
+        let mut server = EmbeddedServer {
+            child,
+            url: format!("nats://{addr}"),
+            log,
+        };
+        server.wait_ready(Duration::from_secs(20)).await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), EmbeddedError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(EmbeddedError::Crashed {
+                    status: status.to_string(),
+                    log: self.log.clone(),
+                    tail: log_tail(&self.log),
+                });
+            }
+            if let Ok(client) = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_millis(500))
+                .connect(self.url.as_str())
+                .await
+            {
+                let js = async_nats::jetstream::new(client);
+                if js.query_account().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(EmbeddedError::NotReady(limit, self.log.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Asks the server to shut down (SIGTERM: it flushes JetStream) and
+    /// waits for it; kills it after 15 s.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}

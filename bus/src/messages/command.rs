@@ -1,0 +1,180 @@
+//! The command envelope and its outcome.
+//!
+//! A mutating request is a [`CommandEnvelope`] published to the command
+//! stream under the owning worker's subject, with its `id` as `Nats-Msg-Id`
+//! so a retried publish is stored once. The worker that executes it records
+//! exactly one [`Outcome`] under the same id in the outcomes bucket; that
+//! record is the reply.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::WorkerKind;
+use crate::codec::Message;
+use crate::token::Role;
+
+/// What an operator asks the mesh to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Round trip through one worker kind. `hold_ms` keeps the command in
+    /// hand (unacknowledged) that long before answering, which is how a
+    /// crash in the middle of a command is rehearsed.
+    Ping { worker: WorkerKind, hold_ms: u64 },
+    /// Add hostnames to the inventory's seeds.
+    SeedAdd { hostnames: Vec<String> },
+    /// Remove hostnames from the seeds.
+    SeedRemove { hostnames: Vec<String> },
+}
+
+impl Command {
+    /// The worker kind that executes this command.
+    pub fn worker(&self) -> WorkerKind {
+        match self {
+            Command::Ping { worker, .. } => *worker,
+            Command::SeedAdd { .. } | Command::SeedRemove { .. } => WorkerKind::Prober,
+        }
+    }
+
+    /// The command's name, last token of its subject.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ping { .. } => "ping",
+            Command::SeedAdd { .. } => "seed_add",
+            Command::SeedRemove { .. } => "seed_remove",
+        }
+    }
+
+    /// Roles allowed to issue it. Every command goes through the command
+    /// stream, which only RelOps may write to.
+    pub fn allowed_roles(&self) -> &'static [Role] {
+        &[Role::Relops]
+    }
+}
+
+impl Message for Command {
+    const KIND: &'static str = "command";
+    const VERSION: u16 = 1;
+}
+
+/// A command as it travels: id, the actor's token, and a deadline after
+/// which no worker may start it (a command nobody picked up in time is
+/// refused rather than executed by surprise hours later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandEnvelope {
+    pub id: String,
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline: OffsetDateTime,
+    pub command: Command,
+}
+
+impl Message for CommandEnvelope {
+    const KIND: &'static str = "command_envelope";
+    const VERSION: u16 = 1;
+}
+
+/// The one recorded result of a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub command_id: String,
+    pub command: String,
+    /// The actor from the verified token (none when the token was not valid).
+    pub actor: Option<String>,
+    pub verdict: Verdict,
+    /// The worker replica that recorded it.
+    pub handled_by: String,
+    /// Which delivery of the command this was (1 = first).
+    pub delivery: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+}
+
+impl Message for Outcome {
+    const KIND: &'static str = "outcome";
+    const VERSION: u16 = 1;
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    Done {
+        reply: Reply,
+    },
+    /// The token or role did not allow it.
+    Denied {
+        denial: Denial,
+    },
+    /// Bad input: the command names something that is not valid.
+    Invalid {
+        message: String,
+    },
+    /// Refused by policy (gates, existing overrides, past its deadline).
+    Refused {
+        message: String,
+    },
+    /// The worker could not do it (SSH, bus, ...).
+    Failed {
+        message: String,
+    },
+}
+
+impl Verdict {
+    /// A short name for events and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Done { .. } => "done",
+            Verdict::Denied { .. } => "denied",
+            Verdict::Invalid { .. } => "invalid",
+            Verdict::Refused { .. } => "refused",
+            Verdict::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// What a command that was carried out answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Pong {
+        worker: WorkerKind,
+        instance: String,
+    },
+    SeedsChanged {
+        changed: Vec<String>,
+        unchanged: Vec<String>,
+    },
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Denial {
+    #[error("no token was presented")]
+    Missing,
+    #[error("the token is garbled (not a fleetroll token): {detail}")]
+    Garbled { detail: String },
+    #[error(
+        "the token's signature does not match the mesh's signing key (forged, or issued by another key)"
+    )]
+    Forged,
+    #[error("the token expired at {expired_at}")]
+    Expired { expired_at: String },
+    #[error("the token {jti} was revoked at {revoked_at}")]
+    Revoked { jti: String, revoked_at: String },
+    #[error("role `{role}` may not do `{action}` (allowed: {allowed})")]
+    WrongRole {
+        role: String,
+        action: String,
+        allowed: String,
+    },
+    #[error(
+        "clock skew of {skew_ms} ms between the checking worker and the NATS server exceeds 30 s; fix the clock (NTP)"
+    )]
+    ClockSkew { skew_ms: i64 },
+    #[error("no signing key is published on this mesh: run `fleetroll auth init`")]
+    NoSigningKey,
+}

@@ -1,0 +1,33 @@
+//! Events on `fleetroll.evt.>`: what happened, for whoever watches.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::codec::Message;
+
+/// One event. `detail` says what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The worker replica that published it.
+    pub source: String,
+    pub detail: EventDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventDetail {
+    /// A command reached its outcome (executed, or refused).
+    CommandFinished {
+        command_id: String,
+        command: String,
+        actor: Option<String>,
+        verdict: String,
+    },
+}
+
+impl Message for Event {
+    const KIND: &'static str = "event";
+    const VERSION: u16 = 1;
+}

@@ -1,0 +1,100 @@
+//! Idempotent creation of every stream, bucket and worker consumer. Whoever
+//! starts first (`fleetroll up`, any worker) creates them; everyone else
+//! finds them as they are.
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+
+use crate::connect::{Bus, BusError};
+use crate::messages::WorkerKind;
+use crate::topology::{self, BucketDef, StreamDef};
+
+/// How many copies of each stream and bucket the server keeps: 1 for the
+/// embedded single node, 3 on a cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Replicas(pub usize);
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Replicas(1)
+    }
+}
+
+fn stream_config(def: &StreamDef, replicas: Replicas) -> stream::Config {
+    stream::Config {
+        name: def.name.to_string(),
+        subjects: def.subjects.iter().map(|s| s.to_string()).collect(),
+        description: Some(def.description.to_string()),
+        max_age: def.max_age,
+        storage: stream::StorageType::File,
+        num_replicas: replicas.0,
+        duplicate_window: topology::DUPLICATE_WINDOW,
+        deny_delete: def.immutable,
+        deny_purge: def.immutable,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+fn bucket_config(def: &BucketDef, replicas: Replicas) -> kv::Config {
+    kv::Config {
+        bucket: def.name.to_string(),
+        description: def.description.to_string(),
+        history: def.history,
+        max_age: def.max_age,
+        storage: stream::StorageType::File,
+        num_replicas: replicas.0,
+        ..Default::default()
+    }
+}
+
+/// The durable pull consumer shared by every replica of one worker kind.
+pub fn worker_consumer_config(kind: WorkerKind) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(topology::consumer_name(kind)),
+        description: Some(format!("commands for {kind} workers")),
+        filter_subject: crate::subjects::commands_for(kind),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: topology::COMMAND_ACK_WAIT,
+        ..Default::default()
+    }
+}
+
+/// Creates (or brings up to date) all streams, buckets and worker consumers.
+///
+/// Consumers are created here rather than when a worker first starts so that
+/// commands sent before any replica of a kind ever ran are still delivered.
+pub async fn ensure(bus: &Bus, replicas: Replicas) -> Result<(), BusError> {
+    for def in topology::STREAMS {
+        bus.js
+            .create_or_update_stream(stream_config(&def, replicas))
+            .await
+            .map_err(|e| BusError::js(format!("creating stream {}", def.name), e))?;
+    }
+    for def in topology::BUCKETS {
+        ensure_bucket(&bus.js, &def, replicas).await?;
+    }
+    let commands = bus
+        .js
+        .get_stream(topology::COMMANDS.name)
+        .await
+        .map_err(|e| BusError::js("opening the command stream", e))?;
+    for kind in WorkerKind::ALL {
+        commands
+            .get_or_create_consumer(&topology::consumer_name(kind), worker_consumer_config(kind))
+            .await
+            .map_err(|e| BusError::js(format!("creating consumer for {kind}"), e))?;
+    }
+    Ok(())
+}
+
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    def: &BucketDef,
+    replicas: Replicas,
+) -> Result<(), BusError> {
+    js.create_or_update_key_value(bucket_config(def, replicas))
+        .await
+        .map(|_| ())
+        .map_err(|e| BusError::js(format!("creating bucket {}", def.name), e))
+}

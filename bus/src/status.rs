@@ -1,0 +1,186 @@
+//! The mesh at a glance: NATS, every stream and bucket, every worker kind's
+//! live replicas.
+
+use futures::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::codec;
+use crate::connect::{Bus, BusError};
+use crate::messages::{Heartbeat, WorkerKind};
+use crate::topology;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshStatus {
+    pub nats: NatsStatus,
+    pub streams: Vec<StoreStatus>,
+    pub buckets: Vec<StoreStatus>,
+    pub workers: Vec<KindStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NatsStatus {
+    pub url: String,
+    pub reachable: bool,
+    pub version: String,
+    pub server_name: String,
+    pub clock_skew_ms: i64,
+}
+
+/// A stream or bucket; `exists` is false when nothing has created it yet.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStatus {
+    pub name: String,
+    pub exists: bool,
+    pub messages: u64,
+    pub bytes: u64,
+    pub replicas: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KindStatus {
+    pub kind: WorkerKind,
+    pub live: Vec<ReplicaStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    pub instance: String,
+    pub hostname: String,
+    pub pid: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_heartbeat: OffsetDateTime,
+    pub heartbeat_age_ms: i64,
+    pub commands_handled: u64,
+    pub clock_skew_ms: i64,
+}
+
+/// Gathers the status of the mesh `bus` is connected to.
+pub async fn gather(bus: &Bus) -> Result<MeshStatus, BusError> {
+    let info = bus.client.server_info();
+    let skew_ms = crate::clock::measure_skew_ms(bus).await.unwrap_or(0);
+    let mut streams = Vec::new();
+    for def in topology::STREAMS {
+        streams.push(store_status(bus, def.name, def.name).await?);
+    }
+    let mut buckets = Vec::new();
+    for def in topology::BUCKETS {
+        buckets.push(store_status(bus, def.name, &format!("KV_{}", def.name)).await?);
+    }
+    let beats = heartbeats(bus, skew_ms).await?;
+    let workers = WorkerKind::ALL
+        .into_iter()
+        .map(|kind| KindStatus {
+            kind,
+            live: beats
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, r)| r.clone())
+                .collect(),
+        })
+        .collect();
+    Ok(MeshStatus {
+        nats: NatsStatus {
+            url: bus.url().to_string(),
+            reachable: true,
+            version: info.version.clone(),
+            server_name: info.server_name.clone(),
+            clock_skew_ms: skew_ms,
+        },
+        streams,
+        buckets,
+        workers,
+    })
+}
+
+async fn store_status(bus: &Bus, name: &str, stream: &str) -> Result<StoreStatus, BusError> {
+    match bus.js.get_stream(stream).await {
+        Ok(mut s) => {
+            let info = s
+                .info()
+                .await
+                .map_err(|e| BusError::js(format!("stream info {stream}"), e))?;
+            Ok(StoreStatus {
+                name: name.to_string(),
+                exists: true,
+                messages: info.state.messages,
+                bytes: info.state.bytes,
+                replicas: info.config.num_replicas,
+            })
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)
+            ) =>
+        {
+            Ok(StoreStatus {
+                name: name.to_string(),
+                exists: false,
+                messages: 0,
+                bytes: 0,
+                replicas: 0,
+            })
+        }
+        Err(e) => Err(BusError::js(format!("stream info {stream}"), e)),
+    }
+}
+
+/// Live replicas (heartbeat within the liveness window), by kind.
+async fn heartbeats(bus: &Bus, skew_ms: i64) -> Result<Vec<(WorkerKind, ReplicaStatus)>, BusError> {
+    let workers = match bus.kv(&topology::WORKERS).await {
+        Ok(workers) => workers,
+        Err(BusError::MissingBucket { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut keys = workers
+        .keys()
+        .await
+        .map_err(|e| BusError::js("listing heartbeats", e))?;
+    let server_now = OffsetDateTime::now_utc() - time::Duration::milliseconds(skew_ms);
+    let mut live = Vec::new();
+    while let Some(key) = keys.next().await {
+        let Ok(key) = key else { continue };
+        let Ok(Some(entry)) = workers.entry(key).await else {
+            continue;
+        };
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            continue;
+        }
+        let Ok(beat) = codec::from_cbor::<Heartbeat>(&entry.value) else {
+            continue;
+        };
+        let created: OffsetDateTime = entry.created;
+        let age = server_now - created;
+        if age > topology::LIVENESS_WINDOW {
+            continue;
+        }
+        live.push((
+            beat.kind,
+            ReplicaStatus {
+                instance: beat.instance,
+                hostname: beat.hostname,
+                pid: beat.pid,
+                started_at: beat.started_at,
+                last_heartbeat: created,
+                heartbeat_age_ms: age.whole_milliseconds() as i64,
+                commands_handled: beat.commands_handled,
+                clock_skew_ms: beat.clock_skew_ms,
+            },
+        ));
+    }
+    live.sort_by(|a, b| (a.0, &a.1.instance).cmp(&(b.0, &b.1.instance)));
+    Ok(live)
+}
+
+/// How many replicas of `kind` are alive now.
+pub async fn live_replicas(bus: &Bus, kind: WorkerKind) -> Result<usize, BusError> {
+    let skew_ms = crate::clock::measure_skew_ms(bus).await.unwrap_or(0);
+    Ok(heartbeats(bus, skew_ms)
+        .await?
+        .iter()
+        .filter(|(k, _)| *k == kind)
+        .count())
+}

@@ -1,0 +1,49 @@
+//! Subject names. Nothing outside this crate spells one.
+//!
+//! | subjects | what |
+//! |---|---|
+//! | `fleetroll.cmd.<worker>.<command>` | mutating commands (command stream) |
+//! | `fleetroll.evt.cmd.<id>.<verdict>` | a command reached its outcome |
+//! | `fleetroll.evt.rollout.<id>.<kind>` | rollout events, one rollout or all |
+//! | `fleetroll.audit.>` | the immutable audit log |
+//! | `fleetroll.query.<area>.<name>` | read queries (NATS service) |
+
+use crate::messages::WorkerKind;
+use crate::messages::command::Command;
+
+pub const COMMANDS: &str = "fleetroll.cmd.>";
+pub const EVENTS: &str = "fleetroll.evt.>";
+pub const AUDIT: &str = "fleetroll.audit.>";
+pub const ROLLOUT_EVENTS: &str = "fleetroll.evt.rollout.>";
+/// The group every read-query endpoint lives under.
+pub const QUERY_GROUP: &str = "fleetroll.query";
+
+/// The subject a command is published on.
+pub fn command(command: &Command) -> String {
+    format!("fleetroll.cmd.{}.{}", command.worker(), command.name())
+}
+
+/// The filter of one worker kind's durable consumer.
+pub fn commands_for(kind: WorkerKind) -> String {
+    format!("fleetroll.cmd.{kind}.>")
+}
+
+/// The event published when a command reaches its outcome.
+pub fn command_finished(command_id: &str, verdict: &str) -> String {
+    format!("fleetroll.evt.cmd.{command_id}.{verdict}")
+}
+
+/// Every event about one command.
+pub fn command_events(command_id: &str) -> String {
+    format!("fleetroll.evt.cmd.{command_id}.>")
+}
+
+/// The full subject of a read query, e.g. `fleetroll.query.seeds.list`.
+pub fn query(endpoint: &str) -> String {
+    format!("{QUERY_GROUP}.{endpoint}")
+}
+
+/// Query endpoints (relative to [`QUERY_GROUP`]).
+pub mod queries {
+    pub const SEEDS_LIST: &str = "seeds.list";
+}

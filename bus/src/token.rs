@@ -1,0 +1,282 @@
+//! Signed tokens: who is acting, in which role, until when.
+//!
+//! Tokens are JWTs signed with Ed25519 (`EdDSA`). The operator holds the
+//! private key (`fleetroll auth init`); workers only ever see the public
+//! half, so a compromised worker cannot mint tokens.
+//!
+//! ```
+//! use fleetroll_bus::token::{self, Role, SigningKey};
+//! use time::{Duration, OffsetDateTime};
+//!
+//! let key = SigningKey::generate();
+//! let now = OffsetDateTime::now_utc();
+//! let (jwt, claims) = token::issue(&key, "alice", Role::Relops, Duration::hours(8), now).unwrap();
+//! let verified = token::verify(&jwt, &key.verifying_key(), now).unwrap();
+//! assert_eq!(verified, claims);
+//! assert!(token::verify(&jwt, &SigningKey::generate().verifying_key(), now).is_err());
+//! ```
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::messages::command::Denial;
+
+const ISSUER: &str = "fleetroll";
+
+/// Who may do what (SPEC 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May mutate.
+    Relops,
+    /// Oncall and stakeholders: read only.
+    Readonly,
+    /// Bots: read queries only.
+    Chatops,
+    /// The workers themselves.
+    Worker,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Relops, Role::Readonly, Role::Chatops, Role::Worker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Relops => "relops",
+            Role::Readonly => "readonly",
+            Role::Chatops => "chatops",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}` (relops, readonly, chatops, worker)"))
+    }
+}
+
+/// The claims of a fleetroll token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The actor.
+    pub sub: String,
+    pub role: Role,
+    /// Token id, for revocation.
+    pub jti: String,
+    pub iss: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Errors of key handling and issuing.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the signing key file is not an Ed25519 PKCS#8 PEM key: {0}")]
+    BadPrivateKey(String),
+    #[error("the verifying key is not a base64url Ed25519 public key: {0}")]
+    BadPublicKey(String),
+    #[error("actor `{0}` is not valid: use 1-64 characters of letters, digits and . _ @ -")]
+    BadActor(String),
+    #[error("token lifetime must be between 1 minute and 30 days")]
+    BadTtl,
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// The operator's private key.
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl SigningKey {
+    pub fn generate() -> Self {
+        SigningKey(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
+    }
+
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+            .map(SigningKey)
+            .map_err(|e| KeyError::BadPrivateKey(e.to_string()))
+    }
+
+    pub fn to_pem(&self) -> String {
+        self.0
+            .to_pkcs8_pem(Default::default())
+            .map(|pem| pem.to_string())
+            .expect("PKCS#8 encoding of an in-memory Ed25519 key")
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey(self.0.verifying_key().to_bytes())
+    }
+}
+
+/// The public half that workers verify with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyingKey([u8; 32]);
+
+impl VerifyingKey {
+    /// base64url without padding, as in a JWK's `x`.
+    pub fn to_base64(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
+        let array: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyError::BadPublicKey("not 32 bytes".into()))?;
+        Ok(VerifyingKey(array))
+    }
+}
+
+fn valid_actor(actor: &str) -> bool {
+    (1..=64).contains(&actor.len())
+        && actor
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+}
+
+/// Issues a token for `actor` in `role`, valid for `ttl` from `now`.
+pub fn issue(
+    key: &SigningKey,
+    actor: &str,
+    role: Role,
+    ttl: time::Duration,
+    now: OffsetDateTime,
+) -> Result<(String, Claims), KeyError> {
+    if !valid_actor(actor) {
+        return Err(KeyError::BadActor(actor.to_string()));
+    }
+    if ttl < time::Duration::minutes(1) || ttl > time::Duration::days(30) {
+        return Err(KeyError::BadTtl);
+    }
+    let claims = Claims {
+        sub: actor.to_string(),
+        role,
+        jti: uuid::Uuid::new_v4().to_string(),
+        iss: ISSUER.to_string(),
+        iat: now.unix_timestamp(),
+        exp: (now + ttl).unix_timestamp(),
+    };
+    let der = key
+        .0
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::Signing(e.to_string()))?;
+    let jwt = jsonwebtoken::encode(
+        &Header::new(Algorithm::EdDSA),
+        &claims,
+        &EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .map_err(|e| KeyError::Signing(e.to_string()))?;
+    Ok((jwt, claims))
+}
+
+/// Verifies signature, issuer and expiry against `now`. Revocation needs the
+/// auth bucket and is checked by the caller.
+pub fn verify(jwt: &str, key: &VerifyingKey, now: OffsetDateTime) -> Result<Claims, Denial> {
+    let jwt = jwt.trim();
+    if jwt.is_empty() {
+        return Err(Denial::Missing);
+    }
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    // Expiry is checked below against the caller's `now`, which the clock
+    // guard has vouched for.
+    validation.validate_exp = false;
+    validation.required_spec_claims = ["exp", "sub", "iss"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    validation.set_issuer(&[ISSUER]);
+    let data = jsonwebtoken::decode::<Claims>(jwt, &DecodingKey::from_ed_der(&key.0), &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature
+            | ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidEddsaKey => Denial::Forged,
+            _ => Denial::Garbled {
+                detail: e.to_string(),
+            },
+        })?;
+    let claims = data.claims;
+    if claims.exp <= now.unix_timestamp() {
+        let expired_at = OffsetDateTime::from_unix_timestamp(claims.exp)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| claims.exp.to_string());
+        return Err(Denial::Expired { expired_at });
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifying_key_round_trips_through_base64() {
+        let key = SigningKey::generate().verifying_key();
+        assert_eq!(VerifyingKey::from_base64(&key.to_base64()).unwrap(), key);
+        assert!(VerifyingKey::from_base64("!!").is_err());
+    }
+
+    #[test]
+    fn signing_key_round_trips_through_pem() {
+        let key = SigningKey::generate();
+        let again = SigningKey::from_pem(&key.to_pem()).unwrap();
+        assert_eq!(again.verifying_key(), key.verifying_key());
+    }
+
+    #[test]
+    fn denials_say_which() {
+        let key = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        let (jwt, _) = issue(&key, "alice", Role::Relops, time::Duration::minutes(5), now).unwrap();
+        let later = now + time::Duration::minutes(6);
+        assert!(matches!(
+            verify(&jwt, &key.verifying_key(), later),
+            Err(Denial::Expired { .. })
+        ));
+        assert_eq!(
+            verify(&jwt, &SigningKey::generate().verifying_key(), now),
+            Err(Denial::Forged)
+        );
+        assert!(matches!(
+            verify("not.a.token", &key.verifying_key(), now),
+            Err(Denial::Garbled { .. })
+        ));
+        assert_eq!(verify("", &key.verifying_key(), now), Err(Denial::Missing));
+        // A token whose payload was edited keeps a signature that no longer matches.
+        let mut parts: Vec<String> = jwt.split('.').map(String::from).collect();
+        let forged_claims = URL_SAFE_NO_PAD.encode(
+            serde_json::json!({"sub":"mallory","role":"relops","jti":"x","iss":"fleetroll","iat":0,"exp":i64::MAX})
+                .to_string()
+                .as_bytes(),
+        );
+        parts[1] = forged_claims;
+        assert_eq!(
+            verify(&parts.join("."), &key.verifying_key(), now),
+            Err(Denial::Forged)
+        );
+    }
+
+    #[test]
+    fn issue_refuses_bad_actor_and_ttl() {
+        let key = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        assert!(issue(&key, "a b", Role::Relops, time::Duration::hours(1), now).is_err());
+        assert!(issue(&key, "a", Role::Relops, time::Duration::days(365), now).is_err());
+    }
+}

@@ -1,0 +1,419 @@
+//! The worker loop every worker kind runs: take commands from the kind's
+//! durable pull consumer, verify, act, record the outcome exactly once, then
+//! acknowledge; and keep a heartbeat in the workers bucket.
+//!
+//! Exactly once: the outcome is written with a compare-and-swap create under
+//! the command id *before* the message is acknowledged. A replica that dies
+//! before the ack lets the message be redelivered to another replica, which
+//! finds the outcome (and only re-announces it) or, if there is none, runs
+//! the command. Handlers make their own effects idempotent per command id.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, kv};
+use futures::StreamExt;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::codec;
+use crate::connect::{Bus, BusError};
+use crate::messages::command::{Command, CommandEnvelope, Outcome, Reply, Verdict};
+use crate::messages::event::{Event, EventDetail};
+use crate::messages::{Heartbeat, WorkerKind};
+use crate::setup::{self, Replicas};
+use crate::subjects;
+use crate::token::Claims;
+use crate::topology;
+use crate::verify::{Verifier, VerifyError};
+
+/// How many commands one replica works on at once.
+const CONCURRENCY: usize = 16;
+/// Progress acks keep a long command from being redelivered while alive.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// What a worker kind does with the commands it owns.
+pub trait Handler: Send + Sync + 'static {
+    /// Carries out one verified command and says how it ended.
+    fn handle(
+        &self,
+        ctx: &CommandContext,
+        command: &Command,
+    ) -> impl Future<Output = Verdict> + Send;
+}
+
+/// Who asked, and what for; given to a handler with each command.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub command_id: String,
+    pub actor: String,
+    pub claims: Claims,
+    pub instance: String,
+    pub bus: Bus,
+}
+
+/// Identity of one worker replica.
+#[derive(Clone)]
+pub struct Replica {
+    pub kind: WorkerKind,
+    pub instance: String,
+    pub started_at: OffsetDateTime,
+    pub verifier: Verifier,
+    pub bus: Bus,
+    handled: Arc<AtomicU64>,
+}
+
+impl Replica {
+    pub fn new(bus: Bus, kind: WorkerKind) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Replica {
+            kind,
+            instance: format!("{kind}-{}", &suffix[..8]),
+            started_at: OffsetDateTime::now_utc(),
+            verifier: Verifier::new(bus.clone()),
+            bus,
+            handled: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Runs one replica of a worker kind until `shutdown` resolves.
+///
+/// ```no_run
+/// # async fn run(bus: fleetroll_bus::Bus) -> Result<(), fleetroll_bus::connect::BusError> {
+/// use fleetroll_bus::messages::{WorkerKind, command::{Command, Verdict}};
+/// use fleetroll_bus::worker::{self, CommandContext, Handler};
+///
+/// struct Nothing;
+/// impl Handler for Nothing {
+///     async fn handle(&self, _: &CommandContext, _: &Command) -> Verdict {
+///         Verdict::Invalid { message: "this worker owns no commands".into() }
+///     }
+/// }
+/// worker::run(bus, WorkerKind::Gatekeeper, Nothing, tokio::signal::ctrl_c()).await
+/// # }
+/// ```
+pub async fn run<H, S, T>(
+    bus: Bus,
+    kind: WorkerKind,
+    handler: H,
+    shutdown: S,
+) -> Result<(), BusError>
+where
+    H: Handler,
+    S: Future<Output = T> + Send,
+{
+    run_replica(Replica::new(bus, kind), Arc::new(handler), shutdown).await
+}
+
+/// As [`run`], for a replica (and handler) the caller built, e.g. to serve
+/// queries with the same identity.
+pub async fn run_replica<H, S, T>(
+    replica: Replica,
+    handler: Arc<H>,
+    shutdown: S,
+) -> Result<(), BusError>
+where
+    H: Handler,
+    S: Future<Output = T> + Send,
+{
+    let span = info_span!("worker", kind = %replica.kind, instance = %replica.instance);
+    async move {
+        setup::ensure(&replica.bus, Replicas::default()).await?;
+        let skew_ms = crate::clock::measure_skew_ms(&replica.bus).await?;
+        replica.verifier.record_skew(skew_ms);
+        let heartbeats = tokio::spawn(heartbeat_loop(replica.clone()).in_current_span());
+        info!(skew_ms, "worker started");
+        let consuming = consume(replica.clone(), handler);
+        tokio::select! {
+            result = consuming => {
+                heartbeats.abort();
+                result?;
+            }
+            _ = shutdown => {
+                heartbeats.abort();
+                info!("worker stopping");
+            }
+        }
+        // A clean stop leaves no ghost replica behind in `fleetroll status`.
+        if let Ok(workers) = replica.bus.kv(&topology::WORKERS).await {
+            let _ = workers
+                .delete(topology::heartbeat_key(replica.kind, &replica.instance))
+                .await;
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn heartbeat_loop(replica: Replica) {
+    let mut ticker = tokio::time::interval(topology::HEARTBEAT_INTERVAL);
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    loop {
+        ticker.tick().await;
+        match crate::clock::measure_skew_ms(&replica.bus).await {
+            Ok(skew) => replica.verifier.record_skew(skew),
+            Err(e) => warn!(error = %e, "cannot measure clock skew"),
+        }
+        let beat = Heartbeat {
+            kind: replica.kind,
+            instance: replica.instance.clone(),
+            hostname: hostname.clone(),
+            pid: std::process::id(),
+            started_at: replica.started_at,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            clock_skew_ms: replica.verifier.skew_ms(),
+            commands_handled: replica.handled.load(Ordering::Relaxed),
+        };
+        let put = async {
+            let workers = replica.bus.kv(&topology::WORKERS).await?;
+            workers
+                .put(
+                    topology::heartbeat_key(replica.kind, &replica.instance),
+                    codec::to_cbor(&beat).into(),
+                )
+                .await
+                .map_err(|e| BusError::js("writing heartbeat", e))
+        };
+        if let Err(e) = put.await {
+            warn!(error = %e, "heartbeat not written");
+        }
+    }
+}
+
+async fn consume<H: Handler>(replica: Replica, handler: Arc<H>) -> Result<(), BusError> {
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    loop {
+        let stream = replica
+            .bus
+            .js
+            .get_stream(topology::COMMANDS.name)
+            .await
+            .map_err(|e| BusError::js("opening the command stream", e))?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &topology::consumer_name(replica.kind),
+                setup::worker_consumer_config(replica.kind),
+            )
+            .await
+            .map_err(|e| BusError::js("opening the worker consumer", e))?;
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(e) => {
+                warn!(error = %e, "cannot pull commands; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(next) = messages.next().await {
+            let message = match next {
+                Ok(message) => message,
+                Err(e) => {
+                    // Server restarts and leader changes surface here; the
+                    // pull stream recovers by itself or is rebuilt below.
+                    warn!(error = %e, "pulling commands");
+                    continue;
+                }
+            };
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let replica = replica.clone();
+            let handler = handler.clone();
+            tokio::spawn(
+                async move {
+                    process(&replica, handler.as_ref(), message).await;
+                    drop(permit);
+                }
+                .in_current_span(),
+            );
+        }
+        warn!("command pull stream ended; reopening");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream::Message) {
+    let delivery = message
+        .info()
+        .map(|i| i.delivered.max(1) as u64)
+        .unwrap_or(1);
+    let envelope: CommandEnvelope = match codec::from_cbor(&message.payload) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            // Nothing can make a garbled command readable: drop it for good.
+            warn!(subject = %message.subject, error = %e, "unreadable command terminated");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = info_span!("command", id = %envelope.id, command = envelope.command.name());
+    async {
+        let outcomes = match replica.bus.kv(&topology::OUTCOMES).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                warn!(error = %e, "outcomes bucket unavailable; leaving the command for redelivery");
+                return;
+            }
+        };
+        let outcome = match recorded_outcome(&outcomes, &envelope.id).await {
+            Some(outcome) => {
+                info!(handled_by = %outcome.handled_by, "already executed; re-announcing its outcome");
+                outcome
+            }
+            None => {
+                let message = Arc::new(message.clone());
+                let ticker = tokio::spawn(keep_in_progress(message));
+                let outcome = execute(replica, handler, &envelope, delivery).await;
+                ticker.abort();
+                match outcomes.create(&envelope.id, codec::to_cbor(&outcome).into()).await {
+                    Ok(_) => {
+                        replica.handled.fetch_add(1, Ordering::Relaxed);
+                        info!(verdict = outcome.verdict.label(), "command finished");
+                        outcome
+                    }
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                        recorded_outcome(&outcomes, &envelope.id).await.unwrap_or(outcome)
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "outcome not recorded; leaving the command for redelivery");
+                        return;
+                    }
+                }
+            }
+        };
+        announce(replica, &outcome).await;
+        if let Err(e) = message.double_ack().await {
+            warn!(error = %e, "ack failed; a redelivery will find the outcome");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn recorded_outcome(outcomes: &kv::Store, id: &str) -> Option<Outcome> {
+    let bytes = outcomes.get(id).await.ok().flatten()?;
+    codec::from_cbor(&bytes).ok()
+}
+
+async fn keep_in_progress(message: Arc<jetstream::Message>) {
+    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let _ = message.ack_with(AckKind::Progress).await;
+    }
+}
+
+async fn execute<H: Handler>(
+    replica: &Replica,
+    handler: &H,
+    envelope: &CommandEnvelope,
+    delivery: u64,
+) -> Outcome {
+    let command = &envelope.command;
+    let finish = |actor: Option<String>, verdict: Verdict| Outcome {
+        command_id: envelope.id.clone(),
+        command: command.name().to_string(),
+        actor,
+        verdict,
+        handled_by: replica.instance.clone(),
+        delivery,
+        finished_at: OffsetDateTime::now_utc(),
+    };
+    let claims = match replica
+        .verifier
+        .check(&envelope.token, command.allowed_roles(), command.name())
+        .await
+    {
+        Ok(claims) => claims,
+        Err(VerifyError::Denied(denial)) => {
+            warn!(reason = %denial, "command denied");
+            return finish(None, Verdict::Denied { denial });
+        }
+        Err(VerifyError::Bus(e)) => {
+            return finish(
+                None,
+                Verdict::Failed {
+                    message: format!("could not verify the token: {e}"),
+                },
+            );
+        }
+    };
+    let actor = Some(claims.sub.clone());
+    if OffsetDateTime::now_utc() > envelope.deadline {
+        return finish(
+            actor,
+            Verdict::Refused {
+                message: format!(
+                    "no worker took the command before its deadline ({}); it was not executed",
+                    envelope.deadline
+                ),
+            },
+        );
+    }
+    let verdict = match command {
+        Command::Ping { hold_ms, .. } => {
+            tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
+            Verdict::Done {
+                reply: Reply::Pong {
+                    worker: replica.kind,
+                    instance: replica.instance.clone(),
+                },
+            }
+        }
+        _ => {
+            let ctx = CommandContext {
+                command_id: envelope.id.clone(),
+                actor: claims.sub.clone(),
+                claims,
+                instance: replica.instance.clone(),
+                bus: replica.bus.clone(),
+            };
+            handler.handle(&ctx, command).await
+        }
+    };
+    finish(actor, verdict)
+}
+
+/// Publishes the "command finished" event. Its message id is derived from
+/// the command id, so re-announcing after a redelivery stores it once.
+async fn announce(replica: &Replica, outcome: &Outcome) {
+    let event = Event {
+        at: outcome.finished_at,
+        source: outcome.handled_by.clone(),
+        detail: EventDetail::CommandFinished {
+            command_id: outcome.command_id.clone(),
+            command: outcome.command.clone(),
+            actor: outcome.actor.clone(),
+            verdict: outcome.verdict.label().to_string(),
+        },
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "Nats-Msg-Id",
+        format!("finished-{}", outcome.command_id).as_str(),
+    );
+    let published = replica
+        .bus
+        .js
+        .publish_with_headers(
+            subjects::command_finished(&outcome.command_id, outcome.verdict.label()),
+            headers,
+            codec::to_cbor(&event).into(),
+        )
+        .await;
+    if let Err(e) = published {
+        warn!(error = %e, "event not published");
+    } else if let Ok(ack) = published {
+        let _ = ack.await;
+    }
+}

@@ -1,0 +1,153 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use fleetroll_bus::WorkerKind;
+use fleetroll_bus::token::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "fleetroll",
+    version,
+    about = "Roll call and staged rollouts for a Puppet-managed fleet over SSH"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Top,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Where fleetroll keeps its signing key, token and embedded NATS data.
+    #[arg(long, global = true, env = "FLEETROLL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// NATS to use instead of the embedded server.
+    #[arg(long, global = true, env = "FLEETROLL_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// File holding your token (default: <data-dir>/token, or $FLEETROLL_TOKEN).
+    #[arg(long, global = true, env = "FLEETROLL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Top {
+    /// Run the whole mesh here: embedded nats-server plus one replica of every worker.
+    Up(UpArgs),
+    /// Run one worker replica against a NATS deployment.
+    Worker {
+        #[arg(value_parser = parse_kind)]
+        kind: WorkerKind,
+    },
+    /// The mesh at a glance: NATS, streams and buckets, live worker replicas.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Round trip CLI → command stream → worker → outcome, for each worker kind.
+    Ping(PingArgs),
+    /// Signing key and tokens.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// The inventory: seeds.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Port of the embedded nats-server (loopback only).
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    /// nats-server binary (default: the project's .tools/, then PATH).
+    #[arg(long, env = "FLEETROLL_NATS_SERVER")]
+    pub nats_server: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PingArgs {
+    /// Only this worker kind (default: all four).
+    #[arg(long, value_parser = parse_kind)]
+    pub worker: Option<WorkerKind>,
+    /// Have the worker hold the command this long before answering.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub hold: Duration,
+    /// How long to wait for the outcome.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AuthCommand {
+    /// Create the signing key (under the data dir) and publish its public half.
+    Init {
+        /// Replace an existing key: every token issued with it stops working.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a token.
+    Issue {
+        #[arg(long)]
+        actor: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, value_parser = parse_duration, default_value = "8h")]
+        ttl: Duration,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke one token (by id, or the token in a file) or every token of an actor.
+    Revoke {
+        #[arg(long, conflicts_with_all = ["actor", "token"])]
+        jti: Option<String>,
+        #[arg(long, conflicts_with = "token")]
+        actor: Option<String>,
+        /// A file holding the token to revoke.
+        #[arg(long)]
+        token: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum InventoryCommand {
+    /// Seeds: the hostnames the inventory starts from.
+    #[command(subcommand)]
+    Seed(SeedCommand),
+}
+
+#[derive(Subcommand)]
+pub enum SeedCommand {
+    Add {
+        #[arg(required = true)]
+        hostnames: Vec<String>,
+    },
+    Remove {
+        #[arg(required = true)]
+        hostnames: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<WorkerKind, String> {
+    s.parse()
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 30s, 5m or 8h: {e}"))
+}

@@ -1,0 +1,41 @@
+//! One module per top-level command.
+
+pub mod auth;
+pub mod ping;
+pub mod seed;
+pub mod status;
+pub mod up;
+pub mod workers;
+
+use std::time::Duration;
+
+use fleetroll_bus::messages::command::{Command, Outcome, Verdict};
+
+use crate::context::Context;
+use crate::exit;
+
+/// How long a mutating command waits for its outcome by default.
+pub const COMMAND_WAIT: Duration = Duration::from_secs(30);
+
+/// Sends a command with the caller's token and waits for its outcome.
+pub async fn send(ctx: &Context, command: Command, wait: Duration) -> anyhow::Result<Outcome> {
+    let token = ctx.token()?;
+    let bus = ctx.connect().await?;
+    Ok(fleetroll_bus::send::send(&bus, &token, command, wait).await?)
+}
+
+/// Prints why a command did not succeed and returns its exit code.
+pub fn report_failure(outcome: &Outcome) -> u8 {
+    let text = match &outcome.verdict {
+        Verdict::Done { .. } => return exit::OK,
+        Verdict::Denied { denial } => format!("not authorized: {denial}"),
+        Verdict::Invalid { message } => format!("invalid: {message}"),
+        Verdict::Refused { message } => format!("refused: {message}"),
+        Verdict::Failed { message } => format!("failed: {message}"),
+    };
+    eprintln!(
+        "fleetroll: {} {}: {text}",
+        outcome.command, outcome.command_id
+    );
+    exit::for_verdict(&outcome.verdict)
+}

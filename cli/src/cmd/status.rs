@@ -1,0 +1,67 @@
+//! `fleetroll status`.
+
+use fleetroll_bus::status::{self, MeshStatus};
+
+use crate::context::Context;
+use crate::exit;
+
+pub async fn run(ctx: &Context, json: bool) -> anyhow::Result<u8> {
+    let bus = match ctx.connect().await {
+        Ok(bus) => bus,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"nats": {"url": ctx.nats_url(), "reachable": false, "error": e.to_string()}})
+                );
+            }
+            return Err(e);
+        }
+    };
+    let mesh = status::gather(&bus).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&mesh)?);
+    } else {
+        print_human(&mesh);
+    }
+    Ok(exit::OK)
+}
+
+fn print_human(mesh: &MeshStatus) {
+    let n = &mesh.nats;
+    println!(
+        "NATS     {}  reachable  v{} ({})  clock skew {} ms",
+        n.url, n.version, n.server_name, n.clock_skew_ms
+    );
+    println!();
+    println!(
+        "{:<28} {:>9} {:>11} {:>8}",
+        "STREAM / BUCKET", "MESSAGES", "BYTES", "REPLICAS"
+    );
+    for store in mesh.streams.iter().chain(&mesh.buckets) {
+        if store.exists {
+            println!(
+                "{:<28} {:>9} {:>11} {:>8}",
+                store.name, store.messages, store.bytes, store.replicas
+            );
+        } else {
+            println!("{:<28} {:>9}", store.name, "missing");
+        }
+    }
+    println!();
+    println!("{:<13} {:>8}  LAST HEARTBEAT", "WORKER", "REPLICAS");
+    for kind in &mesh.workers {
+        let newest = kind.live.iter().map(|r| r.heartbeat_age_ms).min();
+        let beat = match newest {
+            Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
+            None => "DOWN: no live replica".into(),
+        };
+        println!("{:<13} {:>8}  {beat}", kind.kind.as_str(), kind.live.len());
+        for r in &kind.live {
+            println!(
+                "    {}  pid {} on {}  up since {}  {} command(s)",
+                r.instance, r.pid, r.hostname, r.started_at, r.commands_handled
+            );
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `fleetroll up`: the whole mesh in one process.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fleetroll_bus::WorkerKind;
+use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::setup::{self, Replicas};
+use fleetroll_bus::token::Role;
+use tokio::sync::watch;
+
+use crate::args::UpArgs;
+use crate::cmd::{auth, workers};
+use crate::context::Context;
+use crate::exit;
+
+pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
+    let data_dir = ctx.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+
+    let server = match &ctx.global.nats_url {
+        Some(_) => None,
+        None => Some(
+            EmbeddedServer::start(&EmbeddedOptions {
+                data_dir: data_dir.clone(),
+                port: args.nats_port,
+                nats_server: args.nats_server.clone(),
+            })
+            .await?,
+        ),
+    };
+    let url = match &server {
+        Some(server) => server.url().to_string(),
+        None => ctx.nats_url(),
+    };
+    let mut options = ConnectOptions::new(url.clone(), "fleetroll-up");
+    options.wait_for_server = server.is_none();
+    let bus = Bus::connect(options).await?;
+    setup::ensure(&bus, Replicas(1)).await?;
+    if server.is_some() {
+        std::fs::write(ctx.url_file(), &url)
+            .with_context(|| format!("writing {}", ctx.url_file().display()))?;
+    }
+    first_run_credentials(ctx, &bus).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let replicas: Vec<_> = WorkerKind::ALL
+        .into_iter()
+        .map(|kind| tokio::spawn(workers::supervise(kind, bus.clone(), stop_rx.clone())))
+        .collect();
+
+    println!("fleetroll mesh is up");
+    println!(
+        "  NATS:      {url}{}",
+        if server.is_some() {
+            " (embedded, JetStream)"
+        } else {
+            ""
+        }
+    );
+    println!("  data dir:  {}", data_dir.display());
+    println!("  workers:   prober, gatekeeper, orchestrator, auditor (one replica each)");
+    println!(
+        "  check it:  fleetroll --data-dir {} status",
+        data_dir.display()
+    );
+    println!("stop with Ctrl-C");
+
+    workers::stop_signal().await;
+    eprintln!("stopping…");
+    let _ = stop_tx.send(true);
+    for replica in replicas {
+        let _ = tokio::time::timeout(Duration::from_secs(10), replica).await;
+    }
+    drop(bus);
+    if let Some(server) = server {
+        let _ = std::fs::remove_file(ctx.url_file());
+        server.stop().await;
+    }
+    eprintln!("stopped");
+    Ok(exit::OK)
+}
+
+/// On a fresh data dir: a signing key and a RelOps token for the local
+/// operator, so the mesh is usable at once. Always (re)publishes the
+/// verifying key of the data dir's signing key.
+async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
+    let key_path = ctx.signing_key_path();
+    let key = if key_path.exists() {
+        auth::load_key(ctx)?
+    } else {
+        let key = auth::init_key(&key_path)?;
+        println!("created signing key {}", key_path.display());
+        key
+    };
+    auth::publish_verifying_key(bus, &key).await?;
+    let token_path = ctx.default_token_path();
+    if !token_path.exists() {
+        let actor = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "operator".into());
+        let (jwt, claims) = auth::issue(&key, &actor, Role::Relops, time::Duration::hours(8))?;
+        auth::write_private(&token_path, &jwt)?;
+        println!(
+            "issued a relops token for `{}` (8 h) in {}",
+            claims.sub,
+            token_path.display()
+        );
+    }
+    Ok(())
+}

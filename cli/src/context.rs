@@ -1,0 +1,85 @@
+//! Where the CLI finds its data dir, NATS and token.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use fleetroll_bus::connect::{Bus, ConnectOptions, DEFAULT_NATS_URL};
+
+use crate::args::Global;
+use crate::exit::{self, fail};
+
+/// The file `fleetroll up` writes its NATS URL to while it runs, so other
+/// commands with the same data dir find it.
+const URL_FILE: &str = "nats.url";
+
+pub struct Context {
+    pub global: Global,
+}
+
+impl Context {
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.global.data_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("fleetroll")
+    }
+
+    pub fn url_file(&self) -> PathBuf {
+        self.data_dir().join(URL_FILE)
+    }
+
+    pub fn nats_url(&self) -> String {
+        if let Some(url) = &self.global.nats_url {
+            return url.clone();
+        }
+        std::fs::read_to_string(self.url_file())
+            .map(|u| u.trim().to_string())
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_string())
+    }
+
+    /// Connects, failing fast when NATS is not there.
+    pub async fn connect(&self) -> anyhow::Result<Bus> {
+        Ok(Bus::connect(ConnectOptions::new(self.nats_url(), "fleetroll-cli")).await?)
+    }
+
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.data_dir().join("auth").join("signing-key.pem")
+    }
+
+    pub fn default_token_path(&self) -> PathBuf {
+        self.data_dir().join("token")
+    }
+
+    /// The caller's token: `--token-file`, then `$FLEETROLL_TOKEN`, then
+    /// `<data-dir>/token`.
+    pub fn token(&self) -> anyhow::Result<String> {
+        if let Some(path) = &self.global.token_file {
+            return std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .with_context(|| format!("reading token file {}", path.display()))
+                .map_err(|e| fail(exit::INVALID, format!("{e:#}")));
+        }
+        if let Ok(token) = std::env::var("FLEETROLL_TOKEN") {
+            return Ok(token.trim().to_string());
+        }
+        let path = self.default_token_path();
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .map_err(|_| {
+                fail(
+                    exit::UNAUTHORIZED,
+                    format!(
+                        "no token: pass --token-file, set FLEETROLL_TOKEN, or put one in {} (`fleetroll auth issue --actor you --role relops --out {}`)",
+                        path.display(),
+                        path.display()
+                    ),
+                )
+            })
+    }
+}

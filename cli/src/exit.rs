@@ -1,0 +1,75 @@
+//! Exit codes (SPEC 8) and how errors map to them.
+
+use fleetroll_bus::connect::BusError;
+use fleetroll_bus::embedded::EmbeddedError;
+use fleetroll_bus::messages::command::Verdict;
+use fleetroll_bus::query::QueryFailure;
+use fleetroll_bus::send::SendError;
+
+pub const OK: u8 = 0;
+pub const INVALID: u8 = 1;
+pub const INFRASTRUCTURE: u8 = 2;
+pub const INTERNAL: u8 = 3;
+pub const REFUSED: u8 = 4;
+pub const UNAUTHORIZED: u8 = 5;
+
+/// An error that already knows its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
+    Exit {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn for_verdict(verdict: &Verdict) -> u8 {
+    match verdict {
+        Verdict::Done { .. } => OK,
+        Verdict::Invalid { .. } => INVALID,
+        Verdict::Refused { .. } => REFUSED,
+        Verdict::Denied { .. } => UNAUTHORIZED,
+        Verdict::Failed { .. } => INFRASTRUCTURE,
+    }
+}
+
+/// The exit code for an error that reached `main`.
+pub fn for_error(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(exit) = cause.downcast_ref::<Exit>() {
+            return exit.code;
+        }
+        if let Some(e) = cause.downcast_ref::<SendError>() {
+            return match e {
+                SendError::ClockSkew(_) => UNAUTHORIZED,
+                _ => INFRASTRUCTURE,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<QueryFailure>() {
+            return match e {
+                QueryFailure::Denied(_) => UNAUTHORIZED,
+                QueryFailure::Invalid(_) => INVALID,
+                QueryFailure::Failed(_) => INTERNAL,
+                _ => INFRASTRUCTURE,
+            };
+        }
+        if cause
+            .downcast_ref::<fleetroll_bus::clock::SkewError>()
+            .is_some()
+        {
+            return UNAUTHORIZED;
+        }
+        if cause.downcast_ref::<BusError>().is_some()
+            || cause.downcast_ref::<EmbeddedError>().is_some()
+        {
+            return INFRASTRUCTURE;
+        }
+    }
+    INTERNAL
+}

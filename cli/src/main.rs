@@ -1,0 +1,59 @@
+//! The `fleetroll` binary: it parses, and calls the libraries.
+
+mod args;
+mod cmd;
+mod context;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, InventoryCommand, Top};
+use crate::context::Context;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Top::Up(_) | Top::Worker { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEETROLL_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!("{default_level},async_nats=warn"))
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("fleetroll: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fleetroll: {e:#}");
+            exit::for_error(&e)
+        }
+    };
+    // Workers' background tasks must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let ctx = Context { global: cli.global };
+    match cli.command {
+        Top::Up(args) => cmd::up::run(&ctx, args).await,
+        Top::Worker { kind } => cmd::workers::run(&ctx, kind).await,
+        Top::Status { json } => cmd::status::run(&ctx, json).await,
+        Top::Ping(args) => cmd::ping::run(&ctx, args).await,
+        Top::Auth(command) => cmd::auth::run(&ctx, command).await,
+        Top::Inventory(InventoryCommand::Seed(command)) => cmd::seed::run(&ctx, command).await,
+    }
+}

@@ -1,0 +1,1 @@
+//! The test fleet (see README). Work in progress.
