@@ -1,0 +1,222 @@
+//! Every message type round-trips through the codec, and what is not a
+//! message of this schema version is refused with an error that says why.
+
+use fleetroll_bus::codec::{self, DecodeError, Message};
+use fleetroll_bus::messages::auth::{Revocation, VerifyingKeyRecord};
+use fleetroll_bus::messages::command::{Command, CommandEnvelope, Denial, Outcome, Reply, Verdict};
+use fleetroll_bus::messages::event::{Event, EventDetail};
+use fleetroll_bus::messages::{Heartbeat, NoParams, Seed, SeedList, WorkerKind};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+fn at() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap()
+}
+
+fn round_trips<T: Message + PartialEq + std::fmt::Debug>(message: T) {
+    assert_eq!(
+        codec::from_cbor::<T>(&codec::to_cbor(&message)).unwrap(),
+        message,
+        "CBOR {}",
+        T::KIND
+    );
+    assert_eq!(
+        codec::from_json::<T>(&codec::to_json(&message)).unwrap(),
+        message,
+        "JSON {}",
+        T::KIND
+    );
+}
+
+fn commands() -> Vec<Command> {
+    vec![
+        Command::Ping {
+            worker: WorkerKind::Auditor,
+            hold_ms: 1500,
+        },
+        Command::SeedAdd {
+            hostnames: vec!["a.example.com".into(), "b".into()],
+        },
+        Command::SeedRemove {
+            hostnames: vec!["a.example.com".into()],
+        },
+    ]
+}
+
+fn verdicts() -> Vec<Verdict> {
+    let denials = vec![
+        Denial::Missing,
+        Denial::Garbled { detail: "x".into() },
+        Denial::Forged,
+        Denial::Expired {
+            expired_at: "then".into(),
+        },
+        Denial::Revoked {
+            jti: "j".into(),
+            revoked_at: "now".into(),
+        },
+        Denial::WrongRole {
+            role: "readonly".into(),
+            action: "seed_add".into(),
+            allowed: "relops".into(),
+        },
+        Denial::ClockSkew { skew_ms: -31_000 },
+        Denial::NoSigningKey,
+    ];
+    let mut verdicts: Vec<Verdict> = denials
+        .into_iter()
+        .map(|denial| Verdict::Denied { denial })
+        .collect();
+    verdicts.extend([
+        Verdict::Done {
+            reply: Reply::Pong {
+                worker: WorkerKind::Prober,
+                instance: "prober-1".into(),
+            },
+        },
+        Verdict::Done {
+            reply: Reply::SeedsChanged {
+                changed: vec!["a".into()],
+                unchanged: vec![],
+            },
+        },
+        Verdict::Invalid {
+            message: "bad".into(),
+        },
+        Verdict::Refused {
+            message: "gates".into(),
+        },
+        Verdict::Failed {
+            message: "ssh".into(),
+        },
+    ]);
+    verdicts
+}
+
+#[test]
+fn every_message_type_round_trips() {
+    for command in commands() {
+        round_trips(command.clone());
+        round_trips(CommandEnvelope {
+            id: "0190-abc".into(),
+            token: "jwt".into(),
+            sent_at: at(),
+            deadline: at(),
+            command,
+        });
+    }
+    for verdict in verdicts() {
+        round_trips(Outcome {
+            command_id: "id".into(),
+            command: "seed_add".into(),
+            actor: Some("alice@example.com".into()),
+            verdict,
+            handled_by: "prober-1".into(),
+            delivery: 2,
+            finished_at: at(),
+        });
+    }
+    for kind in WorkerKind::ALL {
+        round_trips(Heartbeat {
+            kind,
+            instance: "i".into(),
+            hostname: "h".into(),
+            pid: 7,
+            started_at: at(),
+            version: "0.1.0".into(),
+            clock_skew_ms: -3,
+            commands_handled: 9,
+        });
+    }
+    let seed = Seed {
+        hostname: "h".into(),
+        added_at: at(),
+        added_by: "alice".into(),
+    };
+    round_trips(seed.clone());
+    round_trips(SeedList { seeds: vec![seed] });
+    round_trips(NoParams {});
+    round_trips(VerifyingKeyRecord {
+        public_key: "abc".into(),
+        published_at: at(),
+    });
+    round_trips(Revocation {
+        revoked_at: at(),
+        reason: "left the team".into(),
+    });
+    round_trips(Event {
+        at: at(),
+        source: "prober-1".into(),
+        detail: EventDetail::CommandFinished {
+            command_id: "id".into(),
+            command: "ping".into(),
+            actor: None,
+            verdict: "done".into(),
+        },
+    });
+}
+
+#[derive(Serialize)]
+struct Frame<'a, B: Serialize> {
+    kind: &'a str,
+    v: u16,
+    body: B,
+}
+
+fn cbor<B: Serialize>(kind: &str, v: u16, body: B) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(&Frame { kind, v, body }, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn unknown_schema_version_is_refused_by_name() {
+    let body = Command::Ping {
+        worker: WorkerKind::Prober,
+        hold_ms: 0,
+    };
+    let err = codec::from_cbor::<Command>(&cbor("command", 2, &body)).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::UnknownVersion {
+            kind: "command",
+            got: 2,
+            supported: 1
+        }
+    );
+    assert!(err.to_string().contains("schema version 2"), "{err}");
+    let json = br#"{"kind":"command","v":7,"body":{"type":"ping","worker":"prober","hold_ms":0}}"#;
+    assert!(matches!(
+        codec::from_json::<Command>(json),
+        Err(DecodeError::UnknownVersion { got: 7, .. })
+    ));
+}
+
+#[test]
+fn wrong_kind_garbage_and_bad_bodies_are_refused() {
+    let seed = Seed {
+        hostname: "h".into(),
+        added_at: at(),
+        added_by: "a".into(),
+    };
+    assert!(matches!(
+        codec::from_cbor::<Command>(&codec::to_cbor(&seed)),
+        Err(DecodeError::WrongKind {
+            expected: "command",
+            ..
+        })
+    ));
+    assert!(matches!(
+        codec::from_cbor::<Command>(b"\xff\x00garbage"),
+        Err(DecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        codec::from_json::<Command>(b"{not json"),
+        Err(DecodeError::Malformed { .. })
+    ));
+    let unknown_command = cbor("command", 1, serde_json::json!({"type": "format_disk"}));
+    assert!(matches!(
+        codec::from_cbor::<Command>(&unknown_command),
+        Err(DecodeError::BadBody { .. })
+    ));
+}

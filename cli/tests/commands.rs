@@ -1,0 +1,261 @@
+//! The command contract end to end: ids, redelivery, exactly-once.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use common::{Bare, Up, kill, wait_until};
+use fleetroll_bus::codec;
+use fleetroll_bus::connect::Bus;
+use fleetroll_bus::messages::Seed;
+use fleetroll_bus::messages::WorkerKind;
+use fleetroll_bus::messages::command::{Command, Outcome};
+use fleetroll_bus::messages::event::Event;
+use fleetroll_bus::{send, subjects, topology};
+use futures::StreamExt;
+
+/// Messages on `subject` in `stream`, as stored by the server.
+async fn count(bus: &Bus, stream: &str, subject: &str) -> usize {
+    let stream = bus.js.get_stream(stream).await.unwrap();
+    let info = stream.info_with_subjects(subject).await.unwrap();
+    let mut subjects = info;
+    let mut total = 0;
+    while let Some(Ok((_, n))) = subjects.next().await {
+        total += n;
+    }
+    total
+}
+
+async fn outcome_revisions(bus: &Bus, id: &str) -> usize {
+    let outcomes = bus.kv(&topology::OUTCOMES).await.unwrap();
+    let mut history = outcomes.history(id).await.unwrap();
+    let mut n = 0;
+    while let Some(Ok(_)) = history.next().await {
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_command_id_twice_is_executed_once() {
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let bus = up.bus().await;
+    let envelope = send::envelope(
+        &up.token(),
+        Command::SeedAdd {
+            hostnames: vec!["once.example.com".into()],
+        },
+        Duration::from_secs(30),
+    );
+    assert!(
+        !send::publish(&bus, &envelope).await.unwrap(),
+        "first publish is new"
+    );
+    assert!(
+        send::publish(&bus, &envelope).await.unwrap(),
+        "second publish is a duplicate"
+    );
+    let outcome = send::await_outcome(
+        &bus,
+        &envelope.id,
+        WorkerKind::Prober,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.verdict.label(), "done", "{outcome:?}");
+    assert_eq!(
+        count(
+            &bus,
+            topology::COMMANDS.name,
+            &subjects::command(&envelope.command)
+        )
+        .await,
+        1
+    );
+
+    // Past the stream's duplicate window (a different message id, same
+    // command id) the worker still finds the outcome and does not run it again.
+    let seeds = bus.kv(&topology::SEEDS).await.unwrap();
+    let first_seed: Seed =
+        codec::from_cbor(&seeds.get("once.example.com").await.unwrap().unwrap()).unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "another-message-id");
+    bus.js
+        .publish_with_headers(
+            subjects::command(&envelope.command),
+            headers,
+            codec::to_cbor(&envelope).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &bus,
+            topology::COMMANDS.name,
+            &subjects::command(&envelope.command)
+        )
+        .await,
+        2
+    );
+    let consumer: PullConsumer = bus
+        .js
+        .get_stream(topology::COMMANDS.name)
+        .await
+        .unwrap()
+        .get_consumer(&topology::consumer_name(WorkerKind::Prober))
+        .await
+        .unwrap();
+    let mut consumer = consumer;
+    for _ in 0..100 {
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        consumer.info().await.unwrap().num_ack_pending,
+        0,
+        "the redelivered copy was acknowledged"
+    );
+    assert_eq!(
+        outcome_revisions(&bus, &envelope.id).await,
+        1,
+        "one outcome, written once"
+    );
+    assert_eq!(
+        count(
+            &bus,
+            topology::EVENTS.name,
+            &subjects::command_events(&envelope.id)
+        )
+        .await,
+        1
+    );
+    let seed_after: Seed =
+        codec::from_cbor(&seeds.get("once.example.com").await.unwrap().unwrap()).unwrap();
+    assert_eq!(seed_after, first_seed);
+    let seed_history = seeds
+        .history("once.example.com")
+        .await
+        .unwrap()
+        .count()
+        .await;
+    assert_eq!(seed_history, 1, "the seed was written once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_before_acking_leaves_the_command_to_its_successor_once() {
+    let bare = Bare::start().await;
+    let bus = bare.bus().await;
+    let cli = bare.cli.clone();
+    let mut first = cli.spawn(&["worker", "gatekeeper"]);
+    let c = cli.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until("the first gatekeeper", Duration::from_secs(30), || {
+            c.replicas_of("gatekeeper") == 1
+        })
+    })
+    .await
+    .unwrap();
+
+    // The operator's ping: the worker holds it 3 s before answering.
+    let c = cli.clone();
+    let ping = tokio::task::spawn_blocking(move || {
+        c.run(&[
+            "ping",
+            "--worker",
+            "gatekeeper",
+            "--hold",
+            "3s",
+            "--timeout",
+            "90s",
+            "--json",
+        ])
+    });
+
+    let mut consumer: PullConsumer = bus
+        .js
+        .get_stream(topology::COMMANDS.name)
+        .await
+        .unwrap()
+        .get_consumer(&topology::consumer_name(WorkerKind::Gatekeeper))
+        .await
+        .unwrap();
+    let mut delivered = false;
+    for _ in 0..200 {
+        if consumer.info().await.unwrap().num_ack_pending == 1 {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(delivered, "the first gatekeeper received the command");
+    kill(&mut first, libc::SIGKILL);
+    let _ = first.wait();
+    let outcomes = bus.kv(&topology::OUTCOMES).await.unwrap();
+    assert_eq!(
+        outcomes.keys().await.unwrap().count().await,
+        0,
+        "killed before finishing"
+    );
+
+    let mut second = cli.spawn(&["worker", "gatekeeper"]);
+    let run = ping.await.unwrap();
+    kill(&mut second, libc::SIGTERM);
+    let _ = second.wait();
+    assert_eq!(run.code, 0, "{run:?}");
+    let reply = run.json();
+    assert_eq!(reply[0]["ok"], true, "{reply}");
+    assert_eq!(
+        reply[0]["delivery"], 2,
+        "answered by the second delivery: {reply}"
+    );
+
+    let ids: Vec<String> = outcomes
+        .keys()
+        .await
+        .unwrap()
+        .filter_map(|k| async { k.ok() })
+        .collect()
+        .await;
+    assert_eq!(ids.len(), 1, "exactly one outcome");
+    let outcome: Outcome =
+        codec::from_cbor(&outcomes.get(&ids[0]).await.unwrap().unwrap()).unwrap();
+    assert_eq!(outcome.delivery, 2);
+    assert_eq!(outcome_revisions(&bus, &ids[0]).await, 1);
+    assert_eq!(
+        count(
+            &bus,
+            topology::EVENTS.name,
+            &subjects::command_events(&ids[0])
+        )
+        .await,
+        1,
+        "executed once"
+    );
+    let events = bus.js.get_stream(topology::EVENTS.name).await.unwrap();
+    let last = events
+        .get_last_raw_message_by_subject(&subjects::command_finished(&ids[0], "done"))
+        .await
+        .unwrap();
+    let event: Event = codec::from_cbor(&last.payload).unwrap();
+    assert_eq!(event.source, outcome.handled_by);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_nobody_answers_says_so() {
+    let bare = Bare::start().await;
+    let cli = bare.cli.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        cli.run(&["ping", "--worker", "auditor", "--timeout", "2s"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("no live auditor worker"), "{run:?}");
+}

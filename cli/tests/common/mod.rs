@@ -1,0 +1,315 @@
+//! Test harness: real `fleetroll` processes against a real nats-server.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fleetroll")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Output of one CLI run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A `fleetroll` command line bound to a data dir (and maybe a NATS URL).
+#[derive(Clone)]
+pub struct Cli {
+    pub data_dir: PathBuf,
+    pub nats_url: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub wrapper: Vec<String>,
+}
+
+impl Cli {
+    pub fn new(data_dir: &Path) -> Cli {
+        Cli {
+            data_dir: data_dir.to_path_buf(),
+            nats_url: None,
+            env: Vec::new(),
+            wrapper: Vec::new(),
+        }
+    }
+
+    /// Runs every command under `faketime` shifted by `offset` ("+90s").
+    pub fn with_clock_offset(mut self, offset: &str) -> Cli {
+        self.wrapper = vec!["faketime".into(), "-f".into(), offset.into()];
+        self.env
+            .push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        command.arg("--data-dir").arg(&self.data_dir);
+        if let Some(url) = &self.nats_url {
+            command.arg("--nats-url").arg(url);
+        }
+        command
+            .args(args)
+            .env_remove("FLEETROLL_TOKEN")
+            .env_remove("FLEETROLL_NATS_URL");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(
+            self.command(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("running fleetroll"),
+        )
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning fleetroll")
+    }
+
+    /// Number of live replicas per worker kind, from `status --json`.
+    pub fn live_replicas(&self) -> Option<Vec<(String, usize)>> {
+        let run = self.run(&["status", "--json"]);
+        if run.code != 0 {
+            return None;
+        }
+        let json = run.json();
+        Some(
+            json["workers"]
+                .as_array()?
+                .iter()
+                .map(|w| {
+                    (
+                        w["kind"].as_str().unwrap_or("").to_string(),
+                        w["live"].as_array().map_or(0, |l| l.len()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    pub fn replicas_of(&self, kind: &str) -> usize {
+        self.live_replicas()
+            .and_then(|l| l.into_iter().find(|(k, _)| k == kind).map(|(_, n)| n))
+            .unwrap_or(0)
+    }
+}
+
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+pub fn kill(child: &mut Child, signal: i32) {
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+/// `fleetroll up` as a child process on its own data dir and port.
+pub struct Up {
+    pub child: Child,
+    dir: Option<tempfile::TempDir>,
+    pub port: u16,
+    pub cli: Cli,
+}
+
+impl Up {
+    pub fn start() -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        Up::start_in(dir, free_port())
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, port: u16) -> Up {
+        let cli = Cli::new(dir.path());
+        let child = cli.spawn(&["up", "--nats-port", &port.to_string()]);
+        let mut up = Up {
+            child,
+            dir: Some(dir),
+            port,
+            cli,
+        };
+        up.wait_all_live();
+        up
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn wait_all_live(&mut self) {
+        let cli = self.cli.clone();
+        let child = &mut self.child;
+        wait_until(
+            "all four worker kinds live",
+            Duration::from_secs(60),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("fleetroll up exited with {status}: {err}");
+                }
+                cli.live_replicas()
+                    .is_some_and(|l| l.len() == 4 && l.iter().all(|(_, n)| *n >= 1))
+            },
+        );
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("data dir").path()
+    }
+
+    /// SIGTERM, and wait for the exit; hands back the data dir.
+    pub fn stop(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        kill(&mut self.child, libc::SIGTERM);
+        let status = self.child.wait().unwrap();
+        (status, self.dir.take().expect("data dir"))
+    }
+
+    pub async fn bus(&self) -> Bus {
+        Bus::connect(ConnectOptions::new(self.url(), "test"))
+            .await
+            .unwrap()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir().join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare nats-server (no workers), with a signing key published and a
+/// relops token in the data dir, for tests that run worker processes
+/// themselves.
+pub struct Bare {
+    pub server: Option<EmbeddedServer>,
+    pub dir: tempfile::TempDir,
+    pub cli: Cli,
+}
+
+impl Bare {
+    pub async fn start() -> Bare {
+        let dir = tempfile::tempdir().unwrap();
+        let server = EmbeddedServer::start(&EmbeddedOptions {
+            data_dir: dir.path().join("server"),
+            port: 0,
+            nats_server: None,
+        })
+        .await
+        .unwrap();
+        let bus = Bus::connect(ConnectOptions::new(server.url(), "test"))
+            .await
+            .unwrap();
+        fleetroll_bus::setup::ensure(&bus, Default::default())
+            .await
+            .unwrap();
+        let mut cli = Cli::new(dir.path());
+        cli.nats_url = Some(server.url().to_string());
+        let token_path = dir.path().join("token");
+        let c = cli.clone();
+        let init = tokio::task::spawn_blocking(move || {
+            let init = c.run(&["auth", "init"]);
+            let issue = c.run(&[
+                "auth",
+                "issue",
+                "--actor",
+                "tester",
+                "--role",
+                "relops",
+                "--out",
+                token_path.to_str().unwrap(),
+            ]);
+            (init, issue)
+        })
+        .await
+        .unwrap();
+        assert_eq!(init.0.code, 0, "{:?}", init.0);
+        assert_eq!(init.1.code, 0, "{:?}", init.1);
+        Bare {
+            server: Some(server),
+            dir,
+            cli,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.cli.nats_url.clone().unwrap()
+    }
+
+    pub async fn bus(&self) -> Bus {
+        Bus::connect(ConnectOptions::new(self.url(), "test"))
+            .await
+            .unwrap()
+    }
+}

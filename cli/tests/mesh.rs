@@ -1,0 +1,134 @@
+//! `fleetroll up`, `status`, `worker` and `ping` as real processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Up, kill, wait_until};
+
+fn nats_server_pids(data_dir: &std::path::Path) -> Vec<u32> {
+    let config = data_dir.join("nats").join("server.conf");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("nats-server") && cmdline.contains(config.to_str().unwrap()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn up_runs_every_worker_kind_and_replicas_come_and_go() {
+    let up = Up::start();
+    let status = up.cli.run(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let json = status.json();
+    assert_eq!(json["nats"]["reachable"], true);
+    assert!(
+        json["nats"]["version"].as_str().unwrap().starts_with("2."),
+        "{json}"
+    );
+    let streams: Vec<&str> = json["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        streams,
+        ["FLEETROLL_CMD", "FLEETROLL_EVT", "FLEETROLL_AUDIT"]
+    );
+    assert!(
+        json["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["exists"] == true),
+        "{json}"
+    );
+
+    let ping = up.cli.run(&["ping", "--json"]);
+    assert_eq!(ping.code, 0, "{ping:?}");
+    let pongs = ping.json();
+    assert_eq!(pongs.as_array().unwrap().len(), 4);
+    assert!(
+        pongs.as_array().unwrap().iter().all(|p| p["ok"] == true),
+        "{pongs}"
+    );
+
+    // A second prober beside the mesh is a second replica...
+    let mut cli = up.cli.clone();
+    cli.nats_url = Some(up.url());
+    let mut second = cli.spawn(&["worker", "prober"]);
+    wait_until("a second prober replica", Duration::from_secs(30), || {
+        up.cli.replicas_of("prober") == 2
+    });
+    // ...and once killed outright, it drops out of status within the liveness window.
+    kill(&mut second, libc::SIGKILL);
+    let _ = second.wait();
+    wait_until(
+        "the killed prober to disappear",
+        Duration::from_secs(60),
+        || up.cli.replicas_of("prober") == 1,
+    );
+    assert_eq!(up.cli.replicas_of("gatekeeper"), 1);
+}
+
+#[test]
+fn up_keeps_its_data_across_restarts_and_refuses_a_taken_port() {
+    let up = Up::start();
+    let add = up
+        .cli
+        .run(&["inventory", "seed", "add", "kept.example.com"]);
+    assert_eq!(add.code, 0, "{add:?}");
+
+    let other = tempfile::tempdir().unwrap();
+    let second = common::Cli::new(other.path()).run(&["up", "--nats-port", &up.port.to_string()]);
+    assert_eq!(second.code, 2, "{second:?}");
+    assert!(second.stderr.contains("already in use"), "{second:?}");
+
+    assert_eq!(
+        nats_server_pids(up.dir()).len(),
+        1,
+        "one embedded nats-server"
+    );
+    let (port, cli) = (up.port, up.cli.clone());
+    let (status, dir) = up.stop();
+    assert!(
+        status.success(),
+        "fleetroll up exits cleanly on SIGTERM: {status}"
+    );
+    assert!(
+        nats_server_pids(dir.path()).is_empty(),
+        "no nats-server left behind"
+    );
+    assert!(
+        cli.run(&["status"]).code == 2,
+        "nothing answers once stopped"
+    );
+
+    let up = Up::start_in(dir, port);
+    let list = up.cli.run(&["inventory", "seed", "list", "--json"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert_eq!(list.json()[0]["hostname"], "kept.example.com");
+}
+
+#[test]
+fn killing_up_outright_takes_its_nats_server_along() {
+    let mut up = Up::start();
+    assert_eq!(nats_server_pids(up.dir()).len(), 1);
+    kill(&mut up.child, libc::SIGKILL);
+    let _ = up.child.wait();
+    wait_until(
+        "the orphaned nats-server to exit",
+        Duration::from_secs(20),
+        || nats_server_pids(up.dir()).is_empty(),
+    );
+}
