@@ -85,13 +85,23 @@ impl Bus {
         if options.wait_for_server {
             nats = nats.retry_on_initial_connect();
         }
-        let client =
-            nats.connect(options.url.as_str())
-                .await
-                .map_err(|e| BusError::Unreachable {
-                    url: options.url.clone(),
-                    detail: e.to_string(),
-                })?;
+        // A cluster is given as a comma-separated list of its servers.
+        let servers: Vec<async_nats::ServerAddr> = options
+            .url
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e: std::io::Error| BusError::Unreachable {
+                url: options.url.clone(),
+                detail: format!("not a NATS URL list: {e}"),
+            })?;
+        let client = nats
+            .connect(servers)
+            .await
+            .map_err(|e| BusError::Unreachable {
+                url: options.url.clone(),
+                detail: e.to_string(),
+            })?;
         let js = jetstream::new(client.clone());
         Ok(Bus {
             client,

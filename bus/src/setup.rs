@@ -60,14 +60,17 @@ pub fn worker_consumer_config(kind: WorkerKind) -> consumer::pull::Config {
     }
 }
 
-/// Creates (or brings up to date) all streams, buckets and worker consumers.
+/// Creates whatever is missing of the streams, buckets and worker
+/// consumers. What exists is left as it is: the first component to start
+/// decides the replica count, and a replica started later with other
+/// settings never scales a cluster's streams down.
 ///
 /// Consumers are created here rather than when a worker first starts so that
 /// commands sent before any replica of a kind ever ran are still delivered.
 pub async fn ensure(bus: &Bus, replicas: Replicas) -> Result<(), BusError> {
     for def in topology::STREAMS {
         bus.js
-            .create_or_update_stream(stream_config(&def, replicas))
+            .get_or_create_stream(stream_config(&def, replicas))
             .await
             .map_err(|e| BusError::js(format!("creating stream {}", def.name), e))?;
     }
@@ -93,7 +96,10 @@ async fn ensure_bucket(
     def: &BucketDef,
     replicas: Replicas,
 ) -> Result<(), BusError> {
-    js.create_or_update_key_value(bucket_config(def, replicas))
+    if js.get_key_value(def.name).await.is_ok() {
+        return Ok(());
+    }
+    js.create_key_value(bucket_config(def, replicas))
         .await
         .map(|_| ())
         .map_err(|e| BusError::js(format!("creating bucket {}", def.name), e))

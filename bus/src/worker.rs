@@ -24,7 +24,7 @@ use crate::connect::{Bus, BusError};
 use crate::messages::command::{Command, CommandEnvelope, Outcome, Reply, Verdict};
 use crate::messages::event::{Event, EventDetail};
 use crate::messages::{Heartbeat, WorkerKind};
-use crate::setup::{self, Replicas};
+use crate::setup;
 use crate::subjects;
 use crate::token::Claims;
 use crate::topology;
@@ -80,7 +80,8 @@ impl Replica {
     }
 }
 
-/// Runs one replica of a worker kind until `shutdown` resolves.
+/// Runs one replica of a worker kind until `shutdown` resolves. The streams
+/// and buckets must exist ([`setup::ensure`]).
 ///
 /// ```no_run
 /// # async fn run(bus: fleetroll_bus::Bus) -> Result<(), fleetroll_bus::connect::BusError> {
@@ -122,7 +123,6 @@ where
 {
     let span = info_span!("worker", kind = %replica.kind, instance = %replica.instance);
     async move {
-        setup::ensure(&replica.bus, Replicas::default()).await?;
         let skew_ms = crate::clock::measure_skew_ms(&replica.bus).await?;
         replica.verifier.record_skew(skew_ms);
         let heartbeats = tokio::spawn(heartbeat_loop(replica.clone()).in_current_span());

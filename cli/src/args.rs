@@ -31,6 +31,11 @@ pub struct Global {
     /// File holding your token (default: <data-dir>/token, or $FLEETROLL_TOKEN).
     #[arg(long, global = true, env = "FLEETROLL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Copies of each stream and bucket, when this command is the first to
+    /// create them: 1 on a single server, 3 on a cluster.
+    #[arg(long, global = true, env = "FLEETROLL_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
 }
 
 #[derive(Subcommand)]

@@ -28,6 +28,10 @@ impl Context {
         base.join("fleetroll")
     }
 
+    pub fn replicas(&self) -> fleetroll_bus::setup::Replicas {
+        fleetroll_bus::setup::Replicas(self.global.replicas.into())
+    }
+
     pub fn url_file(&self) -> PathBuf {
         self.data_dir().join(URL_FILE)
     }

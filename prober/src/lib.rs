@@ -35,13 +35,13 @@ impl Handler for Prober {
     }
 }
 
-/// Runs one prober replica until `shutdown` resolves.
+/// Runs one prober replica until `shutdown` resolves. The streams and
+/// buckets must exist (`fleetroll_bus::setup::ensure`).
 pub async fn run<S, T>(bus: Bus, shutdown: S) -> Result<(), BusError>
 where
     S: Future<Output = T> + Send,
 {
     let replica = Replica::new(bus.clone(), WorkerKind::Prober);
-    fleetroll_bus::setup::ensure(&bus, Default::default()).await?;
     let queries = QueryService::start(&replica).await?;
     let list_bus = bus.clone();
     queries

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, ConnectOptions};
 use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
-use fleetroll_bus::setup::{self, Replicas};
+use fleetroll_bus::setup;
 use fleetroll_bus::token::Role;
 use tokio::sync::watch;
 
@@ -38,7 +38,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let mut options = ConnectOptions::new(url.clone(), "fleetroll-up");
     options.wait_for_server = server.is_none();
     let bus = Bus::connect(options).await?;
-    setup::ensure(&bus, Replicas(1)).await?;
+    setup::ensure(&bus, ctx.replicas()).await?;
     if server.is_some() {
         std::fs::write(ctx.url_file(), &url)
             .with_context(|| format!("writing {}", ctx.url_file().display()))?;
@@ -48,7 +48,14 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let replicas: Vec<_> = WorkerKind::ALL
         .into_iter()
-        .map(|kind| tokio::spawn(workers::supervise(kind, bus.clone(), stop_rx.clone())))
+        .map(|kind| {
+            tokio::spawn(workers::supervise(
+                kind,
+                bus.clone(),
+                ctx.replicas(),
+                stop_rx.clone(),
+            ))
+        })
         .collect();
 
     println!("fleetroll mesh is up");

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
+use fleetroll_bus::setup::{self, Replicas};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -28,10 +29,19 @@ async fn run_once(
 }
 
 /// Runs a replica of `kind` until `stop` turns true, restarting it when it
-/// fails.
-pub async fn supervise(kind: WorkerKind, bus: Bus, stop: watch::Receiver<bool>) {
+/// fails. Each start first creates whatever streams and buckets are missing.
+pub async fn supervise(
+    kind: WorkerKind,
+    bus: Bus,
+    replicas: Replicas,
+    stop: watch::Receiver<bool>,
+) {
     loop {
-        match run_once(kind, bus.clone(), stop.clone()).await {
+        let started = async {
+            setup::ensure(&bus, replicas).await?;
+            run_once(kind, bus.clone(), stop.clone()).await
+        };
+        match started.await {
             Ok(()) => return,
             Err(e) => {
                 warn!(%kind, error = %e, "worker failed; restarting in 2 s");
@@ -65,7 +75,7 @@ pub async fn run(ctx: &Context, kind: WorkerKind) -> anyhow::Result<u8> {
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let replica = tokio::spawn(supervise(kind, bus, stop_rx));
+    let replica = tokio::spawn(supervise(kind, bus, ctx.replicas(), stop_rx));
     stop_signal().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), replica).await;
