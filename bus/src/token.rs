@@ -214,7 +214,7 @@ pub fn verify(jwt: &str, key: &VerifyingKey, now: OffsetDateTime) -> Result<Clai
     let claims = data.claims;
     if claims.exp <= now.unix_timestamp() {
         let expired_at = OffsetDateTime::from_unix_timestamp(claims.exp)
-            .map(|t| t.to_string())
+            .map(crate::messages::timestamp)
             .unwrap_or_else(|_| claims.exp.to_string());
         return Err(Denial::Expired { expired_at });
     }

@@ -95,7 +95,7 @@ impl Verifier {
             if revocation.revoked_at.unix_timestamp() >= claims.iat {
                 return Err(Denial::Revoked {
                     jti: claims.jti.clone(),
-                    revoked_at: revocation.revoked_at.to_string(),
+                    revoked_at: crate::messages::timestamp(revocation.revoked_at),
                 }
                 .into());
             }

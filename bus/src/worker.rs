@@ -355,7 +355,7 @@ async fn execute<H: Handler>(
             Verdict::Refused {
                 message: format!(
                     "no worker took the command before its deadline ({}); it was not executed",
-                    envelope.deadline
+                    crate::messages::timestamp(envelope.deadline)
                 ),
             },
         );

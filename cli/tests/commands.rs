@@ -248,7 +248,7 @@ async fn a_worker_killed_before_acking_leaves_the_command_to_its_successor_once(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_command_nobody_answers_says_so() {
+async fn a_command_nobody_answers_says_so_and_is_not_run_after_its_deadline() {
     let bare = Bare::start().await;
     let cli = bare.cli.clone();
     let run = tokio::task::spawn_blocking(move || {
@@ -258,4 +258,31 @@ async fn a_command_nobody_answers_says_so() {
     .unwrap();
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("no live auditor worker"), "{run:?}");
+
+    // An auditor that turns up later finds the command past its deadline:
+    // it records a refusal instead of running it by surprise.
+    let mut late = bare.cli.spawn(&["worker", "auditor"]);
+    let bus = bare.bus().await;
+    let outcomes = bus.kv(&topology::OUTCOMES).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..120 {
+        ids = outcomes
+            .keys()
+            .await
+            .unwrap()
+            .filter_map(|k| async { k.ok() })
+            .collect()
+            .await;
+        if !ids.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    kill(&mut late, libc::SIGTERM);
+    let _ = late.wait();
+    assert_eq!(ids.len(), 1, "the queued command got an outcome");
+    let outcome: Outcome =
+        codec::from_cbor(&outcomes.get(&ids[0]).await.unwrap().unwrap()).unwrap();
+    assert_eq!(outcome.verdict.label(), "refused", "{outcome:?}");
+    assert_eq!(outcome.actor.as_deref(), Some("tester"));
 }

@@ -114,6 +114,21 @@ fn up_keeps_its_data_across_restarts_and_refuses_a_taken_port() {
         "nothing answers once stopped"
     );
 
+    // The operator token left in the data dir has expired meanwhile: `up`
+    // replaces it, so the mesh is usable at once.
+    let pem = std::fs::read_to_string(dir.path().join("auth/signing-key.pem")).unwrap();
+    let key = fleetroll_bus::token::SigningKey::from_pem(&pem).unwrap();
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+    let (expired, _) = fleetroll_bus::token::issue(
+        &key,
+        "op",
+        fleetroll_bus::token::Role::Relops,
+        time::Duration::hours(8),
+        long_ago,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token"), expired).unwrap();
+
     let up = Up::start_in(dir, port);
     let list = up.cli.run(&["inventory", "seed", "list", "--json"]);
     assert_eq!(list.code, 0, "{list:?}");

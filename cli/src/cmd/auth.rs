@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use fleetroll_bus::Bus;
 use fleetroll_bus::codec;
 use fleetroll_bus::messages::auth::{Revocation, VerifyingKeyRecord};
+use fleetroll_bus::messages::timestamp;
 use fleetroll_bus::token::{self, Role, SigningKey};
 use fleetroll_bus::topology::{self, auth_keys};
 use time::OffsetDateTime;
@@ -67,7 +68,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
                 claims.sub,
                 claims.role,
                 OffsetDateTime::from_unix_timestamp(claims.exp)
-                    .map(|t| t.to_string())
+                    .map(timestamp)
                     .unwrap_or_default()
             );
             Ok(exit::OK)

@@ -58,9 +58,10 @@ fn print_human(mesh: &MeshStatus) {
         };
         println!("{:<13} {:>8}  {beat}", kind.kind.as_str(), kind.live.len());
         for r in &kind.live {
+            let since = fleetroll_bus::messages::timestamp(r.started_at);
             println!(
-                "    {}  pid {} on {}  up since {}  {} command(s)",
-                r.instance, r.pid, r.hostname, r.started_at, r.commands_handled
+                "    {}  pid {} on {}  up since {since}  {} command(s)",
+                r.instance, r.pid, r.hostname, r.commands_handled
             );
         }
     }

@@ -91,8 +91,9 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
 }
 
 /// On a fresh data dir: a signing key and a RelOps token for the local
-/// operator, so the mesh is usable at once. Always (re)publishes the
-/// verifying key of the data dir's signing key.
+/// operator, so the mesh is usable at once (a missing or expired token in
+/// the data dir is replaced). Always (re)publishes the verifying key of the
+/// data dir's signing key.
 async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
     let key_path = ctx.signing_key_path();
     let key = if key_path.exists() {
@@ -104,7 +105,11 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
     };
     auth::publish_verifying_key(bus, &key).await?;
     let token_path = ctx.default_token_path();
-    if !token_path.exists() {
+    let current = std::fs::read_to_string(&token_path).ok().and_then(|jwt| {
+        fleetroll_bus::token::verify(&jwt, &key.verifying_key(), time::OffsetDateTime::now_utc())
+            .ok()
+    });
+    if current.is_none() {
         let actor = std::env::var("USER")
             .ok()
             .filter(|u| !u.is_empty())
