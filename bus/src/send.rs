@@ -93,7 +93,7 @@ pub async fn send_envelope(
 /// whether the stream called it a duplicate.
 pub async fn publish(bus: &Bus, envelope: &CommandEnvelope) -> Result<bool, SendError> {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", envelope.id.as_str());
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, envelope.id.as_str());
     let ack = bus
         .js
         .publish_with_headers(

@@ -399,7 +399,7 @@ async fn announce(replica: &Replica, outcome: &Outcome) {
     };
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
-        "Nats-Msg-Id",
+        async_nats::header::NATS_MESSAGE_ID,
         format!("finished-{}", outcome.command_id).as_str(),
     );
     let published = replica
@@ -411,9 +411,11 @@ async fn announce(replica: &Replica, outcome: &Outcome) {
             codec::to_cbor(&event).into(),
         )
         .await;
-    if let Err(e) = published {
+    let stored = match published {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = stored {
         warn!(error = %e, "event not published");
-    } else if let Ok(ack) = published {
-        let _ = ack.await;
     }
 }

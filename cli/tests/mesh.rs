@@ -147,3 +147,84 @@ fn killing_up_outright_takes_its_nats_server_along() {
         || nats_server_pids(up.dir()).is_empty(),
     );
 }
+
+#[test]
+fn up_says_why_the_server_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = common::Cli::new(dir.path());
+    let port = common::free_port().to_string();
+
+    let missing = cli.run(&[
+        "up",
+        "--nats-port",
+        &port,
+        "--nats-server",
+        "/nonexistent/nats-server",
+    ]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(
+        missing
+            .stderr
+            .contains("/nonexistent/nats-server does not exist or is not executable"),
+        "{missing:?}"
+    );
+
+    // A server that dies at start-up: its own last words are shown.
+    let crashing = dir.path().join("crashing-nats-server");
+    std::fs::write(
+        &crashing,
+        "#!/bin/sh\necho 'Error: could not open store dir: permission denied' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &crashing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let crashed = cli.run(&[
+        "up",
+        "--nats-port",
+        &port,
+        "--nats-server",
+        crashing.to_str().unwrap(),
+    ]);
+    assert_eq!(crashed.code, 2, "{crashed:?}");
+    assert!(
+        crashed
+            .stderr
+            .contains("nats-server exited during start-up"),
+        "{crashed:?}"
+    );
+    assert!(
+        crashed.stderr.contains("could not open store dir"),
+        "{crashed:?}"
+    );
+}
+
+#[test]
+fn auth_init_keeps_an_existing_key_and_tokens_come_from_the_environment_too() {
+    let up = Up::start();
+    let key = std::fs::read(up.dir().join("auth/signing-key.pem")).unwrap();
+    let again = up.cli.run(&["auth", "init"]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("refusing to overwrite"), "{again:?}");
+    assert_eq!(
+        std::fs::read(up.dir().join("auth/signing-key.pem")).unwrap(),
+        key,
+        "the key is untouched"
+    );
+
+    // FLEETROLL_TOKEN is used when no --token-file is given; a readonly one may read but not write.
+    let issued = up
+        .cli
+        .run(&["auth", "issue", "--actor", "viewer", "--role", "readonly"]);
+    assert_eq!(issued.code, 0, "{issued:?}");
+    let mut cli = up.cli.clone();
+    std::fs::remove_file(up.dir().join("token")).unwrap();
+    cli.env
+        .push(("FLEETROLL_TOKEN".into(), issued.stdout.trim().to_string()));
+    assert_eq!(cli.run(&["inventory", "seed", "list"]).code, 0);
+    let write = cli.run(&["inventory", "seed", "add", "x.example.com"]);
+    assert_eq!(write.code, 5, "{write:?}");
+    assert!(write.stderr.contains("role `readonly`"), "{write:?}");
+}
