@@ -58,7 +58,34 @@ pub struct Cli {
     pub data_dir: PathBuf,
     pub nats_url: Option<String>,
     pub env: Vec<(String, String)>,
-    pub wrapper: Vec<String>,
+}
+
+/// Debian's libfaketime (package `faketime`), preloaded so the process
+/// itself, not a wrapper, runs with a shifted clock.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// A spawned process that is killed when the test lets go of it, panics
+/// included.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Cli {
@@ -67,27 +94,24 @@ impl Cli {
             data_dir: data_dir.to_path_buf(),
             nats_url: None,
             env: Vec::new(),
-            wrapper: Vec::new(),
         }
     }
 
-    /// Runs every command under `faketime` shifted by `offset` ("+90s").
+    /// Runs every command with its clock shifted by `offset` ("+90s").
     pub fn with_clock_offset(mut self, offset: &str) -> Cli {
-        self.wrapper = vec!["faketime".into(), "-f".into(), offset.into()];
+        assert!(
+            Path::new(LIBFAKETIME).exists(),
+            "libfaketime missing: run `make setup`"
+        );
+        self.env.push(("LD_PRELOAD".into(), LIBFAKETIME.into()));
+        self.env.push(("FAKETIME".into(), offset.into()));
         self.env
             .push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
         self
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = match self.wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(bin());
-                c
-            }
-            None => Command::new(bin()),
-        };
+        let mut command = Command::new(bin());
         command.arg("--data-dir").arg(&self.data_dir);
         if let Some(url) = &self.nats_url {
             command.arg("--nats-url").arg(url);
@@ -111,13 +135,28 @@ impl Cli {
         )
     }
 
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning fleetroll")
+    /// Starts a long-running command (`up`, `worker`); its output goes to
+    /// files in the data dir so a chatty process never blocks on a pipe.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        let log = self.data_dir.join(format!(
+            "{}-{}.log",
+            args.join("_").replace('/', "_"),
+            std::process::id()
+        ));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let err = out.try_clone().unwrap();
+        Proc(
+            self.command(args)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("spawning fleetroll"),
+        )
     }
 
     /// Number of live replicas per worker kind, from `status --json`.
@@ -167,7 +206,7 @@ pub fn kill(child: &mut Child, signal: i32) {
 
 /// `fleetroll up` as a child process on its own data dir and port.
 pub struct Up {
-    pub child: Child,
+    pub child: Proc,
     dir: Option<tempfile::TempDir>,
     pub port: u16,
     pub cli: Cli,
@@ -204,12 +243,10 @@ impl Up {
             Duration::from_secs(60),
             || {
                 if let Ok(Some(status)) = child.try_wait() {
-                    let mut err = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        use std::io::Read;
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    panic!("fleetroll up exited with {status}: {err}");
+                    panic!(
+                        "fleetroll up exited with {status}; its log is in {}",
+                        cli.data_dir.display()
+                    );
                 }
                 cli.live_replicas()
                     .is_some_and(|l| l.len() == 4 && l.iter().all(|(_, n)| *n >= 1))
@@ -239,13 +276,6 @@ impl Up {
             .unwrap()
             .trim()
             .to_string()
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
