@@ -26,6 +26,7 @@
 //! ```
 
 pub mod codec;
+pub mod filter;
 pub mod hostname;
 pub mod messages;
 pub mod subjects;

@@ -1,0 +1,599 @@
+//! The query language, one grammar everywhere: CLI `--filter`, rollout
+//! targets, populations, the web UI and chatops.
+//!
+//! ```text
+//! query   := or
+//! or      := and ( "OR" and )*
+//! and     := not ( ["AND"] not )*          juxtaposition means AND
+//! not     := "NOT" not | "(" or ")" | term
+//! term    := field ":" value               equality, `null`, or a glob with * and ?
+//!          | field (">" | "<" | ">=" | "<=") number-or-duration
+//! value   := bare word | "double-quoted, with \" and \\ escapes"
+//! ```
+//!
+//! On a time field a duration compares the age: `last_seen>2h` is "last
+//! seen more than two hours ago". Keywords are case-insensitive. A bad
+//! query is an error that names the position, never an empty result.
+//!
+//! ```
+//! use fleetroll_bus::filter::{Query, Value};
+//!
+//! let q = Query::parse("role:gecko_t_linux_talos AND expected_role:null").unwrap();
+//! let host = |field: &str| match field {
+//!     "role" => Value::Str("gecko_t_linux_talos".into()),
+//!     _ => Value::Null,
+//! };
+//! assert!(q.matches(&host));
+//! let err = Query::parse("role:a AND (b:c").unwrap_err();
+//! assert_eq!(err.to_string(), "bad query at position 16: expected `)` to close the `(` at position 12");
+//! ```
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+/// A field's value in a record being matched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Str(String),
+    Bool(bool),
+    Num(f64),
+    Time(OffsetDateTime),
+}
+
+/// A parse error, at a 1-based character position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad query at position {position}: {message}")]
+pub struct QueryError {
+    pub position: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Gt,
+    Lt,
+    Ge,
+    Le,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expr {
+    Or(Box<Expr>, Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Is {
+        field: Field,
+        value: Literal,
+    },
+    Compare {
+        field: Field,
+        cmp: Cmp,
+        amount: Amount,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Field {
+    name: String,
+    position: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Literal {
+    Null,
+    Exact(String),
+    Glob(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Amount {
+    Number(f64),
+    /// Seconds.
+    Duration(f64),
+}
+
+/// A parsed query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    text: String,
+    expr: Option<Expr>,
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Query {
+    /// Parses a query. The empty query matches everything.
+    pub fn parse(text: &str) -> Result<Query, QueryError> {
+        let tokens = lex(text)?;
+        let mut parser = Parser {
+            tokens,
+            next: 0,
+            end: text.chars().count() + 1,
+        };
+        let expr = if parser.tokens.is_empty() {
+            None
+        } else {
+            Some(parser.or()?)
+        };
+        if let Some(token) = parser.tokens.get(parser.next) {
+            return Err(QueryError {
+                position: token.position,
+                message: format!("unexpected {}", token.kind.describe()),
+            });
+        }
+        Ok(Query {
+            text: text.to_string(),
+            expr,
+        })
+    }
+
+    /// Refuses fields not in `known`, naming the first unknown one.
+    pub fn check_fields(&self, known: &[&str]) -> Result<(), QueryError> {
+        let mut fields = Vec::new();
+        if let Some(expr) = &self.expr {
+            collect_fields(expr, &mut fields);
+        }
+        match fields
+            .into_iter()
+            .find(|f| !known.contains(&f.name.as_str()))
+        {
+            None => Ok(()),
+            Some(f) => Err(QueryError {
+                position: f.position,
+                message: format!("unknown field `{}` (fields: {})", f.name, known.join(", ")),
+            }),
+        }
+    }
+
+    /// Whether a record matches, `now` being the time ages are counted from.
+    pub fn matches_at(&self, record: &dyn Fn(&str) -> Value, now: OffsetDateTime) -> bool {
+        self.expr.as_ref().is_none_or(|e| eval(e, record, now))
+    }
+
+    pub fn matches(&self, record: &dyn Fn(&str) -> Value) -> bool {
+        self.matches_at(record, OffsetDateTime::now_utc())
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+fn collect_fields<'a>(expr: &'a Expr, out: &mut Vec<&'a Field>) {
+    match expr {
+        Expr::Or(a, b) | Expr::And(a, b) => {
+            collect_fields(a, out);
+            collect_fields(b, out);
+        }
+        Expr::Not(a) => collect_fields(a, out),
+        Expr::Is { field, .. } | Expr::Compare { field, .. } => out.push(field),
+    }
+}
+
+fn eval(expr: &Expr, record: &dyn Fn(&str) -> Value, now: OffsetDateTime) -> bool {
+    match expr {
+        Expr::Or(a, b) => eval(a, record, now) || eval(b, record, now),
+        Expr::And(a, b) => eval(a, record, now) && eval(b, record, now),
+        Expr::Not(a) => !eval(a, record, now),
+        Expr::Is { field, value } => is(&record(&field.name), value),
+        Expr::Compare { field, cmp, amount } => compare(&record(&field.name), *cmp, *amount, now),
+    }
+}
+
+fn is(actual: &Value, wanted: &Literal) -> bool {
+    let text = match actual {
+        Value::Null => return matches!(wanted, Literal::Null),
+        Value::Str(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Num(n) => n.to_string(),
+        Value::Time(t) => crate::messages::timestamp(*t),
+    };
+    match wanted {
+        Literal::Null => false,
+        Literal::Exact(w) => match actual {
+            Value::Bool(b) => parse_bool(w) == Some(*b),
+            Value::Num(n) => w.parse::<f64>().is_ok_and(|w| w == *n),
+            _ => text == *w,
+        },
+        Literal::Glob(pattern) => glob(pattern, &text),
+    }
+}
+
+fn parse_bool(word: &str) -> Option<bool> {
+    match word.to_ascii_lowercase().as_str() {
+        "true" | "yes" => Some(true),
+        "false" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn compare(actual: &Value, cmp: Cmp, amount: Amount, now: OffsetDateTime) -> bool {
+    let (left, right) = match (actual, amount) {
+        (Value::Num(n), Amount::Number(x) | Amount::Duration(x)) => (*n, x),
+        (Value::Time(t), Amount::Duration(seconds)) => ((now - *t).as_seconds_f64(), seconds),
+        _ => return false,
+    };
+    match cmp {
+        Cmp::Gt => left > right,
+        Cmp::Lt => left < right,
+        Cmp::Ge => left >= right,
+        Cmp::Le => left <= right,
+    }
+}
+
+/// `*` any run of characters, `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum TokenKind {
+    Word(String),
+    Quoted(String),
+    Colon,
+    Op(Cmp),
+    Open,
+    Close,
+}
+
+impl TokenKind {
+    fn describe(&self) -> String {
+        match self {
+            TokenKind::Word(w) => format!("`{w}`"),
+            TokenKind::Quoted(q) => format!("\"{q}\""),
+            TokenKind::Colon => "`:`".into(),
+            TokenKind::Op(_) => "a comparison".into(),
+            TokenKind::Open => "`(`".into(),
+            TokenKind::Close => "`)`".into(),
+        }
+    }
+
+    fn keyword(&self) -> Option<&'static str> {
+        match self {
+            TokenKind::Word(w) if w.eq_ignore_ascii_case("and") => Some("AND"),
+            TokenKind::Word(w) if w.eq_ignore_ascii_case("or") => Some("OR"),
+            TokenKind::Word(w) if w.eq_ignore_ascii_case("not") => Some("NOT"),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    kind: TokenKind,
+    position: usize,
+}
+
+fn lex(text: &str) -> Result<Vec<Token>, QueryError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let position = i + 1;
+        let single = |kind| Token { kind, position };
+        match c {
+            c if c.is_whitespace() => i += 1,
+            '(' => {
+                tokens.push(single(TokenKind::Open));
+                i += 1;
+            }
+            ')' => {
+                tokens.push(single(TokenKind::Close));
+                i += 1;
+            }
+            ':' => {
+                tokens.push(single(TokenKind::Colon));
+                i += 1;
+            }
+            '>' | '<' => {
+                let or_equal = chars.get(i + 1) == Some(&'=');
+                let cmp = match (c, or_equal) {
+                    ('>', false) => Cmp::Gt,
+                    ('>', true) => Cmp::Ge,
+                    ('<', false) => Cmp::Lt,
+                    _ => Cmp::Le,
+                };
+                tokens.push(single(TokenKind::Op(cmp)));
+                i += if or_equal { 2 } else { 1 };
+            }
+            '"' => {
+                let mut value = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => {
+                            return Err(QueryError {
+                                position,
+                                message: "unterminated quoted value".into(),
+                            });
+                        }
+                        Some('"') => break,
+                        Some('\\') => match chars.get(i + 1) {
+                            Some(escaped @ ('"' | '\\')) => {
+                                value.push(*escaped);
+                                i += 2;
+                                continue;
+                            }
+                            _ => {
+                                return Err(QueryError {
+                                    position: i + 1,
+                                    message: "only \\\" and \\\\ may be escaped".into(),
+                                });
+                            }
+                        },
+                        Some(other) => value.push(*other),
+                    }
+                    i += 1;
+                }
+                i += 1;
+                tokens.push(single(TokenKind::Quoted(value)));
+            }
+            c if c.is_control() => {
+                return Err(QueryError {
+                    position,
+                    message: format!("control character {c:?} is not allowed"),
+                });
+            }
+            _ => {
+                let start = i;
+                while i < chars.len()
+                    && !chars[i].is_whitespace()
+                    && !matches!(chars[i], '(' | ')' | ':' | '>' | '<' | '"')
+                {
+                    i += 1;
+                }
+                tokens.push(single(TokenKind::Word(chars[start..i].iter().collect())));
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    next: usize,
+    /// Position just past the end, for "expected ... at the end" errors.
+    end: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.next)
+    }
+
+    fn position(&self) -> usize {
+        self.peek().map_or(self.end, |t| t.position)
+    }
+
+    fn error<T>(&self, message: impl Into<String>) -> Result<T, QueryError> {
+        Err(QueryError {
+            position: self.position(),
+            message: message.into(),
+        })
+    }
+
+    fn at_keyword(&self, keyword: &str) -> bool {
+        self.peek().and_then(|t| t.kind.keyword()) == Some(keyword)
+    }
+
+    fn or(&mut self) -> Result<Expr, QueryError> {
+        let mut left = self.and()?;
+        while self.at_keyword("OR") {
+            self.next += 1;
+            let right = self.and()?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, QueryError> {
+        let mut left = self.not()?;
+        loop {
+            if self.at_keyword("AND") {
+                self.next += 1;
+            } else if self.peek().is_none()
+                || self.at_keyword("OR")
+                || self.peek().is_some_and(|t| t.kind == TokenKind::Close)
+            {
+                return Ok(left);
+            }
+            let right = self.not()?;
+            left = Expr::And(Box::new(left), Box::new(right));
+        }
+    }
+
+    fn not(&mut self) -> Result<Expr, QueryError> {
+        if self.at_keyword("NOT") {
+            self.next += 1;
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        match self.peek().map(|t| (t.kind.clone(), t.position)) {
+            None => self.error("expected a condition like `field:value` at the end"),
+            Some((TokenKind::Open, open)) => {
+                self.next += 1;
+                let inner = self.or()?;
+                match self.peek() {
+                    Some(t) if t.kind == TokenKind::Close => {
+                        self.next += 1;
+                        Ok(inner)
+                    }
+                    _ => self.error(format!("expected `)` to close the `(` at position {open}")),
+                }
+            }
+            Some((TokenKind::Word(name), position))
+                if TokenKind::Word(name.clone()).keyword().is_none() =>
+            {
+                self.next += 1;
+                self.term(Field { name, position })
+            }
+            Some((kind, _)) => self.error(format!(
+                "expected a condition like `field:value`, found {}",
+                kind.describe()
+            )),
+        }
+    }
+
+    fn term(&mut self, field: Field) -> Result<Expr, QueryError> {
+        if !field
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(QueryError {
+                position: field.position,
+                message: format!("`{}` is not a field name", field.name),
+            });
+        }
+        match self.peek().map(|t| t.kind.clone()) {
+            Some(TokenKind::Colon) => {
+                self.next += 1;
+                let value = match self.peek().map(|t| t.kind.clone()) {
+                    Some(TokenKind::Word(w)) if w == "null" => Literal::Null,
+                    Some(TokenKind::Word(w)) if w.contains(['*', '?']) => Literal::Glob(w),
+                    Some(TokenKind::Word(w)) => Literal::Exact(w),
+                    Some(TokenKind::Quoted(q)) if q.contains(['*', '?']) => Literal::Glob(q),
+                    Some(TokenKind::Quoted(q)) => Literal::Exact(q),
+                    _ => return self.error(format!("expected a value after `{}:`", field.name)),
+                };
+                self.next += 1;
+                Ok(Expr::Is { field, value })
+            }
+            Some(TokenKind::Op(cmp)) => {
+                self.next += 1;
+                let amount = match self.peek().map(|t| t.kind.clone()) {
+                    Some(TokenKind::Word(w)) => match amount(&w) {
+                        Some(a) => a,
+                        None => {
+                            return self.error(format!(
+                                "`{w}` is not a number or a duration like 30s, 2h, 7d"
+                            ));
+                        }
+                    },
+                    _ => {
+                        return self.error(format!(
+                            "expected a number or duration after `{}`",
+                            field.name
+                        ));
+                    }
+                };
+                self.next += 1;
+                Ok(Expr::Compare { field, cmp, amount })
+            }
+            _ => self.error(format!(
+                "expected `:`, `>` or `<` after the field `{}`",
+                field.name
+            )),
+        }
+    }
+}
+
+fn amount(word: &str) -> Option<Amount> {
+    if let Ok(n) = word.parse::<f64>() {
+        return n.is_finite().then_some(Amount::Number(n));
+    }
+    let split = word.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = word.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        "w" => 7.0 * 86400.0,
+        _ => return None,
+    };
+    Some(Amount::Duration(n * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(field: &str) -> Value {
+        match field {
+            "hostname" => Value::Str("t-linux-042.test".into()),
+            "role" => Value::Str("gecko_t_linux_talos".into()),
+            "expected_role" => Value::Null,
+            "sshable" => Value::Bool(true),
+            "uptime" => Value::Num(3.0 * 86400.0),
+            "last_seen" => Value::Time(OffsetDateTime::now_utc() - time::Duration::hours(3)),
+            _ => Value::Null,
+        }
+    }
+
+    fn yes(q: &str) -> bool {
+        Query::parse(q)
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+            .matches(&host)
+    }
+
+    #[test]
+    fn seed_examples_work_verbatim() {
+        assert!(yes("expected_role:null"));
+        assert!(yes("role:gecko_t_linux_talos AND expected_role:null"));
+        assert!(!yes("role:gecko_t_linux_talos AND NOT expected_role:null"));
+    }
+
+    #[test]
+    fn globs_numbers_durations_and_booleans() {
+        assert!(yes("hostname:t-linux-*"));
+        assert!(yes("hostname:\"t-linux-0?2.test\""));
+        assert!(!yes("hostname:t-mac-*"));
+        assert!(yes("last_seen>2h") && !yes("last_seen>4h") && yes("last_seen<1d"));
+        assert!(yes("uptime>2d") && yes("uptime>=259200") && !yes("uptime<1h"));
+        assert!(yes("sshable:true") && yes("sshable:yes") && !yes("sshable:false"));
+        assert!(yes("(role:x OR role:gecko*) and not hostname:other"));
+        assert!(yes("role:gecko* hostname:t-*"), "juxtaposition is AND");
+        assert!(yes(""), "the empty query matches everything");
+    }
+
+    #[test]
+    fn errors_name_the_position() {
+        let cases = [
+            ("role:", 6, "expected a value after `role:`"),
+            ("role:a AND", 11, "expected a condition"),
+            ("(role:a", 8, "expected `)` to close the `(` at position 1"),
+            ("role:a)", 7, "unexpected `)`"),
+            ("last_seen>soon", 11, "`soon` is not a number or a duration"),
+            ("role", 5, "expected `:`, `>` or `<` after the field `role`"),
+            ("role:\"abc", 6, "unterminated quoted value"),
+            ("AND role:a", 1, "expected a condition"),
+            ("ro;le:a", 1, "`ro;le` is not a field name"),
+        ];
+        for (q, position, says) in cases {
+            let err = Query::parse(q).unwrap_err();
+            assert_eq!(err.position, position, "{q}: {err}");
+            assert!(err.message.contains(says), "{q}: {err}");
+        }
+        let q = Query::parse("role:a AND colour:red").unwrap();
+        let err = q.check_fields(&["role", "hostname"]).unwrap_err();
+        assert_eq!(err.position, 12);
+        assert!(err.message.contains("unknown field `colour`"));
+    }
+}
