@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod probe;
 mod seeds;
 
 use std::future::Future;
