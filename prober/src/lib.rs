@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod observe;
 pub mod probe;
 mod seeds;
 

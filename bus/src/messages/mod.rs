@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod command;
 pub mod event;
+pub mod host;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -2,7 +2,9 @@
 
 mod report;
 
-pub use report::{FileRead, FileState, ProbeParseError, ProbeReport, VaultState, parse};
+pub use report::{
+    FileRead, FileState, ProbeParseError, ProbeReport, VaultState, hex_sha256, parse,
+};
 
 /// The script, sent on stdin to `sh -s` (see `probe.sh`).
 pub const SCRIPT: &str = include_str!("probe.sh");
