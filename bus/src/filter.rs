@@ -84,7 +84,7 @@ struct Field {
 enum Literal {
     Null,
     Exact(String),
-    Glob(String),
+    Glob(glob::Pattern),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -201,7 +201,7 @@ fn is(actual: &Value, wanted: &Literal) -> bool {
             Value::Num(n) => w.parse::<f64>().is_ok_and(|w| w == *n),
             _ => text == *w,
         },
-        Literal::Glob(pattern) => glob(pattern, &text),
+        Literal::Glob(pattern) => pattern.matches(&text),
     }
 }
 
@@ -225,30 +225,6 @@ fn compare(actual: &Value, cmp: Cmp, amount: Amount, now: OffsetDateTime) -> boo
         Cmp::Ge => left >= right,
         Cmp::Le => left <= right,
     }
-}
-
-/// `*` any run of characters, `?` one character.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -473,13 +449,20 @@ impl Parser {
         match self.peek().map(|t| t.kind.clone()) {
             Some(TokenKind::Colon) => {
                 self.next += 1;
-                let value = match self.peek().map(|t| t.kind.clone()) {
-                    Some(TokenKind::Word(w)) if w == "null" => Literal::Null,
-                    Some(TokenKind::Word(w)) if w.contains(['*', '?']) => Literal::Glob(w),
-                    Some(TokenKind::Word(w)) => Literal::Exact(w),
-                    Some(TokenKind::Quoted(q)) if q.contains(['*', '?']) => Literal::Glob(q),
-                    Some(TokenKind::Quoted(q)) => Literal::Exact(q),
+                let word = match self.peek().map(|t| t.kind.clone()) {
+                    Some(TokenKind::Word(w)) if w == "null" => None,
+                    Some(TokenKind::Word(w) | TokenKind::Quoted(w)) => Some(w),
                     _ => return self.error(format!("expected a value after `{}:`", field.name)),
+                };
+                let value = match word {
+                    None => Literal::Null,
+                    Some(w) if w.contains(['*', '?', '[']) => match glob::Pattern::new(&w) {
+                        Ok(pattern) => Literal::Glob(pattern),
+                        Err(e) => {
+                            return self.error(format!("`{w}` is not a valid pattern: {}", e.msg));
+                        }
+                    },
+                    Some(w) => Literal::Exact(w),
                 };
                 self.next += 1;
                 Ok(Expr::Is { field, value })
@@ -585,6 +568,7 @@ mod tests {
             ("role:\"abc", 6, "unterminated quoted value"),
             ("AND role:a", 1, "expected a condition"),
             ("ro;le:a", 1, "`ro;le` is not a field name"),
+            ("hostname:a[", 10, "`a[` is not a valid pattern"),
         ];
         for (q, position, says) in cases {
             let err = Query::parse(q).unwrap_err();

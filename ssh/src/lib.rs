@@ -21,6 +21,10 @@
 //! # Ok(()) }
 //! ```
 
+mod settings;
+
+pub use settings::{HostOverride, SshSettings};
+
 use std::sync::Arc;
 use std::time::Duration;
 
