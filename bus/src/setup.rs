@@ -30,6 +30,11 @@ fn stream_config(def: &StreamDef, replicas: Replicas) -> stream::Config {
         duplicate_window: topology::DUPLICATE_WINDOW,
         deny_delete: def.immutable,
         deny_purge: def.immutable,
+        max_messages_per_subject: if def.per_subject > 0 {
+            def.per_subject
+        } else {
+            -1
+        },
         allow_direct: true,
         ..Default::default()
     }

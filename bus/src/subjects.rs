@@ -6,6 +6,7 @@
 //! | `fleetroll.evt.cmd.<id>.<verdict>` | a command reached its outcome |
 //! | `fleetroll.evt.rollout.<id>.<kind>` | rollout events, one rollout or all |
 //! | `fleetroll.audit.>` | the immutable audit log |
+//! | `fleetroll.history.<host>` | a host's last observations |
 //! | `fleetroll.query.<area>.<name>` | read queries (NATS service) |
 
 use crate::messages::WorkerKind;
@@ -15,6 +16,13 @@ pub const COMMANDS: &str = "fleetroll.cmd.>";
 pub const EVENTS: &str = "fleetroll.evt.>";
 pub const AUDIT: &str = "fleetroll.audit.>";
 pub const ROLLOUT_EVENTS: &str = "fleetroll.evt.rollout.>";
+pub const HOST_HISTORY: &str = "fleetroll.history.>";
+
+/// Where a host's observations are kept (hostnames are valid subject
+/// tokens once validated).
+pub fn host_history(hostname: &str) -> String {
+    format!("fleetroll.history.{hostname}")
+}
 /// The group every read-query endpoint lives under.
 pub const QUERY_GROUP: &str = "fleetroll.query";
 
@@ -46,4 +54,6 @@ pub fn query(endpoint: &str) -> String {
 /// Query endpoints (relative to [`QUERY_GROUP`]).
 pub mod queries {
     pub const SEEDS_LIST: &str = "seeds.list";
+    pub const HOSTS_LIST: &str = "hosts.list";
+    pub const HOSTS_GET: &str = "hosts.get";
 }

@@ -14,6 +14,8 @@ pub struct StreamDef {
     pub max_age: Duration,
     /// Set once, never clearable: the server itself refuses deletes/purges.
     pub immutable: bool,
+    /// Messages kept per subject (0: no limit).
+    pub per_subject: i64,
 }
 
 /// The command stream. Commands are kept as long as their outcomes so that
@@ -24,6 +26,7 @@ pub const COMMANDS: StreamDef = StreamDef {
     description: "fleetroll mutating commands",
     max_age: Duration::from_secs(7 * 24 * 3600),
     immutable: false,
+    per_subject: 0,
 };
 
 pub const EVENTS: StreamDef = StreamDef {
@@ -32,6 +35,7 @@ pub const EVENTS: StreamDef = StreamDef {
     description: "fleetroll events",
     max_age: Duration::from_secs(30 * 24 * 3600),
     immutable: false,
+    per_subject: 0,
 };
 
 pub const AUDIT: StreamDef = StreamDef {
@@ -40,9 +44,20 @@ pub const AUDIT: StreamDef = StreamDef {
     description: "fleetroll immutable audit log",
     max_age: Duration::ZERO,
     immutable: true,
+    per_subject: 0,
 };
 
-pub const STREAMS: [StreamDef; 3] = [COMMANDS, EVENTS, AUDIT];
+/// The last observations of every host, for history and "what changed".
+pub const HOST_HISTORY: StreamDef = StreamDef {
+    name: "FLEETROLL_HOST_HISTORY",
+    subjects: &[crate::subjects::HOST_HISTORY],
+    description: "fleetroll observations per host (the last ones)",
+    max_age: Duration::ZERO,
+    immutable: false,
+    per_subject: 50,
+};
+
+pub const STREAMS: [StreamDef; 4] = [COMMANDS, EVENTS, AUDIT, HOST_HISTORY];
 
 /// A key-value bucket.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +100,23 @@ pub const AUTH: BucketDef = BucketDef {
     max_age: Duration::ZERO,
 };
 
-pub const BUCKETS: [BucketDef; 4] = [SEEDS, WORKERS, OUTCOMES, AUTH];
+/// The prober's latest observation of each host, by hostname.
+pub const HOSTS: BucketDef = BucketDef {
+    name: "fleetroll_hosts",
+    description: "latest observation per host",
+    history: 1,
+    max_age: Duration::ZERO,
+};
+
+/// SSH host keys pinned on first contact, by hostname.
+pub const HOST_KEYS: BucketDef = BucketDef {
+    name: "fleetroll_hostkeys",
+    description: "pinned SSH host keys",
+    history: 5,
+    max_age: Duration::ZERO,
+};
+
+pub const BUCKETS: [BucketDef; 6] = [SEEDS, WORKERS, OUTCOMES, AUTH, HOSTS, HOST_KEYS];
 
 /// Keys of the auth bucket.
 pub mod auth_keys {

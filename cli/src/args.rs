@@ -25,6 +25,9 @@ pub struct Global {
     /// Where fleetroll keeps its signing key, token and embedded NATS data.
     #[arg(long, global = true, env = "FLEETROLL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Settings file (default: <data-dir>/fleetroll.toml).
+    #[arg(long, global = true, env = "FLEETROLL_CONFIG")]
+    pub config: Option<PathBuf>,
     /// NATS to use instead of the embedded server.
     #[arg(long, global = true, env = "FLEETROLL_NATS_URL")]
     pub nats_url: Option<String>,
@@ -57,9 +60,44 @@ pub enum Top {
     /// Signing key and tokens.
     #[command(subcommand)]
     Auth(AuthCommand),
-    /// The inventory: seeds.
+    /// The inventory: seeds and refreshes.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Hosts: list, show, refresh, repin.
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+#[derive(Subcommand)]
+pub enum HostCommand {
+    /// Hosts and what was last observed of them.
+    List {
+        /// Only hosts matching this query (`role:gecko* AND sshable:false`).
+        #[arg(long, default_value = "")]
+        filter: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything known about one host.
+    Show {
+        hostname: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Probe hosts now.
+    Refresh {
+        #[arg(required = true)]
+        hostnames: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a host's pinned SSH key (after a reimage); the next probe pins the new one.
+    Repin {
+        hostname: String,
+        /// Without it: say what would happen, change nothing.
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 #[derive(Args)]
@@ -126,6 +164,14 @@ pub enum InventoryCommand {
     /// Seeds: the hostnames the inventory starts from.
     #[command(subcommand)]
     Seed(SeedCommand),
+    /// Probe every seed (`--seed all`) or the hosts named.
+    Refresh {
+        #[arg(long, value_parser = ["all"])]
+        seed: Option<String>,
+        hostnames: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -12,11 +12,71 @@ use crate::exit::{self, fail};
 /// commands with the same data dir find it.
 const URL_FILE: &str = "nats.url";
 
+/// `fleetroll.toml`: in the data dir, or wherever `--config` says.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub nats: NatsSettings,
+    #[serde(default)]
+    pub ssh: fleetroll_ssh::SshSettings,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    pub url: Option<String>,
+}
+
 pub struct Context {
     pub global: Global,
+    pub settings: Settings,
 }
 
 impl Context {
+    /// Reads the settings file (a missing default one is fine) and applies
+    /// the environment's overrides.
+    pub fn new(global: Global) -> anyhow::Result<Context> {
+        let mut ctx = Context {
+            global,
+            settings: Settings::default(),
+        };
+        let path = ctx
+            .global
+            .config
+            .clone()
+            .unwrap_or_else(|| ctx.data_dir().join("fleetroll.toml"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                ctx.settings = toml::from_str(&text)
+                    .map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display())))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ctx.global.config.is_none() => {}
+            Err(e) => {
+                return Err(fail(
+                    exit::INVALID,
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        }
+        let ssh = &mut ctx.settings.ssh;
+        if let Ok(user) = std::env::var("FLEETROLL_SSH_USER") {
+            ssh.user = user;
+        }
+        if let Ok(port) = std::env::var("FLEETROLL_SSH_PORT") {
+            ssh.port = port.parse().map_err(|_| {
+                fail(
+                    exit::INVALID,
+                    format!("FLEETROLL_SSH_PORT `{port}` is not a port number"),
+                )
+            })?;
+        }
+        if let Some(key) = std::env::var_os("FLEETROLL_SSH_KEY") {
+            ssh.identity_file = Some(PathBuf::from(key));
+        }
+        Ok(ctx)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         if let Some(dir) = &self.global.data_dir {
             return dir.clone();
@@ -37,7 +97,12 @@ impl Context {
     }
 
     pub fn nats_url(&self) -> String {
-        if let Some(url) = &self.global.nats_url {
+        if let Some(url) = self
+            .global
+            .nats_url
+            .as_ref()
+            .or(self.settings.nats.url.as_ref())
+        {
             return url.clone();
         }
         std::fs::read_to_string(self.url_file())

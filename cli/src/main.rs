@@ -48,7 +48,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let ctx = Context { global: cli.global };
+    let ctx = Context::new(cli.global)?;
     match cli.command {
         Top::Up(args) => cmd::up::run(&ctx, args).await,
         Top::Worker { kind } => cmd::workers::run(&ctx, kind).await,
@@ -56,5 +56,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Top::Ping(args) => cmd::ping::run(&ctx, args).await,
         Top::Auth(command) => cmd::auth::run(&ctx, command).await,
         Top::Inventory(InventoryCommand::Seed(command)) => cmd::seed::run(&ctx, command).await,
+        Top::Inventory(InventoryCommand::Refresh {
+            seed,
+            hostnames,
+            json,
+        }) => cmd::host::refresh(&ctx, hostnames, seed.is_some(), json).await,
+        Top::Host(command) => cmd::host::run(&ctx, command).await,
     }
 }

@@ -43,7 +43,12 @@ fn up_runs_every_worker_kind_and_replicas_come_and_go() {
         .collect();
     assert_eq!(
         streams,
-        ["FLEETROLL_CMD", "FLEETROLL_EVT", "FLEETROLL_AUDIT"]
+        [
+            "FLEETROLL_CMD",
+            "FLEETROLL_EVT",
+            "FLEETROLL_AUDIT",
+            "FLEETROLL_HOST_HISTORY"
+        ]
     );
     assert!(
         json["buckets"]

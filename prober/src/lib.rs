@@ -1,14 +1,17 @@
 //! # fleetroll-prober
 //!
-//! The worker that knows what exists: it owns the inventory's seeds and,
-//! as the roll call grows, discovers and probes hosts over SSH.
+//! The worker that knows what exists: it owns the inventory's seeds and
+//! probes hosts over SSH, recording one observation per host.
 //!
 //! ```no_run
 //! # async fn run(bus: fleetroll_bus::Bus) -> Result<(), fleetroll_bus::connect::BusError> {
-//! fleetroll_prober::run(bus, tokio::signal::ctrl_c()).await
+//! let settings = fleetroll_ssh::SshSettings::default();
+//! fleetroll_prober::run(bus, settings, tokio::signal::ctrl_c()).await
 //! # }
 //! ```
 
+pub mod fleet;
+mod hosts;
 pub mod observe;
 pub mod probe;
 mod seeds;
@@ -18,18 +21,28 @@ use std::sync::Arc;
 
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::command::{Command, Verdict};
+use fleetroll_bus::messages::host::{HostList, HostName, HostQuery};
 use fleetroll_bus::messages::{NoParams, SeedList, WorkerKind};
 use fleetroll_bus::query::QueryService;
 use fleetroll_bus::subjects::queries;
 use fleetroll_bus::worker::{self, CommandContext, Handler, Replica};
+use fleetroll_ssh::SshSettings;
 
-struct Prober;
+use crate::fleet::Fleet;
+
+struct Prober {
+    fleet: Arc<Fleet>,
+}
 
 impl Handler for Prober {
     async fn handle(&self, ctx: &CommandContext, command: &Command) -> Verdict {
         match command {
             Command::SeedAdd { hostnames } => seeds::add(ctx, hostnames).await,
             Command::SeedRemove { hostnames } => seeds::remove(ctx, hostnames).await,
+            Command::HostRefresh { hostnames, all } => {
+                hosts::refresh(ctx, &self.fleet, hostnames, *all).await
+            }
+            Command::HostRepin { hostname } => hosts::repin(ctx, &self.fleet, hostname).await,
             other => Verdict::Invalid {
                 message: format!("the prober does not execute `{}`", other.name()),
             },
@@ -39,18 +52,37 @@ impl Handler for Prober {
 
 /// Runs one prober replica until `shutdown` resolves. The streams and
 /// buckets must exist (`fleetroll_bus::setup::ensure`).
-pub async fn run<S, T>(bus: Bus, shutdown: S) -> Result<(), BusError>
+pub async fn run<S, T>(bus: Bus, ssh: SshSettings, shutdown: S) -> Result<(), BusError>
 where
     S: Future<Output = T> + Send,
 {
     let replica = Replica::new(bus.clone(), WorkerKind::Prober);
     let queries = QueryService::start(&replica).await?;
-    let list_bus = bus.clone();
+    let b = bus.clone();
     queries
         .serve(queries::SEEDS_LIST, move |_claims, _: NoParams| {
-            let bus = list_bus.clone();
+            let bus = b.clone();
             async move { Ok::<SeedList, _>(seeds::list(&bus).await?) }
         })
         .await?;
-    worker::run_replica(replica, Arc::new(Prober), shutdown).await
+    let b = bus.clone();
+    queries
+        .serve(queries::HOSTS_LIST, move |_claims, q: HostQuery| {
+            let bus = b.clone();
+            async move {
+                hosts::list(&bus, &q.filter)
+                    .await
+                    .map(|hosts| HostList { hosts })
+            }
+        })
+        .await?;
+    let b = bus.clone();
+    queries
+        .serve(queries::HOSTS_GET, move |_claims, q: HostName| {
+            let bus = b.clone();
+            async move { hosts::get(&bus, &q.hostname).await }
+        })
+        .await?;
+    let fleet = Arc::new(Fleet::new(bus, ssh));
+    worker::run_replica(replica, Arc::new(Prober { fleet }), shutdown).await
 }

@@ -6,6 +6,7 @@ use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Reply, Verdict};
+use fleetroll_bus::messages::host::Observation;
 use fleetroll_bus::messages::{Seed, SeedList};
 use fleetroll_bus::topology;
 use fleetroll_bus::worker::CommandContext;
@@ -45,13 +46,20 @@ fn failed(e: impl std::fmt::Display) -> Verdict {
     }
 }
 
+async fn stores(ctx: &CommandContext) -> Result<(kv::Store, kv::Store), BusError> {
+    Ok((
+        ctx.bus.kv(&topology::SEEDS).await?,
+        ctx.bus.kv(&topology::HOSTS).await?,
+    ))
+}
+
 pub async fn add(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
     let names = match validated(hostnames) {
         Ok(names) => names,
         Err(verdict) => return verdict,
     };
-    let seeds = match ctx.bus.kv(&topology::SEEDS).await {
-        Ok(seeds) => seeds,
+    let (seeds, hosts) = match stores(ctx).await {
+        Ok(stores) => stores,
         Err(e) => return failed(e),
     };
     let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
@@ -62,7 +70,19 @@ pub async fn add(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
             added_by: ctx.actor.clone(),
         };
         match seeds.create(&name, codec::to_cbor(&seed).into()).await {
-            Ok(_) => changed.push(name),
+            Ok(_) => {
+                // Seeds create discovered host records; an existing record
+                // (a seed added back) keeps what was known.
+                let discovered = Observation::discovered(&name, seed.added_at);
+                if let Err(e) = hosts
+                    .create(&name, codec::to_cbor(&discovered).into())
+                    .await
+                    && e.kind() != kv::CreateErrorKind::AlreadyExists
+                {
+                    return failed(format!("recording host {name}: {e}"));
+                }
+                changed.push(name)
+            }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => unchanged.push(name),
             Err(e) => return failed(format!("adding seed {name}: {e}")),
         }
@@ -78,15 +98,22 @@ pub async fn remove(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
         Ok(names) => names,
         Err(verdict) => return verdict,
     };
-    let seeds = match ctx.bus.kv(&topology::SEEDS).await {
-        Ok(seeds) => seeds,
+    let (seeds, hosts) = match stores(ctx).await {
+        Ok(stores) => stores,
         Err(e) => return failed(e),
     };
     let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
     for name in names {
         match seeds.get(&name).await {
             Ok(Some(_)) => match seeds.delete(&name).await {
-                Ok(()) => changed.push(name),
+                Ok(()) => {
+                    // The host leaves the inventory with its seed; its
+                    // observation history stays in the history stream.
+                    if let Err(e) = hosts.delete(&name).await {
+                        return failed(format!("removing host {name}: {e}"));
+                    }
+                    changed.push(name)
+                }
                 Err(e) => return failed(format!("removing seed {name}: {e}")),
             },
             Ok(None) => unchanged.push(name),

@@ -25,6 +25,10 @@ pub enum Command {
     SeedAdd { hostnames: Vec<String> },
     /// Remove hostnames from the seeds.
     SeedRemove { hostnames: Vec<String> },
+    /// Probe these hosts now (every seed when `all`).
+    HostRefresh { hostnames: Vec<String>, all: bool },
+    /// Forget a host's pinned SSH key; the next contact pins the new one.
+    HostRepin { hostname: String },
 }
 
 impl Command {
@@ -32,7 +36,10 @@ impl Command {
     pub fn worker(&self) -> WorkerKind {
         match self {
             Command::Ping { worker, .. } => *worker,
-            Command::SeedAdd { .. } | Command::SeedRemove { .. } => WorkerKind::Prober,
+            Command::SeedAdd { .. }
+            | Command::SeedRemove { .. }
+            | Command::HostRefresh { .. }
+            | Command::HostRepin { .. } => WorkerKind::Prober,
         }
     }
 
@@ -42,6 +49,8 @@ impl Command {
             Command::Ping { .. } => "ping",
             Command::SeedAdd { .. } => "seed_add",
             Command::SeedRemove { .. } => "seed_remove",
+            Command::HostRefresh { .. } => "host_refresh",
+            Command::HostRepin { .. } => "host_repin",
         }
     }
 
@@ -147,6 +156,20 @@ pub enum Reply {
         changed: Vec<String>,
         unchanged: Vec<String>,
     },
+    Refreshed {
+        hosts: Vec<ProbeSummary>,
+    },
+    Repinned {
+        hostname: String,
+    },
+}
+
+/// How one host's probe went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeSummary {
+    pub hostname: String,
+    pub ok: bool,
+    pub error: Option<String>,
 }
 
 /// Why a token was refused.

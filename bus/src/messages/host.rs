@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::codec::Message;
+use crate::filter::Value;
 
 /// Where the Puppet state of a host came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,5 +117,134 @@ impl Observation {
 
 impl Message for Observation {
     const KIND: &'static str = "observation";
+    const VERSION: u16 = 1;
+}
+
+/// A host key pinned on first contact (bucket `fleetroll_hostkeys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKeyPin {
+    /// OpenSSH public key line.
+    pub key: String,
+    pub fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub pinned_at: OffsetDateTime,
+}
+
+impl Message for HostKeyPin {
+    const KIND: &'static str = "host_key_pin";
+    const VERSION: u16 = 1;
+}
+
+impl Observation {
+    /// The fields the query language can name.
+    pub const FIELDS: &'static [&'static str] = &[
+        "hostname",
+        "discovered_at",
+        "probed_at",
+        "last_seen",
+        "address",
+        "sshable",
+        "sudoable",
+        "os",
+        "os_version",
+        "uptime",
+        "role",
+        "override_present",
+        "override_sha256",
+        "override",
+        "puppet_source",
+        "puppet_success",
+        "puppet_ts",
+        "puppet_branch",
+        "puppet_sha",
+        "applied",
+        "applied_source",
+        "error",
+    ];
+
+    /// A field's value for the query language.
+    pub fn field(&self, name: &str) -> Value {
+        fn text(v: &Option<String>) -> Value {
+            v.clone().map_or(Value::Null, Value::Str)
+        }
+        fn flag(v: Option<bool>) -> Value {
+            v.map_or(Value::Null, Value::Bool)
+        }
+        fn at(v: Option<OffsetDateTime>) -> Value {
+            v.map_or(Value::Null, Value::Time)
+        }
+        let puppet = self.puppet.as_ref();
+        match name {
+            "hostname" => Value::Str(self.hostname.clone()),
+            "discovered_at" => Value::Time(self.discovered_at),
+            "probed_at" => at(self.probed_at),
+            "last_seen" => at(self.last_seen),
+            "address" => text(&self.address),
+            "sshable" => flag(self.sshable),
+            "sudoable" => flag(self.sudoable),
+            "os" => text(&self.os),
+            "os_version" => text(&self.os_version),
+            "uptime" => self.uptime_s.map_or(Value::Null, |u| Value::Num(u as f64)),
+            "role" => text(&self.role),
+            "override_present" => flag(self.override_present),
+            "override_sha256" => text(&self.override_sha256),
+            "override" => text(&self.override_contents),
+            "puppet_source" => puppet.map_or(Value::Null, |p| {
+                Value::Str(
+                    serde_json::to_value(p.source)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                )
+            }),
+            "puppet_success" => flag(puppet.and_then(|p| p.success)),
+            "puppet_ts" => at(puppet.and_then(|p| p.ts)),
+            "puppet_branch" => text(&puppet.and_then(|p| p.git_branch.clone())),
+            "puppet_sha" => text(&puppet.and_then(|p| p.git_sha.clone())),
+            "applied" => flag(self.applied),
+            "applied_source" => self.applied_source.map_or(Value::Null, |s| {
+                Value::Str(match s {
+                    AppliedSource::Metadata => "metadata".into(),
+                    AppliedSource::Heuristic => "heuristic".into(),
+                })
+            }),
+            "error" => text(&self.last_error),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// Parameters of the `hosts.list` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostQuery {
+    /// A query in the query language; empty for every host.
+    #[serde(default)]
+    pub filter: String,
+}
+
+impl Message for HostQuery {
+    const KIND: &'static str = "host_query";
+    const VERSION: u16 = 1;
+}
+
+/// Answer of `hosts.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostList {
+    pub hosts: Vec<Observation>,
+}
+
+impl Message for HostList {
+    const KIND: &'static str = "host_list";
+    const VERSION: u16 = 1;
+}
+
+/// Parameters of the `hosts.get` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostName {
+    pub hostname: String,
+}
+
+impl Message for HostName {
+    const KIND: &'static str = "host_name";
     const VERSION: u16 = 1;
 }

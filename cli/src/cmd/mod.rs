@@ -1,6 +1,7 @@
 //! One module per top-level command.
 
 pub mod auth;
+pub mod host;
 pub mod ping;
 pub mod seed;
 pub mod status;

@@ -53,6 +53,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 kind,
                 bus.clone(),
                 ctx.replicas(),
+                ctx.settings.ssh.clone(),
                 stop_rx.clone(),
             ))
         })

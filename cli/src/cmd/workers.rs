@@ -6,6 +6,7 @@ use std::time::Duration;
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
 use fleetroll_bus::setup::{self, Replicas};
+use fleetroll_ssh::SshSettings;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -15,13 +16,14 @@ use crate::exit;
 async fn run_once(
     kind: WorkerKind,
     bus: Bus,
+    ssh: SshSettings,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
     let shutdown = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
     match kind {
-        WorkerKind::Prober => fleetroll_prober::run(bus, shutdown).await,
+        WorkerKind::Prober => fleetroll_prober::run(bus, ssh, shutdown).await,
         WorkerKind::Gatekeeper => fleetroll_gatekeeper::run(bus, shutdown).await,
         WorkerKind::Orchestrator => fleetroll_orchestrator::run(bus, shutdown).await,
         WorkerKind::Auditor => fleetroll_auditor::run(bus, shutdown).await,
@@ -34,12 +36,13 @@ pub async fn supervise(
     kind: WorkerKind,
     bus: Bus,
     replicas: Replicas,
+    ssh: SshSettings,
     stop: watch::Receiver<bool>,
 ) {
     loop {
         let started = async {
             setup::ensure(&bus, replicas).await?;
-            run_once(kind, bus.clone(), stop.clone()).await
+            run_once(kind, bus.clone(), ssh.clone(), stop.clone()).await
         };
         match started.await {
             Ok(()) => return,
@@ -75,7 +78,13 @@ pub async fn run(ctx: &Context, kind: WorkerKind) -> anyhow::Result<u8> {
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let replica = tokio::spawn(supervise(kind, bus, ctx.replicas(), stop_rx));
+    let replica = tokio::spawn(supervise(
+        kind,
+        bus,
+        ctx.replicas(),
+        ctx.settings.ssh.clone(),
+        stop_rx,
+    ));
     stop_signal().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), replica).await;

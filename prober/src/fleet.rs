@@ -1,0 +1,290 @@
+//! Probing hosts over SSH: resolve, connect (or reuse the connection),
+//! check the pinned host key, run the probe, record the observation.
+//! Every step has a timeout; a failure is recorded on the host, never
+//! raised.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use fleetroll_bus::codec;
+use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::messages::host::{HostKeyPin, Observation};
+use fleetroll_bus::subjects;
+use fleetroll_bus::topology;
+use fleetroll_ssh::{Identity, Session, SshError, SshSettings};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, Semaphore};
+use tracing::{Instrument, info_span, warn};
+
+use crate::observe;
+use crate::probe;
+
+/// The prober's SSH side: settings, identity and live connections.
+pub struct Fleet {
+    bus: Bus,
+    settings: SshSettings,
+    identity: Option<Identity>,
+    identity_error: Option<String>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    permits: Semaphore,
+}
+
+/// Why a host could not be probed.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("cannot resolve {host}: {detail}")]
+    Resolve { host: String, detail: String },
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("the probe exited with status {status:?}: {stderr}")]
+    Exit { status: Option<u32>, stderr: String },
+    #[error("the probe's answer is unusable: {0}")]
+    Parse(#[from] probe::ProbeParseError),
+    #[error("{0}")]
+    Bus(#[from] BusError),
+}
+
+impl Fleet {
+    pub fn new(bus: Bus, settings: SshSettings) -> Fleet {
+        let (identity, identity_error) = match &settings.identity_file {
+            Some(path) => match Identity::load(path) {
+                Ok(identity) => (Some(identity), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            None => (
+                None,
+                Some("no SSH identity configured (ssh.identity_file or FLEETROLL_SSH_KEY)".into()),
+            ),
+        };
+        let permits = Semaphore::new(settings.parallelism.max(1));
+        Fleet {
+            bus,
+            settings,
+            identity,
+            identity_error,
+            sessions: Mutex::new(HashMap::new()),
+            permits,
+        }
+    }
+
+    /// Probes one host and records what was found (or why nothing was).
+    pub async fn probe(&self, hostname: &str) -> Result<Observation, BusError> {
+        let _permit = self.permits.acquire().await.expect("never closed");
+        let span = info_span!("probe", host = hostname);
+        async {
+            let hosts = self.bus.kv(&topology::HOSTS).await?;
+            let now = OffsetDateTime::now_utc();
+            let previous = match hosts.get(hostname).await.map_err(|e| BusError::JetStream {
+                what: "reading host".into(),
+                detail: e.to_string(),
+            })? {
+                Some(bytes) => codec::from_cbor(&bytes)
+                    .unwrap_or_else(|_| Observation::discovered(hostname, now)),
+                None => Observation::discovered(hostname, now),
+            };
+            let observation = match self.run_probe(hostname).await {
+                Ok((report, address, fingerprint)) => {
+                    let mut o = observe::observed(
+                        previous,
+                        &report,
+                        Some(address),
+                        OffsetDateTime::now_utc(),
+                    );
+                    o.host_key_fingerprint = Some(fingerprint);
+                    o
+                }
+                Err((e, address)) => {
+                    warn!(error = %e, "probe failed");
+                    let sshable = match &e {
+                        ProbeError::Resolve { .. } | ProbeError::Bus(_) => None,
+                        ProbeError::Ssh(SshError::Connect { .. } | SshError::Timeout { .. }) => {
+                            Some(false)
+                        }
+                        ProbeError::Ssh(
+                            SshError::HostKeyChanged { .. } | SshError::AuthRefused { .. },
+                        ) => Some(false),
+                        _ => Some(true),
+                    };
+                    observe::failed(
+                        previous,
+                        &e.to_string(),
+                        sshable,
+                        address,
+                        OffsetDateTime::now_utc(),
+                    )
+                }
+            };
+            self.record(&hosts, &observation).await?;
+            Ok(observation)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn record(&self, hosts: &kv::Store, observation: &Observation) -> Result<(), BusError> {
+        let bytes = codec::to_cbor(observation);
+        hosts
+            .put(&observation.hostname, bytes.clone().into())
+            .await
+            .map_err(|e| BusError::JetStream {
+                what: "writing host".into(),
+                detail: e.to_string(),
+            })?;
+        self.bus
+            .js
+            .publish(subjects::host_history(&observation.hostname), bytes.into())
+            .await
+            .map_err(|e| BusError::JetStream {
+                what: "writing host history".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    async fn run_probe(
+        &self,
+        hostname: &str,
+    ) -> Result<(probe::ProbeReport, String, String), (ProbeError, Option<String>)> {
+        let target = self.settings.target(hostname);
+        let address = resolve(&target.host, target.port)
+            .await
+            .map_err(|e| (e, None))?;
+        let fail = |e: ProbeError| (e, Some(address.clone()));
+        let session = self.session(hostname).await.map_err(fail)?;
+        let output = match session
+            .0
+            .exec(
+                probe::COMMAND,
+                probe::SCRIPT.as_bytes(),
+                self.settings.exec_timeout,
+                1 << 20,
+            )
+            .await
+        {
+            Ok(output) => output,
+            Err(e) => {
+                // A host that hung or dropped us gets a fresh connection next time.
+                self.sessions.lock().await.remove(hostname);
+                return Err(fail(e.into()));
+            }
+        };
+        if output.exit_status != Some(0) {
+            return Err(fail(ProbeError::Exit {
+                status: output.exit_status,
+                stderr: String::from_utf8_lossy(&output.stderr)
+                    .chars()
+                    .take(300)
+                    .collect(),
+            }));
+        }
+        let report = probe::parse(&output.stdout).map_err(|e| fail(e.into()))?;
+        Ok((report, address, session.1))
+    }
+
+    /// A live session to the host and the fingerprint of its key: the pooled
+    /// one, or a new one checked against (or pinning) the host key.
+    async fn session(&self, hostname: &str) -> Result<(Arc<Session>, String), ProbeError> {
+        let keys = self.bus.kv(&topology::HOST_KEYS).await?;
+        let pinned: Option<HostKeyPin> = keys
+            .get(hostname)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| codec::from_cbor(&b).ok());
+        if let Some(session) = self
+            .sessions
+            .lock()
+            .await
+            .get(hostname)
+            .filter(|s| !s.is_closed())
+            .cloned()
+        {
+            return Ok((session, pinned.map(|p| p.fingerprint).unwrap_or_default()));
+        }
+        let identity = self.identity.as_ref().ok_or_else(|| {
+            ProbeError::Ssh(SshError::Identity {
+                path: "".into(),
+                detail: self.identity_error.clone().unwrap_or_default(),
+            })
+        })?;
+        let target = self.settings.target(hostname);
+        let (session, offered) = Session::connect(
+            &target,
+            identity,
+            pinned.as_ref().map(|p| p.key.as_str()),
+            &self.settings.timeouts(),
+        )
+        .await?;
+        let fingerprint = fleetroll_ssh::fingerprint(&offered);
+        if pinned.is_none() {
+            let pin = HostKeyPin {
+                key: offered.clone(),
+                fingerprint: fingerprint.clone(),
+                pinned_at: OffsetDateTime::now_utc(),
+            };
+            // Two probers meeting a new host at once: the first pin wins,
+            // and the loser checks the key it saw against it.
+            if let Err(e) = keys.create(hostname, codec::to_cbor(&pin).into()).await {
+                let winner: Option<HostKeyPin> = keys
+                    .get(hostname)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|b| codec::from_cbor(&b).ok());
+                match winner {
+                    Some(w)
+                        if w.key
+                            .split_whitespace()
+                            .take(2)
+                            .eq(offered.split_whitespace().take(2)) => {}
+                    Some(w) => {
+                        return Err(ProbeError::Ssh(SshError::HostKeyChanged {
+                            pinned: w.fingerprint,
+                            offered: fingerprint,
+                        }));
+                    }
+                    None => warn!(error = %e, "host key not pinned"),
+                }
+            }
+        }
+        let session = Arc::new(session);
+        self.sessions
+            .lock()
+            .await
+            .insert(hostname.to_string(), session.clone());
+        Ok((session, fingerprint))
+    }
+
+    /// Forgets a host's pinned key (after a reimage), so the next contact
+    /// pins the new one.
+    pub async fn repin(&self, hostname: &str) -> Result<(), BusError> {
+        self.sessions.lock().await.remove(hostname);
+        let keys = self.bus.kv(&topology::HOST_KEYS).await?;
+        keys.purge(hostname).await.map_err(|e| BusError::JetStream {
+            what: "removing the pinned key".into(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<String, ProbeError> {
+    let lookup = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await;
+    let resolve_error = |detail: String| ProbeError::Resolve {
+        host: host.to_string(),
+        detail,
+    };
+    match lookup {
+        Err(_) => Err(resolve_error("timed out".into())),
+        Ok(Err(e)) => Err(resolve_error(e.to_string())),
+        Ok(Ok(mut addrs)) => addrs
+            .next()
+            .map(|a| a.ip().to_string())
+            .ok_or_else(|| resolve_error("no address".into())),
+    }
+}
