@@ -99,11 +99,15 @@ impl Fleet {
                     warn!(error = %e, "probe failed");
                     let sshable = match &e {
                         ProbeError::Resolve { .. } | ProbeError::Bus(_) => None,
-                        ProbeError::Ssh(SshError::Connect { .. } | SshError::Timeout { .. }) => {
-                            Some(false)
-                        }
+                        // It let us in, then never answered.
+                        ProbeError::Ssh(SshError::Timeout {
+                            stage: "command", ..
+                        }) => Some(true),
                         ProbeError::Ssh(
-                            SshError::HostKeyChanged { .. } | SshError::AuthRefused { .. },
+                            SshError::Connect { .. }
+                            | SshError::Timeout { .. }
+                            | SshError::HostKeyChanged { .. }
+                            | SshError::AuthRefused { .. },
                         ) => Some(false),
                         _ => Some(true),
                     };
@@ -152,18 +156,32 @@ impl Fleet {
             .await
             .map_err(|e| (e, None))?;
         let fail = |e: ProbeError| (e, Some(address.clone()));
-        let session = self.session(hostname).await.map_err(fail)?;
-        let output = match session
-            .0
-            .exec(
-                probe::COMMAND,
-                probe::SCRIPT.as_bytes(),
-                self.settings.exec_timeout,
-                1 << 20,
-            )
-            .await
-        {
-            Ok(output) => output,
+        let (session, pooled) = self.session(hostname).await.map_err(fail)?;
+        let exec = |session: Arc<Session>| async move {
+            session
+                .exec(
+                    probe::COMMAND,
+                    probe::SCRIPT.as_bytes(),
+                    self.settings.exec_timeout,
+                    1 << 20,
+                )
+                .await
+        };
+        let (output, fingerprint) = match exec(session.0.clone()).await {
+            Ok(output) => (output, session.1),
+            // A pooled connection the host dropped (a reboot, say) is
+            // replaced at once rather than failing this probe.
+            Err(SshError::Protocol(_)) if pooled => {
+                self.sessions.lock().await.remove(hostname);
+                let (fresh, _) = self.session(hostname).await.map_err(fail)?;
+                match exec(fresh.0.clone()).await {
+                    Ok(output) => (output, fresh.1),
+                    Err(e) => {
+                        self.sessions.lock().await.remove(hostname);
+                        return Err(fail(e.into()));
+                    }
+                }
+            }
             Err(e) => {
                 // A host that hung or dropped us gets a fresh connection next time.
                 self.sessions.lock().await.remove(hostname);
@@ -180,12 +198,13 @@ impl Fleet {
             }));
         }
         let report = probe::parse(&output.stdout).map_err(|e| fail(e.into()))?;
-        Ok((report, address, session.1))
+        Ok((report, address, fingerprint))
     }
 
     /// A live session to the host and the fingerprint of its key: the pooled
-    /// one, or a new one checked against (or pinning) the host key.
-    async fn session(&self, hostname: &str) -> Result<(Arc<Session>, String), ProbeError> {
+    /// one, or a new one checked against (or pinning) the host key. Says
+    /// whether it came from the pool.
+    async fn session(&self, hostname: &str) -> Result<((Arc<Session>, String), bool), ProbeError> {
         let keys = self.bus.kv(&topology::HOST_KEYS).await?;
         let pinned: Option<HostKeyPin> = keys
             .get(hostname)
@@ -201,7 +220,10 @@ impl Fleet {
             .filter(|s| !s.is_closed())
             .cloned()
         {
-            return Ok((session, pinned.map(|p| p.fingerprint).unwrap_or_default()));
+            return Ok((
+                (session, pinned.map(|p| p.fingerprint).unwrap_or_default()),
+                true,
+            ));
         }
         let identity = self.identity.as_ref().ok_or_else(|| {
             ProbeError::Ssh(SshError::Identity {
@@ -254,7 +276,7 @@ impl Fleet {
             .lock()
             .await
             .insert(hostname.to_string(), session.clone());
-        Ok((session, fingerprint))
+        Ok(((session, fingerprint), false))
     }
 
     /// Forgets a host's pinned key (after a reimage), so the next contact
