@@ -218,8 +218,22 @@ impl Up {
         Up::start_in(dir, free_port())
     }
 
+    /// A mesh with this `fleetroll.toml` and environment (SSH settings for
+    /// a lab, say).
+    pub fn start_with(settings: &str, env: Vec<(String, String)>) -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fleetroll.toml"), settings).unwrap();
+        let mut cli = Cli::new(dir.path());
+        cli.env = env;
+        Up::start_cli(dir, free_port(), cli)
+    }
+
     pub fn start_in(dir: tempfile::TempDir, port: u16) -> Up {
         let cli = Cli::new(dir.path());
+        Up::start_cli(dir, port, cli)
+    }
+
+    fn start_cli(dir: tempfile::TempDir, port: u16, cli: Cli) -> Up {
         let child = cli.spawn(&["up", "--nats-port", &port.to_string()]);
         let mut up = Up {
             child,
@@ -342,4 +356,16 @@ impl Bare {
             .await
             .unwrap()
     }
+}
+
+/// The SSH environment that points fleetroll at a lab.
+pub fn lab_env(lab: &fleetroll_lab::Lab) -> Vec<(String, String)> {
+    vec![
+        ("FLEETROLL_SSH_USER".into(), lab.ssh_user().to_string()),
+        ("FLEETROLL_SSH_PORT".into(), lab.ssh_port().to_string()),
+        (
+            "FLEETROLL_SSH_KEY".into(),
+            lab.identity_file().display().to_string(),
+        ),
+    ]
 }

@@ -1,0 +1,156 @@
+//! Helpers shared by the lab's integration tests (they run as root).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetroll_lab::{Lab, LabConfig, Scenario};
+
+/// A fresh lab directory under /tmp (reachable by the lab's SSH user).
+pub fn lab_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fleetroll-lab-test-")
+        .tempdir_in("/tmp")
+        .expect("create a lab dir")
+}
+
+/// Starts a lab from scenario text (TOML).
+pub fn start(hosts: usize, dir: &Path, scenario: &str) -> Lab {
+    let scenario = Scenario::parse(scenario, false).expect("scenario parses");
+    Lab::start(LabConfig::new(hosts, dir).scenario(scenario)).expect("lab starts")
+}
+
+/// The system ssh client, as a test would run it against `host`.
+pub fn ssh_command(lab: &Lab, host: &str, remote: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-F")
+        .arg("/dev/null")
+        .arg("-i")
+        .arg(lab.identity_file())
+        .arg("-p")
+        .arg(lab.ssh_port().to_string())
+        // ssh keeps the first value it sees for an option: extras first.
+        .args(extra)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("{}@{}", lab.ssh_user(), host))
+        .arg(remote);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs `remote` on `host` and returns its output.
+pub fn ssh(lab: &Lab, host: &str, remote: &str) -> Output {
+    ssh_command(lab, host, remote, &["-o", "ConnectTimeout=10"])
+        .output()
+        .expect("run ssh")
+}
+
+/// Runs `remote` on `host` with `input` on stdin.
+pub fn ssh_with_input(lab: &Lab, host: &str, remote: &str, input: &[u8]) -> Output {
+    let mut child = ssh_command(lab, host, remote, &["-o", "ConnectTimeout=10"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ssh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for ssh")
+}
+
+/// stdout of a successful command, or a panic showing what went wrong.
+pub fn ok_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}): stdout {:?} stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 output")
+}
+
+/// Writes the override file on a host the way fleetroll does: temp file and
+/// rename in the same directory, through sudo.
+pub fn write_override(lab: &Lab, host: &str, content: &str) -> Output {
+    let path = lab.host(host).unwrap().override_path();
+    let remote = format!(
+        "sudo -n sh -c 'd=$(dirname \"$1\"); t=$(mktemp \"$d/.ronin_settings.XXXXXX\") && cat >\"$t\" && chmod 0644 \"$t\" && mv -f \"$t\" \"$1\"' sh {path}"
+    );
+    ssh_with_input(lab, host, &remote, content.as_bytes())
+}
+
+/// GET a JSON document over plain HTTP/1.0; returns (status, body).
+pub fn http_get(url: &str) -> (u16, serde_json::Value) {
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let text = String::from_utf8(response).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, serde_json::from_str(body).expect("JSON body"))
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts that lab `id` left nothing on the machine.
+pub fn assert_clean(id: &str, dir: &Path) {
+    // Killed processes take a moment to be reaped.
+    let left = wait_for(Duration::from_secs(5), || {
+        let l = fleetroll_lab::leftovers(id, dir).expect("look for leftovers");
+        l.is_clean().then_some(())
+    });
+    if left.is_none() {
+        panic!(
+            "lab {id} left things behind: {:#?}",
+            fleetroll_lab::leftovers(id, dir).unwrap()
+        );
+    }
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert!(
+        !hosts.contains(&format!("fleetroll-lab {id}")),
+        "hosts block of {id} still in /etc/hosts"
+    );
+}
