@@ -26,7 +26,7 @@ pub struct Fleet {
     bus: Bus,
     settings: SshSettings,
     identity: Option<Identity>,
-    identity_error: Option<String>,
+    identity_error: Option<SshError>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     permits: Semaphore,
 }
@@ -48,15 +48,11 @@ enum ProbeError {
 
 impl Fleet {
     pub fn new(bus: Bus, settings: SshSettings) -> Fleet {
-        let (identity, identity_error) = match &settings.identity_file {
-            Some(path) => match Identity::load(path) {
-                Ok(identity) => (Some(identity), None),
-                Err(e) => (None, Some(e.to_string())),
-            },
-            None => (
-                None,
-                Some("no SSH identity configured (ssh.identity_file or FLEETROLL_SSH_KEY)".into()),
-            ),
+        let (identity, identity_error) = match settings.identity_file.as_deref().map(Identity::load)
+        {
+            Some(Ok(identity)) => (Some(identity), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, Some(SshError::NoIdentity)),
         };
         let permits = Semaphore::new(settings.parallelism.max(1));
         Fleet {
@@ -225,12 +221,11 @@ impl Fleet {
                 true,
             ));
         }
-        let identity = self.identity.as_ref().ok_or_else(|| {
-            ProbeError::Ssh(SshError::Identity {
-                path: "".into(),
-                detail: self.identity_error.clone().unwrap_or_default(),
-            })
-        })?;
+        let identity = match (&self.identity, &self.identity_error) {
+            (Some(identity), _) => identity,
+            (None, Some(e)) => return Err(ProbeError::Ssh(e.clone())),
+            (None, None) => return Err(ProbeError::Ssh(SshError::NoIdentity)),
+        };
         let target = self.settings.target(hostname);
         let (session, offered) = Session::connect(
             &target,

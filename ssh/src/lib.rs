@@ -58,8 +58,12 @@ impl Default for Timeouts {
 }
 
 /// Why an SSH operation failed. Each is recorded per host, never fatal.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SshError {
+    #[error(
+        "no SSH identity configured (ssh.identity_file in fleetroll.toml, or FLEETROLL_SSH_KEY)"
+    )]
+    NoIdentity,
     #[error("cannot read the SSH identity {path}: {detail}")]
     Identity { path: String, detail: String },
     #[error("cannot connect to {host}:{port}: {detail}")]

@@ -1,8 +1,10 @@
-# fleetroll probe, format 1. Runs as `sh -s` with this script on stdin, so
-# nothing about the host is ever spliced into a command line. It prints one
-# record of `key=value` lines between a header and an END line that counts
-# them; everything read from the host is base64-encoded. Root-only files are
-# read through `sudo -n` when sudo allows it (it never prompts).
+# fleetroll probe, format 1. Runs as `/bin/sh -s` with this script on stdin,
+# so nothing about the host is ever spliced into a command line. It prints
+# one record of `key=value` lines between a header and an END line that
+# counts them; everything read from the host is base64-encoded. The body
+# runs under one `sudo -n` when sudo allows it (never prompting), so
+# root-only files are readable and sudo costs one call, not one per file.
+body=$(cat <<'PROBE'
 set -u
 LC_ALL=C
 export LC_ALL
@@ -17,13 +19,14 @@ sha() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -d' ' -f1
   else shasum -a 256 | cut -d' ' -f1; fi
 }
-mtime() { $S stat -c %Y "$1" 2>/dev/null || $S stat -f %m "$1" 2>/dev/null || echo 0; }
+mtime() { stat -c %Y "$1" 2>/dev/null || stat -f %m "$1" 2>/dev/null || echo 0; }
+tmp=$(mktemp) || exit 1
+trap 'rm -f "$tmp"' EXIT
 
 printf 'FLEETROLL-PROBE 1\n'
 os=$(uname -s 2>/dev/null || echo unknown)
 emit os "$os"
-if sudo -n true >/dev/null 2>&1; then emit sudo ok; S="sudo -n"; else emit sudo refused; S=""; fi
-
+emit sudo "$1"
 case "$os" in
   Darwin)
     emit os_version "$(sw_vers -productVersion 2>/dev/null | b64)"
@@ -43,32 +46,40 @@ case "$os" in
     ;;
 esac
 
-# file NAME PATH: presence, size, sha256, mtime and (capped) contents.
+# file NAME PATH: presence, size, sha256, mtime and (capped) contents, all
+# from one read of the file.
 file() {
-  if ! $S test -e "$2"; then emit "$1" absent; return; fi
-  if ! $S cat "$2" >/dev/null 2>&1; then emit "$1" unreadable; return; fi
+  if [ ! -e "$2" ]; then emit "$1" absent; return; fi
+  if ! cat "$2" >"$tmp" 2>/dev/null; then emit "$1" unreadable; return; fi
   emit "$1" present
   emit "$1_path" "$2"
-  emit "$1_size" "$($S cat "$2" | wc -c | tr -d ' ')"
-  emit "$1_sha256" "$($S cat "$2" | sha)"
+  emit "$1_size" "$(wc -c <"$tmp" | tr -d ' ')"
+  emit "$1_sha256" "$(sha <"$tmp")"
   emit "$1_mtime" "$(mtime "$2")"
-  emit "$1_b64" "$($S head -c "$CAP" "$2" | b64)"
+  emit "$1_b64" "$(head -c "$CAP" "$tmp" | b64)"
 }
 
 file role /etc/puppet_role
 file override "$override"
 found=""
 for m in $metadata; do
-  if $S test -e "$m"; then found=$m; break; fi
+  if [ -e "$m" ]; then found=$m; break; fi
 done
 if [ -n "$found" ]; then file metadata "$found"; else emit metadata absent; fi
 summary=""
 for m in /opt/puppetlabs/puppet/cache/state/last_run_summary.yaml /var/lib/puppet/state/last_run_summary.yaml; do
-  if $S test -e "$m"; then summary=$m; break; fi
+  if [ -e "$m" ]; then summary=$m; break; fi
 done
 if [ -n "$summary" ]; then file summary "$summary"; else emit summary absent; fi
 # The vault file's contents are never read off the host: only its hash.
-if ! $S test -e "$vault"; then emit vault absent
-elif v=$($S cat "$vault" 2>/dev/null | sha) && [ -n "$v" ]; then emit vault present; emit vault_sha256 "$v"
+if [ ! -e "$vault" ]; then emit vault absent
+elif v=$(sha <"$vault" 2>/dev/null) && [ -r "$vault" ]; then emit vault present; emit vault_sha256 "$v"
 else emit vault unreadable; fi
 printf 'END %s\n' "$lines"
+PROBE
+)
+if sudo -n true >/dev/null 2>&1; then
+  exec sudo -n /bin/sh -c "$body" fleetroll-probe ok
+else
+  exec /bin/sh -c "$body" fleetroll-probe refused
+fi
