@@ -114,6 +114,46 @@ impl Bus {
         &self.url
     }
 
+    /// Every current entry of a bucket, decoded, by key, read in one pass
+    /// (one consumer, not a request per key). Entries that do not decode
+    /// are skipped: a reader must not fail on one bad record.
+    pub async fn snapshot<T: crate::codec::Message>(
+        &self,
+        bucket: &BucketDef,
+    ) -> Result<std::collections::BTreeMap<String, T>, BusError> {
+        use futures::StreamExt;
+        let store = self.kv(bucket).await?;
+        let read_error =
+            |e: &dyn std::fmt::Display| BusError::js(format!("reading bucket {}", bucket.name), e);
+        let mut entries = std::collections::BTreeMap::new();
+        let status = store.status().await.map_err(|e| read_error(&e))?;
+        if status.values() == 0 {
+            return Ok(entries);
+        }
+        let mut watch = store
+            .watch_all_from_revision(1)
+            .await
+            .map_err(|e| read_error(&e))?;
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| read_error(&e))?;
+            match entry.operation {
+                jetstream::kv::Operation::Put => {
+                    if let Ok(value) = crate::codec::from_cbor::<T>(&entry.value) {
+                        entries.insert(entry.key.clone(), value);
+                    }
+                }
+                _ => {
+                    entries.remove(&entry.key);
+                }
+            }
+            // The replayed backlog ends with the newest entry, `delta == 0`.
+            if entry.delta == 0 {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
     /// Opens an existing bucket.
     pub async fn kv(&self, bucket: &BucketDef) -> Result<jetstream::kv::Store, BusError> {
         self.js.get_key_value(bucket.name).await.map_err(|e| {

@@ -40,6 +40,8 @@ pub enum Value {
     Bool(bool),
     Num(f64),
     Time(OffsetDateTime),
+    /// Matches when any element does; `null` when empty.
+    List(Vec<String>),
 }
 
 /// A parse error, at a 1-based character position.
@@ -188,6 +190,14 @@ fn eval(expr: &Expr, record: &dyn Fn(&str) -> Value, now: OffsetDateTime) -> boo
 
 fn is(actual: &Value, wanted: &Literal) -> bool {
     let text = match actual {
+        Value::List(items) => {
+            return match wanted {
+                Literal::Null => items.is_empty(),
+                _ => items
+                    .iter()
+                    .any(|item| is(&Value::Str(item.clone()), wanted)),
+            };
+        }
         Value::Null => return matches!(wanted, Literal::Null),
         Value::Str(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
@@ -523,6 +533,8 @@ mod tests {
             "hostname" => Value::Str("t-linux-042.test".into()),
             "role" => Value::Str("gecko_t_linux_talos".into()),
             "expected_role" => Value::Null,
+            "drift" => Value::List(vec!["role".into(), "override".into()]),
+            "clean" => Value::List(vec![]),
             "sshable" => Value::Bool(true),
             "uptime" => Value::Num(3.0 * 86400.0),
             "last_seen" => Value::Time(OffsetDateTime::now_utc() - time::Duration::hours(3)),
@@ -552,6 +564,13 @@ mod tests {
         assert!(yes("uptime>2d") && yes("uptime>=259200") && !yes("uptime<1h"));
         assert!(yes("sshable:true") && yes("sshable:yes") && !yes("sshable:false"));
         assert!(yes("(role:x OR role:gecko*) and not hostname:other"));
+        assert!(
+            yes("drift:role")
+                && yes("drift:over*")
+                && !yes("drift:unreachable")
+                && !yes("drift:null")
+        );
+        assert!(yes("clean:null") && !yes("clean:role"));
         assert!(yes("role:gecko* hostname:t-*"), "juxtaposition is AND");
         assert!(yes(""), "the empty query matches everything");
     }

@@ -56,4 +56,5 @@ pub mod queries {
     pub const SEEDS_LIST: &str = "seeds.list";
     pub const HOSTS_LIST: &str = "hosts.list";
     pub const HOSTS_GET: &str = "hosts.get";
+    pub const POPULATIONS_LIST: &str = "populations.list";
 }

@@ -116,7 +116,40 @@ pub const HOST_KEYS: BucketDef = BucketDef {
     max_age: Duration::ZERO,
 };
 
-pub const BUCKETS: [BucketDef; 6] = [SEEDS, WORKERS, OUTCOMES, AUTH, HOSTS, HOST_KEYS];
+/// What operators said about each host: expected role, population, disabled.
+pub const HOST_INTENT: BucketDef = BucketDef {
+    name: "fleetroll_host_intent",
+    description: "operator assignments per host",
+    history: 5,
+    max_age: Duration::ZERO,
+};
+
+pub const POPULATIONS: BucketDef = BucketDef {
+    name: "fleetroll_populations",
+    description: "populations by name",
+    history: 5,
+    max_age: Duration::ZERO,
+};
+
+/// The gatekeeper's drift verdict per host.
+pub const DRIFT: BucketDef = BucketDef {
+    name: "fleetroll_drift",
+    description: "drift per host",
+    history: 1,
+    max_age: Duration::ZERO,
+};
+
+pub const BUCKETS: [BucketDef; 9] = [
+    SEEDS,
+    WORKERS,
+    OUTCOMES,
+    AUTH,
+    HOSTS,
+    HOST_KEYS,
+    HOST_INTENT,
+    POPULATIONS,
+    DRIFT,
+];
 
 /// Keys of the auth bucket.
 pub mod auth_keys {

@@ -63,9 +63,29 @@ pub enum Top {
     /// The inventory: seeds and refreshes.
     #[command(subcommand)]
     Inventory(InventoryCommand),
-    /// Hosts: list, show, refresh, repin.
+    /// Hosts: list, show, refresh, repin, assignments.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Populations: named groups of hosts with an expected role.
+    #[command(subcommand)]
+    Population(PopulationCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PopulationCommand {
+    Create {
+        name: String,
+        #[arg(long)]
+        expected_role: String,
+        #[arg(long)]
+        target_query: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,8 +95,45 @@ pub enum HostCommand {
         /// Only hosts matching this query (`role:gecko* AND sshable:false`).
         #[arg(long, default_value = "")]
         filter: String,
+        /// Only hosts with this drift (override, role, unreachable, tc-missing,
+        /// tc-mismatch, disabled-active, any).
+        #[arg(long, value_parser = ["override", "role", "unreachable", "tc-missing", "tc-mismatch", "disabled-active", "any"])]
+        drift_type: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Assign hosts to a population (one host, or `--filter Q --confirm`).
+    AssignPopulation {
+        #[arg(required_unless_present = "filter", conflicts_with = "filter")]
+        hostname: Option<String>,
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long)]
+        population: String,
+        /// Needed with --filter; without it, only say which hosts would change.
+        #[arg(long)]
+        confirm: bool,
+    },
+    SetExpectedRole {
+        hostname: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        confirm: bool,
+    },
+    ClearExpectedRole {
+        hostname: String,
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Keep a host in the inventory but out of targeting.
+    Disable {
+        hostname: String,
+        #[arg(long)]
+        reason: String,
+    },
+    Enable {
+        hostname: String,
     },
     /// Everything known about one host.
     Show {
@@ -187,6 +244,11 @@ pub enum SeedCommand {
     List {
         #[arg(long)]
         json: bool,
+    },
+    /// Make the seeds exactly the file's hostnames (one per line, `#` comments).
+    Sync {
+        #[arg(long)]
+        from_file: PathBuf,
     },
 }
 

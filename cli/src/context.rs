@@ -13,16 +13,18 @@ use crate::exit::{self, fail};
 const URL_FILE: &str = "nats.url";
 
 /// `fleetroll.toml`: in the data dir, or wherever `--config` says.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
     pub nats: NatsSettings,
     #[serde(default)]
     pub ssh: fleetroll_ssh::SshSettings,
+    #[serde(default)]
+    pub drift: fleetroll_gatekeeper::DriftSettings,
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     pub url: Option<String>,

@@ -62,5 +62,6 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
         }) => cmd::host::refresh(&ctx, hostnames, seed.is_some(), json).await,
         Top::Host(command) => cmd::host::run(&ctx, command).await,
+        Top::Population(command) => cmd::population::run(&ctx, command).await,
     }
 }

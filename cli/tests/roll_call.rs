@@ -266,3 +266,346 @@ fn a_changed_host_key_is_refused_until_repinned() {
         first["host_key_fingerprint"]
     );
 }
+
+fn hosts_of(run: &common::Run) -> Vec<String> {
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut names: Vec<String> = by_host(&run.json()).into_keys().collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_seed_runbook_populations_and_drift() {
+    let scenario = Scenario::parse(
+        r#"
+[defaults]
+role = "gecko_t_linux_talos"
+[[hosts]]
+names = ["lab-0002"]
+override = "PUPPET_BRANCH=feature_x\n"
+[[hosts]]
+names = ["lab-0003"]
+unreachable = true
+[[hosts]]
+names = ["lab-0004"]
+role = "gecko_t_osx_1400"
+"#,
+        false,
+    )
+    .unwrap();
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(6, lab_dir.path()).scenario(scenario)).unwrap();
+    let up = Up::start_with("[drift]\nunreachable_after = \"0s\"\n", lab_env(&lab));
+    let cli = &up.cli;
+    let dir = up.dir();
+    let name = |n: usize| lab.hosts()[n - 1].hostname.clone();
+
+    // Bad seed files change nothing and say which lines are wrong.
+    std::fs::write(
+        dir.join("junk.txt"),
+        format!("{}\nnot a host!\n\n# fine\nx..y\n", name(1)),
+    )
+    .unwrap();
+    let junk = cli.run(&[
+        "inventory",
+        "seed",
+        "sync",
+        "--from-file",
+        dir.join("junk.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(junk.code, 1, "{junk:?}");
+    assert!(
+        junk.stderr.contains("line 2") && junk.stderr.contains("line 5"),
+        "{junk:?}"
+    );
+    std::fs::write(dir.join("binary.txt"), b"\xff\xfe\x00\x01\n").unwrap();
+    let binary = cli.run(&[
+        "inventory",
+        "seed",
+        "sync",
+        "--from-file",
+        dir.join("binary.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(binary.code, 1);
+    assert!(binary.stderr.contains("not UTF-8"), "{binary:?}");
+    let huge = std::fs::File::create(dir.join("huge.txt")).unwrap();
+    huge.set_len(32 << 20).unwrap();
+    let too_big = cli.run(&[
+        "inventory",
+        "seed",
+        "sync",
+        "--from-file",
+        dir.join("huge.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(too_big.code, 1);
+    assert!(too_big.stderr.contains("too large"), "{too_big:?}");
+    assert_eq!(
+        cli.run(&["inventory", "seed", "list", "--json"]).json(),
+        serde_json::json!([])
+    );
+
+    // Sync adds and removes to match the file, and says both.
+    let all: Vec<String> = (1..=6).map(name).collect();
+    std::fs::write(
+        dir.join("seeds.txt"),
+        format!("# the pool\n{}\n", all.join("\n")),
+    )
+    .unwrap();
+    let sync = cli.run(&[
+        "inventory",
+        "seed",
+        "sync",
+        "--from-file",
+        dir.join("seeds.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(sync.code, 0, "{sync:?}");
+    assert_eq!(sync.stdout.matches("added").count(), 6);
+    std::fs::write(dir.join("seeds.txt"), all[..5].join("\n")).unwrap();
+    let sync = cli.run(&[
+        "inventory",
+        "seed",
+        "sync",
+        "--from-file",
+        dir.join("seeds.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        sync.stdout.trim(),
+        format!("removed  {}", name(6)),
+        "{sync:?}"
+    );
+    assert_eq!(cli.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+
+    // Inspect what is unassigned, with the seed examples verbatim.
+    let unassigned = cli.run(&["host", "list", "--filter", "expected_role:null", "--json"]);
+    assert_eq!(hosts_of(&unassigned).len(), 5);
+    let talos = cli.run(&[
+        "host",
+        "list",
+        "--filter",
+        "role:gecko_t_linux_talos AND expected_role:null",
+        "--json",
+    ]);
+    assert_eq!(hosts_of(&talos), ["lab-0001", "lab-0002", "lab-0005"]);
+
+    let create = cli.run(&[
+        "population",
+        "create",
+        "talos",
+        "--expected-role",
+        "gecko_t_linux_talos",
+        "--target-query",
+        "role:gecko_t_linux_talos",
+        "--description",
+        "Linux talos testers",
+    ]);
+    assert_eq!(create.code, 0, "{create:?}");
+    let again = cli.run(&["population", "create", "talos", "--expected-role", "x"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already exists"), "{again:?}");
+    let populations = cli.run(&["population", "list", "--json"]).json();
+    assert_eq!(populations[0]["name"], "talos");
+    assert_eq!(populations[0]["expected_role"], "gecko_t_linux_talos");
+
+    // Assigning by filter is a dry run until confirmed.
+    let filter = "role:gecko_t_linux_talos AND expected_role:null";
+    let dry = cli.run(&[
+        "host",
+        "assign-population",
+        "--filter",
+        filter,
+        "--population",
+        "talos",
+    ]);
+    assert_eq!(dry.code, 4, "{dry:?}");
+    assert!(dry.stdout.contains("3 host(s); nothing changed"), "{dry:?}");
+    assert_eq!(
+        hosts_of(&cli.run(&["host", "list", "--filter", "expected_role:null", "--json"])).len(),
+        5
+    );
+    let assign = cli.run(&[
+        "host",
+        "assign-population",
+        "--filter",
+        filter,
+        "--population",
+        "talos",
+        "--confirm",
+    ]);
+    assert_eq!(assign.code, 0, "{assign:?}");
+    assert_eq!(assign.stdout.matches("changed").count(), 3);
+    let verify = cli.run(&[
+        "host",
+        "list",
+        "--filter",
+        "population:talos AND expected_role:gecko_t_linux_talos",
+        "--json",
+    ]);
+    assert_eq!(hosts_of(&verify), ["lab-0001", "lab-0002", "lab-0005"]);
+    let unknown = cli.run(&[
+        "host",
+        "assign-population",
+        &name(1),
+        "--population",
+        "nope",
+    ]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("unknown population"), "{unknown:?}");
+
+    // A mac in the Linux population drifts by role.
+    assert_eq!(
+        cli.run(&[
+            "host",
+            "assign-population",
+            &name(4),
+            "--population",
+            "talos"
+        ])
+        .code,
+        0
+    );
+    let drift = |t: &str| hosts_of(&cli.run(&["host", "list", "--drift-type", t, "--json"]));
+    common::wait_until("the gatekeeper's drift", Duration::from_secs(30), || {
+        drift("role") == ["lab-0004"]
+    });
+    assert_eq!(drift("override"), ["lab-0002"]);
+    assert_eq!(drift("unreachable"), ["lab-0003"]);
+    assert_eq!(drift("any"), ["lab-0002", "lab-0003", "lab-0004"]);
+    assert!(drift("tc-missing").is_empty());
+    assert_eq!(
+        hosts_of(&cli.run(&[
+            "host",
+            "list",
+            "--filter",
+            "population:talos",
+            "--drift-type",
+            "any",
+            "--json"
+        ])),
+        ["lab-0002", "lab-0004"]
+    );
+
+    // Expected roles and disabling, each a recorded change.
+    let dry = cli.run(&[
+        "host",
+        "set-expected-role",
+        &name(4),
+        "--role",
+        "gecko_t_osx_1400",
+    ]);
+    assert_eq!(dry.code, 4, "{dry:?}");
+    assert_eq!(
+        cli.run(&[
+            "host",
+            "set-expected-role",
+            &name(4),
+            "--role",
+            "gecko_t_osx_1400",
+            "--confirm"
+        ])
+        .code,
+        0
+    );
+    common::wait_until("role drift to clear", Duration::from_secs(30), || {
+        drift("role").is_empty()
+    });
+    assert_eq!(
+        cli.run(&["host", "clear-expected-role", &name(4), "--confirm"])
+            .code,
+        0
+    );
+    let shown = cli.run(&["host", "show", &name(4), "--json"]).json();
+    assert_eq!(shown["expected_role"], Value::Null);
+
+    assert_eq!(
+        cli.run(&["host", "disable", &name(5), "--reason", "disk failing"])
+            .code,
+        0
+    );
+    let shown = cli.run(&["host", "show", &name(5), "--json"]).json();
+    assert_eq!(shown["disabled"], true);
+    assert_eq!(shown["disabled_reason"], "disk failing");
+    assert_eq!(
+        shown["disabled_by"],
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    );
+    assert_eq!(
+        hosts_of(&cli.run(&["host", "list", "--filter", "disabled:true", "--json"])),
+        ["lab-0005"]
+    );
+    assert_eq!(cli.run(&["host", "enable", &name(5)]).code, 0);
+    assert_eq!(
+        cli.run(&["host", "show", &name(5), "--json"]).json()["disabled"],
+        false
+    );
+    let unknown_host = cli.run(&["host", "disable", "nowhere.example.com", "--reason", "x"]);
+    assert_eq!(unknown_host.code, 1, "{unknown_host:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chatops_asks_in_json_and_cannot_mutate() {
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let cli = up.cli.clone();
+    let token = tokio::task::spawn_blocking(move || {
+        assert_eq!(
+            cli.run(&["inventory", "seed", "add", "bot.example.com"])
+                .code,
+            0
+        );
+        let issued = cli.run(&["auth", "issue", "--actor", "chatbot", "--role", "chatops"]);
+        assert_eq!(issued.code, 0);
+        issued.stdout.trim().to_string()
+    })
+    .await
+    .unwrap();
+    let bus = up.bus().await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Accept", "application/json");
+    headers.insert("Authorization", format!("Bearer {token}").as_str());
+    let reply = bus
+        .client
+        .request_with_headers(
+            "fleetroll.query.hosts.list",
+            headers.clone(),
+            r#"{"kind":"host_query","v":1,"body":{"filter":"hostname:bot*"}}"#.into(),
+        )
+        .await
+        .unwrap();
+    // A JSON request body needs its Content-Type; without it the body is read as CBOR.
+    assert!(
+        reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Service-Error"))
+            .is_some()
+    );
+    headers.insert("Content-Type", "application/json");
+    let reply = bus
+        .client
+        .request_with_headers(
+            "fleetroll.query.hosts.list",
+            headers,
+            r#"{"kind":"host_query","v":1,"body":{"filter":"hostname:bot*"}}"#.into(),
+        )
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(json["kind"], "host_list");
+    assert_eq!(json["body"]["hosts"][0]["hostname"], "bot.example.com");
+
+    let cli = up.cli.clone();
+    let refused = tokio::task::spawn_blocking(move || {
+        std::fs::write(cli.data_dir.join("bot.token"), &token).unwrap();
+        let path = cli.data_dir.join("bot.token");
+        cli.run(&[
+            "--token-file",
+            path.to_str().unwrap(),
+            "inventory",
+            "seed",
+            "remove",
+            "bot.example.com",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.code, 5, "{refused:?}");
+}

@@ -1,15 +1,21 @@
 //! # fleetroll-gatekeeper
 //!
-//! The worker that judges: health gates, blast radius and drift, computed from observations and workload data.
+//! The worker that judges: drift today; health gates and blast radius as
+//! rollouts arrive. Everything it knows it derives from observations and
+//! intent in the buckets, so any replica can take over at any time.
 //!
 //! ```no_run
 //! # async fn run(bus: fleetroll_bus::Bus) -> Result<(), fleetroll_bus::connect::BusError> {
-//! fleetroll_gatekeeper::run(bus, tokio::signal::ctrl_c()).await
+//! let settings = fleetroll_gatekeeper::DriftSettings::default();
+//! fleetroll_gatekeeper::run(bus, settings, tokio::signal::ctrl_c()).await
 //! # }
 //! ```
 
+mod drift;
+
 use std::future::Future;
 
+pub use drift::{DriftSettings, drift_of};
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::WorkerKind;
 use fleetroll_bus::messages::command::{Command, Verdict};
@@ -25,10 +31,15 @@ impl Handler for Gatekeeper {
     }
 }
 
-/// Runs one gatekeeper replica until `shutdown` resolves.
-pub async fn run<S, T>(bus: Bus, shutdown: S) -> Result<(), BusError>
+/// Runs one gatekeeper replica until `shutdown` resolves, or until keeping
+/// drift current fails (NATS gone), which the caller restarts from.
+pub async fn run<S, T>(bus: Bus, settings: DriftSettings, shutdown: S) -> Result<(), BusError>
 where
     S: Future<Output = T> + Send,
 {
-    worker::run(bus, WorkerKind::Gatekeeper, Gatekeeper, shutdown).await
+    let maintaining = drift::maintain(bus.clone(), settings);
+    tokio::select! {
+        result = worker::run(bus, WorkerKind::Gatekeeper, Gatekeeper, shutdown) => result,
+        result = maintaining => result,
+    }
 }

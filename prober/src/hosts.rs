@@ -5,11 +5,10 @@ use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::filter::Query;
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{ProbeSummary, Reply, Verdict};
-use fleetroll_bus::messages::host::Observation;
+use fleetroll_bus::messages::host::{Drift, HostIntent, HostRecord, Observation};
 use fleetroll_bus::query::QueryError;
 use fleetroll_bus::topology;
 use fleetroll_bus::worker::CommandContext;
-use futures::StreamExt;
 use tracing::info;
 
 use crate::fleet::Fleet;
@@ -106,63 +105,63 @@ async fn known_hosts(bus: &Bus, hostnames: &[String]) -> Result<Vec<String>, Ver
     Ok(names)
 }
 
-/// Every host's observation matching `filter`, by hostname.
-pub async fn list(bus: &Bus, filter: &str) -> Result<Vec<Observation>, QueryError> {
+/// Every host matching `filter`, by hostname: observation, intent, drift.
+pub async fn list(bus: &Bus, filter: &str) -> Result<Vec<HostRecord>, QueryError> {
     let query = Query::parse(filter).map_err(|e| QueryError::Invalid(e.to_string()))?;
     query
-        .check_fields(Observation::FIELDS)
+        .check_fields(HostRecord::FIELDS)
         .map_err(|e| QueryError::Invalid(e.to_string()))?;
-    let store = bus.kv(&topology::HOSTS).await?;
-    let mut entries = store
-        .watch_all_from_revision(1)
-        .await
-        .map_err(|e| BusError::JetStream {
-            what: "reading hosts".into(),
-            detail: e.to_string(),
-        })?;
-    let mut hosts = std::collections::BTreeMap::new();
     let now = time::OffsetDateTime::now_utc();
-    // A history-replaying watch ends its backlog with the newest entry
-    // flagged `delta == 0`; reading up to there is one consistent pass.
-    let status = store.status().await.map_err(|e| BusError::JetStream {
-        what: "reading hosts".into(),
-        detail: e.to_string(),
-    })?;
-    if status.values() == 0 {
-        return Ok(Vec::new());
-    }
-    while let Some(entry) = entries.next().await {
-        let entry = entry.map_err(|e| BusError::JetStream {
-            what: "reading hosts".into(),
-            detail: e.to_string(),
-        })?;
-        match entry.operation {
-            async_nats::jetstream::kv::Operation::Put => {
-                if let Ok(o) = codec::from_cbor::<Observation>(&entry.value) {
-                    hosts.insert(entry.key.clone(), o);
-                }
-            }
-            _ => {
-                hosts.remove(&entry.key);
-            }
-        }
-        if entry.delta == 0 {
-            break;
-        }
-    }
-    Ok(hosts
-        .into_values()
-        .filter(|o| query.matches_at(&|f| o.field(f), now))
+    Ok(records(bus)
+        .await?
+        .into_iter()
+        .filter(|r| query.matches_at(&|f| r.field(f), now))
         .collect())
 }
 
-pub async fn get(bus: &Bus, hostname: &str) -> Result<Observation, QueryError> {
+/// Every host's record.
+pub async fn records(bus: &Bus) -> Result<Vec<HostRecord>, BusError> {
+    let observations = bus.snapshot::<Observation>(&topology::HOSTS).await?;
+    let mut intents = bus.snapshot::<HostIntent>(&topology::HOST_INTENT).await?;
+    let mut drift = bus.snapshot::<Drift>(&topology::DRIFT).await?;
+    Ok(observations
+        .into_iter()
+        .map(|(name, observation)| HostRecord {
+            observation,
+            intent: intents.remove(&name).unwrap_or_default(),
+            drift: drift.remove(&name).map(|d| d.types).unwrap_or_default(),
+        })
+        .collect())
+}
+
+pub async fn get(bus: &Bus, hostname: &str) -> Result<HostRecord, QueryError> {
     let name = hostname::validate(hostname).map_err(|e| QueryError::Invalid(e.to_string()))?;
-    let store = bus.kv(&topology::HOSTS).await?;
-    let bytes = store
-        .get(&name)
-        .await
-        .map_err(|e| QueryError::Failed(e.to_string()))?
-        .ok_or_else(|| QueryError::Invalid(format!("unknown host `{name}`")))?;
-    codec::from_cbor(&bytes).map_err(|e| QueryError::Failed(e.to_string()))
+    let read = |bucket: &'static topology::BucketDef| {
+        let name = name.clone();
+        async move {
+            let store = bus.kv(bucket).await?;
+            store
+                .get(&name)
+                .await
+                .map_err(|e| QueryError::Failed(e.to_string()))
+        }
+    };
+    let observation: Observation = match read(&topology::HOSTS).await? {
+        Some(bytes) => codec::from_cbor(&bytes).map_err(|e| QueryError::Failed(e.to_string()))?,
+        None => return Err(QueryError::Invalid(format!("unknown host `{name}`"))),
+    };
+    let intent = read(&topology::HOST_INTENT)
+        .await?
+        .and_then(|b| codec::from_cbor::<HostIntent>(&b).ok())
+        .unwrap_or_default();
+    let drift = read(&topology::DRIFT)
+        .await?
+        .and_then(|b| codec::from_cbor::<Drift>(&b).ok())
+        .map(|d| d.types)
+        .unwrap_or_default();
+    Ok(HostRecord {
+        observation,
+        intent,
+        drift,
+    })
 }

@@ -12,6 +12,7 @@
 
 pub mod fleet;
 mod hosts;
+mod intent;
 pub mod observe;
 pub mod probe;
 mod seeds;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::command::{Command, Verdict};
-use fleetroll_bus::messages::host::{HostList, HostName, HostQuery};
+use fleetroll_bus::messages::host::{HostList, HostName, HostQuery, PopulationList};
 use fleetroll_bus::messages::{NoParams, SeedList, WorkerKind};
 use fleetroll_bus::query::QueryService;
 use fleetroll_bus::subjects::queries;
@@ -43,6 +44,35 @@ impl Handler for Prober {
                 hosts::refresh(ctx, &self.fleet, hostnames, *all).await
             }
             Command::HostRepin { hostname } => hosts::repin(ctx, &self.fleet, hostname).await,
+            Command::SeedSync { hostnames } => intent::seed_sync(ctx, hostnames).await,
+            Command::PopulationCreate {
+                name,
+                expected_role,
+                target_query,
+                description,
+            } => {
+                intent::population_create(
+                    ctx,
+                    name,
+                    expected_role,
+                    target_query.as_deref(),
+                    description.as_deref(),
+                )
+                .await
+            }
+            Command::HostAssignPopulation { hosts, population } => {
+                intent::assign_population(ctx, hosts, population).await
+            }
+            Command::HostSetExpectedRole { hostname, role } => {
+                intent::set_expected_role(ctx, hostname, Some(role)).await
+            }
+            Command::HostClearExpectedRole { hostname } => {
+                intent::set_expected_role(ctx, hostname, None).await
+            }
+            Command::HostDisable { hostname, reason } => {
+                intent::set_disabled(ctx, hostname, Some(reason)).await
+            }
+            Command::HostEnable { hostname } => intent::set_disabled(ctx, hostname, None).await,
             other => Verdict::Invalid {
                 message: format!("the prober does not execute `{}`", other.name()),
             },
@@ -81,6 +111,13 @@ where
         .serve(queries::HOSTS_GET, move |_claims, q: HostName| {
             let bus = b.clone();
             async move { hosts::get(&bus, &q.hostname).await }
+        })
+        .await?;
+    let b = bus.clone();
+    queries
+        .serve(queries::POPULATIONS_LIST, move |_claims, _: NoParams| {
+            let bus = b.clone();
+            async move { Ok::<PopulationList, _>(intent::populations(&bus).await?) }
         })
         .await?;
     let fleet = Arc::new(Fleet::new(bus, ssh));

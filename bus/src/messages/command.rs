@@ -20,15 +20,64 @@ pub enum Command {
     /// Round trip through one worker kind. `hold_ms` keeps the command in
     /// hand (unacknowledged) that long before answering, which is how a
     /// crash in the middle of a command is rehearsed.
-    Ping { worker: WorkerKind, hold_ms: u64 },
+    Ping {
+        worker: WorkerKind,
+        hold_ms: u64,
+    },
     /// Add hostnames to the inventory's seeds.
-    SeedAdd { hostnames: Vec<String> },
+    SeedAdd {
+        hostnames: Vec<String>,
+    },
     /// Remove hostnames from the seeds.
-    SeedRemove { hostnames: Vec<String> },
+    SeedRemove {
+        hostnames: Vec<String>,
+    },
     /// Probe these hosts now (every seed when `all`).
-    HostRefresh { hostnames: Vec<String>, all: bool },
+    HostRefresh {
+        hostnames: Vec<String>,
+        all: bool,
+    },
     /// Forget a host's pinned SSH key; the next contact pins the new one.
-    HostRepin { hostname: String },
+    HostRepin {
+        hostname: String,
+    },
+    /// Make the seeds exactly these hostnames: add the missing, remove the rest.
+    SeedSync {
+        hostnames: Vec<String>,
+    },
+    PopulationCreate {
+        name: String,
+        expected_role: String,
+        target_query: Option<String>,
+        description: Option<String>,
+    },
+    /// Assign hosts (named, or every host matching `filter`) to a population.
+    HostAssignPopulation {
+        hosts: HostSelection,
+        population: String,
+    },
+    HostSetExpectedRole {
+        hostname: String,
+        role: String,
+    },
+    HostClearExpectedRole {
+        hostname: String,
+    },
+    HostDisable {
+        hostname: String,
+        reason: String,
+    },
+    HostEnable {
+        hostname: String,
+    },
+}
+
+/// Which hosts a command is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum HostSelection {
+    Names { hostnames: Vec<String> },
+    Filter { query: String },
 }
 
 impl Command {
@@ -39,7 +88,14 @@ impl Command {
             Command::SeedAdd { .. }
             | Command::SeedRemove { .. }
             | Command::HostRefresh { .. }
-            | Command::HostRepin { .. } => WorkerKind::Prober,
+            | Command::HostRepin { .. }
+            | Command::SeedSync { .. }
+            | Command::PopulationCreate { .. }
+            | Command::HostAssignPopulation { .. }
+            | Command::HostSetExpectedRole { .. }
+            | Command::HostClearExpectedRole { .. }
+            | Command::HostDisable { .. }
+            | Command::HostEnable { .. } => WorkerKind::Prober,
         }
     }
 
@@ -51,6 +107,13 @@ impl Command {
             Command::SeedRemove { .. } => "seed_remove",
             Command::HostRefresh { .. } => "host_refresh",
             Command::HostRepin { .. } => "host_repin",
+            Command::SeedSync { .. } => "seed_sync",
+            Command::PopulationCreate { .. } => "population_create",
+            Command::HostAssignPopulation { .. } => "host_assign_population",
+            Command::HostSetExpectedRole { .. } => "host_set_expected_role",
+            Command::HostClearExpectedRole { .. } => "host_clear_expected_role",
+            Command::HostDisable { .. } => "host_disable",
+            Command::HostEnable { .. } => "host_enable",
         }
     }
 
@@ -161,6 +224,18 @@ pub enum Reply {
     },
     Repinned {
         hostname: String,
+    },
+    SeedsSynced {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+    PopulationCreated {
+        name: String,
+    },
+    /// Hosts whose intent changed, and those already as asked.
+    HostsUpdated {
+        changed: Vec<String>,
+        unchanged: Vec<String>,
     },
 }
 

@@ -230,7 +230,7 @@ impl Message for HostQuery {
 /// Answer of `hosts.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostList {
-    pub hosts: Vec<Observation>,
+    pub hosts: Vec<HostRecord>,
 }
 
 impl Message for HostList {
@@ -246,5 +246,173 @@ pub struct HostName {
 
 impl Message for HostName {
     const KIND: &'static str = "host_name";
+    const VERSION: u16 = 1;
+}
+
+/// What operators said about a host (bucket `fleetroll_host_intent`):
+/// assignments are manual only, never inferred.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostIntent {
+    pub expected_role: Option<String>,
+    pub population: Option<String>,
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub disabled_by: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+}
+
+impl Message for HostIntent {
+    const KIND: &'static str = "host_intent";
+    const VERSION: u16 = 1;
+}
+
+/// A named group of hosts with the role they are expected to have
+/// (bucket `fleetroll_populations`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Population {
+    pub name: String,
+    pub expected_role: String,
+    pub target_query: Option<String>,
+    pub description: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+}
+
+impl Message for Population {
+    const KIND: &'static str = "population";
+    const VERSION: u16 = 1;
+}
+
+/// Answer of `populations.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopulationList {
+    pub populations: Vec<Population>,
+}
+
+impl Message for PopulationList {
+    const KIND: &'static str = "population_list";
+    const VERSION: u16 = 1;
+}
+
+/// The kinds of drift (SPEC 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftType {
+    /// An override is present that no active rollout expects (or with other contents).
+    Override,
+    /// The observed role is not the expected role.
+    Role,
+    /// Unreachable for longer than the threshold.
+    Unreachable,
+    /// The workload source does not know the host.
+    TcMissing,
+    /// The workload source places the host in another worker pool than its role.
+    TcMismatch,
+    /// Disabled, yet doing work.
+    DisabledActive,
+}
+
+impl DriftType {
+    pub const ALL: [DriftType; 6] = [
+        DriftType::Override,
+        DriftType::Role,
+        DriftType::Unreachable,
+        DriftType::TcMissing,
+        DriftType::TcMismatch,
+        DriftType::DisabledActive,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftType::Override => "override",
+            DriftType::Role => "role",
+            DriftType::Unreachable => "unreachable",
+            DriftType::TcMissing => "tc-missing",
+            DriftType::TcMismatch => "tc-mismatch",
+            DriftType::DisabledActive => "disabled-active",
+        }
+    }
+}
+
+/// The gatekeeper's verdict on a host's drift (bucket `fleetroll_drift`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub types: Vec<DriftType>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub computed_at: OffsetDateTime,
+}
+
+impl Message for Drift {
+    const KIND: &'static str = "drift";
+    const VERSION: u16 = 1;
+}
+
+/// A host as people and bots read it: the observation, the operator's
+/// intent and the drift, with the field names of SPEC 4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    #[serde(flatten)]
+    pub observation: Observation,
+    #[serde(flatten)]
+    pub intent: HostIntent,
+    pub drift: Vec<DriftType>,
+}
+
+impl HostRecord {
+    /// The fields the query language can name.
+    pub const FIELDS: &'static [&'static str] = &[
+        "hostname",
+        "discovered_at",
+        "probed_at",
+        "last_seen",
+        "address",
+        "sshable",
+        "sudoable",
+        "os",
+        "os_version",
+        "uptime",
+        "role",
+        "expected_role",
+        "population",
+        "disabled",
+        "drift",
+        "override_present",
+        "override_sha256",
+        "override",
+        "puppet_source",
+        "puppet_success",
+        "puppet_ts",
+        "puppet_branch",
+        "puppet_sha",
+        "applied",
+        "applied_source",
+        "error",
+    ];
+
+    /// A field's value for the query language. `drift` matches any of the
+    /// host's drift types (`drift:role`); `drift:null` means no drift.
+    pub fn field(&self, name: &str) -> Value {
+        match name {
+            "expected_role" => self
+                .intent
+                .expected_role
+                .clone()
+                .map_or(Value::Null, Value::Str),
+            "population" => self
+                .intent
+                .population
+                .clone()
+                .map_or(Value::Null, Value::Str),
+            "disabled" => Value::Bool(self.intent.disabled),
+            "drift" => Value::List(self.drift.iter().map(|d| d.as_str().to_string()).collect()),
+            other => self.observation.field(other),
+        }
+    }
+}
+
+impl Message for HostRecord {
+    const KIND: &'static str = "host_record";
     const VERSION: u16 = 1;
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use fleetroll_bus::hostname;
-use fleetroll_bus::messages::command::{Command, Reply, Verdict};
-use fleetroll_bus::messages::host::{HostList, HostName, HostQuery, Observation};
+use fleetroll_bus::messages::command::{Command, HostSelection, Reply, Verdict};
+use fleetroll_bus::messages::host::{HostList, HostName, HostQuery, HostRecord};
 use fleetroll_bus::subjects::queries;
 
 use crate::args::HostCommand;
@@ -17,17 +17,141 @@ const REFRESH_WAIT: Duration = Duration::from_secs(600);
 
 pub async fn run(ctx: &Context, command: HostCommand) -> anyhow::Result<u8> {
     match command {
-        HostCommand::List { filter, json } => list(ctx, filter, json).await,
+        HostCommand::List {
+            filter,
+            drift_type,
+            json,
+        } => list(ctx, with_drift(filter, drift_type), json).await,
+        HostCommand::AssignPopulation {
+            hostname,
+            filter,
+            population,
+            confirm,
+        } => {
+            let hosts = match (hostname, filter) {
+                (Some(h), _) => HostSelection::Names { hostnames: vec![h] },
+                (None, Some(query)) => {
+                    if !confirm {
+                        return dry_run(
+                            ctx,
+                            &query,
+                            &format!("would assign to population {population}"),
+                        )
+                        .await;
+                    }
+                    HostSelection::Filter { query }
+                }
+                (None, None) => {
+                    return Err(fail(
+                        exit::INVALID,
+                        "name a host, or --filter QUERY --confirm",
+                    ));
+                }
+            };
+            intent(ctx, Command::HostAssignPopulation { hosts, population }).await
+        }
+        HostCommand::SetExpectedRole {
+            hostname,
+            role,
+            confirm,
+        } => {
+            if !confirm {
+                return dry_run(
+                    ctx,
+                    &host_query(&hostname)?,
+                    &format!("would set the expected role to {role}"),
+                )
+                .await;
+            }
+            intent(ctx, Command::HostSetExpectedRole { hostname, role }).await
+        }
+        HostCommand::ClearExpectedRole { hostname, confirm } => {
+            if !confirm {
+                return dry_run(
+                    ctx,
+                    &host_query(&hostname)?,
+                    "would clear the expected role",
+                )
+                .await;
+            }
+            intent(ctx, Command::HostClearExpectedRole { hostname }).await
+        }
+        HostCommand::Disable { hostname, reason } => {
+            intent(ctx, Command::HostDisable { hostname, reason }).await
+        }
+        HostCommand::Enable { hostname } => intent(ctx, Command::HostEnable { hostname }).await,
         HostCommand::Show { hostname, json } => show(ctx, hostname, json).await,
         HostCommand::Refresh { hostnames, json } => refresh(ctx, hostnames, false, json).await,
         HostCommand::Repin { hostname, confirm } => repin(ctx, hostname, confirm).await,
     }
 }
 
+/// `--drift-type T` is the query `drift:T` (`any`: some drift), ANDed with
+/// the filter.
+fn with_drift(filter: String, drift_type: Option<String>) -> String {
+    let drift = match drift_type.as_deref() {
+        None => return filter,
+        Some("any") => "NOT drift:null".to_string(),
+        Some(t) => format!("drift:{t}"),
+    };
+    if filter.trim().is_empty() {
+        drift
+    } else {
+        format!("({filter}) AND {drift}")
+    }
+}
+
+fn host_query(hostname: &str) -> anyhow::Result<String> {
+    let name = hostname::validate(hostname).map_err(|e| fail(exit::INVALID, e.to_string()))?;
+    Ok(format!("hostname:\"{name}\""))
+}
+
+/// Says which hosts a change would touch, changes nothing, and exits 4.
+async fn dry_run(ctx: &Context, query: &str, what: &str) -> anyhow::Result<u8> {
+    let token = ctx.token()?;
+    let bus = ctx.connect().await?;
+    let list: HostList = fleetroll_bus::query::request(
+        &bus,
+        &token,
+        queries::HOSTS_LIST,
+        &HostQuery {
+            filter: query.to_string(),
+        },
+        COMMAND_WAIT,
+    )
+    .await?;
+    for h in &list.hosts {
+        println!("{what}: {}", h.observation.hostname);
+    }
+    println!(
+        "{} host(s); nothing changed: run again with --confirm",
+        list.hosts.len()
+    );
+    Ok(exit::REFUSED)
+}
+
+async fn intent(ctx: &Context, command: Command) -> anyhow::Result<u8> {
+    let outcome = send(ctx, command, COMMAND_WAIT).await?;
+    match &outcome.verdict {
+        Verdict::Done {
+            reply: Reply::HostsUpdated { changed, unchanged },
+        } => {
+            for h in changed {
+                println!("changed    {h}");
+            }
+            for h in unchanged {
+                println!("unchanged  {h}");
+            }
+            Ok(exit::OK)
+        }
+        _ => Ok(report_failure(&outcome)),
+    }
+}
+
 async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
     // A bad query is refused here already, with its position.
     fleetroll_bus::filter::Query::parse(&filter)
-        .and_then(|q| q.check_fields(Observation::FIELDS).map(|_| q))
+        .and_then(|q| q.check_fields(HostRecord::FIELDS).map(|_| q))
         .map_err(|e| fail(exit::INVALID, e.to_string()))?;
     let token = ctx.token()?;
     let bus = ctx.connect().await?;
@@ -44,23 +168,31 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<36} {:<8} {:<5} {:<24} {:<9} {:<8} LAST SEEN",
-        "HOST", "SSH", "SUDO", "ROLE", "OVERRIDE", "APPLIED"
+        "{:<32} {:<4} {:<5} {:<24} {:<24} {:<9} {:<8} {:<20} LAST SEEN",
+        "HOST", "SSH", "SUDO", "ROLE", "EXPECTED ROLE", "OVERRIDE", "APPLIED", "DRIFT"
     );
-    for h in &list.hosts {
+    for record in &list.hosts {
+        let h = &record.observation;
         let yes_no = |v: Option<bool>| match v {
             Some(true) => "yes",
             Some(false) => "no",
             None => "-",
         };
+        let drift: Vec<&str> = record.drift.iter().map(|d| d.as_str()).collect();
         println!(
-            "{:<36} {:<8} {:<5} {:<24} {:<9} {:<8} {}",
+            "{:<32} {:<4} {:<5} {:<24} {:<24} {:<9} {:<8} {:<20} {}",
             h.hostname,
             yes_no(h.sshable),
             yes_no(h.sudoable),
             h.role.as_deref().unwrap_or("-"),
+            record.intent.expected_role.as_deref().unwrap_or("-"),
             yes_no(h.override_present),
             yes_no(h.applied),
+            if drift.is_empty() {
+                "-".to_string()
+            } else {
+                drift.join(",")
+            },
             h.last_seen
                 .map(fleetroll_bus::messages::timestamp)
                 .unwrap_or_else(|| "never".into())
@@ -74,7 +206,7 @@ async fn show(ctx: &Context, hostname: String, json: bool) -> anyhow::Result<u8>
     let name = hostname::validate(&hostname).map_err(|e| fail(exit::INVALID, e.to_string()))?;
     let token = ctx.token()?;
     let bus = ctx.connect().await?;
-    let host: Observation = fleetroll_bus::query::request(
+    let host: HostRecord = fleetroll_bus::query::request(
         &bus,
         &token,
         queries::HOSTS_GET,

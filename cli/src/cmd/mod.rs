@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod host;
 pub mod ping;
+pub mod population;
 pub mod seed;
 pub mod status;
 pub mod up;

@@ -13,6 +13,7 @@ use crate::exit::{self, fail};
 pub async fn run(ctx: &Context, command: SeedCommand) -> anyhow::Result<u8> {
     let (command, verb) = match command {
         SeedCommand::List { json } => return list(ctx, json).await,
+        SeedCommand::Sync { from_file } => return sync(ctx, &from_file).await,
         SeedCommand::Add { hostnames } => (
             Command::SeedAdd {
                 hostnames: checked(hostnames)?,
@@ -84,4 +85,80 @@ async fn list(ctx: &Context, json: bool) -> anyhow::Result<u8> {
         eprintln!("{} seed(s)", list.seeds.len());
     }
     Ok(exit::OK)
+}
+
+/// The most a seed file may hold: beyond it, it is not a seed file.
+const MAX_SEED_FILE: u64 = 16 << 20;
+
+/// Reads a seed file: one hostname per line, `#` starts a comment. Every
+/// bad line is named; any bad line means nothing is sent.
+pub fn read_seed_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display())))?;
+    if meta.len() > MAX_SEED_FILE {
+        return Err(fail(
+            exit::INVALID,
+            format!(
+                "{}: {} bytes is too large for a seed file (at most {MAX_SEED_FILE})",
+                path.display(),
+                meta.len()
+            ),
+        ));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display())))?;
+    let mut hosts = Vec::new();
+    let mut errors = Vec::new();
+    for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let Ok(line) = std::str::from_utf8(line) else {
+            errors.push(format!("line {}: not UTF-8 text", index + 1));
+            continue;
+        };
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match hostname::validate(line) {
+            Ok(name) => hosts.push(name),
+            Err(e) => errors.push(format!("line {}: {e}", index + 1)),
+        }
+    }
+    if !errors.is_empty() {
+        let shown: Vec<String> = errors.iter().take(10).cloned().collect();
+        let more = errors.len().saturating_sub(shown.len());
+        let tail = if more > 0 {
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        };
+        return Err(fail(
+            exit::INVALID,
+            format!(
+                "{}: nothing changed: {}{tail}",
+                path.display(),
+                shown.join("; ")
+            ),
+        ));
+    }
+    Ok(hosts)
+}
+
+async fn sync(ctx: &Context, path: &std::path::Path) -> anyhow::Result<u8> {
+    let hostnames = read_seed_file(path)?;
+    let outcome = send(ctx, Command::SeedSync { hostnames }, COMMAND_WAIT).await?;
+    match &outcome.verdict {
+        Verdict::Done {
+            reply: Reply::SeedsSynced { added, removed },
+        } => {
+            for h in added {
+                println!("added    {h}");
+            }
+            for h in removed {
+                println!("removed  {h}");
+            }
+            eprintln!("{} added, {} removed", added.len(), removed.len());
+            Ok(exit::OK)
+        }
+        _ => Ok(report_failure(&outcome)),
+    }
 }

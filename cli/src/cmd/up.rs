@@ -53,7 +53,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 kind,
                 bus.clone(),
                 ctx.replicas(),
-                ctx.settings.ssh.clone(),
+                ctx.settings.clone(),
                 stop_rx.clone(),
             ))
         })

@@ -6,25 +6,24 @@ use std::time::Duration;
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
 use fleetroll_bus::setup::{self, Replicas};
-use fleetroll_ssh::SshSettings;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::context::Context;
+use crate::context::{Context, Settings};
 use crate::exit;
 
 async fn run_once(
     kind: WorkerKind,
     bus: Bus,
-    ssh: SshSettings,
+    settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
     let shutdown = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
     match kind {
-        WorkerKind::Prober => fleetroll_prober::run(bus, ssh, shutdown).await,
-        WorkerKind::Gatekeeper => fleetroll_gatekeeper::run(bus, shutdown).await,
+        WorkerKind::Prober => fleetroll_prober::run(bus, settings.ssh, shutdown).await,
+        WorkerKind::Gatekeeper => fleetroll_gatekeeper::run(bus, settings.drift, shutdown).await,
         WorkerKind::Orchestrator => fleetroll_orchestrator::run(bus, shutdown).await,
         WorkerKind::Auditor => fleetroll_auditor::run(bus, shutdown).await,
     }
@@ -36,13 +35,13 @@ pub async fn supervise(
     kind: WorkerKind,
     bus: Bus,
     replicas: Replicas,
-    ssh: SshSettings,
+    settings: Settings,
     stop: watch::Receiver<bool>,
 ) {
     loop {
         let started = async {
             setup::ensure(&bus, replicas).await?;
-            run_once(kind, bus.clone(), ssh.clone(), stop.clone()).await
+            run_once(kind, bus.clone(), settings.clone(), stop.clone()).await
         };
         match started.await {
             Ok(()) => return,
@@ -82,7 +81,7 @@ pub async fn run(ctx: &Context, kind: WorkerKind) -> anyhow::Result<u8> {
         kind,
         bus,
         ctx.replicas(),
-        ctx.settings.ssh.clone(),
+        ctx.settings.clone(),
         stop_rx,
     ));
     stop_signal().await;

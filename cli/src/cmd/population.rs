@@ -1,0 +1,69 @@
+//! `fleetroll population`.
+
+use fleetroll_bus::messages::NoParams;
+use fleetroll_bus::messages::command::{Command, Reply, Verdict};
+use fleetroll_bus::messages::host::PopulationList;
+use fleetroll_bus::subjects::queries;
+
+use crate::args::PopulationCommand;
+use crate::cmd::{COMMAND_WAIT, report_failure, send};
+use crate::context::Context;
+use crate::exit;
+
+pub async fn run(ctx: &Context, command: PopulationCommand) -> anyhow::Result<u8> {
+    match command {
+        PopulationCommand::Create {
+            name,
+            expected_role,
+            target_query,
+            description,
+        } => {
+            let command = Command::PopulationCreate {
+                name,
+                expected_role,
+                target_query,
+                description,
+            };
+            let outcome = send(ctx, command, COMMAND_WAIT).await?;
+            match &outcome.verdict {
+                Verdict::Done {
+                    reply: Reply::PopulationCreated { name },
+                } => {
+                    println!("created population {name}");
+                    Ok(exit::OK)
+                }
+                _ => Ok(report_failure(&outcome)),
+            }
+        }
+        PopulationCommand::List { json } => {
+            let token = ctx.token()?;
+            let bus = ctx.connect().await?;
+            let list: PopulationList = fleetroll_bus::query::request(
+                &bus,
+                &token,
+                queries::POPULATIONS_LIST,
+                &NoParams {},
+                COMMAND_WAIT,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list.populations)?);
+            } else {
+                println!(
+                    "{:<24} {:<28} {:<30} DESCRIPTION",
+                    "NAME", "EXPECTED ROLE", "TARGET QUERY"
+                );
+                for p in &list.populations {
+                    println!(
+                        "{:<24} {:<28} {:<30} {}",
+                        p.name,
+                        p.expected_role,
+                        p.target_query.as_deref().unwrap_or("-"),
+                        p.description.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}
