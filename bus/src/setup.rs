@@ -36,6 +36,11 @@ fn stream_config(def: &StreamDef, replicas: Replicas) -> stream::Config {
             -1
         },
         allow_direct: true,
+        retention: if def.work_queue {
+            stream::RetentionPolicy::WorkQueue
+        } else {
+            stream::RetentionPolicy::Limits
+        },
         ..Default::default()
     }
 }
@@ -61,6 +66,18 @@ pub fn worker_consumer_config(kind: WorkerKind) -> consumer::pull::Config {
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: topology::COMMAND_ACK_WAIT,
+        ..Default::default()
+    }
+}
+
+/// The durable pull consumer every prober replica takes probe jobs from.
+pub fn probe_jobs_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(topology::PROBE_JOBS_CONSUMER.to_string()),
+        description: Some("probe jobs for prober replicas".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: topology::PROBE_JOB_ACK_WAIT,
+        max_ack_pending: 10_000,
         ..Default::default()
     }
 }
@@ -93,6 +110,16 @@ pub async fn ensure(bus: &Bus, replicas: Replicas) -> Result<(), BusError> {
             .await
             .map_err(|e| BusError::js(format!("creating consumer for {kind}"), e))?;
     }
+    bus.js
+        .get_stream(topology::PROBE_JOBS.name)
+        .await
+        .map_err(|e| BusError::js("opening the probe job stream", e))?
+        .get_or_create_consumer::<consumer::pull::Config>(
+            topology::PROBE_JOBS_CONSUMER,
+            probe_jobs_consumer_config(),
+        )
+        .await
+        .map_err(|e| BusError::js("creating the probe job consumer", e))?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! | `fleetroll.evt.rollout.<id>.<kind>` | rollout events, one rollout or all |
 //! | `fleetroll.audit.>` | the immutable audit log |
 //! | `fleetroll.history.<host>` | a host's last observations |
+//! | `fleetroll.probe.<host>` | probe jobs (work queue shared by probers) |
 //! | `fleetroll.query.<area>.<name>` | read queries (NATS service) |
 
 use crate::messages::WorkerKind;
@@ -17,6 +18,12 @@ pub const EVENTS: &str = "fleetroll.evt.>";
 pub const AUDIT: &str = "fleetroll.audit.>";
 pub const ROLLOUT_EVENTS: &str = "fleetroll.evt.rollout.>";
 pub const HOST_HISTORY: &str = "fleetroll.history.>";
+pub const PROBE_JOBS: &str = "fleetroll.probe.>";
+
+/// A probe job for one host.
+pub fn probe_job(hostname: &str) -> String {
+    format!("fleetroll.probe.{hostname}")
+}
 
 /// Where a host's observations are kept (hostnames are valid subject
 /// tokens once validated).

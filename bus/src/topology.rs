@@ -16,6 +16,8 @@ pub struct StreamDef {
     pub immutable: bool,
     /// Messages kept per subject (0: no limit).
     pub per_subject: i64,
+    /// A work queue: a message is gone once a consumer acknowledges it.
+    pub work_queue: bool,
 }
 
 /// The command stream. Commands are kept as long as their outcomes so that
@@ -27,6 +29,7 @@ pub const COMMANDS: StreamDef = StreamDef {
     max_age: Duration::from_secs(7 * 24 * 3600),
     immutable: false,
     per_subject: 0,
+    work_queue: false,
 };
 
 pub const EVENTS: StreamDef = StreamDef {
@@ -36,6 +39,7 @@ pub const EVENTS: StreamDef = StreamDef {
     max_age: Duration::from_secs(30 * 24 * 3600),
     immutable: false,
     per_subject: 0,
+    work_queue: false,
 };
 
 pub const AUDIT: StreamDef = StreamDef {
@@ -45,6 +49,7 @@ pub const AUDIT: StreamDef = StreamDef {
     max_age: Duration::ZERO,
     immutable: true,
     per_subject: 0,
+    work_queue: false,
 };
 
 /// The last observations of every host, for history and "what changed".
@@ -55,9 +60,29 @@ pub const HOST_HISTORY: StreamDef = StreamDef {
     max_age: Duration::ZERO,
     immutable: false,
     per_subject: 50,
+    work_queue: false,
 };
 
-pub const STREAMS: [StreamDef; 4] = [COMMANDS, EVENTS, AUDIT, HOST_HISTORY];
+/// Probe jobs, shared by every prober replica: each host is probed once
+/// per job, and a job a dead prober held goes to another.
+pub const PROBE_JOBS: StreamDef = StreamDef {
+    name: "FLEETROLL_PROBE_JOBS",
+    subjects: &[crate::subjects::PROBE_JOBS],
+    description: "fleetroll probe jobs (work queue)",
+    max_age: Duration::from_secs(24 * 3600),
+    immutable: false,
+    per_subject: 0,
+    work_queue: true,
+};
+
+pub const STREAMS: [StreamDef; 5] = [COMMANDS, EVENTS, AUDIT, HOST_HISTORY, PROBE_JOBS];
+
+/// The durable consumer every prober replica takes probe jobs from.
+pub const PROBE_JOBS_CONSUMER: &str = "probers";
+
+/// A probe job not acknowledged (or progressed) for this long goes to
+/// another prober.
+pub const PROBE_JOB_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// A key-value bucket.
 #[derive(Debug, Clone, Copy)]

@@ -49,6 +49,8 @@ pub trait Handler: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct CommandContext {
     pub command_id: String,
+    /// When the sender sent it (the sender's clock).
+    pub sent_at: OffsetDateTime,
     pub actor: String,
     pub claims: Claims,
     pub instance: String,
@@ -373,6 +375,7 @@ async fn execute<H: Handler>(
         _ => {
             let ctx = CommandContext {
                 command_id: envelope.id.clone(),
+                sent_at: envelope.sent_at,
                 actor: claims.sub.clone(),
                 claims,
                 instance: replica.instance.clone(),

@@ -22,6 +22,38 @@ pub struct Settings {
     pub ssh: fleetroll_ssh::SshSettings,
     #[serde(default)]
     pub drift: fleetroll_gatekeeper::DriftSettings,
+    #[serde(default)]
+    pub refresh: RefreshSettings,
+}
+
+/// The `[refresh]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshSettings {
+    /// Every seed is fully probed this often.
+    #[serde(default = "default_full_interval", with = "humantime_serde")]
+    pub full_interval: std::time::Duration,
+}
+
+fn default_full_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
+}
+
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        RefreshSettings {
+            full_interval: default_full_interval(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn prober(&self) -> fleetroll_prober::ProberSettings {
+        fleetroll_prober::ProberSettings {
+            ssh: self.ssh.clone(),
+            full_interval: self.refresh.full_interval,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]

@@ -609,3 +609,72 @@ async fn chatops_asks_in_json_and_cannot_mutate() {
     .unwrap();
     assert_eq!(refused.code, 5, "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prober_killed_mid_refresh_leaves_nothing_unprobed() {
+    let scenario = Scenario::parse("[defaults]\nslow = \"1s\"\n", false).unwrap();
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = tokio::task::spawn_blocking(move || {
+        let lab = Lab::start(LabConfig::new(24, lab_dir.path()).scenario(scenario)).unwrap();
+        (lab, lab_dir)
+    })
+    .await
+    .unwrap();
+    let (lab, _lab_dir) = lab;
+    let bare = common::Bare::start().await;
+    std::fs::write(
+        bare.dir.path().join("fleetroll.toml"),
+        "[ssh]\nparallelism = 3\n",
+    )
+    .unwrap();
+    let mut cli = bare.cli.clone();
+    cli.env = lab_env(&lab);
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+
+    let run = tokio::task::spawn_blocking(move || {
+        let mut first = cli.spawn(&["worker", "prober"]);
+        let mut second = cli.spawn(&["worker", "prober"]);
+        common::wait_until("two probers", Duration::from_secs(30), || {
+            cli.replicas_of("prober") == 2
+        });
+        let mut add = vec!["inventory", "seed", "add"];
+        add.extend(names.iter().map(String::as_str));
+        assert_eq!(cli.run(&add).code, 0);
+        let refresh_started = time::OffsetDateTime::now_utc();
+        let refresh = cli.spawn_output(&["inventory", "refresh", "--seed", "all", "--json"]);
+        std::thread::sleep(Duration::from_millis(2500));
+        common::kill(&mut first, libc::SIGKILL);
+        let _ = first.wait();
+        let output = refresh.wait_with_output().unwrap();
+        // Queries are served by the surviving prober.
+        let hosts = cli.run(&["host", "list", "--json"]).json();
+        common::kill(&mut second, libc::SIGTERM);
+        (output, refresh_started, hosts)
+    })
+    .await
+    .unwrap();
+    let (output, refresh_started, hosts) = run;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let probed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(probed.as_array().unwrap().len(), 24);
+    assert!(
+        probed.as_array().unwrap().iter().all(|h| h["ok"] == true),
+        "{probed}"
+    );
+    for host in hosts.as_array().unwrap() {
+        let probed_at = time::OffsetDateTime::parse(
+            host["probed_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert!(
+            probed_at >= refresh_started,
+            "{} not probed by the refresh",
+            host["hostname"]
+        );
+    }
+}

@@ -65,21 +65,39 @@ impl Fleet {
         }
     }
 
+    /// How many hosts are probed at once.
+    pub fn parallelism(&self) -> usize {
+        self.settings.parallelism.max(1)
+    }
+
     /// Probes one host and records what was found (or why nothing was).
-    pub async fn probe(&self, hostname: &str) -> Result<Observation, BusError> {
+    /// A host that is not (or no longer) in the inventory is not probed, and
+    /// a probe never brings back a host removed while it ran: the record is
+    /// written as a compare-and-swap on the revision it started from.
+    pub async fn probe(
+        &self,
+        hostname: &str,
+        origin: &str,
+    ) -> Result<Option<Observation>, BusError> {
         let _permit = self.permits.acquire().await.expect("never closed");
         let span = info_span!("probe", host = hostname);
         async {
             let hosts = self.bus.kv(&topology::HOSTS).await?;
-            let now = OffsetDateTime::now_utc();
-            let previous = match hosts.get(hostname).await.map_err(|e| BusError::JetStream {
+            let read_error = |e: &dyn std::fmt::Display| BusError::JetStream {
                 what: "reading host".into(),
                 detail: e.to_string(),
-            })? {
-                Some(bytes) => codec::from_cbor(&bytes)
-                    .unwrap_or_else(|_| Observation::discovered(hostname, now)),
-                None => Observation::discovered(hostname, now),
             };
+            let Some(entry) = hosts
+                .entry(hostname)
+                .await
+                .map_err(|e| read_error(&e))?
+                .filter(|e| e.operation == kv::Operation::Put)
+            else {
+                return Ok(None);
+            };
+            let revision = entry.revision;
+            let previous = codec::from_cbor(&entry.value)
+                .unwrap_or_else(|_| Observation::discovered(hostname, OffsetDateTime::now_utc()));
             let observation = match self.run_probe(hostname).await {
                 Ok((report, address, fingerprint)) => {
                     let mut o = observe::observed(
@@ -116,31 +134,56 @@ impl Fleet {
                     )
                 }
             };
-            self.record(&hosts, &observation).await?;
-            Ok(observation)
+            let observation = Observation {
+                probed_for: Some(origin.to_string()),
+                ..observation
+            };
+            self.record(&hosts, revision, observation).await
         }
         .instrument(span)
         .await
     }
 
-    async fn record(&self, hosts: &kv::Store, observation: &Observation) -> Result<(), BusError> {
-        let bytes = codec::to_cbor(observation);
-        hosts
-            .put(&observation.hostname, bytes.clone().into())
-            .await
-            .map_err(|e| BusError::JetStream {
-                what: "writing host".into(),
-                detail: e.to_string(),
-            })?;
+    async fn record(
+        &self,
+        hosts: &kv::Store,
+        mut revision: u64,
+        observation: Observation,
+    ) -> Result<Option<Observation>, BusError> {
+        let write_error = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
+            what: what.into(),
+            detail: e.to_string(),
+        };
+        let bytes = codec::to_cbor(&observation);
+        loop {
+            match hosts
+                .update(&observation.hostname, bytes.clone().into(), revision)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    // Someone else wrote meanwhile: another probe (ours is as
+                    // fresh), or the seed's removal (drop ours).
+                    match hosts
+                        .entry(&observation.hostname)
+                        .await
+                        .map_err(|e| write_error("reading host", &e))?
+                    {
+                        Some(entry) if entry.operation == kv::Operation::Put => {
+                            revision = entry.revision
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(write_error("writing host", &e)),
+            }
+        }
         self.bus
             .js
             .publish(subjects::host_history(&observation.hostname), bytes.into())
             .await
-            .map_err(|e| BusError::JetStream {
-                what: "writing host history".into(),
-                detail: e.to_string(),
-            })?;
-        Ok(())
+            .map_err(|e| write_error("writing host history", &e))?;
+        Ok(Some(observation))
     }
 
     async fn run_probe(

@@ -9,17 +9,16 @@ use fleetroll_bus::messages::host::{Drift, HostIntent, HostRecord, Observation};
 use fleetroll_bus::query::QueryError;
 use fleetroll_bus::topology;
 use fleetroll_bus::worker::CommandContext;
+use futures::StreamExt;
 use tracing::info;
 
 use crate::fleet::Fleet;
-use crate::seeds;
+use crate::{jobs, seeds};
 
-pub async fn refresh(
-    ctx: &CommandContext,
-    fleet: &Fleet,
-    hostnames: &[String],
-    all: bool,
-) -> Verdict {
+/// Queues a probe of each host and waits until all of them have a fresh
+/// observation, whichever prober replicas do the work. Redelivered (the
+/// replica died), it queues nothing twice and waits again.
+pub async fn refresh(ctx: &CommandContext, hostnames: &[String], all: bool) -> Verdict {
     let targets = if all {
         match seeds::list(&ctx.bus).await {
             Ok(list) => list.seeds.into_iter().map(|s| s.hostname).collect(),
@@ -35,21 +34,14 @@ pub async fn refresh(
             Err(verdict) => return verdict,
         }
     };
-    let probes = targets.iter().map(|host| async move {
-        match fleet.probe(host).await {
-            Ok(o) => ProbeSummary {
-                hostname: host.clone(),
-                ok: o.last_error.is_none(),
-                error: o.last_error,
-            },
-            Err(e) => ProbeSummary {
-                hostname: host.clone(),
-                ok: false,
-                error: Some(e.to_string()),
-            },
+    let hosts = match wait_for_probes(&ctx.bus, &targets, &ctx.command_id, ctx.sent_at).await {
+        Ok(hosts) => hosts,
+        Err(e) => {
+            return Verdict::Failed {
+                message: e.to_string(),
+            };
         }
-    });
-    let hosts = futures::future::join_all(probes).await;
+    };
     info!(
         hosts = hosts.len(),
         failed = hosts.iter().filter(|h| !h.ok).count(),
@@ -58,6 +50,70 @@ pub async fn refresh(
     Verdict::Done {
         reply: Reply::Refreshed { hosts },
     }
+}
+
+/// A host counts as refreshed by a probe this command asked for, or by any
+/// probe since the command was sent (which a redelivered command, taken
+/// over from a replica that died, finds already done).
+async fn wait_for_probes(
+    bus: &Bus,
+    targets: &[String],
+    origin: &str,
+    sent_at: time::OffsetDateTime,
+) -> Result<Vec<ProbeSummary>, BusError> {
+    let store = bus.kv(&topology::HOSTS).await?;
+    let fresh = |o: &Observation| {
+        o.probed_for.as_deref() == Some(origin) || o.probed_at.is_some_and(|t| t >= sent_at)
+    };
+    let watch_error = |e: &dyn std::fmt::Display| BusError::JetStream {
+        what: "watching hosts".into(),
+        detail: e.to_string(),
+    };
+    // Watching before queueing: no observation can slip past.
+    let mut updates = store.watch_all().await.map_err(|e| watch_error(&e))?;
+    jobs::enqueue(bus, targets, origin).await?;
+    let mut pending: std::collections::BTreeSet<&str> =
+        targets.iter().map(String::as_str).collect();
+    let mut done = std::collections::BTreeMap::new();
+    // An observation newer than the start may already be there (a
+    // redelivered command, a scheduled probe that just ran).
+    for name in targets {
+        if let Ok(Some(bytes)) = store.get(name).await
+            && let Ok(o) = codec::from_cbor::<Observation>(&bytes)
+            && fresh(&o)
+        {
+            pending.remove(name.as_str());
+            done.insert(name.clone(), o);
+        }
+    }
+    while !pending.is_empty() {
+        let Some(entry) = updates.next().await else {
+            return Err(watch_error(&"the watch ended"));
+        };
+        let entry = entry.map_err(|e| watch_error(&e))?;
+        if !pending.contains(entry.key.as_str()) {
+            continue;
+        }
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            // Removed from the inventory while the refresh ran.
+            pending.remove(entry.key.as_str());
+            continue;
+        }
+        if let Ok(o) = codec::from_cbor::<Observation>(&entry.value)
+            && fresh(&o)
+        {
+            pending.remove(entry.key.as_str());
+            done.insert(entry.key.clone(), o);
+        }
+    }
+    Ok(done
+        .into_values()
+        .map(|o| ProbeSummary {
+            ok: o.last_error.is_none(),
+            error: o.last_error,
+            hostname: o.hostname,
+        })
+        .collect())
 }
 
 pub async fn repin(ctx: &CommandContext, fleet: &Fleet, hostname: &str) -> Verdict {

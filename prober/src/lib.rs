@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! # async fn run(bus: fleetroll_bus::Bus) -> Result<(), fleetroll_bus::connect::BusError> {
-//! let settings = fleetroll_ssh::SshSettings::default();
+//! let settings = fleetroll_prober::ProberSettings::default();
 //! fleetroll_prober::run(bus, settings, tokio::signal::ctrl_c()).await
 //! # }
 //! ```
@@ -13,6 +13,7 @@
 pub mod fleet;
 mod hosts;
 mod intent;
+mod jobs;
 pub mod observe;
 pub mod probe;
 mod seeds;
@@ -40,9 +41,7 @@ impl Handler for Prober {
         match command {
             Command::SeedAdd { hostnames } => seeds::add(ctx, hostnames).await,
             Command::SeedRemove { hostnames } => seeds::remove(ctx, hostnames).await,
-            Command::HostRefresh { hostnames, all } => {
-                hosts::refresh(ctx, &self.fleet, hostnames, *all).await
-            }
+            Command::HostRefresh { hostnames, all } => hosts::refresh(ctx, hostnames, *all).await,
             Command::HostRepin { hostname } => hosts::repin(ctx, &self.fleet, hostname).await,
             Command::SeedSync { hostnames } => intent::seed_sync(ctx, hostnames).await,
             Command::PopulationCreate {
@@ -80,9 +79,27 @@ impl Handler for Prober {
     }
 }
 
-/// Runs one prober replica until `shutdown` resolves. The streams and
+/// How the prober works.
+#[derive(Debug, Clone)]
+pub struct ProberSettings {
+    pub ssh: SshSettings,
+    /// Every seed is fully probed this often (SSH, sudo, file reads).
+    pub full_interval: std::time::Duration,
+}
+
+impl Default for ProberSettings {
+    fn default() -> Self {
+        ProberSettings {
+            ssh: SshSettings::default(),
+            full_interval: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Runs one prober replica until `shutdown` resolves, or until taking probe
+/// jobs fails (NATS gone), which the caller restarts from. The streams and
 /// buckets must exist (`fleetroll_bus::setup::ensure`).
-pub async fn run<S, T>(bus: Bus, ssh: SshSettings, shutdown: S) -> Result<(), BusError>
+pub async fn run<S, T>(bus: Bus, settings: ProberSettings, shutdown: S) -> Result<(), BusError>
 where
     S: Future<Output = T> + Send,
 {
@@ -120,6 +137,10 @@ where
             async move { Ok::<PopulationList, _>(intent::populations(&bus).await?) }
         })
         .await?;
-    let fleet = Arc::new(Fleet::new(bus, ssh));
-    worker::run_replica(replica, Arc::new(Prober { fleet }), shutdown).await
+    let fleet = Arc::new(Fleet::new(bus.clone(), settings.ssh));
+    tokio::select! {
+        result = worker::run_replica(replica, Arc::new(Prober { fleet: fleet.clone() }), shutdown) => result,
+        result = jobs::work(bus.clone(), fleet) => result,
+        result = jobs::schedule(bus, settings.full_interval) => result,
+    }
 }

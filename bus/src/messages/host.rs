@@ -58,6 +58,9 @@ pub struct Observation {
     /// When the last probe attempt finished, successful or not.
     #[serde(with = "time::serde::rfc3339::option")]
     pub probed_at: Option<OffsetDateTime>,
+    /// What asked for the last probe: a command id, or a schedule cycle.
+    #[serde(default)]
+    pub probed_for: Option<String>,
     /// When the host last answered a probe completely.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_seen: Option<OffsetDateTime>,
@@ -91,6 +94,7 @@ impl Observation {
             hostname: hostname.to_string(),
             discovered_at: at,
             probed_at: None,
+            probed_for: None,
             last_seen: None,
             address: None,
             sshable: None,
@@ -414,5 +418,20 @@ impl HostRecord {
 
 impl Message for HostRecord {
     const KIND: &'static str = "host_record";
+    const VERSION: u16 = 1;
+}
+
+/// A request to probe one host, taken by whichever prober replica is free.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeJob {
+    pub hostname: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+    /// What asked: a command id, or `schedule`.
+    pub origin: String,
+}
+
+impl Message for ProbeJob {
+    const KIND: &'static str = "probe_job";
     const VERSION: u16 = 1;
 }

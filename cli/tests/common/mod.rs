@@ -159,6 +159,16 @@ impl Cli {
         )
     }
 
+    /// Starts a command whose output the test reads when it ends.
+    pub fn spawn_output(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning fleetroll")
+    }
+
     /// Number of live replicas per worker kind, from `status --json`.
     pub fn live_replicas(&self) -> Option<Vec<(String, usize)>> {
         let run = self.run(&["status", "--json"]);

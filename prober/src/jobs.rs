@@ -1,0 +1,164 @@
+//! Probe jobs: every probe goes through one work-queue stream that all
+//! prober replicas share. Each job is taken by one replica; a replica that
+//! dies holding jobs lets them go to another after the ack wait; a job
+//! published twice under the same id (two replicas scheduling the same
+//! cycle, a refresh command redelivered) is stored once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use fleetroll_bus::codec;
+use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::messages::host::ProbeJob;
+use fleetroll_bus::{setup, subjects, topology};
+use futures::StreamExt;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::fleet::Fleet;
+
+/// Queues a probe of each host; `origin` makes the job ids (a command id,
+/// or the schedule's cycle).
+pub async fn enqueue(bus: &Bus, hostnames: &[String], origin: &str) -> Result<(), BusError> {
+    let now = OffsetDateTime::now_utc();
+    let mut acks = Vec::with_capacity(hostnames.len());
+    for hostname in hostnames {
+        let job = ProbeJob {
+            hostname: hostname.clone(),
+            requested_at: now,
+            origin: origin.to_string(),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{origin}.{hostname}").as_str(),
+        );
+        let ack = bus
+            .js
+            .publish_with_headers(
+                subjects::probe_job(hostname),
+                headers,
+                codec::to_cbor(&job).into(),
+            )
+            .await
+            .map_err(|e| BusError::JetStream {
+                what: "queueing a probe".into(),
+                detail: e.to_string(),
+            })?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| BusError::JetStream {
+            what: "queueing a probe".into(),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Takes probe jobs and runs them until the pull stream fails (NATS gone),
+/// at most the fleet's parallelism at a time.
+pub async fn work(bus: Bus, fleet: Arc<Fleet>) -> Result<(), BusError> {
+    let consumer: jetstream::consumer::PullConsumer = bus
+        .js
+        .get_stream(topology::PROBE_JOBS.name)
+        .await
+        .map_err(|e| BusError::JetStream {
+            what: "opening the probe jobs".into(),
+            detail: e.to_string(),
+        })?
+        .get_or_create_consumer(
+            topology::PROBE_JOBS_CONSUMER,
+            setup::probe_jobs_consumer_config(),
+        )
+        .await
+        .map_err(|e| BusError::JetStream {
+            what: "opening the probe job consumer".into(),
+            detail: e.to_string(),
+        })?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(fleet.parallelism()));
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(fleet.parallelism())
+        .messages()
+        .await
+        .map_err(|e| BusError::JetStream {
+            what: "pulling probe jobs".into(),
+            detail: e.to_string(),
+        })?;
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                warn!(error = %e, "pulling probe jobs");
+                continue;
+            }
+        };
+        let permit = permits.clone().acquire_owned().await.expect("never closed");
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            run_job(&fleet, message).await;
+            drop(permit);
+        });
+    }
+    Err(BusError::JetStream {
+        what: "pulling probe jobs".into(),
+        detail: "the pull stream ended".into(),
+    })
+}
+
+async fn run_job(fleet: &Fleet, message: jetstream::Message) {
+    let job: ProbeJob = match codec::from_cbor(&message.payload) {
+        Ok(job) => job,
+        Err(e) => {
+            warn!(subject = %message.subject, error = %e, "unreadable probe job dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let message = Arc::new(message);
+    let keep = message.clone();
+    let progress = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let _ = keep.ack_with(AckKind::Progress).await;
+        }
+    });
+    let result = fleet.probe(&job.hostname, &job.origin).await;
+    progress.abort();
+    match result {
+        // Probe failures are recorded on the host; the job is done.
+        Ok(_) => {
+            let _ = message.double_ack().await;
+        }
+        // The observation could not be recorded: let another try.
+        Err(e) => {
+            warn!(host = %job.hostname, error = %e, "probe not recorded; job left for retry");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                .await;
+        }
+    }
+}
+
+/// Queues a probe of every seed at every whole `interval` (aligned to the
+/// clock, so every replica names the cycle alike and the stream keeps one
+/// job per host and cycle). New seeds are probed when added, not here.
+pub async fn schedule(bus: Bus, interval: Duration) -> Result<(), BusError> {
+    let seconds = interval.as_secs().max(1);
+    loop {
+        let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
+        let next = (now / seconds + 1) * seconds;
+        tokio::time::sleep(Duration::from_secs(next - now)).await;
+        let cycle = next / seconds;
+        let seeds = crate::seeds::list(&bus).await?;
+        let hosts: Vec<String> = seeds.seeds.into_iter().map(|s| s.hostname).collect();
+        if !hosts.is_empty() {
+            enqueue(&bus, &hosts, &format!("schedule-{seconds}-{cycle}")).await?;
+            info!(hosts = hosts.len(), cycle, "scheduled probes");
+        }
+    }
+}
