@@ -1,33 +1,76 @@
 #!/usr/bin/env bash
-# The demo: the embedded mesh (`fleetroll up`), its status, and a ping
-# through every worker kind. It keeps the mesh running until Ctrl-C.
+# The demo: a 50-host lab fleet, the mesh (`fleetroll up`) pointed at it, and
+# the seed runbook: sync the seeds, probe, look at what is unassigned,
+# create a population, assign by filter, verify, and see the drift. The
+# mesh and the lab keep running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fleetroll=.tools/bin/fleetroll
-log=.data/demo-up.log
+PATH="$PWD/.tools/bin:$PATH"
 mkdir -p .data
+log=.data/demo-up.log
+export FLEETROLL_DATA_DIR="$PWD/.data/demo"
 
-"$fleetroll" up >"$log" 2>&1 &
+step() { printf '\n== %s\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+fleetroll-lab down --dir .lab >/dev/null 2>&1 || true
+step "a lab of 50 hosts on loopback (real OpenSSH, one sshd, a mount namespace per host)"
+fleetroll-lab up --hosts 50 --dir .lab --port 0 --scenario scripts/demo-lab.toml > .data/lab.json
+python3 - <<'PY'
+import json
+lab = json.load(open(".data/lab.json"))
+print(f"{len(lab['hosts'])} hosts, ssh {lab['ssh_user']}@<host> port {lab['ssh_port']}, Taskcluster double at {lab['taskcluster_url']}")
+with open(".data/seeds.txt", "w") as f:
+    f.write("# the demo pool\n" + "\n".join(h["hostname"] for h in lab["hosts"]) + "\n")
+PY
+FLEETROLL_SSH_USER=$(python3 -c 'import json; print(json.load(open(".data/lab.json"))["ssh_user"])')
+FLEETROLL_SSH_PORT=$(python3 -c 'import json; print(json.load(open(".data/lab.json"))["ssh_port"])')
+FLEETROLL_SSH_KEY=$(python3 -c 'import json; print(json.load(open(".data/lab.json"))["identity_file"])')
+export FLEETROLL_SSH_USER FLEETROLL_SSH_PORT FLEETROLL_SSH_KEY
+
+# The demo wants to show unreachable drift at once, not after 15 minutes.
+mkdir -p "$FLEETROLL_DATA_DIR"
+printf '[drift]\nunreachable_after = "0s"\n' > "$FLEETROLL_DATA_DIR/fleetroll.toml"
+
+step "fleetroll up (log: $log)"
+fleetroll up >"$log" 2>&1 &
 up=$!
-trap 'kill -TERM $up 2>/dev/null; wait $up 2>/dev/null' INT TERM EXIT
-
-echo "== fleetroll up (pid $up, log $log): waiting for every worker kind"
+cleanup() {
+  kill -TERM "$up" 2>/dev/null || true
+  wait "$up" 2>/dev/null || true
+  fleetroll-lab down --dir .lab >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 for _ in $(seq 1 60); do
   if ! kill -0 "$up" 2>/dev/null; then cat "$log"; echo "fleetroll up failed"; exit 1; fi
-  live=$("$fleetroll" status --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for w in s["workers"] if w["live"]))' 2>/dev/null || echo 0)
+  live=$(fleetroll status --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for w in s["workers"] if w["live"]))' 2>/dev/null || echo 0)
   [ "$live" = 4 ] && break
   sleep 1
 done
+run fleetroll status
+
+step "the seed runbook"
+run fleetroll inventory seed sync --from-file .data/seeds.txt 2>&1 | tail -1
+run fleetroll inventory refresh --seed all 2>&1 | grep -v '^ok '
+run fleetroll host list --filter 'expected_role:null' 2>&1 | tail -1
+run fleetroll host list --filter 'role:gecko_t_linux_talos AND expected_role:null' 2>&1 | tail -1
+run fleetroll population create linux-talos --expected-role gecko_t_linux_talos \
+  --target-query 'role:gecko_t_linux*' --description 'Linux talos testers'
+run fleetroll host assign-population --filter 'role:gecko_t_linux* AND expected_role:null' --population linux-talos | tail -2 || true
+run fleetroll host assign-population --filter 'role:gecko_t_linux* AND expected_role:null' --population linux-talos --confirm | tail -1
+run fleetroll population create macs --expected-role gecko_t_osx_1400 --target-query 'os:Darwin'
+run fleetroll host assign-population --filter 'os:Darwin' --population macs --confirm | tail -1
+run fleetroll host list --filter 'expected_role:null'
+sleep 2
+step "drift"
+run fleetroll host list --drift-type any
+
 echo
-echo "== fleetroll status"
-"$fleetroll" status
-echo
-echo "== fleetroll ping"
-"$fleetroll" ping
-echo
-echo "The mesh is running. In another terminal:"
-echo "  export PATH=$PWD/.tools/bin:\$PATH"
+echo "The mesh and the lab are running. In another terminal:"
+echo "  export PATH=$PWD/.tools/bin:\$PATH FLEETROLL_DATA_DIR=$FLEETROLL_DATA_DIR"
 echo "  fleetroll status"
+echo "  fleetroll host list --filter 'override_present:true'"
 echo "  fleetroll worker prober      # a second prober replica"
-echo "Ctrl-C here stops it."
+echo "Ctrl-C here stops the mesh and the lab."
 wait "$up"
