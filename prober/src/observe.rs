@@ -78,18 +78,9 @@ fn from_summary(bytes: &[u8]) -> Option<PuppetState> {
     }
     let ts = OffsetDateTime::from_unix_timestamp(last_run?).ok()?;
     Some(PuppetState {
-        source: PuppetSource::Summary,
         ts: Some(ts),
         success: failed.map(|f| f == 0),
-        exit_code: None,
-        git_repo: None,
-        git_branch: None,
-        git_sha: None,
-        override_sha: None,
-        vault_sha: None,
-        role: None,
-        duration_s: None,
-        error: None,
+        ..PuppetState::unknown(PuppetSource::Summary)
     })
 }
 
@@ -107,20 +98,7 @@ fn puppet_state(report: &ProbeReport) -> PuppetState {
         .summary
         .read()
         .and_then(|r| from_summary(&r.content))
-        .unwrap_or(PuppetState {
-            source: PuppetSource::None,
-            ts: None,
-            success: None,
-            exit_code: None,
-            git_repo: None,
-            git_branch: None,
-            git_sha: None,
-            override_sha: None,
-            vault_sha: None,
-            role: None,
-            duration_s: None,
-            error: None,
-        });
+        .unwrap_or_else(|| PuppetState::unknown(PuppetSource::None));
     state.error = error;
     state
 }

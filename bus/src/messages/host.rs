@@ -39,6 +39,26 @@ pub struct PuppetState {
     pub error: Option<String>,
 }
 
+impl PuppetState {
+    /// Nothing known yet but where it would come from.
+    pub fn unknown(source: PuppetSource) -> PuppetState {
+        PuppetState {
+            source,
+            ts: None,
+            success: None,
+            exit_code: None,
+            git_repo: None,
+            git_branch: None,
+            git_sha: None,
+            override_sha: None,
+            vault_sha: None,
+            role: None,
+            duration_s: None,
+            error: None,
+        }
+    }
+}
+
 /// How `applied` was decided (SPEC 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -140,33 +160,7 @@ impl Message for HostKeyPin {
 }
 
 impl Observation {
-    /// The fields the query language can name.
-    pub const FIELDS: &'static [&'static str] = &[
-        "hostname",
-        "discovered_at",
-        "probed_at",
-        "last_seen",
-        "address",
-        "sshable",
-        "sudoable",
-        "os",
-        "os_version",
-        "uptime",
-        "role",
-        "override_present",
-        "override_sha256",
-        "override",
-        "puppet_source",
-        "puppet_success",
-        "puppet_ts",
-        "puppet_branch",
-        "puppet_sha",
-        "applied",
-        "applied_source",
-        "error",
-    ];
-
-    /// A field's value for the query language.
+    /// A field's value for the query language (see [`HostRecord::FIELDS`]).
     pub fn field(&self, name: &str) -> Value {
         fn text(v: &Option<String>) -> Value {
             v.clone().map_or(Value::Null, Value::Str)
