@@ -14,6 +14,8 @@ step() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 fleetroll-lab down --dir .lab >/dev/null 2>&1 || true
+# Every run is a new lab (new host keys): start from a fresh data dir too.
+rm -rf "$FLEETROLL_DATA_DIR"
 step "a lab of 50 hosts on loopback (real OpenSSH, one sshd, a mount namespace per host)"
 fleetroll-lab up --hosts 50 --dir .lab --port 0 --scenario scripts/demo-lab.toml > .data/lab.json
 python3 - <<'PY'
@@ -23,14 +25,20 @@ print(f"{len(lab['hosts'])} hosts, ssh {lab['ssh_user']}@<host> port {lab['ssh_p
 with open(".data/seeds.txt", "w") as f:
     f.write("# the demo pool\n" + "\n".join(h["hostname"] for h in lab["hosts"]) + "\n")
 PY
-FLEETROLL_SSH_USER=$(python3 -c 'import json; print(json.load(open(".data/lab.json"))["ssh_user"])')
-FLEETROLL_SSH_PORT=$(python3 -c 'import json; print(json.load(open(".data/lab.json"))["ssh_port"])')
-FLEETROLL_SSH_KEY=$(python3 -c 'import json; print(json.load(open(".data/lab.json"))["identity_file"])')
-export FLEETROLL_SSH_USER FLEETROLL_SSH_PORT FLEETROLL_SSH_KEY
-
-# The demo wants to show unreachable drift at once, not after 15 minutes.
+# The lab's SSH settings and a drift threshold that shows unreachable hosts
+# at once go into the data dir's fleetroll.toml, so every fleetroll command
+# and any extra `fleetroll worker` started with this data dir uses them.
 mkdir -p "$FLEETROLL_DATA_DIR"
-printf '[drift]\nunreachable_after = "0s"\n' > "$FLEETROLL_DATA_DIR/fleetroll.toml"
+python3 - "$FLEETROLL_DATA_DIR/fleetroll.toml" <<'PY'
+import json, sys
+lab = json.load(open(".data/lab.json"))
+with open(sys.argv[1], "w") as f:
+    f.write("[ssh]\n")
+    f.write(f"user = {json.dumps(lab['ssh_user'])}\n")
+    f.write(f"port = {lab['ssh_port']}\n")
+    f.write(f"identity_file = {json.dumps(lab['identity_file'])}\n")
+    f.write("\n[drift]\nunreachable_after = \"0s\"\n")
+PY
 
 step "fleetroll up (log: $log)"
 fleetroll up >"$log" 2>&1 &
