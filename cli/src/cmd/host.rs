@@ -5,6 +5,7 @@ use std::time::Duration;
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Command, HostSelection, Reply, Verdict};
 use fleetroll_bus::messages::host::{HostList, HostName, HostQuery, HostRecord};
+use fleetroll_bus::messages::{NoParams, SeedList};
 use fleetroll_bus::subjects::queries;
 
 use crate::args::HostCommand;
@@ -240,7 +241,30 @@ pub async fn refresh(
             "name the hosts to refresh, or say --seed all",
         ));
     }
-    let outcome = send(ctx, Command::HostRefresh { hostnames, all }, REFRESH_WAIT).await?;
+    let token = ctx.token()?;
+    let bus = ctx.connect().await?;
+    let total = if all {
+        let seeds: SeedList = fleetroll_bus::query::request(
+            &bus,
+            &token,
+            queries::SEEDS_LIST,
+            &NoParams {},
+            COMMAND_WAIT,
+        )
+        .await?;
+        seeds.seeds.len()
+    } else {
+        hostnames.len()
+    };
+    let envelope = fleetroll_bus::send::envelope(
+        &token,
+        Command::HostRefresh { hostnames, all },
+        REFRESH_WAIT,
+    );
+    let progress = tokio::spawn(show_progress(bus.clone(), envelope.id.clone(), total));
+    let outcome = fleetroll_bus::send::send_envelope(&bus, &envelope, REFRESH_WAIT).await;
+    progress.abort();
+    let outcome = outcome?;
     let Verdict::Done {
         reply: Reply::Refreshed { hosts },
     } = &outcome.verdict
@@ -260,6 +284,36 @@ pub async fn refresh(
     let failed = hosts.iter().filter(|h| !h.ok).count();
     eprintln!("{} probed, {failed} failed", hosts.len());
     Ok(exit::OK)
+}
+
+/// A progress bar (on a terminal only) counting the observations this
+/// refresh produces, as the probers record them.
+async fn show_progress(bus: fleetroll_bus::Bus, command_id: String, total: usize) {
+    use futures::StreamExt;
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} probing {pos}/{len} hosts [{bar:30}] {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let Ok(store) = bus.kv(&fleetroll_bus::topology::HOSTS).await else {
+        return;
+    };
+    let Ok(mut updates) = store.watch_all().await else {
+        return;
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(Ok(entry)) = updates.next().await {
+        if let Ok(o) = fleetroll_bus::codec::from_cbor::<fleetroll_bus::messages::host::Observation>(
+            &entry.value,
+        ) && o.probed_for.as_deref() == Some(command_id.as_str())
+            && seen.insert(entry.key.clone())
+        {
+            bar.set_position(seen.len() as u64);
+        }
+    }
 }
 
 async fn repin(ctx: &Context, hostname: String, confirm: bool) -> anyhow::Result<u8> {
