@@ -95,50 +95,44 @@ impl Fleet {
             else {
                 return Ok(None);
             };
-            let revision = entry.revision;
-            let previous = codec::from_cbor(&entry.value)
-                .unwrap_or_else(|_| Observation::discovered(hostname, OffsetDateTime::now_utc()));
-            let observation = match self.run_probe(hostname).await {
-                Ok((report, address, fingerprint)) => {
-                    let mut o = observe::observed(
-                        previous,
-                        &report,
-                        Some(address),
-                        OffsetDateTime::now_utc(),
-                    );
-                    o.host_key_fingerprint = Some(fingerprint);
-                    o
-                }
-                Err((e, address)) => {
-                    warn!(error = %e, "probe failed");
-                    let sshable = match &e {
-                        ProbeError::Resolve { .. } | ProbeError::Bus(_) => None,
-                        // It let us in, then never answered.
-                        ProbeError::Ssh(SshError::Timeout {
-                            stage: "command", ..
-                        }) => Some(true),
-                        ProbeError::Ssh(
-                            SshError::Connect { .. }
-                            | SshError::Timeout { .. }
-                            | SshError::HostKeyChanged { .. }
-                            | SshError::AuthRefused { .. },
-                        ) => Some(false),
-                        _ => Some(true),
-                    };
-                    observe::failed(
-                        previous,
-                        &e.to_string(),
-                        sshable,
-                        address,
-                        OffsetDateTime::now_utc(),
-                    )
+            let result = self.run_probe(hostname).await;
+            let now = OffsetDateTime::now_utc();
+            // The probe's result applied to whatever the record is when it is
+            // written: a record another probe changed meanwhile is built on,
+            // not overwritten with a view derived from an older one.
+            let apply = |previous: Observation| {
+                let observation = match &result {
+                    Ok((report, address, fingerprint)) => Observation {
+                        host_key_fingerprint: Some(fingerprint.clone()),
+                        ..observe::observed(previous, report, Some(address.clone()), now)
+                    },
+                    Err((e, address)) => {
+                        let sshable = match e {
+                            ProbeError::Resolve { .. } | ProbeError::Bus(_) => None,
+                            // It let us in, then never answered.
+                            ProbeError::Ssh(SshError::Timeout {
+                                stage: "command", ..
+                            }) => Some(true),
+                            ProbeError::Ssh(
+                                SshError::Connect { .. }
+                                | SshError::Timeout { .. }
+                                | SshError::HostKeyChanged { .. }
+                                | SshError::AuthRefused { .. },
+                            ) => Some(false),
+                            _ => Some(true),
+                        };
+                        observe::failed(previous, &e.to_string(), sshable, address.clone(), now)
+                    }
+                };
+                Observation {
+                    probed_for: Some(origin.to_string()),
+                    ..observation
                 }
             };
-            let observation = Observation {
-                probed_for: Some(origin.to_string()),
-                ..observation
-            };
-            self.record(&hosts, revision, observation).await
+            if let Err((e, _)) = &result {
+                warn!(error = %e, "probe failed");
+            }
+            self.record(&hosts, entry, apply).await
         }
         .instrument(span)
         .await
@@ -147,43 +141,45 @@ impl Fleet {
     async fn record(
         &self,
         hosts: &kv::Store,
-        mut revision: u64,
-        observation: Observation,
+        mut entry: kv::Entry,
+        apply: impl Fn(Observation) -> Observation,
     ) -> Result<Option<Observation>, BusError> {
         let write_error = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
             what: what.into(),
             detail: e.to_string(),
         };
-        let bytes = codec::to_cbor(&observation);
         loop {
+            let previous = codec::from_cbor(&entry.value)
+                .unwrap_or_else(|_| Observation::discovered(&entry.key, OffsetDateTime::now_utc()));
+            let observation = apply(previous);
+            let bytes = codec::to_cbor(&observation);
             match hosts
-                .update(&observation.hostname, bytes.clone().into(), revision)
+                .update(&observation.hostname, bytes.clone().into(), entry.revision)
                 .await
             {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.bus
+                        .js
+                        .publish(subjects::host_history(&observation.hostname), bytes.into())
+                        .await
+                        .map_err(|e| write_error("writing host history", &e))?;
+                    return Ok(Some(observation));
+                }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    // Someone else wrote meanwhile: another probe (ours is as
-                    // fresh), or the seed's removal (drop ours).
+                    // Someone wrote meanwhile: another probe (build on it),
+                    // or the seed's removal (drop ours).
                     match hosts
                         .entry(&observation.hostname)
                         .await
                         .map_err(|e| write_error("reading host", &e))?
                     {
-                        Some(entry) if entry.operation == kv::Operation::Put => {
-                            revision = entry.revision
-                        }
+                        Some(newer) if newer.operation == kv::Operation::Put => entry = newer,
                         _ => return Ok(None),
                     }
                 }
                 Err(e) => return Err(write_error("writing host", &e)),
             }
         }
-        self.bus
-            .js
-            .publish(subjects::host_history(&observation.hostname), bytes.into())
-            .await
-            .map_err(|e| write_error("writing host history", &e))?;
-        Ok(Some(observation))
     }
 
     async fn run_probe(
