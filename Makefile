@@ -5,7 +5,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/fleetroll/target
 export CARGO_TARGET_DIR
 
-.PHONY: setup build test demo clean
+.PHONY: setup build test demo bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,9 @@ test: build
 
 demo: build
 	@bash scripts/demo.sh
+
+bench: build
+	@bash scripts/bench.sh
 
 clean:
 	cargo clean

