@@ -30,6 +30,8 @@ bash scripts/bench-probe.sh "$hosts" | tee "$out"
   echo "$(. /etc/os-release && echo "$PRETTY_NAME"), $(ssh -V 2>&1 | cut -d, -f1), nats-server $(.tools/nats/bin/nats-server --version | cut -d' ' -f2)."
   echo "Debug builds. Lab, mesh and clients share the machine's cores."
   echo
+  echo "Command: \`BENCH_HOSTS=$hosts make bench\`."
+  echo
   echo "## The lab"
   echo
   echo "\`fleetroll-lab up --hosts $hosts\` and \`down\` (\`scripts/bench.sh\`):"
