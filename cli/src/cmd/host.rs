@@ -9,7 +9,7 @@ use fleetroll_bus::messages::{NoParams, SeedList};
 use fleetroll_bus::subjects::queries;
 
 use crate::args::HostCommand;
-use crate::cmd::{COMMAND_WAIT, report_failure, send};
+use crate::cmd::{COMMAND_WAIT, print_changes, report_failure, send};
 use crate::context::Context;
 use crate::exit::{self, fail};
 
@@ -137,12 +137,7 @@ async fn intent(ctx: &Context, command: Command) -> anyhow::Result<u8> {
         Verdict::Done {
             reply: Reply::HostsUpdated { changed, unchanged },
         } => {
-            for h in changed {
-                println!("changed    {h}");
-            }
-            for h in unchanged {
-                println!("unchanged  {h}");
-            }
+            print_changes("changed", changed, unchanged);
             Ok(exit::OK)
         }
         _ => Ok(report_failure(&outcome)),

@@ -41,3 +41,13 @@ pub fn report_failure(outcome: &Outcome) -> u8 {
     );
     exit::for_verdict(&outcome.verdict)
 }
+
+/// Lists what a command changed and what was already as asked.
+pub fn print_changes(verb: &str, changed: &[String], unchanged: &[String]) {
+    for host in changed {
+        println!("{verb:<10} {host}");
+    }
+    for host in unchanged {
+        println!("{:<10} {host}", "unchanged");
+    }
+}

@@ -6,7 +6,7 @@ use fleetroll_bus::messages::{NoParams, SeedList};
 use fleetroll_bus::subjects::queries;
 
 use crate::args::SeedCommand;
-use crate::cmd::{COMMAND_WAIT, report_failure, send};
+use crate::cmd::{COMMAND_WAIT, print_changes, report_failure, send};
 use crate::context::Context;
 use crate::exit::{self, fail};
 
@@ -32,12 +32,7 @@ pub async fn run(ctx: &Context, command: SeedCommand) -> anyhow::Result<u8> {
         Verdict::Done {
             reply: Reply::SeedsChanged { changed, unchanged },
         } => {
-            for host in changed {
-                println!("{verb}      {host}");
-            }
-            for host in unchanged {
-                println!("unchanged  {host}");
-            }
+            print_changes(verb, changed, unchanged);
             Ok(exit::OK)
         }
         _ => Ok(report_failure(&outcome)),
