@@ -9,7 +9,7 @@ use fleetroll_bus::messages::{NoParams, SeedList};
 use fleetroll_bus::subjects::queries;
 
 use crate::args::HostCommand;
-use crate::cmd::{COMMAND_WAIT, print_changes, report_failure, send};
+use crate::cmd::{COMMAND_WAIT, print_changes, query, report_failure, send};
 use crate::context::Context;
 use crate::exit::{self, fail};
 
@@ -108,17 +108,13 @@ fn host_query(hostname: &str) -> anyhow::Result<String> {
 }
 
 /// Says which hosts a change would touch, changes nothing, and exits 4.
-async fn dry_run(ctx: &Context, query: &str, what: &str) -> anyhow::Result<u8> {
-    let token = ctx.token()?;
-    let bus = ctx.connect().await?;
-    let list: HostList = fleetroll_bus::query::request(
-        &bus,
-        &token,
+async fn dry_run(ctx: &Context, filter: &str, what: &str) -> anyhow::Result<u8> {
+    let list: HostList = query(
+        ctx,
         queries::HOSTS_LIST,
         &HostQuery {
-            filter: query.to_string(),
+            filter: filter.to_string(),
         },
-        COMMAND_WAIT,
     )
     .await?;
     for h in &list.hosts {
@@ -149,16 +145,7 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
     fleetroll_bus::filter::Query::parse(&filter)
         .and_then(|q| q.check_fields(HostRecord::FIELDS).map(|_| q))
         .map_err(|e| fail(exit::INVALID, e.to_string()))?;
-    let token = ctx.token()?;
-    let bus = ctx.connect().await?;
-    let list: HostList = fleetroll_bus::query::request(
-        &bus,
-        &token,
-        queries::HOSTS_LIST,
-        &HostQuery { filter },
-        COMMAND_WAIT,
-    )
-    .await?;
+    let list: HostList = query(ctx, queries::HOSTS_LIST, &HostQuery { filter }).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list.hosts)?);
         return Ok(exit::OK);
@@ -200,16 +187,7 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
 
 async fn show(ctx: &Context, hostname: String, json: bool) -> anyhow::Result<u8> {
     let name = hostname::validate(&hostname).map_err(|e| fail(exit::INVALID, e.to_string()))?;
-    let token = ctx.token()?;
-    let bus = ctx.connect().await?;
-    let host: HostRecord = fleetroll_bus::query::request(
-        &bus,
-        &token,
-        queries::HOSTS_GET,
-        &HostName { hostname: name },
-        COMMAND_WAIT,
-    )
-    .await?;
+    let host: HostRecord = query(ctx, queries::HOSTS_GET, &HostName { hostname: name }).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&host)?);
     } else {

@@ -11,6 +11,7 @@ pub mod workers;
 
 use std::time::Duration;
 
+use fleetroll_bus::codec::Message;
 use fleetroll_bus::messages::command::{Command, Outcome, Verdict};
 
 use crate::context::Context;
@@ -24,6 +25,17 @@ pub async fn send(ctx: &Context, command: Command, wait: Duration) -> anyhow::Re
     let token = ctx.token()?;
     let bus = ctx.connect().await?;
     Ok(fleetroll_bus::send::send(&bus, &token, command, wait).await?)
+}
+
+/// Asks a read query with the caller's token.
+pub async fn query<P: Message, R: Message>(
+    ctx: &Context,
+    endpoint: &str,
+    params: &P,
+) -> anyhow::Result<R> {
+    let token = ctx.token()?;
+    let bus = ctx.connect().await?;
+    Ok(fleetroll_bus::query::request(&bus, &token, endpoint, params, COMMAND_WAIT).await?)
 }
 
 /// Prints why a command did not succeed and returns its exit code.

@@ -6,7 +6,7 @@ use fleetroll_bus::messages::host::PopulationList;
 use fleetroll_bus::subjects::queries;
 
 use crate::args::PopulationCommand;
-use crate::cmd::{COMMAND_WAIT, report_failure, send};
+use crate::cmd::{COMMAND_WAIT, query, report_failure, send};
 use crate::context::Context;
 use crate::exit;
 
@@ -36,16 +36,7 @@ pub async fn run(ctx: &Context, command: PopulationCommand) -> anyhow::Result<u8
             }
         }
         PopulationCommand::List { json } => {
-            let token = ctx.token()?;
-            let bus = ctx.connect().await?;
-            let list: PopulationList = fleetroll_bus::query::request(
-                &bus,
-                &token,
-                queries::POPULATIONS_LIST,
-                &NoParams {},
-                COMMAND_WAIT,
-            )
-            .await?;
+            let list: PopulationList = query(ctx, queries::POPULATIONS_LIST, &NoParams {}).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list.populations)?);
             } else {

@@ -6,7 +6,7 @@ use fleetroll_bus::messages::{NoParams, SeedList};
 use fleetroll_bus::subjects::queries;
 
 use crate::args::SeedCommand;
-use crate::cmd::{COMMAND_WAIT, print_changes, report_failure, send};
+use crate::cmd::{COMMAND_WAIT, print_changes, query, report_failure, send};
 use crate::context::Context;
 use crate::exit::{self, fail};
 
@@ -56,16 +56,7 @@ fn checked(hostnames: Vec<String>) -> anyhow::Result<Vec<String>> {
 }
 
 async fn list(ctx: &Context, json: bool) -> anyhow::Result<u8> {
-    let token = ctx.token()?;
-    let bus = ctx.connect().await?;
-    let list: SeedList = fleetroll_bus::query::request(
-        &bus,
-        &token,
-        queries::SEEDS_LIST,
-        &NoParams {},
-        COMMAND_WAIT,
-    )
-    .await?;
+    let list: SeedList = query(ctx, queries::SEEDS_LIST, &NoParams {}).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list.seeds)?);
     } else {
