@@ -373,7 +373,13 @@ role = "gecko_t_osx_1400"
         format!("removed  {}", name(6)),
         "{sync:?}"
     );
-    assert_eq!(cli.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+    let refresh = cli.run(&["inventory", "refresh", "--seed", "all"]);
+    assert_eq!(refresh.code, 0, "{refresh:?}");
+    assert_eq!(
+        refresh.stdout.matches("failed").count(),
+        1,
+        "only the unreachable host fails: {refresh:?}"
+    );
 
     // Inspect what is unassigned, with the seed examples verbatim.
     let unassigned = cli.run(&["host", "list", "--filter", "expected_role:null", "--json"]);

@@ -28,6 +28,9 @@ pub struct Fleet {
     identity: Option<Identity>,
     identity_error: Option<SshError>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// One probe per host at a time: a second job for the same host (a
+    /// refresh meeting a scheduled probe) waits and reuses the connection.
+    busy: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     permits: Semaphore,
 }
 
@@ -61,6 +64,7 @@ impl Fleet {
             identity,
             identity_error,
             sessions: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
             permits,
         }
     }
@@ -79,6 +83,14 @@ impl Fleet {
         hostname: &str,
         origin: &str,
     ) -> Result<Option<Observation>, BusError> {
+        let host_lock = self
+            .busy
+            .lock()
+            .await
+            .entry(hostname.to_string())
+            .or_default()
+            .clone();
+        let _one_at_a_time = host_lock.lock().await;
         let _permit = self.permits.acquire().await.expect("never closed");
         let span = info_span!("probe", host = hostname);
         async {
