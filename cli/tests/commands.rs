@@ -27,6 +27,17 @@ async fn count(bus: &Bus, stream: &str, subject: &str) -> usize {
     total
 }
 
+/// The durable consumer a worker kind's replicas share.
+async fn worker_consumer(bus: &Bus, kind: WorkerKind) -> PullConsumer {
+    bus.js
+        .get_stream(topology::COMMANDS.name)
+        .await
+        .unwrap()
+        .get_consumer(&topology::consumer_name(kind))
+        .await
+        .unwrap()
+}
+
 async fn outcome_revisions(bus: &Bus, id: &str) -> usize {
     let outcomes = bus.kv(&topology::OUTCOMES).await.unwrap();
     let mut history = outcomes.history(id).await.unwrap();
@@ -101,15 +112,7 @@ async fn the_same_command_id_twice_is_executed_once() {
         .await,
         2
     );
-    let consumer: PullConsumer = bus
-        .js
-        .get_stream(topology::COMMANDS.name)
-        .await
-        .unwrap()
-        .get_consumer(&topology::consumer_name(WorkerKind::Prober))
-        .await
-        .unwrap();
-    let mut consumer = consumer;
+    let mut consumer = worker_consumer(&bus, WorkerKind::Prober).await;
     for _ in 0..100 {
         let info = consumer.info().await.unwrap();
         if info.num_pending == 0 && info.num_ack_pending == 0 {
@@ -178,14 +181,7 @@ async fn a_worker_killed_before_acking_leaves_the_command_to_its_successor_once(
         ])
     });
 
-    let mut consumer: PullConsumer = bus
-        .js
-        .get_stream(topology::COMMANDS.name)
-        .await
-        .unwrap()
-        .get_consumer(&topology::consumer_name(WorkerKind::Gatekeeper))
-        .await
-        .unwrap();
+    let mut consumer = worker_consumer(&bus, WorkerKind::Gatekeeper).await;
     let mut delivered = false;
     for _ in 0..200 {
         if consumer.info().await.unwrap().num_ack_pending == 1 {

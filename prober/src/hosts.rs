@@ -135,7 +135,7 @@ pub async fn repin(ctx: &CommandContext, fleet: &Fleet, hostname: &str) -> Verdi
 
 /// Checks that every name is a seed; an unknown one refuses the whole
 /// command.
-async fn known_hosts(bus: &Bus, hostnames: &[String]) -> Result<Vec<String>, Verdict> {
+pub(crate) async fn known_hosts(bus: &Bus, hostnames: &[String]) -> Result<Vec<String>, Verdict> {
     let seeds = seeds::list(bus).await.map_err(|e| Verdict::Failed {
         message: e.to_string(),
     })?;

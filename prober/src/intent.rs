@@ -93,28 +93,8 @@ pub async fn populations(bus: &Bus) -> Result<PopulationList, BusError> {
 
 /// The hosts a selection names: known hosts only, all or nothing.
 async fn select(bus: &Bus, selection: &HostSelection) -> Result<Vec<String>, Verdict> {
-    let known: Vec<String> = hosts::records(bus)
-        .await
-        .map_err(failed)?
-        .into_iter()
-        .map(|r| r.observation.hostname)
-        .collect();
     match selection {
-        HostSelection::Names { hostnames } => {
-            let mut names = Vec::new();
-            let mut errors = Vec::new();
-            for raw in hostnames {
-                match hostname::validate(raw) {
-                    Ok(name) if known.contains(&name) => names.push(name),
-                    Ok(name) => errors.push(format!("unknown host `{name}`")),
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
-            if !errors.is_empty() {
-                return Err(invalid(format!("nothing changed: {}", errors.join("; "))));
-            }
-            Ok(names)
-        }
+        HostSelection::Names { hostnames } => hosts::known_hosts(bus, hostnames).await,
         HostSelection::Filter { query } => {
             let matching = hosts::list(bus, query)
                 .await
