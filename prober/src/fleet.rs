@@ -144,54 +144,10 @@ impl Fleet {
             if let Err((e, _)) = &result {
                 warn!(error = %e, "probe failed");
             }
-            self.record(&hosts, entry, apply).await
+            record(&self.bus, &hosts, entry, apply).await
         }
         .instrument(span)
         .await
-    }
-
-    async fn record(
-        &self,
-        hosts: &kv::Store,
-        mut entry: kv::Entry,
-        apply: impl Fn(Observation) -> Observation,
-    ) -> Result<Option<Observation>, BusError> {
-        let write_error = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
-            what: what.into(),
-            detail: e.to_string(),
-        };
-        loop {
-            let previous = codec::from_cbor(&entry.value)
-                .unwrap_or_else(|_| Observation::discovered(&entry.key, OffsetDateTime::now_utc()));
-            let observation = apply(previous);
-            let bytes = codec::to_cbor(&observation);
-            match hosts
-                .update(&observation.hostname, bytes.clone().into(), entry.revision)
-                .await
-            {
-                Ok(_) => {
-                    self.bus
-                        .js
-                        .publish(subjects::host_history(&observation.hostname), bytes.into())
-                        .await
-                        .map_err(|e| write_error("writing host history", &e))?;
-                    return Ok(Some(observation));
-                }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    // Someone wrote meanwhile: another probe (build on it),
-                    // or the seed's removal (drop ours).
-                    match hosts
-                        .entry(&observation.hostname)
-                        .await
-                        .map_err(|e| write_error("reading host", &e))?
-                    {
-                        Some(newer) if newer.operation == kv::Operation::Put => entry = newer,
-                        _ => return Ok(None),
-                    }
-                }
-                Err(e) => return Err(write_error("writing host", &e)),
-            }
-        }
     }
 
     async fn run_probe(
@@ -334,6 +290,52 @@ impl Fleet {
             what: "removing the pinned key".into(),
             detail: e.to_string(),
         })
+    }
+}
+
+/// Writes the observation `apply` makes of a host's current record, as a
+/// compare-and-swap on `entry` (the record as last read), and appends it to
+/// the host's history. A record changed meanwhile is read again and built
+/// on; a record deleted meanwhile (the seed removed) stays deleted and
+/// `None` is returned.
+pub async fn record(
+    bus: &Bus,
+    hosts: &kv::Store,
+    mut entry: kv::Entry,
+    apply: impl Fn(Observation) -> Observation,
+) -> Result<Option<Observation>, BusError> {
+    let write_error = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
+        what: what.into(),
+        detail: e.to_string(),
+    };
+    loop {
+        let previous = codec::from_cbor(&entry.value)
+            .unwrap_or_else(|_| Observation::discovered(&entry.key, OffsetDateTime::now_utc()));
+        let observation = apply(previous);
+        let bytes = codec::to_cbor(&observation);
+        match hosts
+            .update(&observation.hostname, bytes.clone().into(), entry.revision)
+            .await
+        {
+            Ok(_) => {
+                bus.js
+                    .publish(subjects::host_history(&observation.hostname), bytes.into())
+                    .await
+                    .map_err(|e| write_error("writing host history", &e))?;
+                return Ok(Some(observation));
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                match hosts
+                    .entry(&observation.hostname)
+                    .await
+                    .map_err(|e| write_error("reading host", &e))?
+                {
+                    Some(newer) if newer.operation == kv::Operation::Put => entry = newer,
+                    _ => return Ok(None),
+                }
+            }
+            Err(e) => return Err(write_error("writing host", &e)),
+        }
     }
 }
 
