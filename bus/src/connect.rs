@@ -31,7 +31,8 @@ pub enum BusError {
 }
 
 impl BusError {
-    pub(crate) fn js(what: impl Into<String>, detail: impl ToString) -> Self {
+    /// A JetStream call that failed while doing `what`.
+    pub fn js(what: impl Into<String>, detail: impl ToString) -> Self {
         BusError::JetStream {
             what: what.into(),
             detail: detail.to_string(),

@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 
 use crate::connect::{Bus, BusError};
 use crate::messages::WorkerKind;
-use crate::topology::{self, BucketDef, StreamDef};
+use crate::topology::{self, BucketDef, JobQueue, StreamDef};
 
 /// How many copies of each stream and bucket the server keeps: 1 for the
 /// embedded single node, 3 on a cluster.
@@ -70,13 +70,13 @@ pub fn worker_consumer_config(kind: WorkerKind) -> consumer::pull::Config {
     }
 }
 
-/// The durable pull consumer every prober replica takes probe jobs from.
-pub fn probe_jobs_consumer_config() -> consumer::pull::Config {
+/// The durable pull consumer of a work queue.
+pub fn job_consumer_config(queue: &JobQueue) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(topology::PROBE_JOBS_CONSUMER.to_string()),
-        description: Some("probe jobs for prober replicas".into()),
+        durable_name: Some(queue.consumer.to_string()),
+        description: Some(format!("jobs of {}", queue.stream.name)),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: topology::PROBE_JOB_ACK_WAIT,
+        ack_wait: queue.ack_wait,
         max_ack_pending: 10_000,
         ..Default::default()
     }
@@ -110,17 +110,21 @@ pub async fn ensure(bus: &Bus, replicas: Replicas) -> Result<(), BusError> {
             .await
             .map_err(|e| BusError::js(format!("creating consumer for {kind}"), e))?;
     }
-    bus.js
-        .get_stream(topology::PROBE_JOBS.name)
-        .await
-        .map_err(|e| BusError::js("opening the probe job stream", e))?
-        .get_or_create_consumer::<consumer::pull::Config>(
-            topology::PROBE_JOBS_CONSUMER,
-            probe_jobs_consumer_config(),
-        )
-        .await
-        .map_err(|e| BusError::js("creating the probe job consumer", e))?;
+    for queue in topology::JOB_QUEUES {
+        job_consumer(bus, &queue).await?;
+    }
     Ok(())
+}
+
+/// Opens (creating when missing) the durable consumer of a work queue.
+pub async fn job_consumer(bus: &Bus, queue: &JobQueue) -> Result<consumer::PullConsumer, BusError> {
+    bus.js
+        .get_stream(queue.stream.name)
+        .await
+        .map_err(|e| BusError::js(format!("opening {}", queue.stream.name), e))?
+        .get_or_create_consumer(queue.consumer, job_consumer_config(queue))
+        .await
+        .map_err(|e| BusError::js(format!("opening the consumer of {}", queue.stream.name), e))
 }
 
 async fn ensure_bucket(

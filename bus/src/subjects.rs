@@ -8,6 +8,8 @@
 //! | `fleetroll.audit.>` | the immutable audit log |
 //! | `fleetroll.history.<host>` | a host's last observations |
 //! | `fleetroll.probe.<host>` | probe jobs (work queue shared by probers) |
+//! | `fleetroll.workload.sweep` | workload collection sweeps (work queue) |
+//! | `fleetroll.task.<host>` | resolved task runs per host |
 //! | `fleetroll.query.<area>.<name>` | read queries (NATS service) |
 
 use crate::messages::WorkerKind;
@@ -19,6 +21,13 @@ pub const AUDIT: &str = "fleetroll.audit.>";
 pub const ROLLOUT_EVENTS: &str = "fleetroll.evt.rollout.>";
 pub const HOST_HISTORY: &str = "fleetroll.history.>";
 pub const PROBE_JOBS: &str = "fleetroll.probe.>";
+pub const WORKLOAD_SWEEP: &str = "fleetroll.workload.sweep";
+pub const TASK_RUNS: &str = "fleetroll.task.>";
+
+/// Where a host's resolved task runs are kept.
+pub fn task_runs(hostname: &str) -> String {
+    format!("fleetroll.task.{hostname}")
+}
 
 /// A probe job for one host.
 pub fn probe_job(hostname: &str) -> String {

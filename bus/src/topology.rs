@@ -75,14 +75,63 @@ pub const PROBE_JOBS: StreamDef = StreamDef {
     work_queue: true,
 };
 
-pub const STREAMS: [StreamDef; 5] = [COMMANDS, EVENTS, AUDIT, HOST_HISTORY, PROBE_JOBS];
+/// Workload sweeps: one job per cycle, taken by one prober replica.
+pub const WORKLOAD_JOBS: StreamDef = StreamDef {
+    name: "FLEETROLL_WORKLOAD_JOBS",
+    subjects: &[crate::subjects::WORKLOAD_SWEEP],
+    description: "fleetroll workload collection sweeps (work queue)",
+    max_age: Duration::from_secs(24 * 3600),
+    immutable: false,
+    per_subject: 0,
+    work_queue: true,
+};
 
-/// The durable consumer every prober replica takes probe jobs from.
-pub const PROBE_JOBS_CONSUMER: &str = "probers";
+/// Every task run a workload source reported resolved, per host: jobs per
+/// host and success rate over a window come from here.
+pub const TASK_RUNS: StreamDef = StreamDef {
+    name: "FLEETROLL_TASK_RUNS",
+    subjects: &[crate::subjects::TASK_RUNS],
+    description: "fleetroll resolved task runs per host",
+    max_age: Duration::from_secs(30 * 24 * 3600),
+    immutable: false,
+    per_subject: 0,
+    work_queue: false,
+};
 
-/// A probe job not acknowledged (or progressed) for this long goes to
-/// another prober.
-pub const PROBE_JOB_ACK_WAIT: Duration = Duration::from_secs(10);
+pub const STREAMS: [StreamDef; 7] = [
+    COMMANDS,
+    EVENTS,
+    AUDIT,
+    HOST_HISTORY,
+    PROBE_JOBS,
+    WORKLOAD_JOBS,
+    TASK_RUNS,
+];
+
+/// A work queue: a stream and the one durable consumer every replica of
+/// its worker pulls from.
+#[derive(Debug, Clone, Copy)]
+pub struct JobQueue {
+    pub stream: &'static StreamDef,
+    pub consumer: &'static str,
+    /// A job not acknowledged (or progressed) for this long goes to another
+    /// replica.
+    pub ack_wait: Duration,
+}
+
+pub const PROBE_QUEUE: JobQueue = JobQueue {
+    stream: &PROBE_JOBS,
+    consumer: "probers",
+    ack_wait: Duration::from_secs(10),
+};
+
+pub const WORKLOAD_QUEUE: JobQueue = JobQueue {
+    stream: &WORKLOAD_JOBS,
+    consumer: "collectors",
+    ack_wait: Duration::from_secs(10),
+};
+
+pub const JOB_QUEUES: [JobQueue; 2] = [PROBE_QUEUE, WORKLOAD_QUEUE];
 
 /// A key-value bucket.
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +213,15 @@ pub const DRIFT: BucketDef = BucketDef {
     max_age: Duration::ZERO,
 };
 
-pub const BUCKETS: [BucketDef; 9] = [
+/// What the workload source last said about each host, by hostname.
+pub const WORKLOAD: BucketDef = BucketDef {
+    name: "fleetroll_workload",
+    description: "workload source view per host",
+    history: 1,
+    max_age: Duration::ZERO,
+};
+
+pub const BUCKETS: [BucketDef; 10] = [
     SEEDS,
     WORKERS,
     OUTCOMES,
@@ -174,6 +231,7 @@ pub const BUCKETS: [BucketDef; 9] = [
     HOST_INTENT,
     POPULATIONS,
     DRIFT,
+    WORKLOAD,
 ];
 
 /// Keys of the auth bucket.

@@ -5,6 +5,11 @@ use fleetroll_bus::codec::{self, DecodeError, Message};
 use fleetroll_bus::messages::auth::{Revocation, VerifyingKeyRecord};
 use fleetroll_bus::messages::command::{Command, CommandEnvelope, Denial, Outcome, Reply, Verdict};
 use fleetroll_bus::messages::event::{Event, EventDetail};
+use fleetroll_bus::messages::host::{
+    Drift, DriftType, HostIntent, HostKeyPin, HostList, HostName, HostQuery, HostRecord,
+    Observation, Population, PopulationList, ProbeJob,
+};
+use fleetroll_bus::messages::workload::{RunResult, TaskRun, Workload, WorkloadSweep};
 use fleetroll_bus::messages::{Heartbeat, NoParams, Seed, SeedList, WorkerKind};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -153,6 +158,99 @@ fn every_message_type_round_trips() {
             actor: None,
             verdict: "done".into(),
         },
+    });
+}
+
+#[test]
+fn every_host_and_workload_message_round_trips() {
+    let mut observation = Observation::discovered("h1.example.com", at());
+    observation.role = Some("gecko_t_linux_talos".into());
+    observation.override_contents = Some("PUPPET_BRANCH=\"$(x)\"\n".into());
+    round_trips(observation.clone());
+    round_trips(HostKeyPin {
+        key: "ssh-ed25519 AAAA".into(),
+        fingerprint: "SHA256:x".into(),
+        pinned_at: at(),
+    });
+    let intent = HostIntent {
+        expected_role: Some("r".into()),
+        population: Some("p".into()),
+        disabled: true,
+        disabled_reason: Some("disk".into()),
+        disabled_by: Some("alice".into()),
+        disabled_at: Some(at()),
+    };
+    round_trips(intent.clone());
+    let population = Population {
+        name: "p".into(),
+        expected_role: "r".into(),
+        target_query: Some("role:r".into()),
+        description: None,
+        created_at: at(),
+        created_by: "alice".into(),
+    };
+    round_trips(population.clone());
+    round_trips(PopulationList {
+        populations: vec![population],
+    });
+    round_trips(Drift {
+        types: DriftType::ALL.to_vec(),
+        healthy: Some(false),
+        computed_at: at(),
+    });
+    let workload = Workload {
+        source: "taskcluster".into(),
+        worker_pool: Some("releng-hardware/gecko-t-linux-talos".into()),
+        worker_id: "h1".into(),
+        state: Some("running".into()),
+        last_active: Some(at()),
+        first_claim: Some(at()),
+        latest_task: Some("fN1SbArXTPSVFNUvaOlinQ/0".into()),
+        quarantined_until: None,
+        collected_at: at(),
+        error: None,
+        recorded: vec!["fN1SbArXTPSVFNUvaOlinQ/0".into()],
+        pending: Vec::new(),
+    };
+    round_trips(workload.clone());
+    let record = HostRecord {
+        observation,
+        intent,
+        drift: vec![DriftType::Role],
+        healthy: Some(true),
+        workload: Some(workload),
+    };
+    round_trips(record.clone());
+    round_trips(HostList {
+        hosts: vec![record],
+        next: Some("h1.example.com".into()),
+    });
+    round_trips(HostQuery {
+        filter: "role:r".into(),
+        after: Some("a".into()),
+        limit: Some(10),
+    });
+    round_trips(HostName {
+        hostname: "h1.example.com".into(),
+    });
+    round_trips(ProbeJob {
+        hostname: "h1.example.com".into(),
+        requested_at: at(),
+        origin: "schedule".into(),
+    });
+    round_trips(TaskRun {
+        hostname: "h1.example.com".into(),
+        worker_pool: "releng-hardware/gecko-t-linux-talos".into(),
+        task_id: "fN1SbArXTPSVFNUvaOlinQ".into(),
+        run_id: 0,
+        result: RunResult::Failed,
+        reason: Some("failed".into()),
+        started: Some(at()),
+        resolved: at(),
+    });
+    round_trips(WorkloadSweep {
+        requested_at: at(),
+        origin: "workload-60-1".into(),
     });
 }
 

@@ -24,6 +24,8 @@ pub struct Settings {
     pub drift: fleetroll_gatekeeper::DriftSettings,
     #[serde(default)]
     pub refresh: RefreshSettings,
+    /// Where workload comes from (Taskcluster); none, none collected.
+    pub workload: Option<fleetroll_prober::workload::WorkloadSettings>,
 }
 
 /// The `[refresh]` section.
@@ -52,7 +54,16 @@ impl Settings {
         fleetroll_prober::ProberSettings {
             ssh: self.ssh.clone(),
             full_interval: self.refresh.full_interval,
+            workload: self.workload.clone(),
         }
+    }
+
+    pub fn drift(&self) -> fleetroll_gatekeeper::DriftSettings {
+        let mut drift = self.drift.clone();
+        if let Some(w) = &self.workload {
+            drift.active_window = w.active_window;
+        }
+        drift
     }
 }
 

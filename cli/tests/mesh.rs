@@ -48,7 +48,9 @@ fn up_runs_every_worker_kind_and_replicas_come_and_go() {
             "FLEETROLL_EVT",
             "FLEETROLL_AUDIT",
             "FLEETROLL_HOST_HISTORY",
-            "FLEETROLL_PROBE_JOBS"
+            "FLEETROLL_PROBE_JOBS",
+            "FLEETROLL_WORKLOAD_JOBS",
+            "FLEETROLL_TASK_RUNS"
         ]
     );
     assert!(

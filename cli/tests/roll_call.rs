@@ -684,3 +684,191 @@ async fn a_prober_killed_mid_refresh_leaves_nothing_unprobed() {
         );
     }
 }
+
+/// Every task run recorded for `host` in the task-run stream.
+async fn task_runs(bus: &fleetroll_bus::Bus, host: &str) -> Vec<Value> {
+    use futures::StreamExt;
+    let stream = bus
+        .js
+        .get_stream(fleetroll_bus::topology::TASK_RUNS.name)
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: fleetroll_bus::subjects::task_runs(host),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..pending {
+        let message = messages.next().await.unwrap().unwrap();
+        let run: fleetroll_bus::messages::workload::TaskRun =
+            fleetroll_bus::codec::from_cbor(&message.payload).unwrap();
+        runs.push(serde_json::to_value(run).unwrap());
+    }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workload_from_taskcluster_drift_health_and_task_runs() {
+    let scenario = Scenario::parse(
+        r#"
+[defaults]
+role = "gecko_t_linux_talos"
+jobs_per_minute = 30
+[[hosts]]
+names = ["lab-0002"]
+job_failure_rate = 1.0
+[[hosts]]
+names = ["lab-0003"]
+role = "gecko_t_osx_1400"
+"#,
+        false,
+    )
+    .unwrap();
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = tokio::task::spawn_blocking(move || {
+        (
+            Lab::start(LabConfig::new(5, lab_dir.path()).scenario(scenario)).unwrap(),
+            lab_dir,
+        )
+    })
+    .await
+    .unwrap();
+    let (lab, _lab_dir) = (std::sync::Arc::new(lab.0), lab.1);
+    let settings = format!(
+        "[workload]\nroot_url = {}\nprovisioner = {}\ninterval = \"2s\"\nactive_window = \"1m\"\n",
+        toml_string(lab.taskcluster_url()),
+        toml_string(&lab.info().taskcluster_provisioner),
+    );
+    let env = lab_env(&lab);
+    let up = tokio::task::spawn_blocking(move || Up::start_with(&settings, env))
+        .await
+        .unwrap();
+    let name = |n: usize| lab.hosts()[n - 1].hostname.clone();
+    lab.host(&name(4)).unwrap().set_quarantine(Some(
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    ));
+    let cli = up.cli.clone();
+    let hosts: Vec<String> = (1..=5).map(name).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut add = vec!["inventory", "seed", "add", "ghost.fleetroll.test"];
+        add.extend(hosts.iter().map(String::as_str));
+        assert_eq!(cli.run(&add).code, 0);
+        let refresh = cli.run(&["inventory", "refresh", "--seed", "all"]);
+        assert_eq!(refresh.code, 0, "{refresh:?}");
+        let role = cli.run(&[
+            "host",
+            "set-expected-role",
+            &hosts[2],
+            "--role",
+            "gecko_t_linux_talos",
+            "--confirm",
+        ]);
+        assert_eq!(role.code, 0, "{role:?}");
+        let disable = cli.run(&["host", "disable", &hosts[4], "--reason", "bad disk"]);
+        assert_eq!(disable.code, 0, "{disable:?}");
+    })
+    .await
+    .unwrap();
+
+    // Drift of each workload kind names exactly its host, once the
+    // disabled host has worked since it was disabled.
+    let cli = up.cli.clone();
+    let expected: Vec<(&str, Vec<String>)> = vec![
+        ("tc-missing", vec!["ghost".into()]),
+        ("tc-mismatch", vec!["lab-0003".into()]),
+        ("disabled-active", vec!["lab-0005".into()]),
+    ];
+    let listed = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let got: Vec<(&str, Vec<String>)> = expected
+                .iter()
+                .map(|(t, _)| {
+                    (
+                        *t,
+                        hosts_of(&cli.run(&["host", "list", "--drift-type", t, "--json"])),
+                    )
+                })
+                .collect();
+            if got == expected {
+                return cli.run(&["host", "list", "--json"]).json();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workload drift never settled: {got:?}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .await
+    .unwrap();
+    let hosts = by_host(&listed);
+    let workload = |h: &str| &hosts[h]["workload"];
+    assert_eq!(
+        hosts["lab-0001"]["healthy"], true,
+        "{:#}",
+        hosts["lab-0001"]
+    );
+    assert_eq!(workload("lab-0001")["state"], "running");
+    assert_eq!(
+        workload("lab-0001")["worker_pool"],
+        format!("{}/gecko-t-linux-talos", lab.info().taskcluster_provisioner)
+    );
+    assert!(workload("lab-0004")["quarantined_until"].is_string());
+    assert_eq!(
+        hosts["lab-0004"]["healthy"], false,
+        "a quarantined host does no work"
+    );
+    assert!(workload("ghost")["worker_pool"].is_null());
+    let healthy = up.cli.run(&[
+        "host",
+        "list",
+        "--filter",
+        "healthy:true AND tc_state:running",
+        "--json",
+    ]);
+    assert!(
+        hosts_of(&healthy).contains(&"lab-0001".to_string()),
+        "{healthy:?}"
+    );
+
+    // Every finished job is recorded once per host, with its result.
+    let bus = up.bus().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (ok_runs, failing_runs) = loop {
+        let ok_runs = task_runs(&bus, &name(1)).await;
+        let failing_runs = task_runs(&bus, &name(2)).await;
+        if ok_runs.len() >= 3 && failing_runs.len() >= 3 {
+            break (ok_runs, failing_runs);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "too few runs recorded: {ok_runs:?} {failing_runs:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(
+        ok_runs.iter().all(|r| r["result"] == "completed"),
+        "{ok_runs:#?}"
+    );
+    assert!(
+        failing_runs.iter().all(|r| r["result"] == "failed"),
+        "{failing_runs:#?}"
+    );
+    for runs in [&ok_runs, &failing_runs] {
+        let mut ids: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{}/{}", r["task_id"], r["run_id"]))
+            .collect();
+        let total = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), total, "a run recorded twice: {runs:#?}");
+    }
+    assert!(task_runs(&bus, "ghost.fleetroll.test").await.is_empty());
+}

@@ -15,7 +15,7 @@ mod drift;
 
 use std::future::Future;
 
-pub use drift::{DriftSettings, drift_of};
+pub use drift::{DriftSettings, drift_of, healthy_of};
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::WorkerKind;
 use fleetroll_bus::messages::command::{Command, Verdict};

@@ -5,7 +5,7 @@ use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::filter::Query;
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{ProbeSummary, Reply, Verdict};
-use fleetroll_bus::messages::host::{Drift, HostIntent, HostRecord, Observation};
+use fleetroll_bus::messages::host::{HostList, HostQuery, HostRecord, Observation};
 use fleetroll_bus::query::QueryError;
 use fleetroll_bus::topology;
 use fleetroll_bus::worker::CommandContext;
@@ -13,6 +13,7 @@ use futures::StreamExt;
 use tracing::info;
 
 use crate::fleet::Fleet;
+use crate::index::{HostIndex, IndexError};
 use crate::{jobs, seeds};
 
 /// Queues a probe of each host and waits until all of them have a fresh
@@ -161,63 +162,55 @@ pub(crate) async fn known_hosts(bus: &Bus, hostnames: &[String]) -> Result<Vec<S
     Ok(names)
 }
 
-/// Every host matching `filter`, by hostname: observation, intent, drift.
-pub async fn list(bus: &Bus, filter: &str) -> Result<Vec<HostRecord>, QueryError> {
+fn parse_filter(filter: &str) -> Result<Query, QueryError> {
     let query = Query::parse(filter).map_err(|e| QueryError::Invalid(e.to_string()))?;
     query
         .check_fields(HostRecord::FIELDS)
         .map_err(|e| QueryError::Invalid(e.to_string()))?;
-    let now = time::OffsetDateTime::now_utc();
-    Ok(records(bus)
-        .await?
-        .into_iter()
-        .filter(|r| query.matches_at(&|f| r.field(f), now))
-        .collect())
+    Ok(query)
 }
 
-/// Every host's record.
-pub async fn records(bus: &Bus) -> Result<Vec<HostRecord>, BusError> {
-    let observations = bus.snapshot::<Observation>(&topology::HOSTS).await?;
-    let mut intents = bus.snapshot::<HostIntent>(&topology::HOST_INTENT).await?;
-    let mut drift = bus.snapshot::<Drift>(&topology::DRIFT).await?;
-    Ok(observations
-        .into_iter()
-        .map(|(name, observation)| HostRecord {
-            observation,
-            intent: intents.remove(&name).unwrap_or_default(),
-            drift: drift.remove(&name).map(|d| d.types).unwrap_or_default(),
+fn index_failed(e: IndexError) -> QueryError {
+    QueryError::Failed(e.to_string())
+}
+
+/// One page of the hosts matching a query, by hostname: at most `limit`
+/// hosts, and never more than `max_bytes` of encoded records.
+pub async fn page(
+    index: &HostIndex,
+    q: &HostQuery,
+    max_bytes: usize,
+) -> Result<HostList, QueryError> {
+    let query = parse_filter(&q.filter)?;
+    let limit = q.limit.map_or(usize::MAX, |l| l as usize);
+    let (mut count, mut bytes) = (0usize, 0usize);
+    let (hosts, next) = index
+        .list(&query, q.after.as_deref(), |record| {
+            bytes += codec::to_cbor(record).len();
+            count += 1;
+            // A page holds at least one host, however big.
+            count == 1 || (count <= limit && bytes <= max_bytes)
         })
-        .collect())
+        .await
+        .map_err(index_failed)?;
+    Ok(HostList { hosts, next })
 }
 
-pub async fn get(bus: &Bus, hostname: &str) -> Result<HostRecord, QueryError> {
+/// The names of every host matching `filter`.
+pub async fn matching(index: &HostIndex, filter: &str) -> Result<Vec<String>, QueryError> {
+    let query = parse_filter(filter)?;
+    let (hosts, _) = index
+        .list(&query, None, |_| true)
+        .await
+        .map_err(index_failed)?;
+    Ok(hosts.into_iter().map(|r| r.observation.hostname).collect())
+}
+
+pub async fn get(index: &HostIndex, hostname: &str) -> Result<HostRecord, QueryError> {
     let name = hostname::validate(hostname).map_err(|e| QueryError::Invalid(e.to_string()))?;
-    let read = |bucket: &'static topology::BucketDef| {
-        let name = name.clone();
-        async move {
-            let store = bus.kv(bucket).await?;
-            store
-                .get(&name)
-                .await
-                .map_err(|e| QueryError::Failed(e.to_string()))
-        }
-    };
-    let observation: Observation = match read(&topology::HOSTS).await? {
-        Some(bytes) => codec::from_cbor(&bytes).map_err(|e| QueryError::Failed(e.to_string()))?,
-        None => return Err(QueryError::Invalid(format!("unknown host `{name}`"))),
-    };
-    let intent = read(&topology::HOST_INTENT)
-        .await?
-        .and_then(|b| codec::from_cbor::<HostIntent>(&b).ok())
-        .unwrap_or_default();
-    let drift = read(&topology::DRIFT)
-        .await?
-        .and_then(|b| codec::from_cbor::<Drift>(&b).ok())
-        .map(|d| d.types)
-        .unwrap_or_default();
-    Ok(HostRecord {
-        observation,
-        intent,
-        drift,
-    })
+    index
+        .get(&name)
+        .await
+        .map_err(index_failed)?
+        .ok_or_else(|| QueryError::Invalid(format!("unknown host `{name}`")))
 }

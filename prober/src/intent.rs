@@ -14,6 +14,7 @@ use fleetroll_bus::topology;
 use fleetroll_bus::worker::CommandContext;
 use time::OffsetDateTime;
 
+use crate::index::HostIndex;
 use crate::{hosts, seeds};
 
 fn failed(e: impl std::fmt::Display) -> Verdict {
@@ -92,18 +93,16 @@ pub async fn populations(bus: &Bus) -> Result<PopulationList, BusError> {
 }
 
 /// The hosts a selection names: known hosts only, all or nothing.
-async fn select(bus: &Bus, selection: &HostSelection) -> Result<Vec<String>, Verdict> {
+async fn select(
+    bus: &Bus,
+    index: &HostIndex,
+    selection: &HostSelection,
+) -> Result<Vec<String>, Verdict> {
     match selection {
         HostSelection::Names { hostnames } => hosts::known_hosts(bus, hostnames).await,
-        HostSelection::Filter { query } => {
-            let matching = hosts::list(bus, query)
-                .await
-                .map_err(|e| invalid(e.to_string()))?;
-            Ok(matching
-                .into_iter()
-                .map(|r| r.observation.hostname)
-                .collect())
-        }
+        HostSelection::Filter { query } => hosts::matching(index, query)
+            .await
+            .map_err(|e| invalid(e.to_string())),
     }
 }
 
@@ -166,6 +165,7 @@ async fn update_intents(
 
 pub async fn assign_population(
     ctx: &CommandContext,
+    index: &HostIndex,
     selection: &HostSelection,
     population: &str,
 ) -> Verdict {
@@ -182,7 +182,7 @@ pub async fn assign_population(
             "unknown population `{population}` (create it with `fleetroll population create`)"
         ));
     };
-    let names = match select(&ctx.bus, selection).await {
+    let names = match select(&ctx.bus, index, selection).await {
         Ok(names) => names,
         Err(verdict) => return verdict,
     };
@@ -203,10 +203,7 @@ pub async fn set_expected_role(
     {
         return invalid("the expected role must be one word");
     }
-    let selection = HostSelection::Names {
-        hostnames: vec![hostname.to_string()],
-    };
-    let names = match select(&ctx.bus, &selection).await {
+    let names = match hosts::known_hosts(&ctx.bus, &[hostname.to_string()]).await {
         Ok(names) => names,
         Err(verdict) => return verdict,
     };
@@ -222,10 +219,7 @@ pub async fn set_disabled(ctx: &CommandContext, hostname: &str, reason: Option<&
     {
         return invalid("say why the host is disabled (--reason)");
     }
-    let selection = HostSelection::Names {
-        hostnames: vec![hostname.to_string()],
-    };
-    let names = match select(&ctx.bus, &selection).await {
+    let names = match hosts::known_hosts(&ctx.bus, &[hostname.to_string()]).await {
         Ok(names) => names,
         Err(verdict) => return verdict,
     };

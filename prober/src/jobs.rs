@@ -4,6 +4,7 @@
 //! published twice under the same id (two replicas scheduling the same
 //! cycle, a refresh command redelivered) is stored once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,23 +61,7 @@ pub async fn enqueue(bus: &Bus, hostnames: &[String], origin: &str) -> Result<()
 /// Takes probe jobs and runs them until the pull stream fails (NATS gone),
 /// at most the fleet's parallelism at a time.
 pub async fn work(bus: Bus, fleet: Arc<Fleet>) -> Result<(), BusError> {
-    let consumer: jetstream::consumer::PullConsumer = bus
-        .js
-        .get_stream(topology::PROBE_JOBS.name)
-        .await
-        .map_err(|e| BusError::JetStream {
-            what: "opening the probe jobs".into(),
-            detail: e.to_string(),
-        })?
-        .get_or_create_consumer(
-            topology::PROBE_JOBS_CONSUMER,
-            setup::probe_jobs_consumer_config(),
-        )
-        .await
-        .map_err(|e| BusError::JetStream {
-            what: "opening the probe job consumer".into(),
-            detail: e.to_string(),
-        })?;
+    let consumer = setup::job_consumer(&bus, &topology::PROBE_QUEUE).await?;
     let permits = Arc::new(tokio::sync::Semaphore::new(fleet.parallelism()));
     let mut messages = consumer
         .stream()
@@ -117,18 +102,7 @@ async fn run_job(fleet: &Fleet, message: jetstream::Message) {
             return;
         }
     };
-    let message = Arc::new(message);
-    let keep = message.clone();
-    let progress = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let _ = keep.ack_with(AckKind::Progress).await;
-        }
-    });
-    let result = fleet.probe(&job.hostname, &job.origin).await;
-    progress.abort();
+    let result = with_progress(&message, fleet.probe(&job.hostname, &job.origin)).await;
     match result {
         // Probe failures are recorded on the host; the job is done.
         Ok(_) => {
@@ -140,6 +114,22 @@ async fn run_job(fleet: &Fleet, message: jetstream::Message) {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
                 .await;
+        }
+    }
+}
+
+/// Runs `work` for a job, telling the server it is in progress every few
+/// seconds so that the job goes to another replica only if this one dies.
+pub async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> F::Output {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = tick.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
         }
     }
 }

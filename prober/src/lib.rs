@@ -12,18 +12,20 @@
 
 pub mod fleet;
 mod hosts;
+mod index;
 mod intent;
 mod jobs;
 pub mod observe;
 pub mod probe;
 mod seeds;
+pub mod workload;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::command::{Command, Verdict};
-use fleetroll_bus::messages::host::{HostList, HostName, HostQuery, PopulationList};
+use fleetroll_bus::messages::host::{HostName, HostQuery, PopulationList};
 use fleetroll_bus::messages::{NoParams, SeedList, WorkerKind};
 use fleetroll_bus::query::QueryService;
 use fleetroll_bus::subjects::queries;
@@ -31,9 +33,11 @@ use fleetroll_bus::worker::{self, CommandContext, Handler, Replica};
 use fleetroll_ssh::SshSettings;
 
 use crate::fleet::Fleet;
+use crate::index::HostIndex;
 
 struct Prober {
     fleet: Arc<Fleet>,
+    index: Arc<HostIndex>,
 }
 
 impl Handler for Prober {
@@ -60,7 +64,7 @@ impl Handler for Prober {
                 .await
             }
             Command::HostAssignPopulation { hosts, population } => {
-                intent::assign_population(ctx, hosts, population).await
+                intent::assign_population(ctx, &self.index, hosts, population).await
             }
             Command::HostSetExpectedRole { hostname, role } => {
                 intent::set_expected_role(ctx, hostname, Some(role)).await
@@ -85,6 +89,8 @@ pub struct ProberSettings {
     pub ssh: SshSettings,
     /// Every seed is fully probed this often (SSH, sudo, file reads).
     pub full_interval: std::time::Duration,
+    /// Where workload comes from; none configured, none collected.
+    pub workload: Option<workload::WorkloadSettings>,
 }
 
 impl Default for ProberSettings {
@@ -92,6 +98,7 @@ impl Default for ProberSettings {
         ProberSettings {
             ssh: SshSettings::default(),
             full_interval: std::time::Duration::from_secs(3600),
+            workload: None,
         }
     }
 }
@@ -112,22 +119,21 @@ where
             async move { Ok::<SeedList, _>(seeds::list(&bus).await?) }
         })
         .await?;
-    let b = bus.clone();
+    let index = HostIndex::start(bus.clone());
+    // An answer must fit one NATS message, JSON included.
+    let max_bytes = bus.client.server_info().max_payload / 3;
+    let i = index.clone();
     queries
         .serve(queries::HOSTS_LIST, move |_claims, q: HostQuery| {
-            let bus = b.clone();
-            async move {
-                hosts::list(&bus, &q.filter)
-                    .await
-                    .map(|hosts| HostList { hosts })
-            }
+            let index = i.clone();
+            async move { hosts::page(&index, &q, max_bytes).await }
         })
         .await?;
-    let b = bus.clone();
+    let i = index.clone();
     queries
         .serve(queries::HOSTS_GET, move |_claims, q: HostName| {
-            let bus = b.clone();
-            async move { hosts::get(&bus, &q.hostname).await }
+            let index = i.clone();
+            async move { hosts::get(&index, &q.hostname).await }
         })
         .await?;
     let b = bus.clone();
@@ -138,9 +144,27 @@ where
         })
         .await?;
     let fleet = Arc::new(Fleet::new(bus.clone(), settings.ssh));
+    let collecting = async {
+        match &settings.workload {
+            Some(w) => {
+                let source = workload::Taskcluster::new(
+                    &w.root_url,
+                    &w.provisioner,
+                    std::time::Duration::from_secs(30),
+                );
+                tokio::try_join!(
+                    workload::work(bus.clone(), source),
+                    workload::schedule(bus.clone(), w.interval)
+                )
+                .map(|_| ())
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        result = worker::run_replica(replica, Arc::new(Prober { fleet: fleet.clone() }), shutdown) => result,
+        result = worker::run_replica(replica, Arc::new(Prober { fleet: fleet.clone(), index }), shutdown) => result,
         result = jobs::work(bus.clone(), fleet) => result,
-        result = jobs::schedule(bus, settings.full_interval) => result,
+        result = jobs::schedule(bus.clone(), settings.full_interval) => result,
+        result = collecting => result,
     }
 }

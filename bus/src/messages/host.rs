@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::codec::Message;
 use crate::filter::Value;
+use crate::messages::workload::Workload;
 
 /// Where the Puppet state of a host came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +219,13 @@ pub struct HostQuery {
     /// A query in the query language; empty for every host.
     #[serde(default)]
     pub filter: String,
+    /// Only hosts whose name sorts after this one (the previous page's `next`).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// At most this many hosts (a page also ends before the answer gets too
+    /// big for one NATS message).
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
 
 impl Message for HostQuery {
@@ -229,6 +237,9 @@ impl Message for HostQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostList {
     pub hosts: Vec<HostRecord>,
+    /// More hosts match: ask again with `after` set to this.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 impl Message for HostList {
@@ -334,10 +345,14 @@ impl DriftType {
     }
 }
 
-/// The gatekeeper's verdict on a host's drift (bucket `fleetroll_drift`).
+/// The gatekeeper's verdict on a host (bucket `fleetroll_drift`): its
+/// drift, and whether it is healthy (SPEC 2: applied, and doing work).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drift {
     pub types: Vec<DriftType>,
+    /// `None` while either half is unknown (no workload source, never probed).
+    #[serde(default)]
+    pub healthy: Option<bool>,
     #[serde(with = "time::serde::rfc3339")]
     pub computed_at: OffsetDateTime,
 }
@@ -356,6 +371,9 @@ pub struct HostRecord {
     #[serde(flatten)]
     pub intent: HostIntent,
     pub drift: Vec<DriftType>,
+    pub healthy: Option<bool>,
+    /// What the workload source says, when one is configured.
+    pub workload: Option<Workload>,
 }
 
 impl HostRecord {
@@ -386,12 +404,20 @@ impl HostRecord {
         "puppet_sha",
         "applied",
         "applied_source",
+        "healthy",
         "error",
+        "tc_pool",
+        "tc_state",
+        "tc_last_active",
+        "tc_quarantined",
     ];
 
     /// A field's value for the query language. `drift` matches any of the
     /// host's drift types (`drift:role`); `drift:null` means no drift.
     pub fn field(&self, name: &str) -> Value {
+        fn text(v: Option<String>) -> Value {
+            v.map_or(Value::Null, Value::Str)
+        }
         match name {
             "expected_role" => self
                 .intent
@@ -405,6 +431,20 @@ impl HostRecord {
                 .map_or(Value::Null, Value::Str),
             "disabled" => Value::Bool(self.intent.disabled),
             "drift" => Value::List(self.drift.iter().map(|d| d.as_str().to_string()).collect()),
+            "healthy" => self.healthy.map_or(Value::Null, Value::Bool),
+            "tc_pool" => text(self.workload.as_ref().and_then(|w| w.worker_pool.clone())),
+            "tc_state" => text(self.workload.as_ref().and_then(|w| w.state.clone())),
+            "tc_last_active" => self
+                .workload
+                .as_ref()
+                .and_then(|w| w.last_active)
+                .map_or(Value::Null, Value::Time),
+            "tc_quarantined" => self.workload.as_ref().map_or(Value::Null, |w| {
+                Value::Bool(
+                    w.quarantined_until
+                        .is_some_and(|q| q > OffsetDateTime::now_utc()),
+                )
+            }),
             other => self.observation.field(other),
         }
     }

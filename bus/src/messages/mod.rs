@@ -5,6 +5,7 @@ pub mod auth;
 pub mod command;
 pub mod event;
 pub mod host;
+pub mod workload;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

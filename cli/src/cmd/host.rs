@@ -109,22 +109,38 @@ fn host_query(hostname: &str) -> anyhow::Result<String> {
 
 /// Says which hosts a change would touch, changes nothing, and exits 4.
 async fn dry_run(ctx: &Context, filter: &str, what: &str) -> anyhow::Result<u8> {
-    let list: HostList = query(
-        ctx,
-        queries::HOSTS_LIST,
-        &HostQuery {
-            filter: filter.to_string(),
-        },
-    )
-    .await?;
-    for h in &list.hosts {
+    let hosts = matching(ctx, filter).await?;
+    for h in &hosts {
         println!("{what}: {}", h.observation.hostname);
     }
     println!(
         "{} host(s); nothing changed: run again with --confirm",
-        list.hosts.len()
+        hosts.len()
     );
     Ok(exit::REFUSED)
+}
+
+/// Every host matching `filter`, page after page.
+async fn matching(ctx: &Context, filter: &str) -> anyhow::Result<Vec<HostRecord>> {
+    let mut hosts = Vec::new();
+    let mut after = None;
+    loop {
+        let page: HostList = query(
+            ctx,
+            queries::HOSTS_LIST,
+            &HostQuery {
+                filter: filter.to_string(),
+                after,
+                limit: None,
+            },
+        )
+        .await?;
+        hosts.extend(page.hosts);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(hosts),
+        }
+    }
 }
 
 async fn intent(ctx: &Context, command: Command) -> anyhow::Result<u8> {
@@ -145,16 +161,16 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
     fleetroll_bus::filter::Query::parse(&filter)
         .and_then(|q| q.check_fields(HostRecord::FIELDS).map(|_| q))
         .map_err(|e| fail(exit::INVALID, e.to_string()))?;
-    let list: HostList = query(ctx, queries::HOSTS_LIST, &HostQuery { filter }).await?;
+    let hosts = matching(ctx, &filter).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list.hosts)?);
+        println!("{}", serde_json::to_string_pretty(&hosts)?);
         return Ok(exit::OK);
     }
     println!(
-        "{:<32} {:<4} {:<5} {:<24} {:<24} {:<9} {:<8} {:<20} LAST SEEN",
-        "HOST", "SSH", "SUDO", "ROLE", "EXPECTED ROLE", "OVERRIDE", "APPLIED", "DRIFT"
+        "{:<32} {:<4} {:<5} {:<24} {:<24} {:<9} {:<8} {:<8} {:<20} LAST SEEN",
+        "HOST", "SSH", "SUDO", "ROLE", "EXPECTED ROLE", "OVERRIDE", "APPLIED", "HEALTHY", "DRIFT"
     );
-    for record in &list.hosts {
+    for record in &hosts {
         let h = &record.observation;
         let yes_no = |v: Option<bool>| match v {
             Some(true) => "yes",
@@ -163,7 +179,7 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
         };
         let drift: Vec<&str> = record.drift.iter().map(|d| d.as_str()).collect();
         println!(
-            "{:<32} {:<4} {:<5} {:<24} {:<24} {:<9} {:<8} {:<20} {}",
+            "{:<32} {:<4} {:<5} {:<24} {:<24} {:<9} {:<8} {:<8} {:<20} {}",
             h.hostname,
             yes_no(h.sshable),
             yes_no(h.sudoable),
@@ -171,6 +187,7 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
             record.intent.expected_role.as_deref().unwrap_or("-"),
             yes_no(h.override_present),
             yes_no(h.applied),
+            yes_no(record.healthy),
             if drift.is_empty() {
                 "-".to_string()
             } else {
@@ -181,7 +198,7 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
                 .unwrap_or_else(|| "never".into())
         );
     }
-    eprintln!("{} host(s)", list.hosts.len());
+    eprintln!("{} host(s)", hosts.len());
     Ok(exit::OK)
 }
 

@@ -23,7 +23,7 @@ async fn run_once(
     };
     match kind {
         WorkerKind::Prober => fleetroll_prober::run(bus, settings.prober(), shutdown).await,
-        WorkerKind::Gatekeeper => fleetroll_gatekeeper::run(bus, settings.drift, shutdown).await,
+        WorkerKind::Gatekeeper => fleetroll_gatekeeper::run(bus, settings.drift(), shutdown).await,
         WorkerKind::Orchestrator => fleetroll_orchestrator::run(bus, shutdown).await,
         WorkerKind::Auditor => fleetroll_auditor::run(bus, shutdown).await,
     }

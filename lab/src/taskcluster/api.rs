@@ -68,6 +68,12 @@ async fn ping() -> Json<Value> {
     Json(json!({"alive": true, "uptime": 0}))
 }
 
+/// The worker type hosts of a role work as: Taskcluster spells a Puppet
+/// role's `_` as `-` (`gecko_t_linux_talos` works in `gecko-t-linux-talos`).
+fn worker_type(role: &str) -> String {
+    role.replace('_', "-")
+}
+
 /// Everything an answer about one worker needs, taken under its lock.
 struct WorkerView {
     role: String,
@@ -98,7 +104,7 @@ fn view(shared: &Shared, host: &HostRt, now: SystemTime, recent: usize) -> Worke
         host: &host.short,
     };
     WorkerView {
-        role: st.cfg.role.clone(),
+        role: worker_type(&st.cfg.role),
         available: h.available(now),
         quarantine_until: st.quarantine_until.filter(|&q| q > now),
         recent: h.recent(&s, now, recent),
@@ -121,7 +127,7 @@ fn pool_hosts<'a>(shared: &'a Shared, provisioner: &str, worker_type: &str) -> V
     let mut hosts: Vec<&HostRt> = shared
         .hosts
         .iter()
-        .filter(|h| h.lock().cfg.role == worker_type)
+        .filter(|h| self::worker_type(&h.lock().cfg.role) == worker_type)
         .collect();
     hosts.sort_by(|a, b| a.short.cmp(&b.short));
     hosts
@@ -311,7 +317,7 @@ async fn task_status(State(shared): State<Arc<Shared>>, Path(task): Path<String>
             failure_rate: st.cfg.job_failure_rate,
             host: &host.short,
         };
-        (h.job(&s, u64::from(k), now), st.cfg.role.clone())
+        (h.job(&s, u64::from(k), now), worker_type(&st.cfg.role))
     };
     let Some(job) = job else {
         return missing();
