@@ -237,6 +237,7 @@ fn every_host_and_workload_message_round_trips() {
         hostname: "h1.example.com".into(),
         requested_at: at(),
         origin: "schedule".into(),
+        fast: true,
     });
     round_trips(TaskRun {
         hostname: "h1.example.com".into(),

@@ -145,6 +145,9 @@ pub enum HostCommand {
     Refresh {
         #[arg(required = true)]
         hostnames: Vec<String>,
+        /// Reachability, and a full probe only where the host's state changed.
+        #[arg(long)]
+        fast: bool,
         #[arg(long)]
         json: bool,
     },
@@ -226,6 +229,9 @@ pub enum InventoryCommand {
         #[arg(long, value_parser = ["all"])]
         seed: Option<String>,
         hostnames: Vec<String>,
+        /// Reachability, and a full probe only where a host's state changed.
+        #[arg(long)]
+        fast: bool,
         #[arg(long)]
         json: bool,
     },

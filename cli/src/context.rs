@@ -35,6 +35,13 @@ pub struct RefreshSettings {
     /// Every seed is fully probed this often.
     #[serde(default = "default_full_interval", with = "humantime_serde")]
     pub full_interval: std::time::Duration,
+    /// Every seed gets a fast probe this often.
+    #[serde(default = "default_fast_interval", with = "humantime_serde")]
+    pub fast_interval: std::time::Duration,
+}
+
+fn default_fast_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
 }
 
 fn default_full_interval() -> std::time::Duration {
@@ -45,6 +52,7 @@ impl Default for RefreshSettings {
     fn default() -> Self {
         RefreshSettings {
             full_interval: default_full_interval(),
+            fast_interval: default_fast_interval(),
         }
     }
 }
@@ -54,6 +62,7 @@ impl Settings {
         fleetroll_prober::ProberSettings {
             ssh: self.ssh.clone(),
             full_interval: self.refresh.full_interval,
+            fast_interval: self.refresh.fast_interval,
             workload: self.workload.clone(),
         }
     }

@@ -59,8 +59,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Top::Inventory(InventoryCommand::Refresh {
             seed,
             hostnames,
+            fast,
             json,
-        }) => cmd::host::refresh(&ctx, hostnames, seed.is_some(), json).await,
+        }) => cmd::host::refresh(&ctx, hostnames, seed.is_some(), fast, json).await,
         Top::Host(command) => cmd::host::run(&ctx, command).await,
         Top::Population(command) => cmd::population::run(&ctx, command).await,
     }

@@ -685,31 +685,139 @@ async fn a_prober_killed_mid_refresh_leaves_nothing_unprobed() {
     }
 }
 
-/// Every task run recorded for `host` in the task-run stream.
-async fn task_runs(bus: &fleetroll_bus::Bus, host: &str) -> Vec<Value> {
+/// The payloads a stream holds on one subject.
+async fn stored(bus: &fleetroll_bus::Bus, stream: &str, subject: String) -> Vec<Vec<u8>> {
     use futures::StreamExt;
-    let stream = bus
+    let consumer = bus
         .js
-        .get_stream(fleetroll_bus::topology::TASK_RUNS.name)
+        .get_stream(stream)
         .await
-        .unwrap();
-    let consumer = stream
+        .unwrap()
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: fleetroll_bus::subjects::task_runs(host),
+            filter_subject: subject,
             ..Default::default()
         })
         .await
         .unwrap();
     let pending = consumer.cached_info().num_pending;
     let mut messages = consumer.messages().await.unwrap();
-    let mut runs = Vec::new();
+    let mut payloads = Vec::new();
     for _ in 0..pending {
-        let message = messages.next().await.unwrap().unwrap();
-        let run: fleetroll_bus::messages::workload::TaskRun =
-            fleetroll_bus::codec::from_cbor(&message.payload).unwrap();
-        runs.push(serde_json::to_value(run).unwrap());
+        payloads.push(messages.next().await.unwrap().unwrap().payload.to_vec());
     }
-    runs
+    payloads
+}
+
+/// Every task run recorded for `host` in the task-run stream.
+async fn task_runs(bus: &fleetroll_bus::Bus, host: &str) -> Vec<Value> {
+    stored(
+        bus,
+        fleetroll_bus::topology::TASK_RUNS.name,
+        fleetroll_bus::subjects::task_runs(host),
+    )
+    .await
+    .iter()
+    .map(|p| {
+        let run: fleetroll_bus::messages::workload::TaskRun =
+            fleetroll_bus::codec::from_cbor(p).unwrap();
+        serde_json::to_value(run).unwrap()
+    })
+    .collect()
+}
+
+async fn history_len(bus: &fleetroll_bus::Bus, host: &str) -> usize {
+    stored(
+        bus,
+        fleetroll_bus::topology::HOST_HISTORY.name,
+        fleetroll_bus::subjects::host_history(host),
+    )
+    .await
+    .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fast_refresh_reads_only_hosts_whose_state_changed() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = tokio::task::spawn_blocking(move || {
+        (
+            Lab::start(LabConfig::new(3, lab_dir.path())).unwrap(),
+            lab_dir,
+        )
+    })
+    .await
+    .unwrap();
+    let (lab, _lab_dir) = (std::sync::Arc::new(lab.0), lab.1);
+    let env = lab_env(&lab);
+    let up = tokio::task::spawn_blocking(move || Up::start_with("", env))
+        .await
+        .unwrap();
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    let cli = up.cli.clone();
+    let seeds = names.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut add = vec!["inventory", "seed", "add"];
+        add.extend(seeds.iter().map(String::as_str));
+        assert_eq!(cli.run(&add).code, 0);
+        let refresh = cli.run(&["inventory", "refresh", "--seed", "all"]);
+        assert_eq!(refresh.code, 0, "{refresh:?}");
+        assert_eq!(refresh.stdout.matches("ok ").count(), 3, "{refresh:?}");
+        by_host(&cli.run(&["host", "list", "--json"]).json())
+    })
+    .await
+    .unwrap();
+    let bus = up.bus().await;
+    // A refresh is satisfied by any probe since it was sent, so the probe
+    // queued by the seeds may have answered it and its own may still run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut jobs = bus
+            .js
+            .get_stream(fleetroll_bus::topology::PROBE_JOBS.name)
+            .await
+            .unwrap();
+        if jobs.info().await.unwrap().state.messages == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "probe jobs never drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut before = Vec::new();
+    for name in &names {
+        before.push(history_len(&bus, name).await);
+    }
+
+    // One host's override changes; the others stay as they were.
+    lab.host(&names[1])
+        .unwrap()
+        .set_override(Some(b"PUPPET_BRANCH=fast_x\n"))
+        .unwrap();
+    let cli = up.cli.clone();
+    let after = tokio::task::spawn_blocking(move || {
+        let fast = cli.run(&["inventory", "refresh", "--seed", "all", "--fast"]);
+        assert_eq!(fast.code, 0, "{fast:?}");
+        assert_eq!(fast.stdout.matches("ok ").count(), 3, "{fast:?}");
+        by_host(&cli.run(&["host", "list", "--json"]).json())
+    })
+    .await
+    .unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let short = name.split('.').next().unwrap();
+        let (was, is) = (&first[short], &after[short]);
+        assert_ne!(
+            was["probed_at"], is["probed_at"],
+            "{short} was probed again"
+        );
+        let recorded = history_len(&bus, name).await - before[i];
+        if i == 1 {
+            assert_eq!(is["override_present"], true, "{is:#}");
+            assert_eq!(is["override_contents"], "PUPPET_BRANCH=fast_x");
+            assert_eq!(recorded, 1, "the changed host got a full probe");
+        } else {
+            assert_eq!(recorded, 0, "{short}: nothing changed, nothing read");
+            assert_eq!(was["state_token"], is["state_token"]);
+            assert_eq!(was["override_present"], is["override_present"]);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

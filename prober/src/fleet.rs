@@ -78,10 +78,15 @@ impl Fleet {
     /// A host that is not (or no longer) in the inventory is not probed, and
     /// a probe never brings back a host removed while it ran: the record is
     /// written as a compare-and-swap on the revision it started from.
+    ///
+    /// A `fast` probe first asks the host only for its state token: when it
+    /// is the one the last full probe saw, the host is recorded as seen and
+    /// nothing more is read; otherwise (or when that fails) a full probe runs.
     pub async fn probe(
         &self,
         hostname: &str,
         origin: &str,
+        fast: bool,
     ) -> Result<Option<Observation>, BusError> {
         let host_lock = self
             .busy
@@ -107,6 +112,18 @@ impl Fleet {
             else {
                 return Ok(None);
             };
+            if fast && self.unchanged(hostname, &entry).await {
+                let now = OffsetDateTime::now_utc();
+                let seen = |previous: Observation| Observation {
+                    probed_at: Some(now),
+                    last_seen: Some(now),
+                    sshable: Some(true),
+                    probed_for: Some(origin.to_string()),
+                    ..previous
+                };
+                // Nothing changed, so nothing for the history either.
+                return write(&self.bus, &hosts, entry, seen, false).await;
+            }
             let result = self.run_probe(hostname).await;
             let now = OffsetDateTime::now_utc();
             // The probe's result applied to whatever the record is when it is
@@ -144,16 +161,45 @@ impl Fleet {
             if let Err((e, _)) = &result {
                 warn!(error = %e, "probe failed");
             }
-            record(&self.bus, &hosts, entry, apply).await
+            write(&self.bus, &hosts, entry, apply, true).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Whether the host's state token is still the one its record holds
+    /// (from a full probe that went well).
+    async fn unchanged(&self, hostname: &str, entry: &kv::Entry) -> bool {
+        let Some(known) = codec::from_cbor::<Observation>(&entry.value)
+            .ok()
+            .filter(|o| o.last_error.is_none())
+            .and_then(|o| o.state_token)
+        else {
+            return false;
+        };
+        match self.run(hostname, probe::FAST_SCRIPT, 1 << 16).await {
+            Ok((output, _, _)) => probe::state_token(&output.stdout) == known,
+            Err(_) => false,
+        }
     }
 
     async fn run_probe(
         &self,
         hostname: &str,
     ) -> Result<(probe::ProbeReport, String, String), (ProbeError, Option<String>)> {
+        let (output, address, fingerprint) = self.run(hostname, probe::SCRIPT, 1 << 20).await?;
+        let report = probe::parse(&output.stdout).map_err(|e| (e.into(), Some(address.clone())))?;
+        Ok((report, address, fingerprint))
+    }
+
+    /// Runs a script (on stdin to `sh -s`) on the host over its pooled
+    /// connection, or a new one; says which address and host key answered.
+    async fn run(
+        &self,
+        hostname: &str,
+        script: &str,
+        limit: usize,
+    ) -> Result<(fleetroll_ssh::ExecOutput, String, String), (ProbeError, Option<String>)> {
         let target = self.settings.target(hostname);
         let address = resolve(&target.host, target.port)
             .await
@@ -164,9 +210,9 @@ impl Fleet {
             session
                 .exec(
                     probe::COMMAND,
-                    probe::SCRIPT.as_bytes(),
+                    script.as_bytes(),
                     self.settings.exec_timeout,
-                    1 << 20,
+                    limit,
                 )
                 .await
         };
@@ -200,8 +246,7 @@ impl Fleet {
                     .collect(),
             }));
         }
-        let report = probe::parse(&output.stdout).map_err(|e| fail(e.into()))?;
-        Ok((report, address, fingerprint))
+        Ok((output, address, fingerprint))
     }
 
     /// A live session to the host and the fingerprint of its key: the pooled
@@ -301,8 +346,18 @@ impl Fleet {
 pub async fn record(
     bus: &Bus,
     hosts: &kv::Store,
+    entry: kv::Entry,
+    apply: impl Fn(Observation) -> Observation,
+) -> Result<Option<Observation>, BusError> {
+    write(bus, hosts, entry, apply, true).await
+}
+
+async fn write(
+    bus: &Bus,
+    hosts: &kv::Store,
     mut entry: kv::Entry,
     apply: impl Fn(Observation) -> Observation,
+    history: bool,
 ) -> Result<Option<Observation>, BusError> {
     let write_error = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
         what: what.into(),
@@ -318,10 +373,12 @@ pub async fn record(
             .await
         {
             Ok(_) => {
-                bus.js
-                    .publish(subjects::host_history(&observation.hostname), bytes.into())
-                    .await
-                    .map_err(|e| write_error("writing host history", &e))?;
+                if history {
+                    bus.js
+                        .publish(subjects::host_history(&observation.hostname), bytes.into())
+                        .await
+                        .map_err(|e| write_error("writing host history", &e))?;
+                }
                 return Ok(Some(observation));
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {

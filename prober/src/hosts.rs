@@ -19,7 +19,7 @@ use crate::{jobs, seeds};
 /// Queues a probe of each host and waits until all of them have a fresh
 /// observation, whichever prober replicas do the work. Redelivered (the
 /// replica died), it queues nothing twice and waits again.
-pub async fn refresh(ctx: &CommandContext, hostnames: &[String], all: bool) -> Verdict {
+pub async fn refresh(ctx: &CommandContext, hostnames: &[String], all: bool, fast: bool) -> Verdict {
     let targets = if all {
         match seeds::list(&ctx.bus).await {
             Ok(list) => list.seeds.into_iter().map(|s| s.hostname).collect(),
@@ -35,7 +35,8 @@ pub async fn refresh(ctx: &CommandContext, hostnames: &[String], all: bool) -> V
             Err(verdict) => return verdict,
         }
     };
-    let hosts = match wait_for_probes(&ctx.bus, &targets, &ctx.command_id, ctx.sent_at).await {
+    let hosts = match wait_for_probes(&ctx.bus, &targets, &ctx.command_id, ctx.sent_at, fast).await
+    {
         Ok(hosts) => hosts,
         Err(e) => {
             return Verdict::Failed {
@@ -61,6 +62,7 @@ async fn wait_for_probes(
     targets: &[String],
     origin: &str,
     sent_at: time::OffsetDateTime,
+    fast: bool,
 ) -> Result<Vec<ProbeSummary>, BusError> {
     let store = bus.kv(&topology::HOSTS).await?;
     let fresh = |o: &Observation| {
@@ -72,7 +74,7 @@ async fn wait_for_probes(
     };
     // Watching before queueing: no observation can slip past.
     let mut updates = store.watch_all().await.map_err(|e| watch_error(&e))?;
-    jobs::enqueue(bus, targets, origin).await?;
+    jobs::enqueue(bus, targets, origin, fast).await?;
     let mut pending: std::collections::BTreeSet<&str> =
         targets.iter().map(String::as_str).collect();
     let mut done = std::collections::BTreeMap::new();

@@ -19,9 +19,14 @@ use tracing::{info, warn};
 
 use crate::fleet::Fleet;
 
-/// Queues a probe of each host; `origin` makes the job ids (a command id,
-/// or the schedule's cycle).
-pub async fn enqueue(bus: &Bus, hostnames: &[String], origin: &str) -> Result<(), BusError> {
+/// Queues a probe (`fast` or full) of each host; `origin` makes the job ids
+/// (a command id, or the schedule's cycle).
+pub async fn enqueue(
+    bus: &Bus,
+    hostnames: &[String],
+    origin: &str,
+    fast: bool,
+) -> Result<(), BusError> {
     let now = OffsetDateTime::now_utc();
     let mut acks = Vec::with_capacity(hostnames.len());
     for hostname in hostnames {
@@ -29,6 +34,7 @@ pub async fn enqueue(bus: &Bus, hostnames: &[String], origin: &str) -> Result<()
             hostname: hostname.clone(),
             requested_at: now,
             origin: origin.to_string(),
+            fast,
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
@@ -102,7 +108,7 @@ async fn run_job(fleet: &Fleet, message: jetstream::Message) {
             return;
         }
     };
-    let result = with_progress(&message, fleet.probe(&job.hostname, &job.origin)).await;
+    let result = with_progress(&message, fleet.probe(&job.hostname, &job.origin, job.fast)).await;
     match result {
         // Probe failures are recorded on the host; the job is done.
         Ok(_) => {
@@ -134,10 +140,11 @@ pub async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> 
     }
 }
 
-/// Queues a probe of every seed at every whole `interval` (aligned to the
-/// clock, so every replica names the cycle alike and the stream keeps one
-/// job per host and cycle). New seeds are probed when added, not here.
-pub async fn schedule(bus: Bus, interval: Duration) -> Result<(), BusError> {
+/// Queues a probe (`fast` or full) of every seed at every whole `interval`
+/// (aligned to the clock, so every replica names the cycle alike and the
+/// stream keeps one job per host and cycle). New seeds are probed when
+/// added, not here.
+pub async fn schedule(bus: Bus, interval: Duration, fast: bool) -> Result<(), BusError> {
     let seconds = interval.as_secs().max(1);
     loop {
         let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
@@ -147,8 +154,15 @@ pub async fn schedule(bus: Bus, interval: Duration) -> Result<(), BusError> {
         let seeds = crate::seeds::list(&bus).await?;
         let hosts: Vec<String> = seeds.seeds.into_iter().map(|s| s.hostname).collect();
         if !hosts.is_empty() {
-            enqueue(&bus, &hosts, &format!("schedule-{seconds}-{cycle}")).await?;
-            info!(hosts = hosts.len(), cycle, "scheduled probes");
+            let kind = if fast { "fast" } else { "full" };
+            enqueue(
+                &bus,
+                &hosts,
+                &format!("schedule-{kind}-{seconds}-{cycle}"),
+                fast,
+            )
+            .await?;
+            info!(hosts = hosts.len(), cycle, kind, "scheduled probes");
         }
     }
 }

@@ -45,7 +45,11 @@ impl Handler for Prober {
         match command {
             Command::SeedAdd { hostnames } => seeds::add(ctx, hostnames).await,
             Command::SeedRemove { hostnames } => seeds::remove(ctx, hostnames).await,
-            Command::HostRefresh { hostnames, all } => hosts::refresh(ctx, hostnames, *all).await,
+            Command::HostRefresh {
+                hostnames,
+                all,
+                fast,
+            } => hosts::refresh(ctx, hostnames, *all, *fast).await,
             Command::HostRepin { hostname } => hosts::repin(ctx, &self.fleet, hostname).await,
             Command::SeedSync { hostnames } => intent::seed_sync(ctx, hostnames).await,
             Command::PopulationCreate {
@@ -89,6 +93,9 @@ pub struct ProberSettings {
     pub ssh: SshSettings,
     /// Every seed is fully probed this often (SSH, sudo, file reads).
     pub full_interval: std::time::Duration,
+    /// Every seed gets a fast probe this often (reachability, and a full
+    /// probe where its state changed).
+    pub fast_interval: std::time::Duration,
     /// Where workload comes from; none configured, none collected.
     pub workload: Option<workload::WorkloadSettings>,
 }
@@ -98,6 +105,7 @@ impl Default for ProberSettings {
         ProberSettings {
             ssh: SshSettings::default(),
             full_interval: std::time::Duration::from_secs(3600),
+            fast_interval: std::time::Duration::from_secs(300),
             workload: None,
         }
     }
@@ -164,7 +172,8 @@ where
     tokio::select! {
         result = worker::run_replica(replica, Arc::new(Prober { fleet: fleet.clone(), index }), shutdown) => result,
         result = jobs::work(bus.clone(), fleet) => result,
-        result = jobs::schedule(bus.clone(), settings.full_interval) => result,
+        result = jobs::schedule(bus.clone(), settings.full_interval, false) => result,
+        result = jobs::schedule(bus.clone(), settings.fast_interval, true) => result,
         result = collecting => result,
     }
 }

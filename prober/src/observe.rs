@@ -167,6 +167,7 @@ pub fn observed(
         applied: applied.map(|(a, _)| a),
         applied_source: applied.map(|(_, s)| s),
         puppet: Some(puppet),
+        state_token: Some(crate::probe::state_token(&report.state)),
         last_error: None,
         last_error_at: None,
         ..previous
@@ -188,6 +189,7 @@ pub fn failed(
         address: address.or(previous.address.clone()),
         last_error: Some(error.to_string()),
         last_error_at: Some(now),
+        state_token: None,
         ..previous
     }
 }
@@ -214,6 +216,7 @@ mod tests {
             os_version: None,
             uptime_s: Some(5),
             sudo: true,
+            state: b"state".to_vec(),
             role: file(b"talos\n", 0),
             override_file,
             metadata,

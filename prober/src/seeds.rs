@@ -90,7 +90,7 @@ pub async fn add(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
     info!(added = changed.len(), "seeds added");
     // New hosts are probed now, not at the next scheduled cycle.
     if !changed.is_empty()
-        && let Err(e) = crate::jobs::enqueue(&ctx.bus, &changed, &ctx.command_id).await
+        && let Err(e) = crate::jobs::enqueue(&ctx.bus, &changed, &ctx.command_id, false).await
     {
         tracing::warn!(error = %e, "first probe of new seeds not queued");
     }

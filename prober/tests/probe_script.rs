@@ -28,17 +28,35 @@ fn the_probe_script_is_shellcheck_clean() {
     shellcheck("probe-body.sh", &script[start..end]);
 }
 
+fn run_here(script: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("/bin/sh")
+        .arg("-s")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
 #[test]
 fn the_probe_runs_here_and_its_answer_parses() {
-    let out = Command::new("/bin/sh")
-        .arg("-s")
-        .stdin(
-            std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/src/probe/probe.sh"))
-                .unwrap(),
-        )
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let report = fleetroll_prober::probe::parse(&out.stdout).unwrap();
+    let report =
+        fleetroll_prober::probe::parse(&run_here(fleetroll_prober::probe::SCRIPT)).unwrap();
     assert_eq!(report.os, "Linux");
+    // The fast refresh's answer identifies the same state as the full probe's.
+    let fast = run_here(fleetroll_prober::probe::FAST_SCRIPT);
+    assert!(String::from_utf8_lossy(&fast).contains("/etc/puppet_role"));
+    assert_eq!(
+        fleetroll_prober::probe::state_token(&fast),
+        fleetroll_prober::probe::state_token(&report.state)
+    );
 }

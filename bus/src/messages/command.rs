@@ -36,6 +36,9 @@ pub enum Command {
     HostRefresh {
         hostnames: Vec<String>,
         all: bool,
+        /// Fast: a full probe only where the host's state token changed.
+        #[serde(default)]
+        fast: bool,
     },
     /// Forget a host's pinned SSH key; the next contact pins the new one.
     HostRepin {

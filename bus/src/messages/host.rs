@@ -103,6 +103,10 @@ pub struct Observation {
     pub applied: Option<bool>,
     pub applied_source: Option<AppliedSource>,
     pub host_key_fingerprint: Option<String>,
+    /// Identifies the state the last full probe saw (file sizes, times,
+    /// inodes, boot): a fast refresh that finds the same needs no full probe.
+    #[serde(default)]
+    pub state_token: Option<String>,
     pub last_error: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_error_at: Option<OffsetDateTime>,
@@ -134,6 +138,7 @@ impl Observation {
             applied: None,
             applied_source: None,
             host_key_fingerprint: None,
+            state_token: None,
             last_error: None,
             last_error_at: None,
         }
@@ -463,6 +468,9 @@ pub struct ProbeJob {
     pub requested_at: OffsetDateTime,
     /// What asked: a command id, or `schedule`.
     pub origin: String,
+    /// A fast probe: a full one only when the host's state token changed.
+    #[serde(default)]
+    pub fast: bool,
 }
 
 impl Message for ProbeJob {

@@ -82,7 +82,11 @@ pub async fn run(ctx: &Context, command: HostCommand) -> anyhow::Result<u8> {
         }
         HostCommand::Enable { hostname } => intent(ctx, Command::HostEnable { hostname }).await,
         HostCommand::Show { hostname, json } => show(ctx, hostname, json).await,
-        HostCommand::Refresh { hostnames, json } => refresh(ctx, hostnames, false, json).await,
+        HostCommand::Refresh {
+            hostnames,
+            fast,
+            json,
+        } => refresh(ctx, hostnames, false, fast, json).await,
         HostCommand::Repin { hostname, confirm } => repin(ctx, hostname, confirm).await,
     }
 }
@@ -223,6 +227,7 @@ pub async fn refresh(
     ctx: &Context,
     hostnames: Vec<String>,
     all: bool,
+    fast: bool,
     json: bool,
 ) -> anyhow::Result<u8> {
     if all != hostnames.is_empty() {
@@ -248,7 +253,11 @@ pub async fn refresh(
     };
     let envelope = fleetroll_bus::send::envelope(
         &token,
-        Command::HostRefresh { hostnames, all },
+        Command::HostRefresh {
+            hostnames,
+            all,
+            fast,
+        },
         REFRESH_WAIT,
     );
     let progress = tokio::spawn(show_progress(bus.clone(), envelope.id.clone(), total));

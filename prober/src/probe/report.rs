@@ -19,6 +19,8 @@ pub struct ProbeReport {
     pub os_version: Option<String>,
     pub uptime_s: Option<u64>,
     pub sudo: bool,
+    /// `fleetroll_state`'s answer (see [`super::state_token`]).
+    pub state: Vec<u8>,
     pub role: FileState,
     pub override_file: FileState,
     pub metadata: FileState,
@@ -149,6 +151,7 @@ pub fn parse(stdout: &[u8]) -> Result<ProbeReport, ProbeParseError> {
             "refused" => false,
             other => return Err(bad("sudo", format!("`{other}`"))),
         },
+        state: fields.bytes_b64("state")?,
         role: fields.file("role")?,
         override_file: fields.file("override")?,
         metadata: fields.file("metadata")?,
@@ -271,6 +274,10 @@ mod tests {
         let mut fields: Vec<(String, String)> = vec![
             ("os".into(), "Linux".into()),
             ("sudo".into(), "ok".into()),
+            (
+                "state".into(),
+                b64(b"/etc/puppet_role 20 1790000000 1790000000 42\nboot"),
+            ),
             ("os_version".into(), b64(b"Debian 12")),
             ("uptime_s".into(), "3600".into()),
             ("role".into(), "present".into()),
@@ -325,7 +332,7 @@ mod tests {
             parse(b"Permission denied\n"),
             Err(ProbeParseError::NoHeader)
         );
-        let miscounted = full.replace("END 15", "END 16");
+        let miscounted = full.replace("END 16", "END 17");
         assert!(matches!(
             parse(miscounted.as_bytes()),
             Err(ProbeParseError::CountMismatch { .. })
