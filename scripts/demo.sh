@@ -38,6 +38,10 @@ with open(sys.argv[1], "w") as f:
     f.write(f"port = {lab['ssh_port']}\n")
     f.write(f"identity_file = {json.dumps(lab['identity_file'])}\n")
     f.write("\n[drift]\nunreachable_after = \"0s\"\n")
+    f.write("\n[workload]\n")
+    f.write(f"root_url = {json.dumps(lab['taskcluster_url'])}\n")
+    f.write(f"provisioner = {json.dumps(lab['taskcluster_provisioner'])}\n")
+    f.write("interval = \"5s\"\n")
 PY
 
 step "fleetroll up (log: $log)"
@@ -70,8 +74,11 @@ run fleetroll host assign-population --filter 'role:gecko_t_linux* AND expected_
 run fleetroll population create macs --expected-role gecko_t_osx_1400 --target-query 'os:Darwin'
 run fleetroll host assign-population --filter 'os:Darwin' --population macs --confirm | tail -1
 run fleetroll host list --filter 'expected_role:null'
-sleep 2
-step "drift"
+step "a fast refresh: one cheap exec per host, a full probe only where something changed"
+run fleetroll inventory refresh --seed all --fast 2>&1 | tail -1
+step "workload from the Taskcluster double, and drift"
+sleep 6
+run fleetroll host list --filter 'healthy:true' 2>&1 | tail -1
 run fleetroll host list --drift-type any
 
 echo
