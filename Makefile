@@ -23,7 +23,10 @@ test: build
 demo: build
 	@bash scripts/demo.sh
 
-bench: build
+# Benchmarks run release builds only (debug figures mislead); the scripts
+# take them from $(CARGO_TARGET_DIR)/release.
+bench: setup
+	cargo build --release --workspace --bins
 	@bash scripts/bench.sh
 
 clean:

@@ -7,6 +7,7 @@
 //! already saw acknowledged (a refresh, then a list).
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use async_nats::jetstream::kv;
 use fleetroll_bus::codec::{self, Message};
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::filter::Query;
-use fleetroll_bus::messages::host::{Drift, HostIntent, HostRecord, Observation};
+use fleetroll_bus::messages::host::{Drift, HostIntent, HostRecord, HostView, Observation};
 use fleetroll_bus::messages::workload::Workload;
 use fleetroll_bus::topology::{self, BucketDef};
 use futures::StreamExt;
@@ -31,24 +32,41 @@ const BUCKETS: [&BucketDef; 4] = [
 
 type Revisions = [u64; 4];
 
+/// What the buckets hold about one host.
 #[derive(Default)]
-struct Hosts {
-    observations: BTreeMap<String, Observation>,
-    intents: BTreeMap<String, HostIntent>,
-    verdicts: BTreeMap<String, Drift>,
-    workload: BTreeMap<String, Workload>,
+struct Parts {
+    observation: Option<Observation>,
+    intent: Option<HostIntent>,
+    verdict: Option<Drift>,
+    workload: Option<Workload>,
 }
 
-impl Hosts {
-    fn record(&self, name: &str, observation: &Observation) -> HostRecord {
-        let verdict = self.verdicts.get(name);
-        HostRecord {
-            observation: observation.clone(),
-            intent: self.intents.get(name).cloned().unwrap_or_default(),
-            drift: verdict.map(|d| d.types.clone()).unwrap_or_default(),
-            healthy: verdict.and_then(|d| d.healthy),
-            workload: self.workload.get(name).cloned(),
-        }
+impl Parts {
+    fn view(&self) -> Option<HostView<'_>> {
+        Some(HostView {
+            observation: self.observation.as_ref()?,
+            intent: self.intent.as_ref(),
+            drift: self.verdict.as_ref().map_or(&[], |d| &d.types),
+            healthy: self.verdict.as_ref().and_then(|d| d.healthy),
+            workload: self.workload.as_ref(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.observation.is_none()
+            && self.intent.is_none()
+            && self.verdict.is_none()
+            && self.workload.is_none()
+    }
+}
+
+fn record(view: HostView<'_>) -> HostRecord {
+    HostRecord {
+        observation: view.observation.clone(),
+        intent: view.intent.cloned().unwrap_or_default(),
+        drift: view.drift.to_vec(),
+        healthy: view.healthy,
+        workload: view.workload.cloned(),
     }
 }
 
@@ -66,7 +84,7 @@ pub enum IndexError {
 /// Every host's record, kept current in memory.
 pub struct HostIndex {
     bus: Bus,
-    hosts: RwLock<Hosts>,
+    hosts: RwLock<BTreeMap<String, Parts>>,
     /// The revision of each bucket the index has applied.
     applied: watch::Sender<Revisions>,
     failure: RwLock<Option<String>>,
@@ -115,12 +133,15 @@ impl HostIndex {
                 entry.map_err(|e| BusError::js(format!("watching {}", BUCKETS[slot].name), e))?;
             {
                 let mut hosts = self.hosts.write().unwrap_or_else(|e| e.into_inner());
-                let key = entry.key.clone();
+                let parts = hosts.entry(entry.key.clone()).or_default();
                 match slot {
-                    0 => apply(&mut hosts.observations, key, &entry),
-                    1 => apply(&mut hosts.intents, key, &entry),
-                    2 => apply(&mut hosts.verdicts, key, &entry),
-                    _ => apply(&mut hosts.workload, key, &entry),
+                    0 => parts.observation = decode(&entry),
+                    1 => parts.intent = decode(&entry),
+                    2 => parts.verdict = decode(&entry),
+                    _ => parts.workload = decode(&entry),
+                }
+                if parts.is_empty() {
+                    hosts.remove(&entry.key);
                 }
             }
             self.applied
@@ -132,13 +153,18 @@ impl HostIndex {
     /// Waits until the index holds every write the buckets have taken.
     async fn caught_up(&self) -> Result<(), IndexError> {
         let mut wanted: Revisions = [0; 4];
-        for (slot, bucket) in BUCKETS.iter().enumerate() {
-            let store = self.bus.kv(bucket).await?;
-            let status = store
+        let statuses = futures::future::join_all(BUCKETS.iter().map(|bucket| async move {
+            self.bus
+                .kv(bucket)
+                .await?
                 .status()
                 .await
-                .map_err(|e| BusError::js(format!("reading {}", bucket.name), e))?;
-            wanted[slot] = status.info.state.last_sequence;
+                .map(|s| s.info.state.last_sequence)
+                .map_err(|e| BusError::js(format!("reading {}", bucket.name), e))
+        }))
+        .await;
+        for (slot, status) in statuses.into_iter().enumerate() {
+            wanted[slot] = status?;
         }
         let mut applied = self.applied.subscribe();
         let wait = applied.wait_for(|r| {
@@ -167,24 +193,20 @@ impl HostIndex {
         let now = OffsetDateTime::now_utc();
         let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
         let range = match after {
-            Some(a) => hosts
-                .observations
-                .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            None => hosts.observations.range::<str, _>(..),
+            Some(a) => hosts.range::<str, _>((Bound::Excluded(a), Bound::Unbounded)),
+            None => hosts.range::<str, _>(..),
         };
-        let mut page = Vec::new();
-        for (name, observation) in range {
-            let record = hosts.record(name, observation);
-            if !query.matches_at(&|f| record.field(f), now) {
+        let mut page: Vec<HostRecord> = Vec::new();
+        for view in range.filter_map(|(_, parts)| parts.view()) {
+            if !query.matches_at(&|f| view.field(f), now) {
                 continue;
             }
-            if !take(&record) {
-                let next = page
-                    .last()
-                    .map(|r: &HostRecord| r.observation.hostname.clone());
+            let found = record(view);
+            if !take(&found) {
+                let next = page.last().map(|r| r.observation.hostname.clone());
                 return Ok((page, next));
             }
-            page.push(record);
+            page.push(found);
         }
         Ok((page, None))
     }
@@ -193,26 +215,19 @@ impl HostIndex {
     pub async fn get(&self, hostname: &str) -> Result<Option<HostRecord>, IndexError> {
         self.caught_up().await?;
         let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
-        Ok(hosts
-            .observations
-            .get(hostname)
-            .map(|o| hosts.record(hostname, o)))
+        Ok(hosts.get(hostname).and_then(Parts::view).map(record))
     }
 }
 
-fn apply<T: Message>(map: &mut BTreeMap<String, T>, key: String, entry: &kv::Entry) {
-    match entry.operation {
-        kv::Operation::Put => match codec::from_cbor::<T>(&entry.value) {
-            Ok(value) => {
-                map.insert(key, value);
-            }
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "unreadable entry left out of the host index");
-                map.remove(&key);
-            }
-        },
-        _ => {
-            map.remove(&key);
-        }
+/// An entry's value; `None` for a deletion (and for an unreadable value,
+/// which is logged and left out).
+fn decode<T: Message>(entry: &kv::Entry) -> Option<T> {
+    if entry.operation != kv::Operation::Put {
+        return None;
     }
+    codec::from_cbor(&entry.value)
+        .inspect_err(|e| {
+            tracing::warn!(key = %entry.key, error = %e, "unreadable entry left out of the host index")
+        })
+        .ok()
 }

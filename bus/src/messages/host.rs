@@ -417,34 +417,56 @@ impl HostRecord {
         "tc_quarantined",
     ];
 
+    /// The record as the query language reads it.
+    pub fn view(&self) -> HostView<'_> {
+        HostView {
+            observation: &self.observation,
+            intent: Some(&self.intent),
+            drift: &self.drift,
+            healthy: self.healthy,
+            workload: self.workload.as_ref(),
+        }
+    }
+
+    /// A field's value for the query language (see [`HostView::field`]).
+    pub fn field(&self, name: &str) -> Value {
+        self.view().field(name)
+    }
+}
+
+/// A host's parts, borrowed: what a query filters on before anything is
+/// copied into a [`HostRecord`].
+#[derive(Debug, Clone, Copy)]
+pub struct HostView<'a> {
+    pub observation: &'a Observation,
+    /// `None`: no operator said anything about the host.
+    pub intent: Option<&'a HostIntent>,
+    pub drift: &'a [DriftType],
+    pub healthy: Option<bool>,
+    pub workload: Option<&'a Workload>,
+}
+
+impl HostView<'_> {
     /// A field's value for the query language. `drift` matches any of the
     /// host's drift types (`drift:role`); `drift:null` means no drift.
     pub fn field(&self, name: &str) -> Value {
-        fn text(v: Option<String>) -> Value {
-            v.map_or(Value::Null, Value::Str)
+        fn text(v: Option<&String>) -> Value {
+            v.cloned().map_or(Value::Null, Value::Str)
         }
+        let intent = self.intent;
         match name {
-            "expected_role" => self
-                .intent
-                .expected_role
-                .clone()
-                .map_or(Value::Null, Value::Str),
-            "population" => self
-                .intent
-                .population
-                .clone()
-                .map_or(Value::Null, Value::Str),
-            "disabled" => Value::Bool(self.intent.disabled),
+            "expected_role" => text(intent.and_then(|i| i.expected_role.as_ref())),
+            "population" => text(intent.and_then(|i| i.population.as_ref())),
+            "disabled" => Value::Bool(intent.is_some_and(|i| i.disabled)),
             "drift" => Value::List(self.drift.iter().map(|d| d.as_str().to_string()).collect()),
             "healthy" => self.healthy.map_or(Value::Null, Value::Bool),
-            "tc_pool" => text(self.workload.as_ref().and_then(|w| w.worker_pool.clone())),
-            "tc_state" => text(self.workload.as_ref().and_then(|w| w.state.clone())),
+            "tc_pool" => text(self.workload.and_then(|w| w.worker_pool.as_ref())),
+            "tc_state" => text(self.workload.and_then(|w| w.state.as_ref())),
             "tc_last_active" => self
                 .workload
-                .as_ref()
                 .and_then(|w| w.last_active)
                 .map_or(Value::Null, Value::Time),
-            "tc_quarantined" => self.workload.as_ref().map_or(Value::Null, |w| {
+            "tc_quarantined" => self.workload.map_or(Value::Null, |w| {
                 Value::Bool(
                     w.quarantined_until
                         .is_some_and(|q| q > OffsetDateTime::now_utc()),
