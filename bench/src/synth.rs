@@ -154,10 +154,12 @@ pub fn observation(i: usize, previous: Observation, now: OffsetDateTime) -> Obse
 /// nobody has assigned yet (no intent, no drift: the benchmark's filters do
 /// not name drift, which the gatekeeper computes on its own time).
 pub fn field(o: &Observation, name: &str) -> Value {
-    match name {
-        "expected_role" | "population" => Value::Null,
-        "disabled" => Value::Bool(false),
-        "drift" => Value::List(Vec::new()),
-        _ => o.field(name),
+    fleetroll_bus::messages::host::HostView {
+        observation: o,
+        intent: None,
+        drift: &[],
+        healthy: None,
+        workload: None,
     }
+    .field(name)
 }

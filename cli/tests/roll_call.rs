@@ -75,9 +75,9 @@ fn by_host(json: &Value) -> HashMap<String, Value> {
 #[test]
 fn probing_the_lab_records_each_host_as_it_is() {
     let lab_dir = tempfile::tempdir().unwrap();
-    let lab = Lab::start(LabConfig::new(12, lab_dir.path()).scenario(scenario())).unwrap();
+    let lab = Lab::start(LabConfig::new(60, lab_dir.path()).scenario(scenario())).unwrap();
     let up = Up::start_with(
-        "[ssh]\nexec_timeout = \"4s\"\nconnect_timeout = \"4s\"\n",
+        "[ssh]\nexec_timeout = \"4s\"\nconnect_timeout = \"4s\"\n[drift]\nunreachable_after = \"0s\"\n",
         lab_env(&lab),
     );
     let cli = &up.cli;
@@ -97,7 +97,14 @@ fn probing_the_lab_records_each_host_as_it_is() {
     let list = cli.run(&["host", "list", "--json"]);
     assert_eq!(list.code, 0, "{list:?}");
     let hosts = by_host(&list.json());
-    assert_eq!(hosts.len(), 12);
+    assert_eq!(hosts.len(), 60);
+    for n in 12..=60 {
+        let h = &hosts[&format!("lab-{n:04}")];
+        assert!(
+            h["sshable"] == true && h["sudoable"] == true && h["applied"] == true,
+            "{h:#}"
+        );
+    }
 
     let h = &hosts["lab-0001"];
     assert_eq!(h["sshable"], true);
@@ -205,6 +212,17 @@ fn probing_the_lab_records_each_host_as_it_is() {
         by_host(&overridden.json()).keys().collect::<Vec<_>>(),
         ["lab-0002"]
     );
+    // Each drift type names exactly its hosts (the gatekeeper is watching).
+    let expected_drift = [
+        ("override", vec!["lab-0002", "lab-0010"]),
+        ("unreachable", vec!["lab-0003"]),
+        ("role", vec![]),
+    ];
+    common::wait_until("drift computed", Duration::from_secs(30), || {
+        expected_drift.iter().all(|(t, want)| {
+            hosts_of(&cli.run(&["host", "list", "--drift-type", t, "--json"])) == *want
+        })
+    });
     let bad = cli.run(&["host", "list", "--filter", "role:gecko* AND (sshable:"]);
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("position 26"), "{bad:?}");
