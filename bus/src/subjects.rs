@@ -73,4 +73,5 @@ pub mod queries {
     pub const HOSTS_LIST: &str = "hosts.list";
     pub const HOSTS_GET: &str = "hosts.get";
     pub const POPULATIONS_LIST: &str = "populations.list";
+    pub const DRIFT_SUMMARY: &str = "drift.summary";
 }

@@ -235,6 +235,11 @@ pub enum InventoryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// How many hosts drift, of each type, and how many are healthy.
+    Drift {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

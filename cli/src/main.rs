@@ -62,6 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             fast,
             json,
         }) => cmd::host::refresh(&ctx, hostnames, seed.is_some(), fast, json).await,
+        Top::Inventory(InventoryCommand::Drift { json }) => cmd::host::drift(&ctx, json).await,
         Top::Host(command) => cmd::host::run(&ctx, command).await,
         Top::Population(command) => cmd::population::run(&ctx, command).await,
     }

@@ -223,6 +223,21 @@ fn probing_the_lab_records_each_host_as_it_is() {
             hosts_of(&cli.run(&["host", "list", "--drift-type", t, "--json"])) == *want
         })
     });
+    let summary = cli.run(&["inventory", "drift", "--json"]).json();
+    assert_eq!(summary["hosts"], 60);
+    assert_eq!(summary["drifting"], 3, "{summary:#}");
+    let count = |t: &str| {
+        summary["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["drift_type"] == t)
+            .unwrap()["count"]
+            .clone()
+    };
+    assert_eq!(count("override"), 2);
+    assert_eq!(count("unreachable"), 1);
+    assert_eq!(count("tc-missing"), 0);
     let bad = cli.run(&["host", "list", "--filter", "role:gecko* AND (sshable:"]);
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("position 26"), "{bad:?}");

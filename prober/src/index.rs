@@ -15,7 +15,9 @@ use async_nats::jetstream::kv;
 use fleetroll_bus::codec::{self, Message};
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::filter::Query;
-use fleetroll_bus::messages::host::{Drift, HostIntent, HostRecord, HostView, Observation};
+use fleetroll_bus::messages::host::{
+    Drift, DriftCount, DriftSummary, DriftType, HostIntent, HostRecord, HostView, Observation,
+};
 use fleetroll_bus::messages::workload::Workload;
 use fleetroll_bus::topology::{self, BucketDef};
 use futures::StreamExt;
@@ -209,6 +211,41 @@ impl HostIndex {
             page.push(found);
         }
         Ok((page, None))
+    }
+
+    /// Counts of every drift type and of health, over every host.
+    pub async fn drift_summary(&self) -> Result<DriftSummary, IndexError> {
+        self.caught_up().await?;
+        let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
+        let mut summary = DriftSummary {
+            types: DriftType::ALL
+                .iter()
+                .map(|&drift_type| DriftCount {
+                    drift_type,
+                    count: 0,
+                    hosts: Vec::new(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        for (name, view) in hosts.iter().filter_map(|(n, p)| Some((n, p.view()?))) {
+            summary.hosts += 1;
+            summary.drifting += usize::from(!view.drift.is_empty());
+            match view.healthy {
+                Some(true) => summary.healthy += 1,
+                Some(false) => summary.unhealthy += 1,
+                None => summary.health_unknown += 1,
+            }
+            for count in &mut summary.types {
+                if view.drift.contains(&count.drift_type) {
+                    count.count += 1;
+                    if count.hosts.len() < DriftSummary::SAMPLE {
+                        count.hosts.push(name.clone());
+                    }
+                }
+            }
+        }
+        Ok(summary)
     }
 
     /// One host's record.

@@ -27,7 +27,7 @@ use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::command::{Command, Verdict};
 use fleetroll_bus::messages::host::{HostName, HostQuery, PopulationList};
 use fleetroll_bus::messages::{NoParams, SeedList, WorkerKind};
-use fleetroll_bus::query::QueryService;
+use fleetroll_bus::query::{QueryError, QueryService};
 use fleetroll_bus::subjects::queries;
 use fleetroll_bus::worker::{self, CommandContext, Handler, Replica};
 use fleetroll_ssh::SshSettings;
@@ -135,6 +135,18 @@ where
         .serve(queries::HOSTS_LIST, move |_claims, q: HostQuery| {
             let index = i.clone();
             async move { hosts::page(&index, &q, max_bytes).await }
+        })
+        .await?;
+    let i = index.clone();
+    queries
+        .serve(queries::DRIFT_SUMMARY, move |_claims, _: NoParams| {
+            let index = i.clone();
+            async move {
+                index
+                    .drift_summary()
+                    .await
+                    .map_err(|e| QueryError::Failed(e.to_string()))
+            }
         })
         .await?;
     let i = index.clone();

@@ -367,6 +367,37 @@ impl Message for Drift {
     const VERSION: u16 = 1;
 }
 
+/// Answer of `drift.summary`: the fleet's drift and health at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftSummary {
+    pub hosts: usize,
+    /// Hosts with at least one kind of drift.
+    pub drifting: usize,
+    pub healthy: usize,
+    pub unhealthy: usize,
+    /// Hosts whose health is unknown (no workload source, never probed).
+    pub health_unknown: usize,
+    /// Every drift type, with its count and the first hosts by name.
+    pub types: Vec<DriftCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftCount {
+    pub drift_type: DriftType,
+    pub count: usize,
+    /// At most [`DriftSummary::SAMPLE`] names; `count` says how many in all.
+    pub hosts: Vec<String>,
+}
+
+impl DriftSummary {
+    pub const SAMPLE: usize = 20;
+}
+
+impl Message for DriftSummary {
+    const KIND: &'static str = "drift_summary";
+    const VERSION: u16 = 1;
+}
+
 /// A host as people and bots read it: the observation, the operator's
 /// intent and the drift, with the field names of SPEC 4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

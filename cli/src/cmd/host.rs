@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Command, HostSelection, Reply, Verdict};
-use fleetroll_bus::messages::host::{HostList, HostName, HostQuery, HostRecord};
+use fleetroll_bus::messages::host::{DriftSummary, HostList, HostName, HostQuery, HostRecord};
 use fleetroll_bus::messages::{NoParams, SeedList};
 use fleetroll_bus::subjects::queries;
 
@@ -203,6 +203,28 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
         );
     }
     eprintln!("{} host(s)", hosts.len());
+    Ok(exit::OK)
+}
+
+pub async fn drift(ctx: &Context, json: bool) -> anyhow::Result<u8> {
+    let summary: DriftSummary = query(ctx, queries::DRIFT_SUMMARY, &NoParams {}).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(exit::OK);
+    }
+    println!(
+        "{} host(s), {} drifting; healthy {}, unhealthy {}, unknown {}",
+        summary.hosts, summary.drifting, summary.healthy, summary.unhealthy, summary.health_unknown
+    );
+    println!("{:<16} {:>6}  HOSTS", "DRIFT", "COUNT");
+    for t in &summary.types {
+        let more = t.count - t.hosts.len();
+        let mut hosts = t.hosts.join(", ");
+        if more > 0 {
+            hosts.push_str(&format!(" and {more} more"));
+        }
+        println!("{:<16} {:>6}  {}", t.drift_type.as_str(), t.count, hosts);
+    }
     Ok(exit::OK)
 }
 
