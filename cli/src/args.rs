@@ -69,6 +69,8 @@ pub enum Top {
     /// Populations: named groups of hosts with an expected role.
     #[command(subcommand)]
     Population(PopulationCommand),
+    /// Print a shell completion script (`fleetroll completions bash > /etc/bash_completion.d/fleetroll`).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]

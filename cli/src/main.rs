@@ -13,7 +13,20 @@ use crate::args::{Cli, InventoryCommand, Top};
 use crate::context::Context;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout with 0; a bad command line is
+        // "invalid arguments" (1), not clap's own 2, which means
+        // infrastructure here.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::OK
+            });
+        }
+    };
     let default_level = if matches!(cli.command, Top::Up(_) | Top::Worker { .. }) {
         "info"
     } else {
@@ -65,5 +78,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Top::Inventory(InventoryCommand::Drift { json }) => cmd::host::drift(&ctx, json).await,
         Top::Host(command) => cmd::host::run(&ctx, command).await,
         Top::Population(command) => cmd::population::run(&ctx, command).await,
+        Top::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "fleetroll", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::stdout().write_all(&script);
+            Ok(exit::OK)
+        }
     }
 }

@@ -282,3 +282,26 @@ async fn a_command_nobody_answers_says_so_and_is_not_run_after_its_deadline() {
     assert_eq!(outcome.verdict.label(), "refused", "{outcome:?}");
     assert_eq!(outcome.actor.as_deref(), Some("tester"));
 }
+
+#[test]
+fn shell_completions_are_valid_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = common::Cli::new(dir.path());
+    let bash = cli.run(&["completions", "bash"]);
+    assert_eq!(bash.code, 0, "{bash:?}");
+    assert!(bash.stdout.contains("inventory") && bash.stdout.contains("assign-population"));
+    let path = dir.path().join("fleetroll.bash");
+    std::fs::write(&path, &bash.stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(check.success(), "bash -n refused the completion script");
+    let zsh = cli.run(&["completions", "zsh"]);
+    assert!(zsh.stdout.contains("#compdef fleetroll"), "{zsh:?}");
+    let bad = cli.run(&["completions", "tcsh"]);
+    assert_eq!(bad.code, 1, "a bad argument is invalid input: {bad:?}");
+    assert!(bad.stderr.contains("tcsh"), "{bad:?}");
+    assert_eq!(cli.run(&["--help"]).code, 0);
+}
