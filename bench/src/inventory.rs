@@ -78,6 +78,7 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
     drop(fleet);
 
     let settle = settle(&bus, &token, &filters, &args).await?;
+    judged(&bus, n, &args).await?;
     let timed = time_queries(&bus, &token, &filters, &args).await?;
     report(n, &seed, &ingest, &settle, &filters, &timed, &args);
     Ok(())
@@ -300,6 +301,28 @@ async fn settle(
                 rounds,
                 off,
             });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the gatekeeper has judged every host (a drift entry each), so
+/// the queries are timed in the steady state, not while 100,000 drift
+/// verdicts are being written and indexed.
+async fn judged(bus: &Bus, n: usize, args: &InventoryArgs) -> anyhow::Result<()> {
+    let drift = bus.kv(&topology::DRIFT).await?;
+    let start = Instant::now();
+    loop {
+        let judged = drift.status().await?.values();
+        if judged >= n as u64 {
+            say!(
+                "the gatekeeper judged every host ({:.1} s after the data showed)",
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if start.elapsed() > args.settle_timeout {
+            bail!("the gatekeeper judged only {judged} of {n} hosts");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -150,7 +150,7 @@ fn probing_the_lab_records_each_host_as_it_is() {
     );
 
     let mac = &hosts["lab-0005"];
-    assert_eq!(mac["os"], "Darwin");
+    assert_eq!(mac["os"], "Darwin", "{mac:#}");
     assert_eq!(mac["puppet"]["source"], "metadata");
 
     let old_wrapper = &hosts["lab-0006"];

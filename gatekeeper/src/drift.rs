@@ -4,7 +4,7 @@
 //! from the streams, and re-evaluates on a timer for the drift that only
 //! time makes (unreachable for too long).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -13,7 +13,7 @@ use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::host::{Drift, DriftType, HostIntent, Observation};
 use fleetroll_bus::messages::workload::Workload;
 use fleetroll_bus::topology;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use tracing::warn;
@@ -123,89 +123,138 @@ struct Hosts {
     written: BTreeMap<String, (Vec<DriftType>, Option<bool>)>,
 }
 
+impl Hosts {
+    /// Takes in one bucket entry; says which host it was about.
+    fn absorb(&mut self, slot: usize, entry: &kv::Entry) -> String {
+        let key = entry.key.clone();
+        match slot {
+            0 => set(&mut self.observations, &key, decode(entry)),
+            1 => set(&mut self.intents, &key, decode(entry)),
+            _ => set(&mut self.workload, &key, decode(entry)),
+        }
+        key
+    }
+}
+
+fn set<T>(map: &mut BTreeMap<String, T>, key: &str, value: Option<T>) {
+    match value {
+        Some(v) => {
+            map.insert(key.to_string(), v);
+        }
+        None => {
+            map.remove(key);
+        }
+    }
+}
+
+/// Verdicts written at once: a burst of 100,000 new observations is judged
+/// at the bucket's write rate, not one round trip per host.
+const WRITES_IN_FLIGHT: usize = 64;
+
+/// Entries taken in before judging: what arrived together is judged together.
+const BATCH: usize = 1000;
+
 /// Keeps the drift bucket current until the watches end (NATS gone), which
 /// the caller treats as a failure to restart from.
 pub async fn maintain(bus: Bus, settings: DriftSettings) -> Result<(), BusError> {
-    let watch_error = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
-        what: format!("watching {what}"),
-        detail: e.to_string(),
-    };
-    let hosts_store = bus.kv(&topology::HOSTS).await?;
-    let intent_store = bus.kv(&topology::HOST_INTENT).await?;
+    let mut watches = Vec::new();
+    for (slot, bucket) in [
+        &topology::HOSTS,
+        &topology::HOST_INTENT,
+        &topology::WORKLOAD,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let watch = bus
+            .kv(bucket)
+            .await?
+            .watch_all_from_revision(1)
+            .await
+            .map_err(|e| BusError::js(format!("watching {}", bucket.name), e))?;
+        watches.push(watch.map(move |entry| (slot, entry)));
+    }
+    let mut entries = futures::stream::select_all(watches);
     let drift_store = bus.kv(&topology::DRIFT).await?;
-    let workload_store = bus.kv(&topology::WORKLOAD).await?;
-    let mut observations = hosts_store
-        .watch_all_from_revision(1)
-        .await
-        .map_err(|e| watch_error("hosts", &e))?;
-    let mut intents = intent_store
-        .watch_all_from_revision(1)
-        .await
-        .map_err(|e| watch_error("intent", &e))?;
-    let mut workloads = workload_store
-        .watch_all_from_revision(1)
-        .await
-        .map_err(|e| watch_error("workload", &e))?;
     let mut state = Hosts::default();
     for (name, drift) in bus.snapshot::<Drift>(&topology::DRIFT).await? {
         state.written.insert(name, (drift.types, drift.healthy));
     }
+    let ended = || BusError::js("watching the host buckets", "the watch ended");
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    let mut dirty = BTreeSet::new();
     loop {
-        let changed = tokio::select! {
-            entry = observations.next() => {
-                let entry = entry.ok_or_else(|| watch_error("hosts", &"watch ended"))?.map_err(|e| watch_error("hosts", &e))?;
-                let key = entry.key.clone();
-                match decode::<Observation>(&entry) {
-                    Some(o) => { state.observations.insert(key.clone(), o); }
-                    None => { state.observations.remove(&key); }
+        tokio::select! {
+            entry = entries.next() => {
+                let (slot, entry) = entry.ok_or_else(ended)?;
+                let entry = entry.map_err(|e| BusError::js("watching the host buckets", e))?;
+                dirty.insert(state.absorb(slot, &entry));
+                while dirty.len() < BATCH {
+                    match entries.next().now_or_never() {
+                        Some(Some((slot, Ok(entry)))) => {
+                            dirty.insert(state.absorb(slot, &entry));
+                        }
+                        Some(Some((_, Err(e)))) => {
+                            return Err(BusError::js("watching the host buckets", e));
+                        }
+                        Some(None) => return Err(ended()),
+                        None => break,
+                    }
                 }
-                vec![key]
             }
-            entry = intents.next() => {
-                let entry = entry.ok_or_else(|| watch_error("intent", &"watch ended"))?.map_err(|e| watch_error("intent", &e))?;
-                let key = entry.key.clone();
-                match decode::<HostIntent>(&entry) {
-                    Some(i) => { state.intents.insert(key.clone(), i); }
-                    None => { state.intents.remove(&key); }
-                }
-                vec![key]
+            _ = ticker.tick() => dirty.extend(state.observations.keys().cloned()),
+        }
+        judge(
+            &mut state,
+            std::mem::take(&mut dirty),
+            &drift_store,
+            &settings,
+        )
+        .await;
+    }
+}
+
+/// Writes the verdict of each named host that changed (and drops the verdict
+/// of a host that is gone).
+async fn judge(
+    state: &mut Hosts,
+    names: BTreeSet<String>,
+    store: &kv::Store,
+    settings: &DriftSettings,
+) {
+    let now = OffsetDateTime::now_utc();
+    let mut changed = Vec::new();
+    for name in names {
+        let Some(observation) = state.observations.get(&name) else {
+            if state.written.remove(&name).is_some() {
+                let _ = store.delete(&name).await;
             }
-            entry = workloads.next() => {
-                let entry = entry.ok_or_else(|| watch_error("workload", &"watch ended"))?.map_err(|e| watch_error("workload", &e))?;
-                let key = entry.key.clone();
-                match decode::<Workload>(&entry) {
-                    Some(w) => { state.workload.insert(key.clone(), w); }
-                    None => { state.workload.remove(&key); }
-                }
-                vec![key]
-            }
-            _ = ticker.tick() => state.observations.keys().cloned().collect(),
+            continue;
         };
-        let now = OffsetDateTime::now_utc();
-        for name in changed {
-            let Some(observation) = state.observations.get(&name) else {
-                if state.written.remove(&name).is_some() {
-                    let _ = drift_store.delete(&name).await;
-                }
-                continue;
-            };
-            let intent = state.intents.get(&name).cloned().unwrap_or_default();
-            let workload = state.workload.get(&name);
-            let types = drift_of(observation, &intent, workload, &settings, now);
-            let healthy = healthy_of(observation, workload, &settings, now);
-            let verdict = (types, healthy);
-            if state.written.get(&name) == Some(&verdict) {
-                continue;
-            }
+        let intent = state.intents.get(&name).cloned().unwrap_or_default();
+        let workload = state.workload.get(&name);
+        let types = drift_of(observation, &intent, workload, settings, now);
+        let healthy = healthy_of(observation, workload, settings, now);
+        if state.written.get(&name) != Some(&(types.clone(), healthy)) {
+            changed.push((name, types, healthy));
+        }
+    }
+    for chunk in changed.chunks(WRITES_IN_FLIGHT) {
+        let writes = chunk.iter().map(|(name, types, healthy)| {
             let record = Drift {
-                types: verdict.0.clone(),
-                healthy,
+                types: types.clone(),
+                healthy: *healthy,
                 computed_at: now,
             };
-            match drift_store.put(&name, codec::to_cbor(&record).into()).await {
+            store.put(name.as_str(), codec::to_cbor(&record).into())
+        });
+        let results = futures::future::join_all(writes).await;
+        for ((name, types, healthy), result) in chunk.iter().zip(results) {
+            match result {
                 Ok(_) => {
-                    state.written.insert(name, verdict);
+                    state
+                        .written
+                        .insert(name.clone(), (types.clone(), *healthy));
                 }
                 Err(e) => warn!(host = %name, error = %e, "drift not written"),
             }

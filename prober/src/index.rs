@@ -90,6 +90,8 @@ pub struct HostIndex {
     /// The revision of each bucket the index has applied.
     applied: watch::Sender<Revisions>,
     failure: RwLock<Option<String>>,
+    /// The buckets, opened once (opening is a request of its own).
+    stores: tokio::sync::OnceCell<Vec<kv::Store>>,
 }
 
 /// How long a query waits for the index to catch up.
@@ -103,6 +105,7 @@ impl HostIndex {
             hosts: RwLock::default(),
             applied: watch::Sender::new([0; 4]),
             failure: RwLock::default(),
+            stores: tokio::sync::OnceCell::new(),
         });
         let maintained = index.clone();
         tokio::spawn(async move {
@@ -121,8 +124,8 @@ impl HostIndex {
 
     async fn maintain(&self) -> Result<(), BusError> {
         let mut watches = Vec::new();
-        for (slot, bucket) in BUCKETS.iter().enumerate() {
-            let store = self.bus.kv(bucket).await?;
+        for (slot, store) in self.stores().await?.iter().enumerate() {
+            let bucket = BUCKETS[slot];
             let watch = store
                 .watch_all_from_revision(1)
                 .await
@@ -152,18 +155,31 @@ impl HostIndex {
         Err(BusError::js("watching the host buckets", "the watch ended"))
     }
 
+    async fn stores(&self) -> Result<&Vec<kv::Store>, BusError> {
+        self.stores
+            .get_or_try_init(|| async {
+                let mut stores = Vec::new();
+                for bucket in BUCKETS {
+                    stores.push(self.bus.kv(bucket).await?);
+                }
+                Ok(stores)
+            })
+            .await
+    }
+
     /// Waits until the index holds every write the buckets have taken.
     async fn caught_up(&self) -> Result<(), IndexError> {
         let mut wanted: Revisions = [0; 4];
-        let statuses = futures::future::join_all(BUCKETS.iter().map(|bucket| async move {
-            self.bus
-                .kv(bucket)
-                .await?
-                .status()
-                .await
-                .map(|s| s.info.state.last_sequence)
-                .map_err(|e| BusError::js(format!("reading {}", bucket.name), e))
-        }))
+        let stores = self.stores().await?;
+        let statuses = futures::future::join_all(stores.iter().zip(BUCKETS).map(
+            |(store, bucket)| async move {
+                store
+                    .status()
+                    .await
+                    .map(|s| s.info.state.last_sequence)
+                    .map_err(|e| BusError::js(format!("reading {}", bucket.name), e))
+            },
+        ))
         .await;
         for (slot, status) in statuses.into_iter().enumerate() {
             wanted[slot] = status?;
