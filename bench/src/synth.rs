@@ -153,7 +153,7 @@ pub fn observation(i: usize, previous: Observation, now: OffsetDateTime) -> Obse
 /// A host's field for the query language as the query service sees a host
 /// nobody has assigned yet (no intent, no drift: the benchmark's filters do
 /// not name drift, which the gatekeeper computes on its own time).
-pub fn field(o: &Observation, name: &str) -> Value {
+pub fn field<'a>(o: &'a Observation, name: &str) -> Value<'a> {
     fleetroll_bus::messages::host::HostView {
         observation: o,
         intent: None,

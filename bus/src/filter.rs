@@ -28,20 +28,29 @@
 //! assert_eq!(err.to_string(), "bad query at position 16: expected `)` to close the `(` at position 12");
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 
 use time::OffsetDateTime;
 
-/// A field's value in a record being matched.
+/// A field's value in a record being matched, borrowed from the record
+/// where it can be: a query over 100,000 records copies nothing.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
-    Str(String),
+    Str(Cow<'a, str>),
     Bool(bool),
     Num(f64),
     Time(OffsetDateTime),
     /// Matches when any element does; `null` when empty.
-    List(Vec<String>),
+    List(Vec<Cow<'a, str>>),
+}
+
+impl<'a> Value<'a> {
+    /// A text field, `null` when absent.
+    pub fn text(v: Option<&'a str>) -> Value<'a> {
+        v.map_or(Value::Null, |s| Value::Str(Cow::Borrowed(s)))
+    }
 }
 
 /// A parse error, at a 1-based character position.
@@ -86,7 +95,9 @@ struct Field {
 enum Literal {
     Null,
     Exact(String),
-    Glob(glob::Pattern),
+    /// The pattern, and its literal start: most texts are refused by a
+    /// prefix check before the pattern is run.
+    Glob(glob::Pattern, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,11 +165,11 @@ impl Query {
     }
 
     /// Whether a record matches, `now` being the time ages are counted from.
-    pub fn matches_at(&self, record: &dyn Fn(&str) -> Value, now: OffsetDateTime) -> bool {
+    pub fn matches_at<'a>(&self, record: &dyn Fn(&str) -> Value<'a>, now: OffsetDateTime) -> bool {
         self.expr.as_ref().is_none_or(|e| eval(e, record, now))
     }
 
-    pub fn matches(&self, record: &dyn Fn(&str) -> Value) -> bool {
+    pub fn matches<'a>(&self, record: &dyn Fn(&str) -> Value<'a>) -> bool {
         self.matches_at(record, OffsetDateTime::now_utc())
     }
 
@@ -178,7 +189,7 @@ fn collect_fields<'a>(expr: &'a Expr, out: &mut Vec<&'a Field>) {
     }
 }
 
-fn eval(expr: &Expr, record: &dyn Fn(&str) -> Value, now: OffsetDateTime) -> bool {
+fn eval<'a>(expr: &Expr, record: &dyn Fn(&str) -> Value<'a>, now: OffsetDateTime) -> bool {
     match expr {
         Expr::Or(a, b) => eval(a, record, now) || eval(b, record, now),
         Expr::And(a, b) => eval(a, record, now) && eval(b, record, now),
@@ -189,37 +200,38 @@ fn eval(expr: &Expr, record: &dyn Fn(&str) -> Value, now: OffsetDateTime) -> boo
 }
 
 fn is(actual: &Value, wanted: &Literal) -> bool {
-    let text = match actual {
-        Value::List(items) => {
-            return match wanted {
-                Literal::Null => items.is_empty(),
-                _ => items
-                    .iter()
-                    .any(|item| is(&Value::Str(item.clone()), wanted)),
-            };
-        }
-        Value::Null => return matches!(wanted, Literal::Null),
-        Value::Str(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Num(n) => n.to_string(),
-        Value::Time(t) => crate::messages::timestamp(*t),
-    };
+    match (actual, wanted) {
+        (Value::List(items), Literal::Null) => items.is_empty(),
+        (Value::List(items), _) => items.iter().any(|item| is_text(item, wanted)),
+        (Value::Null, _) => matches!(wanted, Literal::Null),
+        (_, Literal::Null) => false,
+        (Value::Bool(b), Literal::Exact(w)) => parse_bool(w) == Some(*b),
+        (Value::Num(n), Literal::Exact(w)) => w.parse::<f64>().is_ok_and(|w| w == *n),
+        (Value::Str(s), _) => is_text(s, wanted),
+        (Value::Bool(b), _) => is_text(&b.to_string(), wanted),
+        (Value::Num(n), _) => is_text(&n.to_string(), wanted),
+        (Value::Time(t), _) => is_text(&crate::messages::timestamp(*t), wanted),
+    }
+}
+
+fn is_text(text: &str, wanted: &Literal) -> bool {
     match wanted {
         Literal::Null => false,
-        Literal::Exact(w) => match actual {
-            Value::Bool(b) => parse_bool(w) == Some(*b),
-            Value::Num(n) => w.parse::<f64>().is_ok_and(|w| w == *n),
-            _ => text == *w,
-        },
-        Literal::Glob(pattern) => pattern.matches(&text),
+        Literal::Exact(w) => text == w,
+        Literal::Glob(pattern, prefix) => {
+            text.starts_with(prefix.as_str()) && pattern.matches(text)
+        }
     }
 }
 
 fn parse_bool(word: &str) -> Option<bool> {
-    match word.to_ascii_lowercase().as_str() {
-        "true" | "yes" => Some(true),
-        "false" | "no" => Some(false),
-        _ => None,
+    let is = |w: &str| word.eq_ignore_ascii_case(w);
+    if is("true") || is("yes") {
+        Some(true)
+    } else if is("false") || is("no") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -467,7 +479,11 @@ impl Parser {
                 let value = match word {
                     None => Literal::Null,
                     Some(w) if w.contains(['*', '?', '[']) => match glob::Pattern::new(&w) {
-                        Ok(pattern) => Literal::Glob(pattern),
+                        Ok(pattern) => {
+                            let prefix =
+                                w[..w.find(['*', '?', '[']).unwrap_or(w.len())].to_string();
+                            Literal::Glob(pattern, prefix)
+                        }
                         Err(e) => {
                             return self.error(format!("`{w}` is not a valid pattern: {}", e.msg));
                         }
@@ -528,7 +544,7 @@ fn amount(word: &str) -> Option<Amount> {
 mod tests {
     use super::*;
 
-    fn host(field: &str) -> Value {
+    fn host(field: &str) -> Value<'static> {
         match field {
             "hostname" => Value::Str("t-linux-042.test".into()),
             "role" => Value::Str("gecko_t_linux_talos".into()),

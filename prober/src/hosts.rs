@@ -176,6 +176,17 @@ fn index_failed(e: IndexError) -> QueryError {
     QueryError::Failed(e.to_string())
 }
 
+/// More than a record takes encoded, in CBOR or JSON (where a control
+/// character in a text costs six bytes), without encoding it.
+fn encoded_size_bound(record: &HostRecord) -> usize {
+    let o = &record.observation;
+    let texts: usize = [&o.override_contents, &o.last_error, &o.os_version]
+        .iter()
+        .map(|t| t.as_ref().map_or(0, String::len))
+        .sum();
+    2048 + 6 * texts
+}
+
 /// One page of the hosts matching a query, by hostname: at most `limit`
 /// hosts, and never more than `max_bytes` of encoded records.
 pub async fn page(
@@ -188,7 +199,7 @@ pub async fn page(
     let (mut count, mut bytes) = (0usize, 0usize);
     let (hosts, next) = index
         .list(&query, q.after.as_deref(), |record| {
-            bytes += codec::to_cbor(record).len();
+            bytes += encoded_size_bound(record);
             count += 1;
             // A page holds at least one host, however big.
             count == 1 || (count <= limit && bytes <= max_bytes)

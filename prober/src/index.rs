@@ -34,23 +34,24 @@ const BUCKETS: [&BucketDef; 4] = [
 
 type Revisions = [u64; 4];
 
-/// What the buckets hold about one host.
+/// What the buckets hold about one host. Boxed, so that a scan walks small
+/// map nodes and touches only the parts a query reads.
 #[derive(Default)]
 struct Parts {
-    observation: Option<Observation>,
-    intent: Option<HostIntent>,
-    verdict: Option<Drift>,
-    workload: Option<Workload>,
+    observation: Option<Box<Observation>>,
+    intent: Option<Box<HostIntent>>,
+    verdict: Option<Box<Drift>>,
+    workload: Option<Box<Workload>>,
 }
 
 impl Parts {
     fn view(&self) -> Option<HostView<'_>> {
         Some(HostView {
-            observation: self.observation.as_ref()?,
-            intent: self.intent.as_ref(),
+            observation: self.observation.as_deref()?,
+            intent: self.intent.as_deref(),
             drift: self.verdict.as_ref().map_or(&[], |d| &d.types),
             healthy: self.verdict.as_ref().and_then(|d| d.healthy),
-            workload: self.workload.as_ref(),
+            workload: self.workload.as_deref(),
         })
     }
 
@@ -274,7 +275,7 @@ impl HostIndex {
 
 /// An entry's value; `None` for a deletion (and for an unreadable value,
 /// which is logged and left out).
-fn decode<T: Message>(entry: &kv::Entry) -> Option<T> {
+fn decode<T: Message>(entry: &kv::Entry) -> Option<Box<T>> {
     if entry.operation != kv::Operation::Put {
         return None;
     }
@@ -283,4 +284,5 @@ fn decode<T: Message>(entry: &kv::Entry) -> Option<T> {
             tracing::warn!(key = %entry.key, error = %e, "unreadable entry left out of the host index")
         })
         .ok()
+        .map(Box::new)
 }

@@ -128,8 +128,9 @@ where
         })
         .await?;
     let index = HostIndex::start(bus.clone());
-    // An answer must fit one NATS message, JSON included.
-    let max_bytes = bus.client.server_info().max_payload / 3;
+    // An answer must fit one NATS message, JSON included (the page's size
+    // bound is already a generous one).
+    let max_bytes = bus.client.server_info().max_payload * 2 / 3;
     let i = index.clone();
     queries
         .serve(queries::HOSTS_LIST, move |_claims, q: HostQuery| {

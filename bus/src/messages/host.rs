@@ -167,19 +167,19 @@ impl Message for HostKeyPin {
 
 impl Observation {
     /// A field's value for the query language (see [`HostRecord::FIELDS`]).
-    pub fn field(&self, name: &str) -> Value {
-        fn text(v: &Option<String>) -> Value {
-            v.clone().map_or(Value::Null, Value::Str)
+    pub fn field(&self, name: &str) -> Value<'_> {
+        fn text(v: &Option<String>) -> Value<'_> {
+            Value::text(v.as_deref())
         }
-        fn flag(v: Option<bool>) -> Value {
+        fn flag(v: Option<bool>) -> Value<'static> {
             v.map_or(Value::Null, Value::Bool)
         }
-        fn at(v: Option<OffsetDateTime>) -> Value {
+        fn at(v: Option<OffsetDateTime>) -> Value<'static> {
             v.map_or(Value::Null, Value::Time)
         }
         let puppet = self.puppet.as_ref();
         match name {
-            "hostname" => Value::Str(self.hostname.clone()),
+            "hostname" => Value::text(Some(&self.hostname)),
             "discovered_at" => Value::Time(self.discovered_at),
             "probed_at" => at(self.probed_at),
             "last_seen" => at(self.last_seen),
@@ -194,23 +194,22 @@ impl Observation {
             "override_sha256" => text(&self.override_sha256),
             "override" => text(&self.override_contents),
             "puppet_source" => puppet.map_or(Value::Null, |p| {
-                Value::Str(
-                    serde_json::to_value(p.source)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
-                )
+                Value::text(Some(match p.source {
+                    PuppetSource::Metadata => "metadata",
+                    PuppetSource::Summary => "summary",
+                    PuppetSource::None => "none",
+                }))
             }),
             "puppet_success" => flag(puppet.and_then(|p| p.success)),
             "puppet_ts" => at(puppet.and_then(|p| p.ts)),
-            "puppet_branch" => text(&puppet.and_then(|p| p.git_branch.clone())),
-            "puppet_sha" => text(&puppet.and_then(|p| p.git_sha.clone())),
+            "puppet_branch" => Value::text(puppet.and_then(|p| p.git_branch.as_deref())),
+            "puppet_sha" => Value::text(puppet.and_then(|p| p.git_sha.as_deref())),
             "applied" => flag(self.applied),
             "applied_source" => self.applied_source.map_or(Value::Null, |s| {
-                Value::Str(match s {
-                    AppliedSource::Metadata => "metadata".into(),
-                    AppliedSource::Heuristic => "heuristic".into(),
-                })
+                Value::text(Some(match s {
+                    AppliedSource::Metadata => "metadata",
+                    AppliedSource::Heuristic => "heuristic",
+                }))
             }),
             "error" => text(&self.last_error),
             _ => Value::Null,
@@ -460,7 +459,7 @@ impl HostRecord {
     }
 
     /// A field's value for the query language (see [`HostView::field`]).
-    pub fn field(&self, name: &str) -> Value {
+    pub fn field(&self, name: &str) -> Value<'_> {
         self.view().field(name)
     }
 }
@@ -477,22 +476,19 @@ pub struct HostView<'a> {
     pub workload: Option<&'a Workload>,
 }
 
-impl HostView<'_> {
+impl<'a> HostView<'a> {
     /// A field's value for the query language. `drift` matches any of the
     /// host's drift types (`drift:role`); `drift:null` means no drift.
-    pub fn field(&self, name: &str) -> Value {
-        fn text(v: Option<&String>) -> Value {
-            v.cloned().map_or(Value::Null, Value::Str)
-        }
+    pub fn field(&self, name: &str) -> Value<'a> {
         let intent = self.intent;
         match name {
-            "expected_role" => text(intent.and_then(|i| i.expected_role.as_ref())),
-            "population" => text(intent.and_then(|i| i.population.as_ref())),
+            "expected_role" => Value::text(intent.and_then(|i| i.expected_role.as_deref())),
+            "population" => Value::text(intent.and_then(|i| i.population.as_deref())),
             "disabled" => Value::Bool(intent.is_some_and(|i| i.disabled)),
-            "drift" => Value::List(self.drift.iter().map(|d| d.as_str().to_string()).collect()),
+            "drift" => Value::List(self.drift.iter().map(|d| d.as_str().into()).collect()),
             "healthy" => self.healthy.map_or(Value::Null, Value::Bool),
-            "tc_pool" => text(self.workload.and_then(|w| w.worker_pool.as_ref())),
-            "tc_state" => text(self.workload.and_then(|w| w.state.as_ref())),
+            "tc_pool" => Value::text(self.workload.and_then(|w| w.worker_pool.as_deref())),
+            "tc_state" => Value::text(self.workload.and_then(|w| w.state.as_deref())),
             "tc_last_active" => self
                 .workload
                 .and_then(|w| w.last_active)
