@@ -586,8 +586,15 @@ async fn chatops_asks_in_json_and_cannot_mutate() {
     let cli = up.cli.clone();
     let token = tokio::task::spawn_blocking(move || {
         assert_eq!(
-            cli.run(&["inventory", "seed", "add", "bot.example.com"])
-                .code,
+            cli.run(&[
+                "inventory",
+                "seed",
+                "add",
+                "bot.example.com",
+                "bot2.example.com",
+                "bot3.example.com"
+            ])
+            .code,
             0
         );
         let issued = cli.run(&["auth", "issue", "--actor", "chatbot", "--role", "chatops"]);
@@ -630,6 +637,46 @@ async fn chatops_asks_in_json_and_cannot_mutate() {
     let json: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(json["kind"], "host_list");
     assert_eq!(json["body"]["hosts"][0]["hostname"], "bot.example.com");
+
+    // Pages: `limit` hosts at a time, `next` says where to go on.
+    let page = |body: &str| {
+        let bus = &bus;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Accept", "application/json");
+        headers.insert("Content-Type", "application/json");
+        headers.insert("Authorization", format!("Bearer {token}").as_str());
+        let request = format!(r#"{{"kind":"host_query","v":1,"body":{body}}}"#);
+        async move {
+            let reply = bus
+                .client
+                .request_with_headers("fleetroll.query.hosts.list", headers, request.into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()["body"].clone()
+        }
+    };
+    let first = page(r#"{"filter":"hostname:bot*","limit":2}"#).await;
+    assert_eq!(first["hosts"].as_array().unwrap().len(), 2, "{first:#}");
+    assert_eq!(first["next"], "bot2.example.com");
+    let rest = page(r#"{"filter":"hostname:bot*","limit":2,"after":"bot2.example.com"}"#).await;
+    assert_eq!(rest["hosts"][0]["hostname"], "bot3.example.com", "{rest:#}");
+    assert_eq!(rest["next"], Value::Null);
+    let all = page("{}").await;
+    assert_eq!(all["hosts"].as_array().unwrap().len(), 3);
+
+    // The drift summary, for "how is the fleet?" in chat.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Accept", "application/json");
+    headers.insert("Authorization", format!("Bearer {token}").as_str());
+    let reply = bus
+        .client
+        .request_with_headers("fleetroll.query.drift.summary", headers, "".into())
+        .await
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(summary["kind"], "drift_summary", "{summary:#}");
+    assert_eq!(summary["body"]["hosts"], 3);
+    assert_eq!(summary["body"]["types"].as_array().unwrap().len(), 6);
 
     let cli = up.cli.clone();
     let refused = tokio::task::spawn_blocking(move || {
