@@ -27,7 +27,11 @@ pub struct Fleet {
     settings: SshSettings,
     identity: Option<Identity>,
     identity_error: Option<SshError>,
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Live connections, with the fingerprint of the key each was checked against.
+    sessions: Mutex<HashMap<String, (Arc<Session>, String)>>,
+    /// The hosts and host-key buckets, opened once (opening is a request).
+    hosts: tokio::sync::OnceCell<kv::Store>,
+    keys: tokio::sync::OnceCell<kv::Store>,
     /// One probe per host at a time: a second job for the same host (a
     /// refresh meeting a scheduled probe) waits and reuses the connection.
     busy: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -64,6 +68,8 @@ impl Fleet {
             identity,
             identity_error,
             sessions: Mutex::new(HashMap::new()),
+            hosts: tokio::sync::OnceCell::new(),
+            keys: tokio::sync::OnceCell::new(),
             busy: Mutex::new(HashMap::new()),
             permits,
         }
@@ -99,7 +105,10 @@ impl Fleet {
         let _permit = self.permits.acquire().await.expect("never closed");
         let span = info_span!("probe", host = hostname);
         async {
-            let hosts = self.bus.kv(&topology::HOSTS).await?;
+            let hosts = self
+                .hosts
+                .get_or_try_init(|| self.bus.kv(&topology::HOSTS))
+                .await?;
             let read_error = |e: &dyn std::fmt::Display| BusError::JetStream {
                 what: "reading host".into(),
                 detail: e.to_string(),
@@ -122,7 +131,7 @@ impl Fleet {
                     ..previous
                 };
                 // Nothing changed, so nothing for the history either.
-                return write(&self.bus, &hosts, entry, seen, false).await;
+                return write(&self.bus, hosts, entry, seen, false).await;
             }
             let result = self.run_probe(hostname).await;
             let now = OffsetDateTime::now_utc();
@@ -161,7 +170,7 @@ impl Fleet {
             if let Err((e, _)) = &result {
                 warn!(error = %e, "probe failed");
             }
-            write(&self.bus, &hosts, entry, apply, true).await
+            write(&self.bus, hosts, entry, apply, true).await
         }
         .instrument(span)
         .await
@@ -253,26 +262,26 @@ impl Fleet {
     /// one, or a new one checked against (or pinning) the host key. Says
     /// whether it came from the pool.
     async fn session(&self, hostname: &str) -> Result<((Arc<Session>, String), bool), ProbeError> {
-        let keys = self.bus.kv(&topology::HOST_KEYS).await?;
+        if let Some(pooled) = self
+            .sessions
+            .lock()
+            .await
+            .get(hostname)
+            .filter(|(s, _)| !s.is_closed())
+            .cloned()
+        {
+            return Ok((pooled, true));
+        }
+        let keys = self
+            .keys
+            .get_or_try_init(|| self.bus.kv(&topology::HOST_KEYS))
+            .await?;
         let pinned: Option<HostKeyPin> = keys
             .get(hostname)
             .await
             .ok()
             .flatten()
             .and_then(|b| codec::from_cbor(&b).ok());
-        if let Some(session) = self
-            .sessions
-            .lock()
-            .await
-            .get(hostname)
-            .filter(|s| !s.is_closed())
-            .cloned()
-        {
-            return Ok((
-                (session, pinned.map(|p| p.fingerprint).unwrap_or_default()),
-                true,
-            ));
-        }
         let identity = match (&self.identity, &self.identity_error) {
             (Some(identity), _) => identity,
             (None, Some(e)) => return Err(ProbeError::Ssh(e.clone())),
@@ -322,7 +331,7 @@ impl Fleet {
         self.sessions
             .lock()
             .await
-            .insert(hostname.to_string(), session.clone());
+            .insert(hostname.to_string(), (session.clone(), fingerprint.clone()));
         Ok(((session, fingerprint), false))
     }
 

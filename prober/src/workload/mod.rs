@@ -306,21 +306,33 @@ async fn write(
 }
 
 async fn publish_run(bus: &Bus, run: &TaskRun) -> Result<(), BusError> {
+    let id = format!("{}.{}.{}", run.hostname, run.task_id, run.run_id);
+    publish_once(
+        bus,
+        subjects::task_runs(&run.hostname),
+        &id,
+        codec::to_cbor(run),
+    )
+    .await
+}
+
+/// Publishes with `id` as `Nats-Msg-Id` and waits for the stream to store
+/// it: the same id published again within the duplicate window is kept out.
+async fn publish_once(
+    bus: &Bus,
+    subject: String,
+    id: &str,
+    payload: Vec<u8>,
+) -> Result<(), BusError> {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("{}.{}.{}", run.hostname, run.task_id, run.run_id).as_str(),
-    );
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    let failed = |e: &dyn std::fmt::Display| BusError::js(format!("publishing to {subject}"), e);
     bus.js
-        .publish_with_headers(
-            subjects::task_runs(&run.hostname),
-            headers,
-            codec::to_cbor(run).into(),
-        )
+        .publish_with_headers(subject.clone(), headers, payload.into())
         .await
-        .map_err(|e| BusError::js("recording a task run", e))?
+        .map_err(|e| failed(&e))?
         .await
-        .map_err(|e| BusError::js("recording a task run", e))?;
+        .map_err(|e| failed(&e))?;
     Ok(())
 }
 
