@@ -21,14 +21,17 @@ use tracing::{Instrument, info_span, warn};
 use crate::observe;
 use crate::probe;
 
+/// A live connection, the fingerprint of the key it was checked against,
+/// and the address it went to.
+type Pooled = (Arc<Session>, String, String);
+
 /// The prober's SSH side: settings, identity and live connections.
 pub struct Fleet {
     bus: Bus,
     settings: SshSettings,
     identity: Option<Identity>,
     identity_error: Option<SshError>,
-    /// Live connections, with the fingerprint of the key each was checked against.
-    sessions: Mutex<HashMap<String, (Arc<Session>, String)>>,
+    sessions: Mutex<HashMap<String, Pooled>>,
     /// The hosts and host-key buckets, opened once (opening is a request).
     hosts: tokio::sync::OnceCell<kv::Store>,
     keys: tokio::sync::OnceCell<kv::Store>,
@@ -209,12 +212,26 @@ impl Fleet {
         script: &str,
         limit: usize,
     ) -> Result<(fleetroll_ssh::ExecOutput, String, String), (ProbeError, Option<String>)> {
-        let target = self.settings.target(hostname);
-        let address = resolve(&target.host, target.port)
+        // A pooled connection needs no name lookup (with thousands of hosts
+        // in /etc/hosts, a lookup costs more than the probe).
+        let known = self
+            .sessions
+            .lock()
             .await
-            .map_err(|e| (e, None))?;
+            .get(hostname)
+            .filter(|(s, _, _)| !s.is_closed())
+            .map(|(_, _, address)| address.clone());
+        let address = match known {
+            Some(address) => address,
+            None => {
+                let target = self.settings.target(hostname);
+                resolve(&target.host, target.port)
+                    .await
+                    .map_err(|e| (e, None))?
+            }
+        };
         let fail = |e: ProbeError| (e, Some(address.clone()));
-        let (session, pooled) = self.session(hostname).await.map_err(fail)?;
+        let (session, pooled) = self.session(hostname, &address).await.map_err(fail)?;
         let exec = |session: Arc<Session>| async move {
             session
                 .exec(
@@ -231,7 +248,7 @@ impl Fleet {
             // replaced at once rather than failing this probe.
             Err(SshError::Protocol(_)) if pooled => {
                 self.sessions.lock().await.remove(hostname);
-                let (fresh, _) = self.session(hostname).await.map_err(fail)?;
+                let (fresh, _) = self.session(hostname, &address).await.map_err(fail)?;
                 match exec(fresh.0.clone()).await {
                     Ok(output) => (output, fresh.1),
                     Err(e) => {
@@ -261,16 +278,20 @@ impl Fleet {
     /// A live session to the host and the fingerprint of its key: the pooled
     /// one, or a new one checked against (or pinning) the host key. Says
     /// whether it came from the pool.
-    async fn session(&self, hostname: &str) -> Result<((Arc<Session>, String), bool), ProbeError> {
-        if let Some(pooled) = self
+    async fn session(
+        &self,
+        hostname: &str,
+        address: &str,
+    ) -> Result<((Arc<Session>, String), bool), ProbeError> {
+        if let Some((session, fingerprint, _)) = self
             .sessions
             .lock()
             .await
             .get(hostname)
-            .filter(|(s, _)| !s.is_closed())
+            .filter(|(s, _, _)| !s.is_closed())
             .cloned()
         {
-            return Ok((pooled, true));
+            return Ok(((session, fingerprint), true));
         }
         let keys = self
             .keys
@@ -328,10 +349,10 @@ impl Fleet {
             }
         }
         let session = Arc::new(session);
-        self.sessions
-            .lock()
-            .await
-            .insert(hostname.to_string(), (session.clone(), fingerprint.clone()));
+        self.sessions.lock().await.insert(
+            hostname.to_string(),
+            (session.clone(), fingerprint.clone(), address.to_string()),
+        );
         Ok(((session, fingerprint), false))
     }
 
