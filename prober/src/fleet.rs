@@ -190,8 +190,17 @@ impl Fleet {
             return false;
         };
         match self.run(hostname, probe::FAST_SCRIPT, 1 << 16).await {
-            Ok((output, _, _)) => probe::state_token(&output.stdout) == known,
-            Err(_) => false,
+            Ok((output, _, _)) => {
+                let same = probe::state_token(&output.stdout) == known;
+                if !same {
+                    tracing::info!(state = %String::from_utf8_lossy(&output.stdout), "state changed since the last full probe");
+                }
+                same
+            }
+            Err(e) => {
+                tracing::info!(error = %e.0, "fast check failed; probing fully");
+                false
+            }
         }
     }
 
