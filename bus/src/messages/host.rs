@@ -400,6 +400,7 @@ impl Message for DriftSummary {
 /// A host as people and bots read it: the observation, the operator's
 /// intent and the drift, with the field names of SPEC 4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "FlatHostRecord")]
 pub struct HostRecord {
     #[serde(flatten)]
     pub observation: Observation,
@@ -500,6 +501,101 @@ impl<'a> HostView<'a> {
                 )
             }),
             other => self.observation.field(other),
+        }
+    }
+}
+
+/// [`HostRecord`] as it is on the wire, one flat map, read field by field:
+/// serde's `flatten` buffers every record first, which makes a page of
+/// 2,000 hosts half again as slow to read. Unknown fields are refused, so a
+/// field added to [`Observation`] and not here fails the codec tests.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatHostRecord {
+    hostname: String,
+    #[serde(with = "time::serde::rfc3339")]
+    discovered_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    probed_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    probed_for: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    last_seen: Option<OffsetDateTime>,
+    address: Option<String>,
+    sshable: Option<bool>,
+    sudoable: Option<bool>,
+    os: Option<String>,
+    os_version: Option<String>,
+    uptime_s: Option<u64>,
+    role: Option<String>,
+    override_present: Option<bool>,
+    override_sha256: Option<String>,
+    override_contents: Option<String>,
+    override_size: Option<u64>,
+    override_path: Option<String>,
+    puppet: Option<PuppetState>,
+    vault_sha256: Option<String>,
+    applied: Option<bool>,
+    applied_source: Option<AppliedSource>,
+    host_key_fingerprint: Option<String>,
+    #[serde(default)]
+    state_token: Option<String>,
+    last_error: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    last_error_at: Option<OffsetDateTime>,
+    expected_role: Option<String>,
+    population: Option<String>,
+    disabled: bool,
+    disabled_reason: Option<String>,
+    disabled_by: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    disabled_at: Option<OffsetDateTime>,
+    drift: Vec<DriftType>,
+    healthy: Option<bool>,
+    workload: Option<Workload>,
+}
+
+impl From<FlatHostRecord> for HostRecord {
+    fn from(f: FlatHostRecord) -> HostRecord {
+        HostRecord {
+            observation: Observation {
+                hostname: f.hostname,
+                discovered_at: f.discovered_at,
+                probed_at: f.probed_at,
+                probed_for: f.probed_for,
+                last_seen: f.last_seen,
+                address: f.address,
+                sshable: f.sshable,
+                sudoable: f.sudoable,
+                os: f.os,
+                os_version: f.os_version,
+                uptime_s: f.uptime_s,
+                role: f.role,
+                override_present: f.override_present,
+                override_sha256: f.override_sha256,
+                override_contents: f.override_contents,
+                override_size: f.override_size,
+                override_path: f.override_path,
+                puppet: f.puppet,
+                vault_sha256: f.vault_sha256,
+                applied: f.applied,
+                applied_source: f.applied_source,
+                host_key_fingerprint: f.host_key_fingerprint,
+                state_token: f.state_token,
+                last_error: f.last_error,
+                last_error_at: f.last_error_at,
+            },
+            intent: HostIntent {
+                expected_role: f.expected_role,
+                population: f.population,
+                disabled: f.disabled,
+                disabled_reason: f.disabled_reason,
+                disabled_by: f.disabled_by,
+                disabled_at: f.disabled_at,
+            },
+            drift: f.drift,
+            healthy: f.healthy,
+            workload: f.workload,
         }
     }
 }
