@@ -80,13 +80,16 @@ async fn wait_for_probes(
     let mut done = std::collections::BTreeMap::new();
     // An observation newer than the start may already be there (a
     // redelivered command, a scheduled probe that just ran).
-    for name in targets {
-        if let Ok(Some(bytes)) = store.get(name).await
-            && let Ok(o) = codec::from_cbor::<Observation>(&bytes)
-            && fresh(&o)
-        {
-            pending.remove(name.as_str());
-            done.insert(name.clone(), o);
+    for chunk in targets.chunks(64) {
+        let current = futures::future::join_all(chunk.iter().map(|name| store.get(name))).await;
+        for (name, bytes) in chunk.iter().zip(current) {
+            if let Ok(Some(bytes)) = bytes
+                && let Ok(o) = codec::from_cbor::<Observation>(&bytes)
+                && fresh(&o)
+            {
+                pending.remove(name.as_str());
+                done.insert(name.clone(), o);
+            }
         }
     }
     while !pending.is_empty() {
