@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use crate::topology::BucketDef;
+use crate::topology::{BucketDef, StreamDef};
 
 /// The default URL: the embedded server of `fleetroll up`.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -153,6 +153,39 @@ impl Bus {
             }
         }
         Ok(entries)
+    }
+
+    /// Every message a stream holds on `subject`, oldest first.
+    pub async fn stored(
+        &self,
+        stream: &StreamDef,
+        subject: String,
+    ) -> Result<Vec<bytes::Bytes>, BusError> {
+        use futures::StreamExt;
+        let read_error =
+            |e: &dyn std::fmt::Display| BusError::js(format!("reading {}", stream.name), e);
+        let consumer = self
+            .js
+            .get_stream(stream.name)
+            .await
+            .map_err(|e| read_error(&e))?
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| read_error(&e))?;
+        let pending = consumer.cached_info().num_pending;
+        let mut messages = consumer.messages().await.map_err(|e| read_error(&e))?;
+        let mut payloads = Vec::new();
+        while (payloads.len() as u64) < pending {
+            match messages.next().await {
+                Some(Ok(message)) => payloads.push(message.payload.clone()),
+                Some(Err(e)) => return Err(read_error(&e)),
+                None => break,
+            }
+        }
+        Ok(payloads)
     }
 
     /// Opens an existing bucket.

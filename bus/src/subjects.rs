@@ -72,6 +72,7 @@ pub mod queries {
     pub const SEEDS_LIST: &str = "seeds.list";
     pub const HOSTS_LIST: &str = "hosts.list";
     pub const HOSTS_GET: &str = "hosts.get";
+    pub const HOSTS_HISTORY: &str = "hosts.history";
     pub const POPULATIONS_LIST: &str = "populations.list";
     pub const DRIFT_SUMMARY: &str = "drift.summary";
 }

@@ -6,8 +6,8 @@ use fleetroll_bus::messages::auth::{Revocation, VerifyingKeyRecord};
 use fleetroll_bus::messages::command::{Command, CommandEnvelope, Denial, Outcome, Reply, Verdict};
 use fleetroll_bus::messages::event::{Event, EventDetail};
 use fleetroll_bus::messages::host::{
-    Drift, DriftType, HostIntent, HostKeyPin, HostList, HostName, HostQuery, HostRecord,
-    Observation, Population, PopulationList, ProbeJob,
+    Drift, DriftType, HostHistory, HostIntent, HostKeyPin, HostList, HostName, HostQuery,
+    HostRecord, Observation, Population, PopulationList, ProbeJob,
 };
 use fleetroll_bus::messages::workload::{RunResult, TaskRun, Workload, WorkloadSweep};
 use fleetroll_bus::messages::{Heartbeat, NoParams, Seed, SeedList, WorkerKind};
@@ -161,6 +161,13 @@ fn every_message_type_round_trips() {
     });
 }
 
+fn observation_for_history() -> Observation {
+    let mut o = Observation::discovered("h1.example.com", at());
+    o.override_present = Some(false);
+    o.probed_at = Some(at());
+    o
+}
+
 #[test]
 fn every_host_and_workload_message_round_trips() {
     let mut observation = Observation::discovered("h1.example.com", at());
@@ -230,6 +237,12 @@ fn every_host_and_workload_message_round_trips() {
         after: Some("a".into()),
         limit: Some(10),
     });
+    let mut changed = observation_for_history();
+    changed.override_present = Some(true);
+    let history = HostHistory::of("h1.example.com", vec![observation_for_history(), changed]);
+    assert_eq!(history.entries[1].changes.len(), 1, "{history:?}");
+    assert_eq!(history.entries[1].changes[0].field, "override_present");
+    round_trips(history);
     round_trips(HostName {
         hostname: "h1.example.com".into(),
     });

@@ -143,6 +143,12 @@ pub enum HostCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A host's last observations and what changed between them.
+    History {
+        hostname: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Probe hosts now.
     Refresh {
         #[arg(required = true)]

@@ -213,10 +213,20 @@ fn probing_the_lab_records_each_host_as_it_is() {
         ["lab-0002"]
     );
     // Each drift type names exactly its hosts (the gatekeeper is watching).
+    let expect_linux = cli.run(&[
+        "host",
+        "set-expected-role",
+        &names[10],
+        "--role",
+        "gecko-t-linux-talos",
+        "--confirm",
+    ]);
+    assert_eq!(expect_linux.code, 0, "{expect_linux:?}");
     let expected_drift = [
         ("override", vec!["lab-0002", "lab-0010"]),
         ("unreachable", vec!["lab-0003"]),
-        ("role", vec![]),
+        ("role", vec!["lab-0011"]),
+        ("any", vec!["lab-0002", "lab-0003", "lab-0010", "lab-0011"]),
     ];
     common::wait_until("drift computed", Duration::from_secs(30), || {
         expected_drift.iter().all(|(t, want)| {
@@ -225,7 +235,7 @@ fn probing_the_lab_records_each_host_as_it_is() {
     });
     let summary = cli.run(&["inventory", "drift", "--json"]).json();
     assert_eq!(summary["hosts"], 60);
-    assert_eq!(summary["drifting"], 3, "{summary:#}");
+    assert_eq!(summary["drifting"], 4, "{summary:#}");
     let count = |t: &str| {
         summary["types"]
             .as_array()
@@ -765,37 +775,14 @@ async fn a_prober_killed_mid_refresh_leaves_nothing_unprobed() {
     }
 }
 
-/// The payloads a stream holds on one subject.
-async fn stored(bus: &fleetroll_bus::Bus, stream: &str, subject: String) -> Vec<Vec<u8>> {
-    use futures::StreamExt;
-    let consumer = bus
-        .js
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: subject,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let pending = consumer.cached_info().num_pending;
-    let mut messages = consumer.messages().await.unwrap();
-    let mut payloads = Vec::new();
-    for _ in 0..pending {
-        payloads.push(messages.next().await.unwrap().unwrap().payload.to_vec());
-    }
-    payloads
-}
-
 /// Every task run recorded for `host` in the task-run stream.
 async fn task_runs(bus: &fleetroll_bus::Bus, host: &str) -> Vec<Value> {
-    stored(
-        bus,
-        fleetroll_bus::topology::TASK_RUNS.name,
+    bus.stored(
+        &fleetroll_bus::topology::TASK_RUNS,
         fleetroll_bus::subjects::task_runs(host),
     )
     .await
+    .unwrap()
     .iter()
     .map(|p| {
         let run: fleetroll_bus::messages::workload::TaskRun =
@@ -806,12 +793,12 @@ async fn task_runs(bus: &fleetroll_bus::Bus, host: &str) -> Vec<Value> {
 }
 
 async fn history_len(bus: &fleetroll_bus::Bus, host: &str) -> usize {
-    stored(
-        bus,
-        fleetroll_bus::topology::HOST_HISTORY.name,
+    bus.stored(
+        &fleetroll_bus::topology::HOST_HISTORY,
         fleetroll_bus::subjects::host_history(host),
     )
     .await
+    .unwrap()
     .len()
 }
 
@@ -892,6 +879,24 @@ async fn a_fast_refresh_reads_only_hosts_whose_state_changed() {
             assert_eq!(is["override_present"], true, "{is:#}");
             assert_eq!(is["override_contents"], "PUPPET_BRANCH=fast_x");
             assert_eq!(recorded, 1, "the changed host got a full probe");
+            // ...and its history says what changed.
+            let history = up.cli.run(&["host", "history", name, "--json"]).json();
+            let last = history["entries"].as_array().unwrap().last().unwrap();
+            let change = last["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["field"] == "override_present")
+                .unwrap_or_else(|| panic!("{last:#}"));
+            assert_eq!(
+                (&change["from"], &change["to"]),
+                (&Value::Bool(false), &Value::Bool(true))
+            );
+            let shown = up.cli.run(&["host", "history", name]);
+            assert!(
+                shown.stdout.contains("override_present: false -> true"),
+                "{shown:?}"
+            );
         } else {
             assert_eq!(recorded, 0, "{short}: nothing changed, nothing read");
             assert_eq!(was["state_token"], is["state_token"]);

@@ -5,10 +5,10 @@ use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::filter::Query;
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{ProbeSummary, Reply, Verdict};
-use fleetroll_bus::messages::host::{HostList, HostQuery, HostRecord, Observation};
+use fleetroll_bus::messages::host::{HostHistory, HostList, HostQuery, HostRecord, Observation};
 use fleetroll_bus::query::QueryError;
-use fleetroll_bus::topology;
 use fleetroll_bus::worker::CommandContext;
+use fleetroll_bus::{subjects, topology};
 use futures::StreamExt;
 use tracing::info;
 
@@ -220,6 +220,20 @@ pub async fn matching(index: &HostIndex, filter: &str) -> Result<Vec<String>, Qu
         .await
         .map_err(index_failed)?;
     Ok(hosts.into_iter().map(|r| r.observation.hostname).collect())
+}
+
+/// A host's last observations (the history stream keeps the last 50), with
+/// what changed from one to the next.
+pub async fn history(bus: &Bus, hostname: &str) -> Result<HostHistory, QueryError> {
+    let name = hostname::validate(hostname).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let stored = bus
+        .stored(&topology::HOST_HISTORY, subjects::host_history(&name))
+        .await?;
+    let observations = stored
+        .iter()
+        .filter_map(|bytes| codec::from_cbor::<Observation>(bytes).ok())
+        .collect();
+    Ok(HostHistory::of(&name, observations))
 }
 
 pub async fn get(index: &HostIndex, hostname: &str) -> Result<HostRecord, QueryError> {

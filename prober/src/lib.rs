@@ -138,6 +138,13 @@ where
             async move { hosts::page(&index, &q, max_bytes).await }
         })
         .await?;
+    let b = bus.clone();
+    queries
+        .serve(queries::HOSTS_HISTORY, move |_claims, q: HostName| {
+            let bus = b.clone();
+            async move { hosts::history(&bus, &q.hostname).await }
+        })
+        .await?;
     let i = index.clone();
     queries
         .serve(queries::DRIFT_SUMMARY, move |_claims, _: NoParams| {

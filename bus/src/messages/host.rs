@@ -262,6 +262,78 @@ impl Message for HostName {
     const VERSION: u16 = 1;
 }
 
+/// Answer of `hosts.history`: a host's last observations, oldest first,
+/// each with what changed since the one before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostHistory {
+    pub hostname: String,
+    pub entries: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub observation: Observation,
+    /// Empty for the oldest entry kept.
+    pub changes: Vec<FieldChange>,
+}
+
+/// One field of an observation that differs from the previous one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub from: serde_json::Value,
+    pub to: serde_json::Value,
+}
+
+impl HostHistory {
+    /// Fields that change with every probe, so they are not "what changed".
+    const EVERY_PROBE: [&'static str; 4] =
+        ["probed_at", "last_seen", "probed_for", "last_error_at"];
+
+    /// The history of `observations`, oldest first.
+    pub fn of(hostname: &str, observations: Vec<Observation>) -> HostHistory {
+        let mut entries: Vec<HistoryEntry> = Vec::with_capacity(observations.len());
+        let mut previous: Option<serde_json::Map<String, serde_json::Value>> = None;
+        for observation in observations {
+            let fields = match serde_json::to_value(&observation) {
+                Ok(serde_json::Value::Object(fields)) => fields,
+                _ => serde_json::Map::new(),
+            };
+            let changes = previous
+                .as_ref()
+                .map(|before| {
+                    fields
+                        .iter()
+                        .filter(|(field, _)| !Self::EVERY_PROBE.contains(&field.as_str()))
+                        .filter_map(|(field, to)| {
+                            let from = before.get(field).cloned().unwrap_or_default();
+                            (from != *to).then(|| FieldChange {
+                                field: field.clone(),
+                                from,
+                                to: to.clone(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            entries.push(HistoryEntry {
+                observation,
+                changes,
+            });
+            previous = Some(fields);
+        }
+        HostHistory {
+            hostname: hostname.to_string(),
+            entries,
+        }
+    }
+}
+
+impl Message for HostHistory {
+    const KIND: &'static str = "host_history";
+    const VERSION: u16 = 1;
+}
+
 /// What operators said about a host (bucket `fleetroll_host_intent`):
 /// assignments are manual only, never inferred.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

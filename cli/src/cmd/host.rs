@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Command, HostSelection, Reply, Verdict};
-use fleetroll_bus::messages::host::{DriftSummary, HostList, HostName, HostQuery, HostRecord};
+use fleetroll_bus::messages::host::{
+    DriftSummary, HostHistory, HostList, HostName, HostQuery, HostRecord,
+};
 use fleetroll_bus::messages::{NoParams, SeedList};
 use fleetroll_bus::subjects::queries;
 
@@ -82,6 +84,7 @@ pub async fn run(ctx: &Context, command: HostCommand) -> anyhow::Result<u8> {
         }
         HostCommand::Enable { hostname } => intent(ctx, Command::HostEnable { hostname }).await,
         HostCommand::Show { hostname, json } => show(ctx, hostname, json).await,
+        HostCommand::History { hostname, json } => history(ctx, hostname, json).await,
         HostCommand::Refresh {
             hostnames,
             fast,
@@ -203,6 +206,42 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
         );
     }
     eprintln!("{} host(s)", hosts.len());
+    Ok(exit::OK)
+}
+
+async fn history(ctx: &Context, hostname: String, json: bool) -> anyhow::Result<u8> {
+    let name = hostname::validate(&hostname).map_err(|e| fail(exit::INVALID, e.to_string()))?;
+    let history: HostHistory =
+        query(ctx, queries::HOSTS_HISTORY, &HostName { hostname: name }).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&history)?);
+        return Ok(exit::OK);
+    }
+    for (i, entry) in history.entries.iter().enumerate() {
+        let at = entry
+            .observation
+            .probed_at
+            .map(fleetroll_bus::messages::timestamp)
+            .unwrap_or_else(|| "-".into());
+        let what = if i == 0 {
+            "oldest observation kept".to_string()
+        } else if entry.changes.is_empty() {
+            "no change".to_string()
+        } else {
+            entry
+                .changes
+                .iter()
+                .map(|c| format!("{}: {} -> {}", c.field, c.from, c.to))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        println!("{at}  {what}");
+    }
+    eprintln!(
+        "{} observation(s) of {}",
+        history.entries.len(),
+        history.hostname
+    );
     Ok(exit::OK)
 }
 
