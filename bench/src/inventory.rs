@@ -310,10 +310,9 @@ async fn settle(
 /// the queries are timed in the steady state, not while 100,000 drift
 /// verdicts are being written and indexed.
 async fn judged(bus: &Bus, n: usize, args: &InventoryArgs) -> anyhow::Result<()> {
-    let drift = bus.kv(&topology::DRIFT).await?;
     let start = Instant::now();
     loop {
-        let judged = drift.status().await?.values();
+        let judged = bus.bucket_state(&topology::DRIFT).await?.messages;
         if judged >= n as u64 {
             say!(
                 "the gatekeeper judged every host ({:.1} s after the data showed)",

@@ -1,6 +1,7 @@
 //! Connecting to NATS. async-nats reconnects on its own, forever; these
 //! options only decide how long a first connect may take.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -66,6 +67,9 @@ pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     url: String,
+    /// Buckets opened so far: opening one is a request of its own, and hot
+    /// paths (every probe, every query) use the same few.
+    buckets: std::sync::Arc<std::sync::Mutex<HashMap<&'static str, jetstream::kv::Store>>>,
 }
 
 impl Bus {
@@ -108,6 +112,7 @@ impl Bus {
             client,
             js,
             url: options.url,
+            buckets: Default::default(),
         })
     }
 
@@ -127,8 +132,7 @@ impl Bus {
         let read_error =
             |e: &dyn std::fmt::Display| BusError::js(format!("reading bucket {}", bucket.name), e);
         let mut entries = std::collections::BTreeMap::new();
-        let status = store.status().await.map_err(|e| read_error(&e))?;
-        if status.values() == 0 {
+        if self.bucket_state(bucket).await?.messages == 0 {
             return Ok(entries);
         }
         let mut watch = store
@@ -153,6 +157,20 @@ impl Bus {
             }
         }
         Ok(entries)
+    }
+
+    /// A bucket's state now: its message count and last revision. (The
+    /// `status` of an opened `kv::Store` is what it was when opened.)
+    pub async fn bucket_state(
+        &self,
+        bucket: &BucketDef,
+    ) -> Result<jetstream::stream::State, BusError> {
+        let stream = self
+            .js
+            .get_stream(bucket.stream_name())
+            .await
+            .map_err(|e| BusError::js(format!("reading bucket {}", bucket.name), e))?;
+        Ok(stream.cached_info().state.clone())
     }
 
     /// Every message a stream holds on `subject`, oldest first.
@@ -190,7 +208,16 @@ impl Bus {
 
     /// Opens an existing bucket.
     pub async fn kv(&self, bucket: &BucketDef) -> Result<jetstream::kv::Store, BusError> {
-        self.js.get_key_value(bucket.name).await.map_err(|e| {
+        let opened = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bucket.name)
+            .cloned();
+        if let Some(store) = opened {
+            return Ok(store);
+        }
+        let store = self.js.get_key_value(bucket.name).await.map_err(|e| {
             if matches!(e.kind(), jetstream::context::KeyValueErrorKind::GetBucket) {
                 BusError::MissingBucket {
                     bucket: bucket.name,
@@ -198,6 +225,11 @@ impl Bus {
             } else {
                 BusError::js(format!("opening bucket {}", bucket.name), e)
             }
-        })
+        })?;
+        self.buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(bucket.name, store.clone());
+        Ok(store)
     }
 }

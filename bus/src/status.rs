@@ -67,7 +67,7 @@ pub async fn gather(bus: &Bus) -> Result<MeshStatus, BusError> {
     }
     let mut buckets = Vec::new();
     for def in topology::BUCKETS {
-        buckets.push(store_status(bus, def.name, &format!("KV_{}", def.name)).await?);
+        buckets.push(store_status(bus, def.name, &def.stream_name()).await?);
     }
     let beats = heartbeats(bus, skew_ms).await?;
     let workers = WorkerKind::ALL

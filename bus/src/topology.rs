@@ -143,6 +143,13 @@ pub struct BucketDef {
     pub max_age: Duration,
 }
 
+impl BucketDef {
+    /// The stream JetStream keeps the bucket in.
+    pub fn stream_name(&self) -> String {
+        format!("KV_{}", self.name)
+    }
+}
+
 pub const SEEDS: BucketDef = BucketDef {
     name: "fleetroll_seeds",
     description: "inventory seeds: hostnames operators said exist",

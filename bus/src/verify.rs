@@ -21,8 +21,6 @@ pub struct Verifier {
     /// Last measured local-minus-server clock skew; kept fresh by the
     /// worker's heartbeat loop.
     skew_ms: Arc<AtomicI64>,
-    /// The auth bucket, opened once (opening is a request of its own).
-    auth: Arc<tokio::sync::OnceCell<async_nats::jetstream::kv::Store>>,
 }
 
 /// A refusal, or a failure to check at all.
@@ -39,7 +37,6 @@ impl Verifier {
         Verifier {
             bus,
             skew_ms: Arc::new(AtomicI64::new(0)),
-            auth: Arc::default(),
         }
     }
 
@@ -62,10 +59,7 @@ impl Verifier {
         if crate::clock::check(skew_ms).is_err() {
             return Err(Denial::ClockSkew { skew_ms }.into());
         }
-        let auth = self
-            .auth
-            .get_or_try_init(|| self.bus.kv(&topology::AUTH))
-            .await?;
+        let auth = self.bus.kv(&topology::AUTH).await?;
         let key = match auth
             .get(auth_keys::VERIFYING_KEY)
             .await

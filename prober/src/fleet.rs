@@ -32,9 +32,6 @@ pub struct Fleet {
     identity: Option<Identity>,
     identity_error: Option<SshError>,
     sessions: Mutex<HashMap<String, Pooled>>,
-    /// The hosts and host-key buckets, opened once (opening is a request).
-    hosts: tokio::sync::OnceCell<kv::Store>,
-    keys: tokio::sync::OnceCell<kv::Store>,
     /// One probe per host at a time: a second job for the same host (a
     /// refresh meeting a scheduled probe) waits and reuses the connection.
     busy: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -71,8 +68,6 @@ impl Fleet {
             identity,
             identity_error,
             sessions: Mutex::new(HashMap::new()),
-            hosts: tokio::sync::OnceCell::new(),
-            keys: tokio::sync::OnceCell::new(),
             busy: Mutex::new(HashMap::new()),
             permits,
         }
@@ -108,14 +103,8 @@ impl Fleet {
         let _permit = self.permits.acquire().await.expect("never closed");
         let span = info_span!("probe", host = hostname);
         async {
-            let hosts = self
-                .hosts
-                .get_or_try_init(|| self.bus.kv(&topology::HOSTS))
-                .await?;
-            let read_error = |e: &dyn std::fmt::Display| BusError::JetStream {
-                what: "reading host".into(),
-                detail: e.to_string(),
-            };
+            let hosts = self.bus.kv(&topology::HOSTS).await?;
+            let read_error = |e: &dyn std::fmt::Display| BusError::js("reading host", e);
             let Some(entry) = hosts
                 .entry(hostname)
                 .await
@@ -134,7 +123,7 @@ impl Fleet {
                     ..previous
                 };
                 // Nothing changed, so nothing for the history either.
-                return write(&self.bus, hosts, entry, seen, false).await;
+                return write(&self.bus, &hosts, entry, seen, false).await;
             }
             let result = self.run_probe(hostname).await;
             let now = OffsetDateTime::now_utc();
@@ -173,7 +162,7 @@ impl Fleet {
             if let Err((e, _)) = &result {
                 warn!(error = %e, "probe failed");
             }
-            write(&self.bus, hosts, entry, apply, true).await
+            write(&self.bus, &hosts, entry, apply, true).await
         }
         .instrument(span)
         .await
@@ -302,10 +291,7 @@ impl Fleet {
         {
             return Ok(((session, fingerprint), true));
         }
-        let keys = self
-            .keys
-            .get_or_try_init(|| self.bus.kv(&topology::HOST_KEYS))
-            .await?;
+        let keys = self.bus.kv(&topology::HOST_KEYS).await?;
         let pinned: Option<HostKeyPin> = keys
             .get(hostname)
             .await
@@ -370,10 +356,9 @@ impl Fleet {
     pub async fn repin(&self, hostname: &str) -> Result<(), BusError> {
         self.sessions.lock().await.remove(hostname);
         let keys = self.bus.kv(&topology::HOST_KEYS).await?;
-        keys.purge(hostname).await.map_err(|e| BusError::JetStream {
-            what: "removing the pinned key".into(),
-            detail: e.to_string(),
-        })
+        keys.purge(hostname)
+            .await
+            .map_err(|e| BusError::js("removing the pinned key", e))
     }
 }
 
@@ -398,10 +383,7 @@ async fn write(
     apply: impl Fn(Observation) -> Observation,
     history: bool,
 ) -> Result<Option<Observation>, BusError> {
-    let write_error = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
-        what: what.into(),
-        detail: e.to_string(),
-    };
+    let write_error = |what: &str, e: &dyn std::fmt::Display| BusError::js(what, e);
     loop {
         let previous = codec::from_cbor(&entry.value)
             .unwrap_or_else(|_| Observation::discovered(&entry.key, OffsetDateTime::now_utc()));

@@ -68,10 +68,7 @@ async fn wait_for_probes(
     let fresh = |o: &Observation| {
         o.probed_for.as_deref() == Some(origin) || o.probed_at.is_some_and(|t| t >= sent_at)
     };
-    let watch_error = |e: &dyn std::fmt::Display| BusError::JetStream {
-        what: "watching hosts".into(),
-        detail: e.to_string(),
-    };
+    let watch_error = |e: &dyn std::fmt::Display| BusError::js("watching hosts", e);
     // Watching before queueing: no observation can slip past.
     let mut updates = store.watch_all().await.map_err(|e| watch_error(&e))?;
     jobs::enqueue(bus, targets, origin, fast).await?;

@@ -91,8 +91,6 @@ pub struct HostIndex {
     /// The revision of each bucket the index has applied.
     applied: watch::Sender<Revisions>,
     failure: RwLock<Option<String>>,
-    /// The buckets, opened once (opening is a request of its own).
-    stores: tokio::sync::OnceCell<Vec<kv::Store>>,
 }
 
 /// How long a query waits for the index to catch up.
@@ -106,7 +104,6 @@ impl HostIndex {
             hosts: RwLock::default(),
             applied: watch::Sender::new([0; 4]),
             failure: RwLock::default(),
-            stores: tokio::sync::OnceCell::new(),
         });
         let maintained = index.clone();
         tokio::spawn(async move {
@@ -125,9 +122,11 @@ impl HostIndex {
 
     async fn maintain(&self) -> Result<(), BusError> {
         let mut watches = Vec::new();
-        for (slot, store) in self.stores().await?.iter().enumerate() {
-            let bucket = BUCKETS[slot];
-            let watch = store
+        for (slot, bucket) in BUCKETS.iter().enumerate() {
+            let watch = self
+                .bus
+                .kv(bucket)
+                .await?
                 .watch_all_from_revision(1)
                 .await
                 .map_err(|e| BusError::js(format!("watching {}", bucket.name), e))?;
@@ -156,31 +155,12 @@ impl HostIndex {
         Err(BusError::js("watching the host buckets", "the watch ended"))
     }
 
-    async fn stores(&self) -> Result<&Vec<kv::Store>, BusError> {
-        self.stores
-            .get_or_try_init(|| async {
-                let mut stores = Vec::new();
-                for bucket in BUCKETS {
-                    stores.push(self.bus.kv(bucket).await?);
-                }
-                Ok(stores)
-            })
-            .await
-    }
-
     /// Waits until the index holds every write the buckets have taken.
     async fn caught_up(&self) -> Result<(), IndexError> {
         let mut wanted: Revisions = [0; 4];
-        let stores = self.stores().await?;
-        let statuses = futures::future::join_all(stores.iter().zip(BUCKETS).map(
-            |(store, bucket)| async move {
-                store
-                    .status()
-                    .await
-                    .map(|s| s.info.state.last_sequence)
-                    .map_err(|e| BusError::js(format!("reading {}", bucket.name), e))
-            },
-        ))
+        let statuses = futures::future::join_all(BUCKETS.iter().map(|bucket| async move {
+            self.bus.bucket_state(bucket).await.map(|s| s.last_sequence)
+        }))
         .await;
         for (slot, status) in statuses.into_iter().enumerate() {
             wanted[slot] = status?;

@@ -49,17 +49,11 @@ pub async fn enqueue(
                 codec::to_cbor(&job).into(),
             )
             .await
-            .map_err(|e| BusError::JetStream {
-                what: "queueing a probe".into(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| BusError::js("queueing a probe", e))?;
         acks.push(ack);
     }
     for ack in acks {
-        ack.await.map_err(|e| BusError::JetStream {
-            what: "queueing a probe".into(),
-            detail: e.to_string(),
-        })?;
+        ack.await.map_err(|e| BusError::js("queueing a probe", e))?;
     }
     Ok(())
 }
@@ -74,10 +68,7 @@ pub async fn work(bus: Bus, fleet: Arc<Fleet>) -> Result<(), BusError> {
         .max_messages_per_batch(fleet.parallelism())
         .messages()
         .await
-        .map_err(|e| BusError::JetStream {
-            what: "pulling probe jobs".into(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| BusError::js("pulling probe jobs", e))?;
     while let Some(message) = messages.next().await {
         let message = match message {
             Ok(message) => message,
@@ -93,10 +84,7 @@ pub async fn work(bus: Bus, fleet: Arc<Fleet>) -> Result<(), BusError> {
             drop(permit);
         });
     }
-    Err(BusError::JetStream {
-        what: "pulling probe jobs".into(),
-        detail: "the pull stream ended".into(),
-    })
+    Err(BusError::js("pulling probe jobs", "the pull stream ended"))
 }
 
 async fn run_job(fleet: &Fleet, message: jetstream::Message) {

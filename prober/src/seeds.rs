@@ -137,10 +137,7 @@ pub async fn list(bus: &Bus) -> Result<SeedList, BusError> {
     let mut keys = match store.keys().await {
         Ok(keys) => keys,
         Err(e) => {
-            return Err(BusError::JetStream {
-                what: "listing seeds".into(),
-                detail: e.to_string(),
-            });
+            return Err(BusError::js("listing seeds", e));
         }
     };
     let mut seeds = Vec::new();
