@@ -19,9 +19,7 @@ struct Auditor;
 
 impl Handler for Auditor {
     async fn handle(&self, _ctx: &CommandContext, command: &Command) -> Verdict {
-        Verdict::Invalid {
-            message: format!("the auditor does not execute `{}`", command.name()),
-        }
+        Verdict::invalid(format!("the auditor does not execute `{}`", command.name()))
     }
 }
 

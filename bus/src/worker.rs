@@ -93,7 +93,7 @@ impl Replica {
 /// struct Nothing;
 /// impl Handler for Nothing {
 ///     async fn handle(&self, _: &CommandContext, _: &Command) -> Verdict {
-///         Verdict::Invalid { message: "this worker owns no commands".into() }
+///         Verdict::invalid("this worker owns no commands")
 ///     }
 /// }
 /// worker::run(bus, WorkerKind::Gatekeeper, Nothing, tokio::signal::ctrl_c()).await
@@ -344,9 +344,7 @@ async fn execute<H: Handler>(
         Err(VerifyError::Bus(e)) => {
             return finish(
                 None,
-                Verdict::Failed {
-                    message: format!("could not verify the token: {e}"),
-                },
+                Verdict::failed(format!("could not verify the token: {e}")),
             );
         }
     };

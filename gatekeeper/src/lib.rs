@@ -25,9 +25,10 @@ struct Gatekeeper;
 
 impl Handler for Gatekeeper {
     async fn handle(&self, _ctx: &CommandContext, command: &Command) -> Verdict {
-        Verdict::Invalid {
-            message: format!("the gatekeeper does not execute `{}`", command.name()),
-        }
+        Verdict::invalid(format!(
+            "the gatekeeper does not execute `{}`",
+            command.name()
+        ))
     }
 }
 

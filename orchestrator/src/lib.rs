@@ -19,9 +19,10 @@ struct Orchestrator;
 
 impl Handler for Orchestrator {
     async fn handle(&self, _ctx: &CommandContext, command: &Command) -> Verdict {
-        Verdict::Invalid {
-            message: format!("the orchestrator does not execute `{}`", command.name()),
-        }
+        Verdict::invalid(format!(
+            "the orchestrator does not execute `{}`",
+            command.name()
+        ))
     }
 }
 

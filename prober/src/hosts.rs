@@ -24,9 +24,7 @@ pub async fn refresh(ctx: &CommandContext, hostnames: &[String], all: bool, fast
         match seeds::list(&ctx.bus).await {
             Ok(list) => list.seeds.into_iter().map(|s| s.hostname).collect(),
             Err(e) => {
-                return Verdict::Failed {
-                    message: e.to_string(),
-                };
+                return Verdict::failed(e);
             }
         }
     } else {
@@ -39,9 +37,7 @@ pub async fn refresh(ctx: &CommandContext, hostnames: &[String], all: bool, fast
     {
         Ok(hosts) => hosts,
         Err(e) => {
-            return Verdict::Failed {
-                message: e.to_string(),
-            };
+            return Verdict::failed(e);
         }
     };
     info!(
@@ -130,18 +126,14 @@ pub async fn repin(ctx: &CommandContext, fleet: &Fleet, hostname: &str) -> Verdi
                 hostname: names[0].clone(),
             },
         },
-        Err(e) => Verdict::Failed {
-            message: e.to_string(),
-        },
+        Err(e) => Verdict::failed(e),
     }
 }
 
 /// Checks that every name is a seed; an unknown one refuses the whole
 /// command.
 pub(crate) async fn known_hosts(bus: &Bus, hostnames: &[String]) -> Result<Vec<String>, Verdict> {
-    let seeds = seeds::list(bus).await.map_err(|e| Verdict::Failed {
-        message: e.to_string(),
-    })?;
+    let seeds = seeds::list(bus).await.map_err(Verdict::failed)?;
     let mut names = Vec::new();
     let mut unknown = Vec::new();
     for raw in hostnames {
@@ -152,14 +144,10 @@ pub(crate) async fn known_hosts(bus: &Bus, hostnames: &[String]) -> Result<Vec<S
         }
     }
     if !unknown.is_empty() {
-        return Err(Verdict::Invalid {
-            message: unknown.join("; "),
-        });
+        return Err(Verdict::invalid(unknown.join("; ")));
     }
     if names.is_empty() {
-        return Err(Verdict::Invalid {
-            message: "no host given".into(),
-        });
+        return Err(Verdict::invalid("no host given"));
     }
     Ok(names)
 }

@@ -17,18 +17,6 @@ use time::OffsetDateTime;
 use crate::index::HostIndex;
 use crate::{hosts, seeds};
 
-fn failed(e: impl std::fmt::Display) -> Verdict {
-    Verdict::Failed {
-        message: e.to_string(),
-    }
-}
-
-fn invalid(message: impl Into<String>) -> Verdict {
-    Verdict::Invalid {
-        message: message.into(),
-    }
-}
-
 /// Population names are bucket keys and appear in queries.
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -45,17 +33,17 @@ pub async fn population_create(
     description: Option<&str>,
 ) -> Verdict {
     if !valid_name(name) {
-        return invalid(format!(
+        return Verdict::invalid(format!(
             "population name `{name}` must be 1-64 characters of a-z, 0-9, - and _"
         ));
     }
     if expected_role.trim().is_empty() || expected_role.chars().any(char::is_whitespace) {
-        return invalid("the expected role must be one word");
+        return Verdict::invalid("the expected role must be one word");
     }
     if let Some(q) = target_query
         && let Err(e) = Query::parse(q).and_then(|q| q.check_fields(HostRecord::FIELDS))
     {
-        return invalid(format!("target query: {e}"));
+        return Verdict::invalid(format!("target query: {e}"));
     }
     let population = Population {
         name: name.to_string(),
@@ -67,7 +55,7 @@ pub async fn population_create(
     };
     let store = match ctx.bus.kv(&topology::POPULATIONS).await {
         Ok(store) => store,
-        Err(e) => return failed(e),
+        Err(e) => return Verdict::failed(e),
     };
     match store.create(name, codec::to_cbor(&population).into()).await {
         Ok(_) => Verdict::Done {
@@ -76,9 +64,9 @@ pub async fn population_create(
             },
         },
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-            invalid(format!("population `{name}` already exists"))
+            Verdict::invalid(format!("population `{name}` already exists"))
         }
-        Err(e) => failed(e),
+        Err(e) => Verdict::failed(e),
     }
 }
 
@@ -102,7 +90,7 @@ async fn select(
         HostSelection::Names { hostnames } => hosts::known_hosts(bus, hostnames).await,
         HostSelection::Filter { query } => hosts::matching(index, query)
             .await
-            .map_err(|e| invalid(e.to_string())),
+            .map_err(|e| Verdict::invalid(e.to_string())),
     }
 }
 
@@ -115,14 +103,14 @@ async fn update_intents(
 ) -> Verdict {
     let store = match bus.kv(&topology::HOST_INTENT).await {
         Ok(store) => store,
-        Err(e) => return failed(e),
+        Err(e) => return Verdict::failed(e),
     };
     let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
     for name in names {
         loop {
             let entry = match store.entry(&name).await {
                 Ok(entry) => entry.filter(|e| e.operation == kv::Operation::Put),
-                Err(e) => return failed(e),
+                Err(e) => return Verdict::failed(e),
             };
             let current: HostIntent = entry
                 .as_ref()
@@ -154,7 +142,7 @@ async fn update_intents(
                     break;
                 }
                 Ok(false) => continue,
-                Err(e) => return failed(format!("updating {name}: {e}")),
+                Err(e) => return Verdict::failed(format!("updating {name}: {e}")),
             }
         }
     }
@@ -171,14 +159,14 @@ pub async fn assign_population(
 ) -> Verdict {
     let store = match ctx.bus.kv(&topology::POPULATIONS).await {
         Ok(store) => store,
-        Err(e) => return failed(e),
+        Err(e) => return Verdict::failed(e),
     };
     let found: Option<Population> = match store.get(population).await {
         Ok(bytes) => bytes.and_then(|b| codec::from_cbor(&b).ok()),
-        Err(e) => return failed(e),
+        Err(e) => return Verdict::failed(e),
     };
     let Some(found) = found else {
-        return invalid(format!(
+        return Verdict::invalid(format!(
             "unknown population `{population}` (create it with `fleetroll population create`)"
         ));
     };
@@ -201,7 +189,7 @@ pub async fn set_expected_role(
     if let Some(role) = role
         && (role.trim().is_empty() || role.chars().any(char::is_whitespace))
     {
-        return invalid("the expected role must be one word");
+        return Verdict::invalid("the expected role must be one word");
     }
     let names = match hosts::known_hosts(&ctx.bus, &[hostname.to_string()]).await {
         Ok(names) => names,
@@ -217,7 +205,7 @@ pub async fn set_disabled(ctx: &CommandContext, hostname: &str, reason: Option<&
     if let Some(reason) = reason
         && reason.trim().is_empty()
     {
-        return invalid("say why the host is disabled (--reason)");
+        return Verdict::invalid("say why the host is disabled (--reason)");
     }
     let names = match hosts::known_hosts(&ctx.bus, &[hostname.to_string()]).await {
         Ok(names) => names,
@@ -254,13 +242,13 @@ pub async fn seed_sync(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
         }
     }
     if !errors.is_empty() {
-        return invalid(format!("nothing changed: {}", errors.join("; ")));
+        return Verdict::invalid(format!("nothing changed: {}", errors.join("; ")));
     }
     wanted.sort();
     wanted.dedup();
     let current: Vec<String> = match seeds::list(&ctx.bus).await {
         Ok(list) => list.seeds.into_iter().map(|s| s.hostname).collect(),
-        Err(e) => return failed(e),
+        Err(e) => return Verdict::failed(e),
     };
     let to_add: Vec<String> = wanted
         .iter()
@@ -275,12 +263,12 @@ pub async fn seed_sync(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
     if !to_add.is_empty()
         && let Verdict::Failed { message } = seeds::add(ctx, &to_add).await
     {
-        return failed(message);
+        return Verdict::failed(message);
     }
     if !to_remove.is_empty()
         && let Verdict::Failed { message } = seeds::remove(ctx, &to_remove).await
     {
-        return failed(message);
+        return Verdict::failed(message);
     }
     Verdict::Done {
         reply: Reply::SeedsSynced {

@@ -80,9 +80,7 @@ impl Handler for Prober {
                 intent::set_disabled(ctx, hostname, Some(reason)).await
             }
             Command::HostEnable { hostname } => intent::set_disabled(ctx, hostname, None).await,
-            other => Verdict::Invalid {
-                message: format!("the prober does not execute `{}`", other.name()),
-            },
+            other => Verdict::invalid(format!("the prober does not execute `{}`", other.name())),
         }
     }
 }

@@ -26,24 +26,17 @@ fn validated(hostnames: &[String]) -> Result<Vec<String>, Verdict> {
         }
     }
     if !errors.is_empty() {
-        return Err(Verdict::Invalid {
-            message: format!("nothing changed: {}", errors.join("; ")),
-        });
+        return Err(Verdict::invalid(format!(
+            "nothing changed: {}",
+            errors.join("; ")
+        )));
     }
     if names.is_empty() {
-        return Err(Verdict::Invalid {
-            message: "no hostname given".into(),
-        });
+        return Err(Verdict::invalid("no hostname given"));
     }
     names.sort();
     names.dedup();
     Ok(names)
-}
-
-fn failed(e: impl std::fmt::Display) -> Verdict {
-    Verdict::Failed {
-        message: e.to_string(),
-    }
 }
 
 async fn stores(ctx: &CommandContext) -> Result<(kv::Store, kv::Store), BusError> {
@@ -60,7 +53,7 @@ pub async fn add(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
     };
     let (seeds, hosts) = match stores(ctx).await {
         Ok(stores) => stores,
-        Err(e) => return failed(e),
+        Err(e) => return Verdict::failed(e),
     };
     let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
     for name in names {
@@ -79,12 +72,12 @@ pub async fn add(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
                     .await
                     && e.kind() != kv::CreateErrorKind::AlreadyExists
                 {
-                    return failed(format!("recording host {name}: {e}"));
+                    return Verdict::failed(format!("recording host {name}: {e}"));
                 }
                 changed.push(name)
             }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => unchanged.push(name),
-            Err(e) => return failed(format!("adding seed {name}: {e}")),
+            Err(e) => return Verdict::failed(format!("adding seed {name}: {e}")),
         }
     }
     info!(added = changed.len(), "seeds added");
@@ -106,7 +99,7 @@ pub async fn remove(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
     };
     let (seeds, hosts) = match stores(ctx).await {
         Ok(stores) => stores,
-        Err(e) => return failed(e),
+        Err(e) => return Verdict::failed(e),
     };
     let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
     for name in names {
@@ -116,14 +109,14 @@ pub async fn remove(ctx: &CommandContext, hostnames: &[String]) -> Verdict {
                     // The host leaves the inventory with its seed; its
                     // observation history stays in the history stream.
                     if let Err(e) = hosts.delete(&name).await {
-                        return failed(format!("removing host {name}: {e}"));
+                        return Verdict::failed(format!("removing host {name}: {e}"));
                     }
                     changed.push(name)
                 }
-                Err(e) => return failed(format!("removing seed {name}: {e}")),
+                Err(e) => return Verdict::failed(format!("removing seed {name}: {e}")),
             },
             Ok(None) => unchanged.push(name),
-            Err(e) => return failed(format!("reading seed {name}: {e}")),
+            Err(e) => return Verdict::failed(format!("reading seed {name}: {e}")),
         }
     }
     info!(removed = changed.len(), "seeds removed");

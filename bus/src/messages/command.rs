@@ -198,6 +198,20 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The command could not be carried out (NATS, SSH, ...): worth a retry.
+    pub fn failed(e: impl std::fmt::Display) -> Verdict {
+        Verdict::Failed {
+            message: e.to_string(),
+        }
+    }
+
+    /// The command is wrong as given: it changed nothing.
+    pub fn invalid(message: impl Into<String>) -> Verdict {
+        Verdict::Invalid {
+            message: message.into(),
+        }
+    }
+
     /// A short name for events and logs.
     pub fn label(&self) -> &'static str {
         match self {
