@@ -21,7 +21,7 @@ for b in fleetroll fleetroll-bench; do
   fi
 done
 PATH="$bin:$PATH"
-unset FLEETROLL_NATS_URL FLEETROLL_TOKEN FLEETROLL_TOKEN_FILE FLEETROLL_CONFIG
+unset FLEETROLL_NATS_URL FLEETROLL_TOKEN FLEETROLL_TOKEN_FILE FLEETROLL_CONFIG FLEETROLL_NATS_CREDENTIALS
 work=$(mktemp -d /tmp/fleetroll-bench-inventory.XXXXXX)
 export FLEETROLL_DATA_DIR="$work/data"
 up=""
@@ -72,4 +72,9 @@ fi
 export FLEETROLL_NATS_URL="$url"
 # The benchmark reads as a bot would: a read-only token.
 fleetroll auth issue --actor fleetroll-bench --role readonly --ttl 8h --out "$work/bench.token" > /dev/null
-fleetroll-bench inventory --nats-url "$url" --token-file "$work/bench.token" --hosts "$hosts" "$@"
+# It writes the inventory as the prober does (the `worker` NATS user) and
+# asks as a reader (`readonly`), with the credentials `up` made.
+fleetroll-bench inventory --nats-url "$url" --token-file "$work/bench.token" \
+  --worker-credentials "$FLEETROLL_DATA_DIR/credentials/worker.toml" \
+  --nats-credentials "$FLEETROLL_DATA_DIR/credentials/readonly.toml" \
+  --hosts "$hosts" "$@"

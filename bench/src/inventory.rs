@@ -3,6 +3,7 @@
 //! way the prober does (`fleetroll_prober::fleet::record`), then time
 //! `hosts.list` queries with selective filters through the query service.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::kv;
 use fleetroll_bus::codec;
-use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
 use fleetroll_bus::filter::Query;
 use fleetroll_bus::messages::host::{HostList, HostQuery, Observation};
 use fleetroll_bus::query::{self, QueryFailure};
@@ -48,8 +49,16 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.token_file.display()))?
         .trim()
         .to_string();
-    let bus = Bus::connect(ConnectOptions::new(&args.nats_url, "fleetroll-bench")).await?;
-    let hosts = bus.kv(&topology::HOSTS).await?;
+    // The inventory is written as the prober writes it (the `worker` NATS
+    // user) and read as a bot reads it (`--nats-credentials`).
+    let writer = connect(
+        &args,
+        "fleetroll-bench-writer",
+        args.worker_credentials.as_deref(),
+    )
+    .await?;
+    let bus = connect(&args, "fleetroll-bench", args.nats_credentials.as_deref()).await?;
+    let hosts = writer.kv(&topology::HOSTS).await?;
     let n = args.hosts;
     // Every observation is "as of" this instant, so the expected answers
     // are known here (ages are whole hours and a half: `last_seen>20h`
@@ -57,7 +66,7 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
     let t0 = OffsetDateTime::now_utc();
 
     let seed = seed(&hosts, n, t0, args.seed_in_flight).await?;
-    let ingest = ingest(&bus, &hosts, n, t0, args.ingest_in_flight).await?;
+    let ingest = ingest(&writer, &hosts, n, t0, args.ingest_in_flight).await?;
 
     // What each filter should answer, from the same synthetic fleet.
     let fleet: Vec<Observation> = (1..=n)
@@ -82,6 +91,12 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
     let timed = time_queries(&bus, &token, &filters, &args).await?;
     report(n, &seed, &ingest, &settle, &filters, &timed, &args);
     Ok(())
+}
+
+/// Connects with the credentials in `file`, or none.
+async fn connect(args: &InventoryArgs, name: &str, file: Option<&Path>) -> anyhow::Result<Bus> {
+    let credentials = file.map(Credentials::load).transpose()?;
+    Ok(Bus::connect(ConnectOptions::new(&args.nats_url, name).credentials(credentials)).await?)
 }
 
 struct Phase {

@@ -39,6 +39,13 @@ pub struct InventoryArgs {
     /// A token any reader role may hold, for the query service.
     #[arg(long)]
     pub token_file: PathBuf,
+    /// The NATS user the queries are asked as (`fleetroll up` keeps one
+    /// per role in <data-dir>/credentials/; none: connect without).
+    #[arg(long, env = "FLEETROLL_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
+    /// The NATS user the inventory is written as: the workers'.
+    #[arg(long)]
+    pub worker_credentials: Option<PathBuf>,
     /// Hosts in the inventory.
     #[arg(long, default_value_t = 100_000)]
     pub hosts: usize,

@@ -132,6 +132,7 @@ pub fn observation(i: usize, previous: Observation, now: OffsetDateTime) -> Obse
         override_present: Some(override_contents.is_some()),
         override_size: override_contents.as_ref().map(|c| c.len() as u64),
         override_path: override_contents.as_ref().map(|_| OVERRIDE_PATH.into()),
+        override_snapshot_id: None,
         override_sha256,
         override_contents: override_contents.map(|c| c.trim().to_string()),
         puppet: Some(puppet),

@@ -44,9 +44,12 @@ pub async fn measure_skew_ms(bus: &Bus) -> Result<i64, BusError> {
     let subject = format!("$JS.API.STREAM.INFO.{}", topology::COMMANDS.name);
     let before = OffsetDateTime::now_utc();
     let response = bus
-        .client
-        .request(subject, "".into())
-        .await
+        .unless_refused(
+            "asking the server's time",
+            &subject,
+            bus.client.request(subject.clone(), "".into()),
+        )
+        .await?
         .map_err(|e| BusError::js("asking the server's time", e))?;
     let after = OffsetDateTime::now_utc();
     let api: ApiResponse = serde_json::from_slice(&response.payload)

@@ -1,7 +1,11 @@
 //! Connecting to NATS. async-nats reconnects on its own, forever; these
-//! options only decide how long a first connect may take.
+//! options only decide how long a first connect may take, and as which NATS
+//! user (SPEC 9: the server itself enforces the roles, see
+//! `nats-config/permissions.conf`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -11,12 +15,30 @@ use crate::topology::{BucketDef, StreamDef};
 /// The default URL: the embedded server of `fleetroll up`.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
-/// Errors reaching or using the bus. All of them are "infrastructure"
-/// failures (exit code 2) for the CLI.
+/// Errors reaching or using the bus. Most are "infrastructure" failures
+/// (exit code 2) for the CLI; [`BusError::NotAuthorized`] and
+/// [`BusError::NotPermitted`] mean the server refused this NATS user.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("cannot reach NATS at {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error(
+        "NATS at {url} refused the connection: {}",
+        match user {
+            Some(user) => format!("wrong password for NATS user `{user}`, or no such user (check the credentials file: --nats-credentials, FLEETROLL_NATS_CREDENTIALS or `[nats] credentials`)"),
+            None => "it needs a NATS user and password: pass --nats-credentials FILE (`fleetroll up` keeps one file per role in <data-dir>/credentials/)".to_string(),
+        }
+    )]
+    NotAuthorized { url: String, user: Option<String> },
+    #[error(
+        "NATS refused {what}: {violation} ({}); these NATS credentials are not allowed to do that",
+        match user { Some(user) => format!("NATS user `{user}`"), None => "no NATS user".to_string() }
+    )]
+    NotPermitted {
+        what: String,
+        violation: String,
+        user: Option<String>,
+    },
     #[error("JetStream {what} failed: {detail}")]
     JetStream { what: String, detail: String },
     #[error(
@@ -41,6 +63,120 @@ impl BusError {
     }
 }
 
+/// A NATS user and its password. `fleetroll up` keeps one per role (SPEC 9:
+/// relops, readonly, chatops, worker) in `<data-dir>/credentials/<role>.toml`,
+/// mode 0600:
+///
+/// ```toml
+/// user = "relops"
+/// password = "Zm9vYmFy..."
+/// ```
+///
+/// Load one with [`Credentials::load`] and connect with
+/// [`ConnectOptions::credentials`]. The password never shows in `Debug`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A credentials file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("cannot read NATS credentials {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "NATS credentials {path} are not valid: {detail} (expected two lines: user = \"NAME\" and password = \"SECRET\")"
+    )]
+    Invalid { path: PathBuf, detail: String },
+    #[error("cannot write NATS credentials {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Credentials {
+    /// Reads a credentials file (TOML: `user`, `password`, nothing else).
+    pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Credentials::parse(&text).map_err(|detail| CredentialsError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        })
+    }
+
+    /// Parses the text of a credentials file.
+    pub fn parse(text: &str) -> Result<Credentials, String> {
+        let credentials: Credentials = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let user = credentials.user.as_str();
+        if user.is_empty() {
+            return Err("`user` is empty".into());
+        }
+        // The user names the inbox prefix, a subject token.
+        if let Some(bad) = user
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
+        {
+            return Err(format!("`user` may not contain {bad:?}"));
+        }
+        if credentials.password.is_empty() {
+            return Err("`password` is empty".into());
+        }
+        Ok(credentials)
+    }
+
+    /// The file's text, as [`Credentials::parse`] reads it back.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "user = {}\npassword = {}\n",
+            toml_string(&self.user),
+            toml_string(&self.password)
+        )
+    }
+
+    /// The inbox prefix this user's replies come to. Each role may
+    /// subscribe only to its own (`nats-config/permissions.conf`): a
+    /// worker's replies carry commands, and commands carry tokens.
+    pub fn inbox_prefix(&self) -> String {
+        format!("_INBOX_{}", self.user)
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// How a component connects.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -49,6 +185,9 @@ pub struct ConnectOptions {
     pub name: String,
     /// Workers wait for NATS to come up; the CLI fails fast.
     pub wait_for_server: bool,
+    /// The NATS user to connect as; none connects without (a NATS without
+    /// authentication).
+    pub credentials: Option<Credentials>,
 }
 
 impl ConnectOptions {
@@ -57,6 +196,119 @@ impl ConnectOptions {
             url: url.into(),
             name: name.into(),
             wait_for_server: false,
+            credentials: None,
+        }
+    }
+
+    /// Connects as this NATS user (none: without credentials).
+    pub fn credentials(mut self, credentials: impl Into<Option<Credentials>>) -> Self {
+        self.credentials = credentials.into();
+        self
+    }
+
+    /// The async-nats options: name, user and password, and the user's
+    /// inbox prefix. `violations` collects the permission violations the
+    /// server reports.
+    pub(crate) fn nats(
+        &self,
+        timeout: Duration,
+        violations: Violations,
+    ) -> async_nats::ConnectOptions {
+        let mut nats = async_nats::ConnectOptions::new()
+            .name(&self.name)
+            .connection_timeout(timeout)
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let violations = violations.clone();
+                async move {
+                    if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) =
+                        event
+                    {
+                        violations.record(text);
+                    }
+                }
+            });
+        if let Some(credentials) = &self.credentials {
+            nats = nats
+                .user_and_password(credentials.user.clone(), credentials.password.clone())
+                .custom_inbox_prefix(credentials.inbox_prefix());
+        }
+        nats
+    }
+}
+
+/// The permission violations a server reported to one connection (a
+/// publish the server refuses is dropped, and the refusal comes back on
+/// its own, not as the publish's error).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Violations(Arc<ViolationLog>);
+
+#[derive(Debug)]
+struct ViolationLog {
+    /// The newest ones, each with its number.
+    kept: Mutex<VecDeque<(u64, String)>>,
+    /// How many so far.
+    count: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ViolationLog {
+    fn default() -> Self {
+        ViolationLog {
+            kept: Mutex::new(VecDeque::new()),
+            count: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Violations {
+    const KEPT: usize = 32;
+
+    fn record(&self, text: String) {
+        if !text
+            .to_ascii_lowercase()
+            .starts_with("permissions violation")
+        {
+            return;
+        }
+        tracing::debug!(violation = %text, "NATS refused an operation");
+        let mut kept = self.0.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let number = *self.0.count.borrow() + 1;
+        if kept.len() == Self::KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((number, text));
+        self.0.count.send_replace(number);
+    }
+
+    fn count(&self) -> u64 {
+        *self.0.count.borrow()
+    }
+
+    /// The newest violation after number `after` that names `subject`.
+    fn about(&self, subject: &str, after: u64) -> Option<String> {
+        let quoted = format!("\"{subject}\"");
+        self.0
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .take_while(|(number, _)| *number > after)
+            .find(|(_, v)| v.contains(&quoted))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Resolves with the first violation after number `after` that names
+    /// `subject`; never, if none comes.
+    async fn wait(&self, subject: &str, after: u64) -> String {
+        let mut count = self.0.count.subscribe();
+        loop {
+            if let Some(violation) = self.about(subject, after) {
+                return violation;
+            }
+            if count.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
     }
 }
@@ -67,29 +319,29 @@ pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     url: String,
+    /// The NATS user connected as, if any.
+    user: Option<String>,
+    violations: Violations,
     /// Buckets opened so far: opening one is a request of its own, and hot
     /// paths (every probe, every query) use the same few.
     buckets: std::sync::Arc<std::sync::Mutex<HashMap<&'static str, jetstream::kv::Store>>>,
 }
 
 impl Bus {
-    /// Connects to NATS.
+    /// Connects to NATS. With `wait_for_server` it tries again every second
+    /// until the server is there; a server that refuses the credentials is
+    /// an error at once ([`BusError::NotAuthorized`]) either way.
     ///
     /// ```no_run
-    /// # async fn run() -> Result<(), fleetroll_bus::connect::BusError> {
-    /// use fleetroll_bus::connect::{Bus, ConnectOptions};
-    /// let bus = Bus::connect(ConnectOptions::new("nats://127.0.0.1:4222", "my-bot")).await?;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
+    /// let credentials = Credentials::load("/root/.local/share/fleetroll/credentials/readonly.toml".as_ref())?;
+    /// let options = ConnectOptions::new("nats://127.0.0.1:4222", "my-bot").credentials(credentials);
+    /// let bus = Bus::connect(options).await?;
     /// println!("connected to {}", bus.url());
     /// # Ok(()) }
     /// ```
     pub async fn connect(options: ConnectOptions) -> Result<Bus, BusError> {
-        let mut nats = async_nats::ConnectOptions::new()
-            .name(&options.name)
-            .connection_timeout(Duration::from_secs(3))
-            .max_reconnects(None);
-        if options.wait_for_server {
-            nats = nats.retry_on_initial_connect();
-        }
         // A cluster is given as a comma-separated list of its servers.
         let servers: Vec<async_nats::ServerAddr> = options
             .url
@@ -100,20 +352,69 @@ impl Bus {
                 url: options.url.clone(),
                 detail: format!("not a NATS URL list: {e}"),
             })?;
-        let client = nats
-            .connect(servers)
-            .await
-            .map_err(|e| BusError::Unreachable {
-                url: options.url.clone(),
-                detail: e.to_string(),
-            })?;
+        let user = options.credentials.as_ref().map(|c| c.user.clone());
+        let violations = Violations::default();
+        let mut waiting = false;
+        let client = loop {
+            let nats = options.nats(Duration::from_secs(3), violations.clone());
+            match nats.connect(servers.clone()).await {
+                Ok(client) => break client,
+                Err(e) if is_auth_error(&e) => {
+                    return Err(BusError::NotAuthorized {
+                        url: options.url.clone(),
+                        user,
+                    });
+                }
+                Err(e) if options.wait_for_server => {
+                    if !waiting {
+                        tracing::warn!(url = %options.url, error = %e, "NATS not reachable yet; waiting for it");
+                        waiting = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    return Err(BusError::Unreachable {
+                        url: options.url.clone(),
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        };
         let js = jetstream::new(client.clone());
         Ok(Bus {
             client,
             js,
             url: options.url,
+            user,
+            violations,
             buckets: Default::default(),
         })
+    }
+
+    /// The NATS user this connection is, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Runs `work`, a publish on `subject` or a request to it. When the
+    /// server refuses this user that subject meanwhile, gives up at once
+    /// with [`BusError::NotPermitted`]: a refused publish is dropped, so
+    /// `work` itself would only time out.
+    pub async fn unless_refused<T>(
+        &self,
+        what: &str,
+        subject: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, BusError> {
+        let after = self.violations.count();
+        tokio::select! {
+            done = work => Ok(done),
+            violation = self.violations.wait(subject, after) => Err(BusError::NotPermitted {
+                what: what.to_string(),
+                violation,
+                user: self.user.clone(),
+            }),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -232,4 +533,13 @@ impl Bus {
             .insert(bucket.name, store.clone());
         Ok(store)
     }
+}
+
+/// The server refused the user or password (not: the server is not there).
+pub(crate) fn is_auth_error(e: &async_nats::ConnectError) -> bool {
+    matches!(
+        e.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation
+            | async_nats::ConnectErrorKind::Authentication
+    )
 }

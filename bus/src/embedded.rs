@@ -1,16 +1,142 @@
 //! The embedded `nats-server` of `fleetroll up`: a real server with
 //! JetStream, run as a child process on loopback with its data under the
-//! data dir, configured by `nats-config/single.conf`.
+//! data dir, configured by `nats-config/single.conf`, which includes
+//! `nats-config/permissions.conf`: one NATS user per role (SPEC 9), whose
+//! passwords [`ServerUsers`] keeps under `<data-dir>/credentials/`.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use crate::connect::{ConnectOptions, Credentials, CredentialsError};
+use crate::token::Role;
+
 /// The configuration file `up` runs the server with.
 pub const SINGLE_NODE_CONFIG: &str = include_str!("../../nats-config/single.conf");
+
+/// The users and permissions every server configuration includes.
+pub const PERMISSIONS_CONFIG: &str = include_str!("../../nats-config/permissions.conf");
+
+/// Where, under a data dir, the NATS users' credentials are kept.
+pub const CREDENTIALS_DIR: &str = "credentials";
+
+/// The credentials file of `role` under a data dir:
+/// `<data-dir>/credentials/<role>.toml`.
+pub fn credentials_file(data_dir: &Path, role: Role) -> PathBuf {
+    data_dir
+        .join(CREDENTIALS_DIR)
+        .join(format!("{}.toml", role.as_str()))
+}
+
+/// The environment variable `permissions.conf` takes `role`'s password
+/// from, e.g. `FLEETROLL_RELOPS_PASSWORD`.
+pub fn password_variable(role: Role) -> String {
+    format!("FLEETROLL_{}_PASSWORD", role.as_str().to_ascii_uppercase())
+}
+
+/// The four NATS users of `permissions.conf` (relops, readonly, chatops,
+/// worker) and their passwords, kept one file per role in a directory
+/// (mode 0700; files 0600, see [`Credentials`]).
+#[derive(Debug, Clone)]
+pub struct ServerUsers {
+    users: Vec<(Role, Credentials)>,
+}
+
+impl ServerUsers {
+    /// Reads the users' credentials from `dir`, creating what is missing: a
+    /// new user gets a random password (32 random bytes, base64url).
+    pub fn load_or_create(dir: &Path) -> Result<ServerUsers, EmbeddedError> {
+        let io = |source| EmbeddedError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        let mut users = Vec::new();
+        for role in Role::ALL {
+            let path = dir.join(format!("{}.toml", role.as_str()));
+            let credentials = if path.exists() {
+                let credentials = Credentials::load(&path)?;
+                if credentials.user != role.as_str() {
+                    return Err(CredentialsError::Invalid {
+                        path,
+                        detail: format!(
+                            "`user` is `{}`, but permissions.conf names this role's user `{role}`",
+                            credentials.user
+                        ),
+                    }
+                    .into());
+                }
+                credentials
+            } else {
+                let credentials = Credentials {
+                    user: role.as_str().to_string(),
+                    password: random_password(),
+                };
+                write_private(&path, &credentials.to_toml())?;
+                credentials
+            };
+            users.push((role, credentials));
+        }
+        Ok(ServerUsers { users })
+    }
+
+    /// The credentials of `role`'s user.
+    pub fn get(&self, role: Role) -> &Credentials {
+        &self
+            .users
+            .iter()
+            .find(|(r, _)| *r == role)
+            .expect("every role has a user")
+            .1
+    }
+
+    /// The server's environment: each `FLEETROLL_<ROLE>_PASSWORD`. The
+    /// server parses a variable's value as a config value (a leading `-`
+    /// or digits only would not be a string), so each is quoted.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        self.users
+            .iter()
+            .map(|(role, c)| (password_variable(*role), format!("\"{}\"", c.password)))
+            .collect()
+    }
+}
+
+fn random_password() -> String {
+    use base64::Engine as _;
+    use rand_core::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Writes a secret readable by its owner only, whole or not at all.
+fn write_private(path: &Path, contents: &str) -> Result<(), CredentialsError> {
+    use std::io::Write as _;
+    let failed = |source| CredentialsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(failed)?;
+    file.write_all(contents.as_bytes()).map_err(failed)?;
+    file.sync_all().map_err(failed)?;
+    std::fs::rename(&tmp, path).map_err(failed)
+}
 
 /// Where the project's set-up installs nats-server, relative to the
 /// repository root.
@@ -43,6 +169,10 @@ pub enum EmbeddedError {
     },
     #[error("nats-server did not become ready within {0:?}; see {1}")]
     NotReady(Duration, PathBuf),
+    #[error("nats-server refused the credentials it was started with (user `{user}`); see {log}")]
+    Refused { user: String, log: PathBuf },
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
 }
 
 /// Finds the nats-server binary: the explicit path, then the project's
@@ -83,7 +213,8 @@ fn is_executable(path: &Path) -> bool {
 /// Options of the embedded server.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
-    /// Everything the server keeps goes under `<data_dir>/nats`.
+    /// Everything the server keeps goes under `<data_dir>/nats`; its users'
+    /// credentials under `<data_dir>/credentials` ([`credentials_file`]).
     pub data_dir: PathBuf,
     /// 0 picks a free port.
     pub port: u16,
@@ -97,10 +228,12 @@ pub struct EmbeddedServer {
     child: Child,
     url: String,
     log: PathBuf,
+    users: ServerUsers,
 }
 
 impl EmbeddedServer {
-    /// Starts the server and waits until it accepts JetStream requests.
+    /// Starts the server (creating its users' credentials on the first
+    /// run) and waits until it accepts JetStream requests.
     pub async fn start(options: &EmbeddedOptions) -> Result<EmbeddedServer, EmbeddedError> {
         let binary = find_nats_server(options.nats_server.as_deref())?;
         let port = match options.port {
@@ -125,6 +258,7 @@ impl EmbeddedServer {
                 });
             }
         }
+        let users = ServerUsers::load_or_create(&options.data_dir.join(CREDENTIALS_DIR))?;
         let dir = options.data_dir.join("nats");
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -133,6 +267,9 @@ impl EmbeddedServer {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let config = dir.join("server.conf");
         std::fs::write(&config, SINGLE_NODE_CONFIG).map_err(io(&config))?;
+        // server.conf includes it from its own directory.
+        let permissions = dir.join("permissions.conf");
+        std::fs::write(&permissions, PERMISSIONS_CONFIG).map_err(io(&permissions))?;
         let log = dir.join("nats-server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -148,6 +285,7 @@ impl EmbeddedServer {
             .env("FLEETROLL_NATS_HOST", "127.0.0.1")
             .env("FLEETROLL_NATS_PORT", port.to_string())
             .env("FLEETROLL_NATS_STORE", &dir)
+            .envs(users.server_env())
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
@@ -167,6 +305,7 @@ impl EmbeddedServer {
             child,
             url: format!("nats://{addr}"),
             log,
+            users,
         };
         server.wait_ready(Duration::from_secs(20)).await?;
         Ok(server)
@@ -182,15 +321,23 @@ impl EmbeddedServer {
                     tail: log_tail(&self.log),
                 });
             }
-            if let Ok(client) = async_nats::ConnectOptions::new()
-                .connection_timeout(Duration::from_millis(500))
-                .connect(self.url.as_str())
-                .await
-            {
-                let js = async_nats::jetstream::new(client);
-                if js.query_account().await.is_ok() {
-                    return Ok(());
+            let check = ConnectOptions::new(self.url.as_str(), "fleetroll-up-ready")
+                .credentials(self.users.get(Role::Worker).clone())
+                .nats(Duration::from_millis(500), Default::default());
+            match check.connect(self.url.as_str()).await {
+                Ok(client) => {
+                    let js = async_nats::jetstream::new(client);
+                    if js.query_account().await.is_ok() {
+                        return Ok(());
+                    }
                 }
+                Err(e) if crate::connect::is_auth_error(&e) => {
+                    return Err(EmbeddedError::Refused {
+                        user: Role::Worker.to_string(),
+                        log: self.log.clone(),
+                    });
+                }
+                Err(_) => {}
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(EmbeddedError::NotReady(limit, self.log.clone()));
@@ -201,6 +348,11 @@ impl EmbeddedServer {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The credentials of `role`'s NATS user on this server.
+    pub fn credentials(&self, role: Role) -> &Credentials {
+        self.users.get(role)
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -34,6 +34,8 @@ pub mod token;
 pub mod topology;
 
 #[cfg(feature = "client")]
+pub mod audit_log;
+#[cfg(feature = "client")]
 pub mod clock;
 #[cfg(feature = "client")]
 pub mod connect;

@@ -150,7 +150,7 @@ where
         .await
     {
         Ok(claims) => claims,
-        Err(VerifyError::Denied(denial)) => {
+        Err(VerifyError::Denied { denial, .. }) => {
             return (error(codes::DENIED, denial.to_string()), json);
         }
         Err(VerifyError::Bus(e)) => return (error(codes::FAILED, e.to_string()), json),

@@ -94,16 +94,15 @@ pub async fn send_envelope(
 pub async fn publish(bus: &Bus, envelope: &CommandEnvelope) -> Result<bool, SendError> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, envelope.id.as_str());
+    let subject = subjects::command(&envelope.command);
     let ack = bus
-        .js
-        .publish_with_headers(
-            subjects::command(&envelope.command),
-            headers,
-            codec::to_cbor(envelope).into(),
-        )
-        .await
-        .map_err(|e| BusError::js("publishing the command", e))?
-        .await
+        .unless_refused("publishing the command", &subject, async {
+            bus.js
+                .publish_with_headers(subject.clone(), headers, codec::to_cbor(envelope).into())
+                .await?
+                .await
+        })
+        .await?
         .map_err(|e| {
             if e.kind() == PublishErrorKind::StreamNotFound {
                 SendError::NoStream

@@ -77,7 +77,7 @@ pub fn job_consumer_config(queue: &JobQueue) -> consumer::pull::Config {
         description: Some(format!("jobs of {}", queue.stream.name)),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: queue.ack_wait,
-        max_ack_pending: 10_000,
+        max_ack_pending: queue.max_ack_pending,
         ..Default::default()
     }
 }

@@ -96,7 +96,12 @@ pub async fn gather(bus: &Bus) -> Result<MeshStatus, BusError> {
 }
 
 async fn store_status(bus: &Bus, name: &str, stream: &str) -> Result<StoreStatus, BusError> {
-    match bus.js.get_stream(stream).await {
+    let info = format!("$JS.API.STREAM.INFO.{stream}");
+    let what = format!("stream info {stream}");
+    match bus
+        .unless_refused(&what, &info, bus.js.get_stream(stream))
+        .await?
+    {
         Ok(mut s) => {
             let info = s
                 .info()

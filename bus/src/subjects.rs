@@ -5,7 +5,8 @@
 //! | `fleetroll.cmd.<worker>.<command>` | mutating commands (command stream) |
 //! | `fleetroll.evt.cmd.<id>.<verdict>` | a command reached its outcome |
 //! | `fleetroll.evt.rollout.<id>.<kind>` | rollout events, one rollout or all |
-//! | `fleetroll.audit.>` | the immutable audit log |
+//! | `fleetroll.audit.cmd.<id>` | the audit record of one command (immutable audit stream) |
+//! | `fleetroll.snapshot.<id>` | override snapshots (immutable) |
 //! | `fleetroll.history.<host>` | a host's last observations |
 //! | `fleetroll.probe.<host>` | probe jobs (work queue shared by probers) |
 //! | `fleetroll.workload.sweep` | workload collection sweeps (work queue) |
@@ -23,6 +24,18 @@ pub const HOST_HISTORY: &str = "fleetroll.history.>";
 pub const PROBE_JOBS: &str = "fleetroll.probe.>";
 pub const WORKLOAD_SWEEP: &str = "fleetroll.workload.sweep";
 pub const TASK_RUNS: &str = "fleetroll.task.>";
+pub const SNAPSHOTS: &str = "fleetroll.snapshot.>";
+
+/// The audit record of command `command_id`: one subject per command, so a
+/// record is written once however often its outcome is announced.
+pub fn audit_command(command_id: &str) -> String {
+    format!("fleetroll.audit.cmd.{command_id}")
+}
+
+/// Where override snapshot `id` is kept.
+pub fn snapshot(id: &str) -> String {
+    format!("fleetroll.snapshot.{id}")
+}
 
 /// Where a host's resolved task runs are kept.
 pub fn task_runs(hostname: &str) -> String {
@@ -75,4 +88,5 @@ pub mod queries {
     pub const HOSTS_HISTORY: &str = "hosts.history";
     pub const POPULATIONS_LIST: &str = "populations.list";
     pub const DRIFT_SUMMARY: &str = "drift.summary";
+    pub const AUDIT_LIST: &str = "audit.list";
 }

@@ -121,6 +121,12 @@ impl SigningKey {
     pub fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey(self.0.verifying_key().to_bytes())
     }
+
+    /// An Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.0.sign(message).to_bytes()
+    }
 }
 
 /// The public half that workers verify with.
@@ -131,6 +137,19 @@ impl VerifyingKey {
     /// base64url without padding, as in a JWK's `x`.
     pub fn to_base64(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Whether `signature` is this key's signature of `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+            return false;
+        };
+        ed25519_dalek::VerifyingKey::from_bytes(&self.0)
+            .is_ok_and(|key| key.verify_strict(message, &signature).is_ok())
     }
 
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
@@ -189,20 +208,29 @@ pub fn issue(
 /// Verifies signature, issuer and expiry against `now`. Revocation needs the
 /// auth bucket and is checked by the caller.
 pub fn verify(jwt: &str, key: &VerifyingKey, now: OffsetDateTime) -> Result<Claims, Denial> {
+    let claims = decode(jwt, key)?;
+    check_expiry(&claims, now)?;
+    Ok(claims)
+}
+
+/// Verifies signature and issuer only: the claims are genuine, whether or
+/// not they are still valid.
+pub fn decode(jwt: &str, key: &VerifyingKey) -> Result<Claims, Denial> {
     let jwt = jwt.trim();
     if jwt.is_empty() {
         return Err(Denial::Missing);
     }
     let mut validation = Validation::new(Algorithm::EdDSA);
-    // Expiry is checked below against the caller's `now`, which the clock
-    // guard has vouched for.
+    // Expiry is checked by `check_expiry` against the caller's `now`, which
+    // the clock guard has vouched for.
     validation.validate_exp = false;
     validation.required_spec_claims = ["exp", "sub", "iss"]
         .into_iter()
         .map(String::from)
         .collect();
     validation.set_issuer(&[ISSUER]);
-    let data = jsonwebtoken::decode::<Claims>(jwt, &DecodingKey::from_ed_der(&key.0), &validation)
+    jsonwebtoken::decode::<Claims>(jwt, &DecodingKey::from_ed_der(&key.0), &validation)
+        .map(|data| data.claims)
         .map_err(|e| match e.kind() {
             ErrorKind::InvalidSignature
             | ErrorKind::InvalidAlgorithm
@@ -210,15 +238,33 @@ pub fn verify(jwt: &str, key: &VerifyingKey, now: OffsetDateTime) -> Result<Clai
             _ => Denial::Garbled {
                 detail: e.to_string(),
             },
-        })?;
-    let claims = data.claims;
+        })
+}
+
+/// Refuses genuine claims that expired by `now`.
+pub fn check_expiry(claims: &Claims, now: OffsetDateTime) -> Result<(), Denial> {
     if claims.exp <= now.unix_timestamp() {
         let expired_at = OffsetDateTime::from_unix_timestamp(claims.exp)
             .map(crate::messages::timestamp)
             .unwrap_or_else(|_| claims.exp.to_string());
         return Err(Denial::Expired { expired_at });
     }
-    Ok(claims)
+    Ok(())
+}
+
+/// The actor and token id a token claims, *without* checking anything: for
+/// the record of a refusal, and to name a token to revoke. Never trust it.
+pub fn unverified_claims(jwt: &str) -> Option<(String, String)> {
+    #[derive(Deserialize)]
+    struct Claimed {
+        sub: String,
+        #[serde(default)]
+        jti: String,
+    }
+    let payload = jwt.trim().split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claimed: Claimed = serde_json::from_slice(&bytes).ok()?;
+    valid_actor(&claimed.sub).then_some((claimed.sub, claimed.jti))
 }
 
 #[cfg(test)]

@@ -98,18 +98,32 @@ pub const TASK_RUNS: StreamDef = StreamDef {
     work_queue: false,
 };
 
-pub const STREAMS: [StreamDef; 7] = [
+/// Override snapshots: what a host's override file held (or that there was
+/// none) before fleetroll changed it. Kept forever, like the audit log that
+/// refers to them.
+pub const SNAPSHOTS: StreamDef = StreamDef {
+    name: "FLEETROLL_SNAPSHOTS",
+    subjects: &[crate::subjects::SNAPSHOTS],
+    description: "fleetroll override snapshots (immutable)",
+    max_age: Duration::ZERO,
+    immutable: true,
+    per_subject: 0,
+    work_queue: false,
+};
+
+pub const STREAMS: [StreamDef; 8] = [
     COMMANDS,
     EVENTS,
     AUDIT,
+    SNAPSHOTS,
     HOST_HISTORY,
     PROBE_JOBS,
     WORKLOAD_JOBS,
     TASK_RUNS,
 ];
 
-/// A work queue: a stream and the one durable consumer every replica of
-/// its worker pulls from.
+/// A stream and the one durable consumer every replica of a worker kind
+/// pulls from: a work queue, or a feed of a stream that keeps its messages.
 #[derive(Debug, Clone, Copy)]
 pub struct JobQueue {
     pub stream: &'static StreamDef,
@@ -117,21 +131,36 @@ pub struct JobQueue {
     /// A job not acknowledged (or progressed) for this long goes to another
     /// replica.
     pub ack_wait: Duration,
+    /// Jobs handed out and not yet acknowledged, at most.
+    pub max_ack_pending: i64,
 }
 
 pub const PROBE_QUEUE: JobQueue = JobQueue {
     stream: &PROBE_JOBS,
     consumer: "probers",
     ack_wait: Duration::from_secs(10),
+    max_ack_pending: 10_000,
 };
 
 pub const WORKLOAD_QUEUE: JobQueue = JobQueue {
     stream: &WORKLOAD_JOBS,
     consumer: "collectors",
     ack_wait: Duration::from_secs(10),
+    max_ack_pending: 10_000,
 };
 
-pub const JOB_QUEUES: [JobQueue; 2] = [PROBE_QUEUE, WORKLOAD_QUEUE];
+/// Every event, for the auditor to turn into audit records. Created with the
+/// mesh, so events published before any auditor ran are audited too.
+pub const AUDIT_FEED: JobQueue = JobQueue {
+    stream: &EVENTS,
+    consumer: "auditor",
+    ack_wait: Duration::from_secs(10),
+    // The chain is written one record at a time: a replica holds no more
+    // than it writes well within `ack_wait`.
+    max_ack_pending: 256,
+};
+
+pub const JOB_QUEUES: [JobQueue; 3] = [PROBE_QUEUE, WORKLOAD_QUEUE, AUDIT_FEED];
 
 /// A key-value bucket.
 #[derive(Debug, Clone, Copy)]
@@ -244,6 +273,15 @@ pub const BUCKETS: [BucketDef; 10] = [
 /// Keys of the auth bucket.
 pub mod auth_keys {
     pub const VERIFYING_KEY: &str = "verifying-key";
+
+    /// The public half of an audit key, by [`crate::messages::audit::key_id`].
+    /// Old keys stay, so records they signed still verify.
+    pub fn audit_key(key_id: &str) -> String {
+        format!("audit-key.{key_id}")
+    }
+
+    /// Every audit key.
+    pub const AUDIT_KEYS: &str = "audit-key.>";
 
     pub fn revoked_token(jti: &str) -> String {
         format!("revoked-token.{jti}")

@@ -26,10 +26,24 @@ pub struct Verifier {
 /// A refusal, or a failure to check at all.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error(transparent)]
-    Denied(#[from] Denial),
+    /// `actor` is known when the token was genuine (expired, revoked, or
+    /// of the wrong role).
+    #[error("{denial}")]
+    Denied {
+        denial: Denial,
+        actor: Option<String>,
+    },
     #[error(transparent)]
     Bus(#[from] BusError),
+}
+
+impl From<Denial> for VerifyError {
+    fn from(denial: Denial) -> Self {
+        VerifyError::Denied {
+            denial,
+            actor: None,
+        }
+    }
 }
 
 impl Verifier {
@@ -75,7 +89,12 @@ impl Verifier {
                 VerifyingKey::from_base64(&record.public_key).map_err(|_| Denial::NoSigningKey)?
             }
         };
-        let claims = token::verify(jwt, &key, OffsetDateTime::now_utc())?;
+        let claims = token::decode(jwt, &key)?;
+        let genuine = |denial: Denial| VerifyError::Denied {
+            denial,
+            actor: Some(claims.sub.clone()),
+        };
+        token::check_expiry(&claims, OffsetDateTime::now_utc()).map_err(genuine)?;
         for revocation_key in [
             auth_keys::revoked_token(&claims.jti),
             auth_keys::revoked_actor(&claims.sub),
@@ -93,15 +112,14 @@ impl Verifier {
                     source,
                 })?;
             if revocation.revoked_at.unix_timestamp() >= claims.iat {
-                return Err(Denial::Revoked {
+                return Err(genuine(Denial::Revoked {
                     jti: claims.jti.clone(),
                     revoked_at: crate::messages::timestamp(revocation.revoked_at),
-                }
-                .into());
+                }));
             }
         }
         if !allowed.contains(&claims.role) {
-            return Err(Denial::WrongRole {
+            return Err(genuine(Denial::WrongRole {
                 role: claims.role.to_string(),
                 action: action.to_string(),
                 allowed: allowed
@@ -109,8 +127,7 @@ impl Verifier {
                     .map(|r| r.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-            }
-            .into());
+            }));
         }
         Ok(claims)
     }

@@ -292,7 +292,12 @@ async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream:
                 }
             }
         };
-        announce(replica, &outcome).await;
+        if let Err(e) = announce(replica, &envelope, &outcome).await {
+            // The audit log is made from this event: without it the command
+            // stays unacknowledged, and its redelivery announces again.
+            warn!(error = %e, "outcome not announced; leaving the command for redelivery");
+            return;
+        }
         if let Err(e) = message.double_ack().await {
             warn!(error = %e, "ack failed; a redelivery will find the outcome");
         }
@@ -337,9 +342,9 @@ async fn execute<H: Handler>(
         .await
     {
         Ok(claims) => claims,
-        Err(VerifyError::Denied(denial)) => {
+        Err(VerifyError::Denied { denial, actor }) => {
             warn!(reason = %denial, "command denied");
-            return finish(None, Verdict::Denied { denial });
+            return finish(actor, Verdict::Denied { denial });
         }
         Err(VerifyError::Bus(e)) => {
             return finish(
@@ -385,17 +390,25 @@ async fn execute<H: Handler>(
     finish(actor, verdict)
 }
 
-/// Publishes the "command finished" event. Its message id is derived from
-/// the command id, so re-announcing after a redelivery stores it once.
-async fn announce(replica: &Replica, outcome: &Outcome) {
+/// Publishes the "command finished" event, which the auditor turns into
+/// the command's audit record. Its message id is derived from the command
+/// id, so re-announcing after a redelivery stores it once.
+async fn announce(
+    replica: &Replica,
+    envelope: &CommandEnvelope,
+    outcome: &Outcome,
+) -> Result<(), String> {
+    let claimed_actor = match outcome.actor {
+        Some(_) => None,
+        None => crate::token::unverified_claims(&envelope.token).map(|(actor, _)| actor),
+    };
     let event = Event {
         at: outcome.finished_at,
         source: outcome.handled_by.clone(),
         detail: EventDetail::CommandFinished {
-            command_id: outcome.command_id.clone(),
-            command: outcome.command.clone(),
-            actor: outcome.actor.clone(),
-            verdict: outcome.verdict.label().to_string(),
+            command: envelope.command.clone(),
+            outcome: outcome.clone(),
+            claimed_actor,
         },
     };
     let mut headers = async_nats::HeaderMap::new();
@@ -403,7 +416,7 @@ async fn announce(replica: &Replica, outcome: &Outcome) {
         async_nats::header::NATS_MESSAGE_ID,
         format!("finished-{}", outcome.command_id).as_str(),
     );
-    let published = replica
+    replica
         .bus
         .js
         .publish_with_headers(
@@ -411,12 +424,9 @@ async fn announce(replica: &Replica, outcome: &Outcome) {
             headers,
             codec::to_cbor(&event).into(),
         )
-        .await;
-    let stored = match published {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = stored {
-        warn!(error = %e, "event not published");
-    }
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

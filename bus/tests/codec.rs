@@ -2,6 +2,7 @@
 //! message of this schema version is refused with an error that says why.
 
 use fleetroll_bus::codec::{self, DecodeError, Message};
+use fleetroll_bus::messages::audit::{AuditQuery, AuditRecord, OverrideSnapshot};
 use fleetroll_bus::messages::auth::{Revocation, VerifyingKeyRecord};
 use fleetroll_bus::messages::command::{Command, CommandEnvelope, Denial, Outcome, Reply, Verdict};
 use fleetroll_bus::messages::event::{Event, EventDetail};
@@ -153,11 +154,45 @@ fn every_message_type_round_trips() {
         at: at(),
         source: "prober-1".into(),
         detail: EventDetail::CommandFinished {
-            command_id: "id".into(),
-            command: "ping".into(),
-            actor: None,
-            verdict: "done".into(),
+            command: Command::SeedAdd {
+                hostnames: vec!["h1.example.com".into()],
+            },
+            outcome: Outcome {
+                command_id: "id".into(),
+                command: "seed_add".into(),
+                actor: None,
+                verdict: Verdict::Denied {
+                    denial: Denial::Forged,
+                },
+                handled_by: "prober-1".into(),
+                delivery: 1,
+                finished_at: at(),
+            },
+            claimed_actor: Some("mallory".into()),
         },
+    });
+    let mut record = AuditRecord::example();
+    record.at = at();
+    round_trips(record);
+    let snapshot = OverrideSnapshot::take(
+        "h1.example.com",
+        "before apply",
+        Some(b"\xffPUPPET_BRANCH=x\n"),
+    );
+    assert_eq!(
+        snapshot.content().unwrap(),
+        b"\xffPUPPET_BRANCH=x\n",
+        "exact bytes, UTF-8 or not"
+    );
+    round_trips(snapshot);
+    assert_eq!(
+        OverrideSnapshot::take("h1.example.com", "observed", None).content(),
+        None
+    );
+    round_trips(AuditQuery {
+        host: Some("h1.example.com".into()),
+        since: Some(at()),
+        ..Default::default()
     });
 }
 

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fleetroll_bus::connect::{Bus, ConnectOptions};
-use fleetroll_bus::embedded::find_nats_server;
+use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
+use fleetroll_bus::embedded::{self, ServerUsers, find_nats_server};
 use fleetroll_bus::setup::{self, Replicas};
+use fleetroll_bus::token::Role;
 use fleetroll_bus::topology;
 
 fn config_dir() -> PathBuf {
@@ -35,20 +36,14 @@ fn nats_server(config: &Path, store: &Path) -> Command {
 fn every_config_is_valid() {
     let store = tempfile::tempdir().unwrap();
     let dir = config_dir();
-    // permissions.conf is a fragment: check it inside the single-node config.
-    let with_permissions = store.path().join("single-with-permissions.conf");
-    let single = std::fs::read_to_string(dir.join("single.conf")).unwrap();
-    std::fs::copy(
-        dir.join("permissions.conf"),
-        store.path().join("permissions.conf"),
-    )
-    .unwrap();
-    std::fs::write(&with_permissions, single + "include ./permissions.conf\n").unwrap();
-    let mut configs = vec![with_permissions];
+    // Each includes permissions.conf from its own directory.
     for name in ["single.conf", "node-1.conf", "node-2.conf", "node-3.conf"] {
-        configs.push(dir.join(name));
-    }
-    for config in configs {
+        let config = dir.join(name);
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.contains("\ninclude ./permissions.conf"),
+            "{name} includes the users"
+        );
         let output = nats_server(&config, store.path())
             .arg("-t")
             .output()
@@ -60,6 +55,148 @@ fn every_config_is_valid() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// NATS wildcards match whole tokens only, so permissions.conf names every
+/// stream and bucket the operators read; a new one must be added there (or
+/// here, to the streams readers must not read).
+#[test]
+fn the_permissions_name_every_stream_and_bucket_readers_read() {
+    let permissions = std::fs::read_to_string(config_dir().join("permissions.conf")).unwrap();
+    // The command stream carries tokens; job queues are the workers' own.
+    let unread: Vec<&str> = std::iter::once(topology::COMMANDS.name)
+        .chain(
+            topology::STREAMS
+                .iter()
+                .filter(|s| s.work_queue)
+                .map(|s| s.name),
+        )
+        .collect();
+    let streams = topology::STREAMS
+        .iter()
+        .map(|s| s.name.to_string())
+        .filter(|s| !unread.contains(&s.as_str()))
+        .chain(topology::BUCKETS.iter().map(|b| b.stream_name()));
+    for stream in streams {
+        for subject in [
+            format!("\"$JS.API.CONSUMER.CREATE.{stream}\""),
+            format!("\"$JS.API.CONSUMER.CREATE.{stream}.>\""),
+            format!("\"$JS.API.CONSUMER.MSG.NEXT.{stream}.>\""),
+            format!("\"$JS.API.DIRECT.GET.{stream}\""),
+            format!("\"$JS.API.DIRECT.GET.{stream}.>\""),
+            format!("\"$JS.API.STREAM.MSG.GET.{stream}\""),
+        ] {
+            assert!(
+                permissions.contains(&subject),
+                "permissions.conf lets readers read {stream}: {subject} is missing"
+            );
+        }
+    }
+    for stream in unread {
+        assert!(
+            !permissions.contains(&format!("CONSUMER.CREATE.{stream}")),
+            "readers may not read {stream}"
+        );
+    }
+    // A durable consumer on a stream readers read is denied to them by name:
+    // they could otherwise reconfigure it or take its messages.
+    for queue in topology::JOB_QUEUES {
+        let stream = queue.stream.name;
+        if !permissions.contains(&format!("\"$JS.API.CONSUMER.CREATE.{stream}.>\"")) {
+            continue;
+        }
+        for subject in [
+            format!("\"$JS.API.CONSUMER.CREATE.{stream}.{}\"", queue.consumer),
+            format!("\"$JS.API.CONSUMER.CREATE.{stream}.{}.>\"", queue.consumer),
+            format!("\"$JS.API.CONSUMER.MSG.NEXT.{stream}.{}\"", queue.consumer),
+        ] {
+            assert_eq!(
+                permissions.matches(&subject).count(),
+                2,
+                "relops and readonly are denied {subject}"
+            );
+        }
+    }
+}
+
+#[test]
+fn up_makes_each_role_a_private_password_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join(embedded::CREDENTIALS_DIR);
+    let users = ServerUsers::load_or_create(&dir).unwrap();
+    let mode = |p: &Path| p.metadata().unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let mut passwords = Vec::new();
+    for role in Role::ALL {
+        let file = embedded::credentials_file(data.path(), role);
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+        let credentials = Credentials::load(&file).unwrap();
+        assert_eq!(credentials.user, role.as_str());
+        assert_eq!(&credentials, users.get(role));
+        // 32 random bytes, base64url without padding.
+        assert_eq!(credentials.password.len(), 43);
+        assert!(
+            credentials
+                .password
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        passwords.push(credentials.password);
+    }
+    passwords.sort();
+    passwords.dedup();
+    assert_eq!(passwords.len(), 4, "one password per role");
+    // Later runs keep them.
+    let again = ServerUsers::load_or_create(&dir).unwrap();
+    for role in Role::ALL {
+        assert_eq!(again.get(role), users.get(role));
+    }
+    // The server gets them quoted: nats-server parses the value.
+    let env = users.server_env();
+    assert!(env.iter().any(|(k, v)| k == "FLEETROLL_WORKER_PASSWORD"
+        && *v == format!("\"{}\"", users.get(Role::Worker).password)));
+    // A file naming another user is refused, not silently used.
+    std::fs::write(
+        embedded::credentials_file(data.path(), Role::Chatops),
+        "user = \"relops\"\npassword = \"x\"\n",
+    )
+    .unwrap();
+    let refused = ServerUsers::load_or_create(&dir).unwrap_err().to_string();
+    assert!(refused.contains("chatops.toml"), "{refused}");
+}
+
+#[test]
+fn a_credentials_file_is_two_strings_and_nothing_else() {
+    let ok = Credentials::parse("user = \"relops\"\npassword = \"p-q_r\"\n").unwrap();
+    assert_eq!(ok.user, "relops");
+    assert_eq!(ok.password, "p-q_r");
+    assert_eq!(Credentials::parse(&ok.to_toml()).unwrap(), ok);
+    assert!(
+        !format!("{ok:?}").contains("p-q_r"),
+        "Debug hides the password"
+    );
+    for (text, why) in [
+        ("user = \"relops\"\n", "password"),
+        ("password = \"x\"\n", "user"),
+        ("user = \"\"\npassword = \"x\"\n", "empty"),
+        ("user = \"relops\"\npassword = \"\"\n", "empty"),
+        ("user = \"a.b\"\npassword = \"x\"\n", "'.'"),
+        (
+            "user = \"relops\"\npassword = \"x\"\nurl = \"nats://x\"\n",
+            "url",
+        ),
+        ("user = 1\npassword = \"x\"\n", "string"),
+        ("not toml", ""),
+    ] {
+        let err = Credentials::parse(text).unwrap_err();
+        assert!(err.contains(why), "{text:?}: {err}");
+    }
+    let missing = Credentials::load(Path::new("/nonexistent/relops.toml")).unwrap_err();
+    assert!(
+        missing.to_string().contains("/nonexistent/relops.toml"),
+        "{missing}"
+    );
 }
 
 struct Node(Child);
@@ -86,10 +223,16 @@ async fn the_three_node_cluster_keeps_three_replicas() {
             )
         })
         .collect();
+    // The nodes include permissions.conf: the workers' user creates
+    // everything.
     let mut options = ConnectOptions::new(
         "nats://127.0.0.1:4231,nats://127.0.0.1:4232,nats://127.0.0.1:4233",
         "test",
-    );
+    )
+    .credentials(Credentials {
+        user: "worker".into(),
+        password: "WORKER-secret".into(),
+    });
     options.wait_for_server = true;
     let bus = Bus::connect(options).await.unwrap();
     // The cluster needs a meta leader before it takes R3 streams.

@@ -31,6 +31,11 @@ pub struct Global {
     /// NATS to use instead of the embedded server.
     #[arg(long, global = true, env = "FLEETROLL_NATS_URL")]
     pub nats_url: Option<String>,
+    /// NATS user and password to connect as (TOML `user = ".."`, `password = ".."`;
+    /// default: <data-dir>/credentials/relops.toml, for `worker` worker.toml,
+    /// when it exists; else none).
+    #[arg(long, global = true, env = "FLEETROLL_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
     /// File holding your token (default: <data-dir>/token, or $FLEETROLL_TOKEN).
     #[arg(long, global = true, env = "FLEETROLL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -69,6 +74,9 @@ pub enum Top {
     /// Populations: named groups of hosts with an expected role.
     #[command(subcommand)]
     Population(PopulationCommand),
+    /// The audit log: list it, verify its chain, print override snapshots.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a shell completion script (`fleetroll completions bash > /etc/bash_completion.d/fleetroll`).
     Completions { shell: clap_complete::Shell },
 }
@@ -224,6 +232,37 @@ pub enum AuthCommand {
         token: Option<PathBuf>,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Audit records, oldest first (the newest --limit of those matching).
+    List {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        rollout: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// A time (2026-11-22T10:00:00Z) or how long ago (2h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's signature and link; exit 1 naming the first bad one.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an override snapshot's contents as they were.
+    Snapshot {
+        id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use fleetroll_bus::connect::{Bus, ConnectOptions, DEFAULT_NATS_URL};
+use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials, DEFAULT_NATS_URL};
+use fleetroll_bus::token::Role;
 
 use crate::args::Global;
 use crate::exit::{self, fail};
@@ -80,6 +81,8 @@ impl Settings {
 #[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     pub url: Option<String>,
+    /// The NATS credentials file (`--nats-credentials` wins).
+    pub credentials: Option<PathBuf>,
 }
 
 pub struct Context {
@@ -166,13 +169,74 @@ impl Context {
             .unwrap_or_else(|| DEFAULT_NATS_URL.to_string())
     }
 
-    /// Connects, failing fast when NATS is not there.
+    /// The NATS credentials to connect with: `--nats-credentials`
+    /// (`FLEETROLL_NATS_CREDENTIALS`), else `[nats] credentials`, else
+    /// `<data-dir>/credentials/<role>.toml` when `fleetroll up` made one;
+    /// none without any (a NATS without authentication). A named file
+    /// that cannot be read is an error.
+    pub fn credentials(&self, role: Role) -> anyhow::Result<Option<Credentials>> {
+        let explicit = self.global.nats_credentials.as_ref().or(self
+            .settings
+            .nats
+            .credentials
+            .as_ref());
+        let path = match explicit {
+            Some(path) => path.clone(),
+            None => {
+                let default = self.credentials_file(role);
+                if !default.exists() {
+                    return Ok(None);
+                }
+                default
+            }
+        };
+        Credentials::load(&path)
+            .map(Some)
+            .map_err(|e| fail(exit::INVALID, e.to_string()))
+    }
+
+    /// Where `fleetroll up` keeps the credentials of `role`'s NATS user.
+    pub fn credentials_file(&self, role: Role) -> PathBuf {
+        fleetroll_bus::embedded::credentials_file(&self.data_dir(), role)
+    }
+
+    /// Connects as RelOps (see [`Context::credentials`]), failing fast when
+    /// NATS is not there.
     pub async fn connect(&self) -> anyhow::Result<Bus> {
-        Ok(Bus::connect(ConnectOptions::new(self.nats_url(), "fleetroll-cli")).await?)
+        let options = ConnectOptions::new(self.nats_url(), "fleetroll-cli")
+            .credentials(self.credentials(Role::Relops)?);
+        Ok(Bus::connect(options).await?)
     }
 
     pub fn signing_key_path(&self) -> PathBuf {
         self.data_dir().join("auth").join("signing-key.pem")
+    }
+
+    /// The key the auditor signs records with.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.data_dir().join("auth").join("audit-key.pem")
+    }
+
+    /// The auditor's settings: the audit key of the data dir (which must
+    /// exist: it is the operator's, copied to where auditors run) and its
+    /// index file.
+    pub fn auditor(&self) -> anyhow::Result<fleetroll_auditor::AuditorSettings> {
+        let path = self.audit_key_path();
+        let pem = std::fs::read_to_string(&path).map_err(|e| {
+            fail(
+                exit::INVALID,
+                format!(
+                    "no audit key at {} ({e}): an auditor signs records with the key `fleetroll auth init` made; copy it here or use the data dir that has it",
+                    path.display()
+                ),
+            )
+        })?;
+        let key = fleetroll_bus::token::SigningKey::from_pem(&pem)
+            .map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display())))?;
+        Ok(fleetroll_auditor::AuditorSettings {
+            key: std::sync::Arc::new(key),
+            index: self.data_dir().join("auditor").join("index.redb"),
+        })
     }
 
     pub fn default_token_path(&self) -> PathBuf {

@@ -48,6 +48,7 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<SendError>() {
             return match e {
                 SendError::ClockSkew(_) => UNAUTHORIZED,
+                SendError::Bus(e) => for_bus(e),
                 _ => INFRASTRUCTURE,
             };
         }
@@ -56,6 +57,7 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
                 QueryFailure::Denied(_) => UNAUTHORIZED,
                 QueryFailure::Invalid(_) => INVALID,
                 QueryFailure::Failed(_) => INTERNAL,
+                QueryFailure::Bus(e) => for_bus(e),
                 _ => INFRASTRUCTURE,
             };
         }
@@ -65,11 +67,24 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
         {
             return UNAUTHORIZED;
         }
-        if cause.downcast_ref::<BusError>().is_some()
-            || cause.downcast_ref::<EmbeddedError>().is_some()
-        {
-            return INFRASTRUCTURE;
+        if let Some(e) = cause.downcast_ref::<BusError>() {
+            return for_bus(e);
+        }
+        if let Some(e) = cause.downcast_ref::<EmbeddedError>() {
+            return match e {
+                EmbeddedError::Credentials(_) => INVALID,
+                _ => INFRASTRUCTURE,
+            };
         }
     }
     INTERNAL
+}
+
+/// NATS refusing this user (its password, or what it tried) is "not
+/// authorized"; anything else on the bus is infrastructure.
+fn for_bus(error: &BusError) -> u8 {
+    match error {
+        BusError::NotAuthorized { .. } | BusError::NotPermitted { .. } => UNAUTHORIZED,
+        _ => INFRASTRUCTURE,
+    }
 }

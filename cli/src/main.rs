@@ -27,15 +27,19 @@ fn main() -> ExitCode {
             });
         }
     };
-    let default_level = if matches!(cli.command, Top::Up(_) | Top::Worker { .. }) {
-        "info"
+    // A one-shot command says itself, once, why NATS failed it (refused
+    // credentials, unreachable); async-nats's own log would say it twice.
+    let (default_level, nats_level) = if matches!(cli.command, Top::Up(_) | Top::Worker { .. }) {
+        ("info", "warn")
     } else {
-        "warn"
+        ("warn", "off")
     };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLEETROLL_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(format!("{default_level},async_nats=warn"))
+                tracing_subscriber::EnvFilter::new(format!(
+                    "{default_level},async_nats={nats_level}"
+                ))
             }),
         )
         .with_writer(std::io::stderr)
@@ -78,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Top::Inventory(InventoryCommand::Drift { json }) => cmd::host::drift(&ctx, json).await,
         Top::Host(command) => cmd::host::run(&ctx, command).await,
         Top::Population(command) => cmd::population::run(&ctx, command).await,
+        Top::Audit(command) => cmd::audit::run(&ctx, command).await,
         Top::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{Up, lab_env};
+use fleetroll_bus::token::Role;
 use fleetroll_lab::{Lab, LabConfig, Scenario};
 use serde_json::Value;
 use sha2::Digest;
@@ -192,6 +193,15 @@ fn probing_the_lab_records_each_host_as_it_is() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(tricky["override_sha256"], sha);
+    // Its contents are kept, byte for byte, in an override snapshot.
+    let snapshot_id = tricky["override_snapshot_id"].as_str().expect("a snapshot");
+    let snapshot = cli.run(&["audit", "snapshot", snapshot_id]);
+    assert_eq!(snapshot.code, 0, "{snapshot:?}");
+    assert_eq!(snapshot.stdout, TRICKY_OVERRIDE, "exact contents");
+    assert!(snapshot.stderr.contains("lab-0010"), "{snapshot:?}");
+    assert!(hosts["lab-0001"]["override_snapshot_id"].is_null());
+    let unknown = cli.run(&["audit", "snapshot", "no-such-snapshot"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
 
     assert_eq!(hosts["lab-0011"]["role"], "gecko-t-osx-1400");
 
@@ -613,7 +623,8 @@ async fn chatops_asks_in_json_and_cannot_mutate() {
     })
     .await
     .unwrap();
-    let bus = up.bus().await;
+    // As a bot would: the chatops NATS user may only ask queries.
+    let bus = up.bus_as(Role::Chatops).await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Accept", "application/json");
     headers.insert("Authorization", format!("Bearer {token}").as_str());

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use fleetroll_bus::audit_log;
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::messages::audit::OverrideSnapshot;
 use fleetroll_bus::messages::host::{HostKeyPin, Observation};
 use fleetroll_bus::subjects;
 use fleetroll_bus::topology;
@@ -126,6 +128,10 @@ impl Fleet {
                 return write(&self.bus, &hosts, entry, seen, false).await;
             }
             let result = self.run_probe(hostname).await;
+            let snapshot_id = match &result {
+                Ok((report, ..)) => self.override_snapshot(hostname, &entry, report).await,
+                Err(_) => None,
+            };
             let now = OffsetDateTime::now_utc();
             // The probe's result applied to whatever the record is when it is
             // written: a record another probe changed meanwhile is built on,
@@ -134,6 +140,7 @@ impl Fleet {
                 let observation = match &result {
                     Ok((report, address, fingerprint)) => Observation {
                         host_key_fingerprint: Some(fingerprint.clone()),
+                        override_snapshot_id: snapshot_id.clone(),
                         ..observe::observed(previous, report, Some(address.clone()), now)
                     },
                     Err((e, address)) => {
@@ -166,6 +173,35 @@ impl Fleet {
         }
         .instrument(span)
         .await
+    }
+
+    /// The snapshot of the override a probe read: the one already taken of
+    /// these very contents, or a new one. None without an override, or when
+    /// the probe read only part of it.
+    async fn override_snapshot(
+        &self,
+        hostname: &str,
+        entry: &kv::Entry,
+        report: &probe::ProbeReport,
+    ) -> Option<String> {
+        let read = report.override_file.read()?;
+        if read.truncated {
+            return None;
+        }
+        if let Ok(known) = codec::from_cbor::<Observation>(&entry.value)
+            && known.override_sha256.as_deref() == Some(read.sha256.as_str())
+            && let Some(id) = known.override_snapshot_id
+        {
+            return Some(id);
+        }
+        let snapshot = OverrideSnapshot::take(hostname, "observed", Some(&read.content));
+        match audit_log::store_snapshot(&self.bus, &snapshot).await {
+            Ok(()) => Some(snapshot.id),
+            Err(e) => {
+                warn!(error = %e, "override snapshot not stored");
+                None
+            }
+        }
     }
 
     /// Whether the host's state token is still the one its record holds

@@ -73,6 +73,21 @@ pub enum Command {
     HostEnable {
         hostname: String,
     },
+    /// Refuse one token, or every token an actor holds, from now on.
+    TokenRevoke {
+        target: RevokeTarget,
+        reason: String,
+    },
+}
+
+/// What a revocation refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum RevokeTarget {
+    /// One token, by its id (`jti`).
+    Token { jti: String },
+    /// Every token issued to this actor before the revocation.
+    Actor { actor: String },
 }
 
 /// Which hosts a command is about.
@@ -99,6 +114,7 @@ impl Command {
             | Command::HostClearExpectedRole { .. }
             | Command::HostDisable { .. }
             | Command::HostEnable { .. } => WorkerKind::Prober,
+            Command::TokenRevoke { .. } => WorkerKind::Auditor,
         }
     }
 
@@ -117,6 +133,17 @@ impl Command {
             Command::HostClearExpectedRole { .. } => "host_clear_expected_role",
             Command::HostDisable { .. } => "host_disable",
             Command::HostEnable { .. } => "host_enable",
+            Command::TokenRevoke { .. } => "token_revoke",
+        }
+    }
+
+    /// The operator's reason, for commands that take one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Command::HostDisable { reason, .. } | Command::TokenRevoke { reason, .. } => {
+                Some(reason)
+            }
+            _ => None,
         }
     }
 
@@ -253,6 +280,9 @@ pub enum Reply {
     HostsUpdated {
         changed: Vec<String>,
         unchanged: Vec<String>,
+    },
+    Revoked {
+        target: RevokeTarget,
     },
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::command::{Command, Outcome};
 use crate::codec::Message;
 
 /// One event. `detail` says what happened.
@@ -18,16 +19,19 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventDetail {
-    /// A command reached its outcome (executed, or refused).
+    /// A command reached its outcome (executed, or refused). The auditor
+    /// makes its audit record from this.
     CommandFinished {
-        command_id: String,
-        command: String,
-        actor: Option<String>,
-        verdict: String,
+        /// The command as sent, with its parameters.
+        command: Command,
+        outcome: Outcome,
+        /// When the token could not be verified: the actor it claimed.
+        /// Untrusted, kept for the investigation.
+        claimed_actor: Option<String>,
     },
 }
 
 impl Message for Event {
     const KIND: &'static str = "event";
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
 }

@@ -98,6 +98,11 @@ pub struct Observation {
     pub override_contents: Option<String>,
     pub override_size: Option<u64>,
     pub override_path: Option<String>,
+    /// The override snapshot holding the contents seen (`fleetroll audit
+    /// snapshot <id>`); none without an override, or when only part of it
+    /// could be read.
+    #[serde(default)]
+    pub override_snapshot_id: Option<String>,
     pub puppet: Option<PuppetState>,
     pub vault_sha256: Option<String>,
     pub applied: Option<bool>,
@@ -133,6 +138,7 @@ impl Observation {
             override_contents: None,
             override_size: None,
             override_path: None,
+            override_snapshot_id: None,
             puppet: None,
             vault_sha256: None,
             applied: None,
@@ -193,6 +199,7 @@ impl Observation {
             "override_present" => flag(self.override_present),
             "override_sha256" => text(&self.override_sha256),
             "override" => text(&self.override_contents),
+            "override_snapshot_id" => text(&self.override_snapshot_id),
             "puppet_source" => puppet.map_or(Value::Null, |p| {
                 Value::text(Some(match p.source {
                     PuppetSource::Metadata => "metadata",
@@ -505,6 +512,7 @@ impl HostRecord {
         "override_present",
         "override_sha256",
         "override",
+        "override_snapshot_id",
         "puppet_source",
         "puppet_success",
         "puppet_ts",
@@ -605,6 +613,8 @@ struct FlatHostRecord {
     override_contents: Option<String>,
     override_size: Option<u64>,
     override_path: Option<String>,
+    #[serde(default)]
+    override_snapshot_id: Option<String>,
     puppet: Option<PuppetState>,
     vault_sha256: Option<String>,
     applied: Option<bool>,
@@ -648,6 +658,7 @@ impl From<FlatHostRecord> for HostRecord {
                 override_contents: f.override_contents,
                 override_size: f.override_size,
                 override_path: f.override_path,
+                override_snapshot_id: f.override_snapshot_id,
                 puppet: f.puppet,
                 vault_sha256: f.vault_sha256,
                 applied: f.applied,

@@ -1,6 +1,7 @@
 //! Every message type of the contract. Each implements [`Message`] with its
 //! wire name and schema version.
 
+pub mod audit;
 pub mod auth;
 pub mod command;
 pub mod event;

@@ -7,13 +7,17 @@ use std::path::Path;
 use anyhow::Context as _;
 use fleetroll_bus::Bus;
 use fleetroll_bus::codec;
-use fleetroll_bus::messages::auth::{Revocation, VerifyingKeyRecord};
+use fleetroll_bus::connect::BusError;
+use fleetroll_bus::messages::audit::key_id;
+use fleetroll_bus::messages::auth::VerifyingKeyRecord;
+use fleetroll_bus::messages::command::{Command, Reply, RevokeTarget, Verdict};
 use fleetroll_bus::messages::timestamp;
 use fleetroll_bus::token::{self, Role, SigningKey};
 use fleetroll_bus::topology::{self, auth_keys};
 use time::OffsetDateTime;
 
 use crate::args::AuthCommand;
+use crate::cmd::{COMMAND_WAIT, report_failure, send};
 use crate::context::Context;
 use crate::exit::{self, fail};
 
@@ -32,15 +36,24 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
             }
             let key = init_key(&path)?;
             eprintln!("signing key written to {}", path.display());
+            let audit_path = ctx.audit_key_path();
+            let audit_key = init_key(&audit_path)?;
+            eprintln!(
+                "audit key {} written to {} (the auditor signs records with it)",
+                key_id(&audit_key.verifying_key()),
+                audit_path.display()
+            );
             match ctx.connect().await {
                 Ok(bus) => {
                     publish_verifying_key(&bus, &key).await?;
-                    eprintln!("verifying key published on {}", bus.url());
+                    publish_audit_key(&bus, &audit_key).await?;
+                    eprintln!("verifying key and audit key published on {}", bus.url());
                 }
-                Err(_) => eprintln!(
+                Err(e) if unreachable(&e) => eprintln!(
                     "NATS at {} is not reachable: the verifying key is published when `fleetroll up` starts",
                     ctx.nats_url()
                 ),
+                Err(e) => return Err(e),
             }
             Ok(exit::OK)
         }
@@ -79,21 +92,24 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
             token,
             reason,
         } => {
-            let key = load_key(ctx)?;
-            let revoked_key = match (jti, actor, token) {
-                (Some(jti), _, _) => auth_keys::revoked_token(&jti),
-                (None, Some(actor), _) => auth_keys::revoked_actor(&actor),
+            let target = match (jti, actor, token) {
+                (Some(jti), _, _) => RevokeTarget::Token { jti },
+                (None, Some(actor), _) => RevokeTarget::Actor { actor },
                 (None, None, Some(path)) => {
                     let jwt = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))
                         .map_err(|e| fail(exit::INVALID, format!("{e:#}")))?;
-                    // Only tokens this key issued can be revoked by id.
-                    let claims =
-                        token::verify(&jwt, &key.verifying_key(), OffsetDateTime::now_utc())
-                            .map_err(|d| {
-                                fail(exit::INVALID, format!("cannot revoke that token: {d}"))
-                            })?;
-                    auth_keys::revoked_token(&claims.jti)
+                    // Revoking needs only the token's id; whether it is
+                    // genuine does not matter (a forged one is refused anyway).
+                    let (_, jti) = token::unverified_claims(&jwt)
+                        .filter(|(_, jti)| !jti.is_empty())
+                        .ok_or_else(|| {
+                            fail(
+                                exit::INVALID,
+                                format!("{} does not hold a fleetroll token", path.display()),
+                            )
+                        })?;
+                    RevokeTarget::Token { jti }
                 }
                 (None, None, None) => {
                     return Err(fail(
@@ -102,19 +118,19 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
                     ));
                 }
             };
-            let bus = ctx.connect().await?;
-            check_clock(ctx).await?;
-            let record = Revocation {
-                revoked_at: OffsetDateTime::now_utc(),
-                reason,
-            };
-            bus.kv(&topology::AUTH)
-                .await?
-                .put(revoked_key.as_str(), codec::to_cbor(&record).into())
-                .await
-                .map_err(|e| fail(exit::INFRASTRUCTURE, format!("writing the revocation: {e}")))?;
-            eprintln!("revoked ({revoked_key})");
-            Ok(exit::OK)
+            let outcome = send(ctx, Command::TokenRevoke { target, reason }, COMMAND_WAIT).await?;
+            if let Verdict::Done {
+                reply: Reply::Revoked { target },
+            } = &outcome.verdict
+            {
+                match target {
+                    RevokeTarget::Token { jti } => eprintln!("revoked token {jti}"),
+                    RevokeTarget::Actor { actor } => {
+                        eprintln!("revoked every token issued to {actor} so far")
+                    }
+                }
+            }
+            Ok(report_failure(&outcome))
         }
     }
 }
@@ -122,12 +138,23 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
 async fn check_clock(ctx: &Context) -> anyhow::Result<()> {
     // Without a reachable mesh there is no server clock to compare with;
     // the workers check again when the token is used.
-    if let Ok(bus) = ctx.connect().await
-        && let Ok(skew) = fleetroll_bus::clock::measure_skew_ms(&bus).await
-    {
+    let bus = match ctx.connect().await {
+        Ok(bus) => bus,
+        Err(e) if unreachable(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if let Ok(skew) = fleetroll_bus::clock::measure_skew_ms(&bus).await {
         fleetroll_bus::clock::check(skew)?;
     }
     Ok(())
+}
+
+/// NATS is not there (as opposed to: refused us, or a bad credentials file).
+fn unreachable(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<BusError>(),
+        Some(BusError::Unreachable { .. })
+    )
 }
 
 pub fn issue(
@@ -165,21 +192,60 @@ pub fn load_key(ctx: &Context) -> anyhow::Result<SigningKey> {
 }
 
 pub async fn publish_verifying_key(bus: &Bus, key: &SigningKey) -> anyhow::Result<()> {
+    publish_key(
+        bus,
+        auth_keys::VERIFYING_KEY,
+        key,
+        "publishing the verifying key",
+    )
+    .await
+}
+
+/// Writes the public half of `key` under `name` in the auth bucket, unless
+/// it is there already (a user that may not write it, a worker, can then
+/// still start on a mesh that has it). Only relops may write these keys.
+async fn publish_key(bus: &Bus, name: &str, key: &SigningKey, what: &str) -> anyhow::Result<()> {
+    let public_key = key.verifying_key().to_base64();
+    let auth = bus.kv(&topology::AUTH).await?;
+    if let Ok(Some(bytes)) = auth.get(name).await
+        && codec::from_cbor::<VerifyingKeyRecord>(&bytes).is_ok_and(|r| r.public_key == public_key)
+    {
+        return Ok(());
+    }
     let record = VerifyingKeyRecord {
-        public_key: key.verifying_key().to_base64(),
+        public_key,
         published_at: OffsetDateTime::now_utc(),
     };
-    bus.kv(&topology::AUTH)
-        .await?
-        .put(auth_keys::VERIFYING_KEY, codec::to_cbor(&record).into())
-        .await
-        .map_err(|e| {
-            fail(
-                exit::INFRASTRUCTURE,
-                format!("publishing the verifying key: {e}"),
-            )
-        })?;
+    let subject = format!("$KV.{}.{name}", topology::AUTH.name);
+    bus.unless_refused(
+        what,
+        &subject,
+        auth.put(name, codec::to_cbor(&record).into()),
+    )
+    .await?
+    .map_err(|e| fail(exit::INFRASTRUCTURE, format!("{what}: {e}")))?;
     Ok(())
+}
+
+/// Publishes the public half of an audit key; earlier ones stay published
+/// so the records they signed still verify.
+pub async fn publish_audit_key(bus: &Bus, key: &SigningKey) -> anyhow::Result<()> {
+    let name = auth_keys::audit_key(&key_id(&key.verifying_key()));
+    publish_key(bus, &name, key, "publishing the audit key").await
+}
+
+/// The audit key of this data dir, made on first use.
+pub fn audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
+    let path = ctx.audit_key_path();
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => SigningKey::from_pem(&pem)
+            .map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => init_key(&path),
+        Err(e) => Err(fail(
+            exit::INVALID,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
 }
 
 /// Writes a secret readable by its owner only, replacing the file whole.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fleetroll_bus::WorkerKind;
-use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::connect::{Bus, BusError, ConnectOptions, Credentials};
 use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
 use fleetroll_bus::setup;
 use fleetroll_bus::token::Role;
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::args::UpArgs;
 use crate::cmd::{auth, workers};
 use crate::context::Context;
-use crate::exit;
+use crate::exit::{self, fail};
 
 pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let data_dir = ctx.data_dir();
@@ -35,7 +35,16 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         Some(server) => server.url().to_string(),
         None => ctx.nats_url(),
     };
-    let mut options = ConnectOptions::new(url.clone(), "fleetroll-up");
+    // The workers (and the set-up) connect as the `worker` NATS user; the
+    // operator's keys are published as `relops`.
+    let (worker, relops) = match &server {
+        Some(server) => (
+            Some(server.credentials(Role::Worker).clone()),
+            Some(server.credentials(Role::Relops).clone()),
+        ),
+        None => external_credentials(ctx)?,
+    };
+    let mut options = ConnectOptions::new(url.clone(), "fleetroll-up").credentials(worker);
     options.wait_for_server = server.is_none();
     let bus = Bus::connect(options).await?;
     setup::ensure(&bus, ctx.replicas()).await?;
@@ -43,7 +52,13 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         std::fs::write(ctx.url_file(), &url)
             .with_context(|| format!("writing {}", ctx.url_file().display()))?;
     }
-    first_run_credentials(ctx, &bus).await?;
+    {
+        let operator =
+            Bus::connect(ConnectOptions::new(url.clone(), "fleetroll-up-keys").credentials(relops))
+                .await?;
+        first_run_credentials(ctx, &operator).await?;
+    }
+    let config = workers::WorkerConfig::for_kinds(ctx, &WorkerKind::ALL)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let replicas: Vec<_> = WorkerKind::ALL
@@ -53,7 +68,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 kind,
                 bus.clone(),
                 ctx.replicas(),
-                ctx.settings.clone(),
+                config.clone(),
                 stop_rx.clone(),
             ))
         })
@@ -69,6 +84,12 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         }
     );
     println!("  data dir:  {}", data_dir.display());
+    if server.is_some() {
+        println!(
+            "  users:     relops, readonly, chatops, worker (NATS passwords in {})",
+            data_dir.join("credentials").display()
+        );
+    }
     println!("  workers:   prober, gatekeeper, orchestrator, auditor (one replica each)");
     println!(
         "  check it:  fleetroll --data-dir {} status",
@@ -91,10 +112,27 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// Who `up` connects as on a NATS of its own (`--nats-url`): the workers
+/// with `--nats-credentials`, else the data dir's `worker.toml` if any; the
+/// keys with the data dir's `relops.toml` if any, else as the workers.
+fn external_credentials(
+    ctx: &Context,
+) -> anyhow::Result<(Option<Credentials>, Option<Credentials>)> {
+    let worker = ctx.credentials(Role::Worker)?;
+    let own = ctx.credentials_file(Role::Relops);
+    let relops = if own.exists() {
+        Some(Credentials::load(&own).map_err(|e| fail(exit::INVALID, e.to_string()))?)
+    } else {
+        worker.clone()
+    };
+    Ok((worker, relops))
+}
+
 /// On a fresh data dir: a signing key and a RelOps token for the local
 /// operator, so the mesh is usable at once (a missing or expired token in
-/// the data dir is replaced). Always (re)publishes the verifying key of the
-/// data dir's signing key.
+/// the data dir is replaced). Always makes sure the mesh has the verifying
+/// key of the data dir's signing key (and its audit key), publishing them
+/// as the NATS user `bus` is, relops.
 async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
     let key_path = ctx.signing_key_path();
     let key = if key_path.exists() {
@@ -104,7 +142,8 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
         println!("created signing key {}", key_path.display());
         key
     };
-    auth::publish_verifying_key(bus, &key).await?;
+    tolerate_refusal(auth::publish_verifying_key(bus, &key).await)?;
+    tolerate_refusal(auth::publish_audit_key(bus, &auth::audit_key(ctx)?).await)?;
     let token_path = ctx.default_token_path();
     let current = std::fs::read_to_string(&token_path).ok().and_then(|jwt| {
         fleetroll_bus::token::verify(&jwt, &key.verifying_key(), time::OffsetDateTime::now_utc())
@@ -124,4 +163,26 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// On a NATS of one's own with worker credentials only, the server refuses
+/// to let `up` publish the keys: say so and go on with the keys the mesh
+/// has.
+fn tolerate_refusal(published: anyhow::Result<()>) -> anyhow::Result<()> {
+    match published {
+        Err(e)
+            if e.chain().any(|cause| {
+                matches!(
+                    cause.downcast_ref::<BusError>(),
+                    Some(BusError::NotPermitted { .. })
+                )
+            }) =>
+        {
+            eprintln!(
+                "fleetroll: warning: {e:#}. The mesh keeps the keys it has; to publish this data dir's, run `fleetroll up` once with a relops credentials file in <data-dir>/credentials/relops.toml"
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }

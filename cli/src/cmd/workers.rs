@@ -3,30 +3,63 @@
 
 use std::time::Duration;
 
+use fleetroll_auditor::AuditorSettings;
 use fleetroll_bus::WorkerKind;
-use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
+use fleetroll_bus::connect::{Bus, ConnectOptions};
 use fleetroll_bus::setup::{self, Replicas};
+use fleetroll_bus::token::Role;
 use tokio::sync::watch;
 use tracing::warn;
 
 use crate::context::{Context, Settings};
 use crate::exit;
 
+/// What the workers of this process run with.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub settings: Settings,
+    /// Needed to run an auditor.
+    pub auditor: Option<AuditorSettings>,
+}
+
+impl WorkerConfig {
+    /// The configuration for running `kinds` from this data dir.
+    pub fn for_kinds(ctx: &Context, kinds: &[WorkerKind]) -> anyhow::Result<WorkerConfig> {
+        Ok(WorkerConfig {
+            settings: ctx.settings.clone(),
+            auditor: if kinds.contains(&WorkerKind::Auditor) {
+                Some(ctx.auditor()?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
 async fn run_once(
     kind: WorkerKind,
     bus: Bus,
-    settings: Settings,
+    config: WorkerConfig,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), BusError> {
+) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
+    let settings = config.settings;
     match kind {
-        WorkerKind::Prober => fleetroll_prober::run(bus, settings.prober(), shutdown).await,
-        WorkerKind::Gatekeeper => fleetroll_gatekeeper::run(bus, settings.drift(), shutdown).await,
-        WorkerKind::Orchestrator => fleetroll_orchestrator::run(bus, shutdown).await,
-        WorkerKind::Auditor => fleetroll_auditor::run(bus, shutdown).await,
+        WorkerKind::Prober => fleetroll_prober::run(bus, settings.prober(), shutdown).await?,
+        WorkerKind::Gatekeeper => {
+            fleetroll_gatekeeper::run(bus, settings.drift(), shutdown).await?
+        }
+        WorkerKind::Orchestrator => fleetroll_orchestrator::run(bus, shutdown).await?,
+        WorkerKind::Auditor => {
+            let auditor = config
+                .auditor
+                .ok_or_else(|| anyhow::anyhow!("no audit key given to the auditor"))?;
+            fleetroll_auditor::run(bus, auditor, shutdown).await?
+        }
     }
+    Ok(())
 }
 
 /// Runs a replica of `kind` until `stop` turns true, restarting it when it
@@ -35,18 +68,18 @@ pub async fn supervise(
     kind: WorkerKind,
     bus: Bus,
     replicas: Replicas,
-    settings: Settings,
+    config: WorkerConfig,
     stop: watch::Receiver<bool>,
 ) {
     loop {
         let started = async {
             setup::ensure(&bus, replicas).await?;
-            run_once(kind, bus.clone(), settings.clone(), stop.clone()).await
+            run_once(kind, bus.clone(), config.clone(), stop.clone()).await
         };
         match started.await {
             Ok(()) => return,
             Err(e) => {
-                warn!(%kind, error = %e, "worker failed; restarting in 2 s");
+                warn!(%kind, error = %format!("{e:#}"), "worker failed; restarting in 2 s");
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 if *stop.borrow() {
                     return;
@@ -72,18 +105,14 @@ pub async fn stop_signal() {
 }
 
 pub async fn run(ctx: &Context, kind: WorkerKind) -> anyhow::Result<u8> {
+    let config = WorkerConfig::for_kinds(ctx, &[kind])?;
     let url = ctx.nats_url();
-    let mut options = ConnectOptions::new(url, format!("fleetroll-{kind}"));
+    let mut options = ConnectOptions::new(url, format!("fleetroll-{kind}"))
+        .credentials(ctx.credentials(Role::Worker)?);
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let replica = tokio::spawn(supervise(
-        kind,
-        bus,
-        ctx.replicas(),
-        ctx.settings.clone(),
-        stop_rx,
-    ));
+    let replica = tokio::spawn(supervise(kind, bus, ctx.replicas(), config, stop_rx));
     stop_signal().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), replica).await;

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
 use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::token::Role;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fleetroll")
@@ -119,7 +120,8 @@ impl Cli {
         command
             .args(args)
             .env_remove("FLEETROLL_TOKEN")
-            .env_remove("FLEETROLL_NATS_URL");
+            .env_remove("FLEETROLL_NATS_URL")
+            .env_remove("FLEETROLL_NATS_CREDENTIALS");
         for (k, v) in &self.env {
             command.env(k, v);
         }
@@ -244,6 +246,7 @@ impl Up {
     }
 
     fn start_cli(dir: tempfile::TempDir, port: u16, cli: Cli) -> Up {
+        remember(&format!("nats://127.0.0.1:{port}"), dir.path());
         let child = cli.spawn(&["up", "--nats-port", &port.to_string()]);
         let mut up = Up {
             child,
@@ -289,10 +292,20 @@ impl Up {
         (status, self.dir.take().expect("data dir"))
     }
 
+    /// A connection as the `relops` NATS user, as the CLI makes (it may
+    /// publish commands and read; [`worker_bus`] may write buckets).
     pub async fn bus(&self) -> Bus {
-        Bus::connect(ConnectOptions::new(self.url(), "test"))
-            .await
-            .unwrap()
+        self.bus_as(Role::Relops).await
+    }
+
+    /// A connection as `role`'s NATS user.
+    pub async fn bus_as(&self, role: Role) -> Bus {
+        connect_as(&self.url(), self.dir(), role).await
+    }
+
+    /// The credentials file `up` made for `role`'s NATS user.
+    pub fn credentials_file(&self, role: Role) -> PathBuf {
+        fleetroll_bus::embedded::credentials_file(self.dir(), role)
     }
 
     pub fn token(&self) -> String {
@@ -315,16 +328,17 @@ pub struct Bare {
 impl Bare {
     pub async fn start() -> Bare {
         let dir = tempfile::tempdir().unwrap();
+        // The server's users' credentials go where the CLI looks for them:
+        // <data-dir>/credentials/.
         let server = EmbeddedServer::start(&EmbeddedOptions {
-            data_dir: dir.path().join("server"),
+            data_dir: dir.path().to_path_buf(),
             port: 0,
             nats_server: None,
         })
         .await
         .unwrap();
-        let bus = Bus::connect(ConnectOptions::new(server.url(), "test"))
-            .await
-            .unwrap();
+        remember(server.url(), dir.path());
+        let bus = connect_as(server.url(), dir.path(), Role::Worker).await;
         fleetroll_bus::setup::ensure(&bus, Default::default())
             .await
             .unwrap();
@@ -361,11 +375,48 @@ impl Bare {
         self.cli.nats_url.clone().unwrap()
     }
 
+    /// A connection as the `relops` NATS user, as the CLI makes.
     pub async fn bus(&self) -> Bus {
-        Bus::connect(ConnectOptions::new(self.url(), "test"))
-            .await
-            .unwrap()
+        connect_as(&self.url(), self.dir.path(), Role::Relops).await
     }
+}
+
+/// The data dirs of the servers this test process started, by URL.
+static DATA_DIRS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+fn remember(url: &str, data_dir: &Path) {
+    let mut dirs = DATA_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    dirs.retain(|(u, _)| u != url);
+    dirs.push((url.to_string(), data_dir.to_path_buf()));
+}
+
+/// A connection as the `worker` NATS user to a server this test started
+/// (an [`Up`] or a [`Bare`]): what a worker may do, no more.
+pub async fn worker_bus(url: &str) -> Bus {
+    bus_as(url, Role::Worker).await
+}
+
+/// A connection as `role`'s NATS user to a server this test started.
+pub async fn bus_as(url: &str, role: Role) -> Bus {
+    let dir = DATA_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .rev()
+        .find(|(u, _)| u == url)
+        .map(|(_, dir)| dir.clone())
+        .unwrap_or_else(|| panic!("no server this test started runs at {url}"));
+    connect_as(url, &dir, role).await
+}
+
+/// Connects to `url` as `role`'s NATS user, with the credentials in the
+/// data dir.
+pub async fn connect_as(url: &str, data_dir: &Path, role: Role) -> Bus {
+    let file = fleetroll_bus::embedded::credentials_file(data_dir, role);
+    let credentials = Credentials::load(&file).unwrap();
+    Bus::connect(ConnectOptions::new(url, format!("test-{role}")).credentials(credentials))
+        .await
+        .unwrap()
 }
 
 /// The SSH environment that points fleetroll at a lab.

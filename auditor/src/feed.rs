@@ -1,0 +1,196 @@
+//! The auditor's two loops: events in, records out (the chain); and the
+//! audit stream in, the local index kept current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use fleetroll_bus::audit_log;
+use fleetroll_bus::codec;
+use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::messages::audit::{AuditList, AuditQuery, ListedRecord, payload_hash};
+use fleetroll_bus::messages::event::Event;
+use fleetroll_bus::setup;
+use fleetroll_bus::token::SigningKey;
+use fleetroll_bus::topology;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tracing::{Instrument, info_span, warn};
+
+use crate::append::{Appended, Appender};
+use crate::index::{Index, IndexError};
+use crate::record;
+
+/// How long a query waits for the index to reach the stream's end.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// Records indexed per transaction while catching up.
+const BATCH: usize = 500;
+
+/// Takes events from the audit feed and writes their records, until the
+/// bus fails for good.
+pub async fn write_records(bus: Bus, key: Arc<SigningKey>) -> Result<(), BusError> {
+    let mut appender = Appender::new(bus.clone(), key);
+    loop {
+        let consumer = setup::job_consumer(&bus, &topology::AUDIT_FEED).await?;
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(e) => {
+                warn!(error = %e, "cannot pull events; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(next) = messages.next().await {
+            let message = match next {
+                Ok(message) => message,
+                Err(e) => {
+                    warn!(error = %e, "pulling events");
+                    continue;
+                }
+            };
+            let event: Event = match codec::from_cbor(&message.payload) {
+                Ok(event) => event,
+                Err(e) => {
+                    warn!(subject = %message.subject, error = %e, "unreadable event skipped");
+                    let _ = message.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            if let Some((subject, draft)) = record::draft(&event) {
+                let span = info_span!("audit", subject = %subject, action = %draft.action);
+                match appender.append(&subject, draft).instrument(span).await {
+                    Ok(Appended::Written { .. } | Appended::AlreadyThere) => {}
+                    Err(e) => {
+                        warn!(error = %e, "audit record not written; the event comes again");
+                        let _ = message
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                            .await;
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = message.ack().await {
+                warn!(error = %e, "event ack failed; its record is kept once all the same");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The index, kept current by following the audit stream.
+#[derive(Clone)]
+pub struct Follower {
+    bus: Bus,
+    index: Arc<Index>,
+    /// Stream sequence indexed so far.
+    indexed: Arc<watch::Sender<u64>>,
+}
+
+impl Follower {
+    pub fn new(bus: Bus, index: Arc<Index>) -> Self {
+        Follower {
+            bus,
+            index,
+            indexed: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || work(&index))
+            .await
+            .map_err(|e| IndexError::from_text(e.to_string()))?
+    }
+
+    /// Where indexing resumes: after the index's newest record if the
+    /// stream still holds that very record there; otherwise the index
+    /// belongs to another stream (a new data dir, say) and starts over.
+    async fn resume_point(&self) -> Result<u64, BusError> {
+        let failed = |e: IndexError| BusError::js("using the audit index", e);
+        let Some((seq, hash)) = self.blocking(|index| index.head()).await.map_err(failed)? else {
+            return Ok(1);
+        };
+        let stream = self
+            .bus
+            .js
+            .get_stream(topology::AUDIT.name)
+            .await
+            .map_err(|e| BusError::js("opening the audit stream", e))?;
+        let same = match stream.get_raw_message(seq).await {
+            Ok(message) => payload_hash(&message.payload) == hash,
+            Err(_) => false,
+        };
+        if same {
+            return Ok(seq + 1);
+        }
+        warn!("the audit index does not match the audit stream; rebuilding it");
+        self.blocking(|index| index.clear()).await.map_err(failed)?;
+        Ok(1)
+    }
+
+    /// Indexes every record, old and new, until the bus fails for good.
+    pub async fn keep_indexed(&self) -> Result<(), BusError> {
+        loop {
+            let start = self.resume_point().await?;
+            self.indexed.send_replace(start - 1);
+            let records = audit_log::follow(&self.bus, start).await?;
+            tokio::pin!(records);
+            let mut batch = Vec::new();
+            while let Some(next) = records.next().await {
+                let (stored, pending) = match next {
+                    Ok(next) => next,
+                    Err(e) => {
+                        warn!(error = %e, "following the audit stream");
+                        break;
+                    }
+                };
+                let last_seq = stored.seq;
+                // A record that does not decode is not listed; `audit verify`
+                // names it.
+                if let Ok(record) = codec::from_cbor(&stored.payload) {
+                    batch.push(ListedRecord {
+                        seq: stored.seq,
+                        hash: payload_hash(&stored.payload),
+                        record,
+                    });
+                }
+                if pending == 0 || batch.len() >= BATCH {
+                    let records = std::mem::take(&mut batch);
+                    if let Err(e) = self.blocking(move |index| index.insert(&records)).await {
+                        warn!(error = %e, "audit index not written; starting over");
+                        break;
+                    }
+                    self.indexed.send_replace(last_seq);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Answers `audit.list` once the index holds every record the stream
+    /// held when the query came in.
+    pub async fn list(&self, query: AuditQuery) -> Result<AuditList, IndexError> {
+        let last = self
+            .bus
+            .js
+            .get_stream(topology::AUDIT.name)
+            .await
+            .map_err(|e| IndexError::from_text(format!("reading the audit stream: {e}")))?
+            .cached_info()
+            .state
+            .last_sequence;
+        let mut indexed = self.indexed.subscribe();
+        tokio::time::timeout(CATCH_UP_WAIT, indexed.wait_for(|seq| *seq >= last))
+            .await
+            .map_err(|_| {
+                IndexError::from_text(format!(
+                    "the audit index is still catching up with the stream (record {last}); ask again"
+                ))
+            })?
+            .map_err(|e| IndexError::from_text(e.to_string()))?;
+        self.blocking(move |index| index.list(&query)).await
+    }
+}

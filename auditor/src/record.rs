@@ -1,0 +1,166 @@
+//! What goes into the audit record of an event.
+
+use fleetroll_bus::messages::audit::{ApprovalMode, AuditRecord};
+use fleetroll_bus::messages::command::{Command, HostSelection, Outcome, Reply, Verdict};
+use fleetroll_bus::messages::event::{Event, EventDetail};
+use fleetroll_bus::subjects;
+
+/// The audit record an event calls for (index and link still to fill in),
+/// and the subject it is kept under; none for events that are not audited.
+pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
+    match &event.detail {
+        EventDetail::CommandFinished {
+            command,
+            outcome,
+            claimed_actor,
+        } => Some((
+            subjects::audit_command(&outcome.command_id),
+            AuditRecord {
+                index: 0,
+                prev_hash: String::new(),
+                at: outcome.finished_at,
+                action: command.name().to_string(),
+                actor: outcome.actor.clone(),
+                claimed_actor: claimed_actor.clone(),
+                outcome: outcome.verdict.label().to_string(),
+                message: why_not_done(&outcome.verdict),
+                command_id: Some(outcome.command_id.clone()),
+                rollout: None,
+                parameters: Some(command.clone()),
+                hosts: affected_hosts(command, outcome),
+                approval_mode: ApprovalMode::SelfApproved,
+                force: false,
+                reason: command.reason().map(str::to_string),
+                snapshots: Vec::new(),
+                handled_by: outcome.handled_by.clone(),
+            },
+        )),
+    }
+}
+
+fn why_not_done(verdict: &Verdict) -> Option<String> {
+    match verdict {
+        Verdict::Done { .. } => None,
+        Verdict::Denied { denial } => Some(denial.to_string()),
+        Verdict::Invalid { message }
+        | Verdict::Refused { message }
+        | Verdict::Failed { message } => Some(message.clone()),
+    }
+}
+
+/// The hosts a command was about; where the command chose them itself (a
+/// filter, `--seed all`, a sync), the ones it touched.
+fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
+    let reply = match &outcome.verdict {
+        Verdict::Done { reply } => Some(reply),
+        _ => None,
+    };
+    let mut hosts = match (command, reply) {
+        (Command::SeedSync { .. }, Some(Reply::SeedsSynced { added, removed })) => {
+            added.iter().chain(removed).cloned().collect()
+        }
+        (Command::HostRefresh { all: true, .. }, Some(Reply::Refreshed { hosts })) => {
+            hosts.iter().map(|h| h.hostname.clone()).collect()
+        }
+        (
+            Command::HostAssignPopulation {
+                hosts: HostSelection::Filter { .. },
+                ..
+            },
+            Some(Reply::HostsUpdated { changed, .. }),
+        ) => changed.clone(),
+        (
+            Command::HostAssignPopulation {
+                hosts: HostSelection::Names { hostnames },
+                ..
+            },
+            _,
+        )
+        | (Command::SeedAdd { hostnames }, _)
+        | (Command::SeedRemove { hostnames }, _)
+        | (Command::SeedSync { hostnames }, _)
+        | (Command::HostRefresh { hostnames, .. }, _) => hostnames.clone(),
+        (Command::HostRepin { hostname }, _)
+        | (Command::HostSetExpectedRole { hostname, .. }, _)
+        | (Command::HostClearExpectedRole { hostname }, _)
+        | (Command::HostDisable { hostname, .. }, _)
+        | (Command::HostEnable { hostname }, _) => vec![hostname.clone()],
+        (Command::HostAssignPopulation { .. }, _)
+        | (Command::Ping { .. }, _)
+        | (Command::PopulationCreate { .. }, _)
+        | (Command::TokenRevoke { .. }, _) => Vec::new(),
+    };
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetroll_bus::messages::command::{Denial, ProbeSummary};
+    use time::OffsetDateTime;
+
+    fn finished(command: Command, verdict: Verdict) -> Event {
+        Event {
+            at: OffsetDateTime::UNIX_EPOCH,
+            source: "prober-1".into(),
+            detail: EventDetail::CommandFinished {
+                outcome: Outcome {
+                    command_id: "c1".into(),
+                    command: command.name().into(),
+                    actor: Some("alice".into()),
+                    verdict,
+                    handled_by: "prober-1".into(),
+                    delivery: 1,
+                    finished_at: OffsetDateTime::UNIX_EPOCH,
+                },
+                command,
+                claimed_actor: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_refresh_of_every_seed_names_the_hosts_it_probed() {
+        let event = finished(
+            Command::HostRefresh {
+                hostnames: vec![],
+                all: true,
+                fast: false,
+            },
+            Verdict::Done {
+                reply: Reply::Refreshed {
+                    hosts: vec![ProbeSummary {
+                        hostname: "b.example.com".into(),
+                        ok: true,
+                        error: None,
+                    }],
+                },
+            },
+        );
+        let (subject, record) = draft(&event).unwrap();
+        assert_eq!(subject, "fleetroll.audit.cmd.c1");
+        assert_eq!(record.hosts, vec!["b.example.com"]);
+        assert_eq!(record.outcome, "done");
+        assert_eq!(record.message, None);
+    }
+
+    #[test]
+    fn a_denied_command_keeps_its_hosts_reason_and_why() {
+        let event = finished(
+            Command::HostDisable {
+                hostname: "a.example.com".into(),
+                reason: "disk".into(),
+            },
+            Verdict::Denied {
+                denial: Denial::Forged,
+            },
+        );
+        let (_, record) = draft(&event).unwrap();
+        assert_eq!(record.hosts, vec!["a.example.com"]);
+        assert_eq!(record.reason.as_deref(), Some("disk"));
+        assert_eq!(record.outcome, "denied");
+        assert!(record.message.unwrap().contains("signature"));
+    }
+}

@@ -1,0 +1,491 @@
+//! SPEC 9, "NATS itself enforces roles": the embedded server of `fleetroll
+//! up` runs with one NATS user per role (nats-config/permissions.conf), and
+//! the server, not the workers, refuses what a user may not do. Every
+//! client here holds a token that would pass the workers' own check, so a
+//! refusal is the server's.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Up, worker_bus};
+use fleetroll_bus::codec;
+use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
+use fleetroll_bus::messages::auth::Revocation;
+use fleetroll_bus::messages::command::Command;
+use fleetroll_bus::messages::{NoParams, SeedList};
+use fleetroll_bus::send::{self, SendError};
+use fleetroll_bus::subjects::queries;
+use fleetroll_bus::token::Role;
+use fleetroll_bus::topology::{self, auth_keys};
+use futures::StreamExt;
+
+const SEEDED: &str = "seeded.example.com";
+
+/// Messages the command stream holds, read by a worker.
+async fn commands_stored(worker: &Bus) -> u64 {
+    worker
+        .js
+        .get_stream(topology::COMMANDS.name)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+/// The seed entry as a worker reads it: its revision and value.
+async fn seed_entry(worker: &Bus) -> (u64, Vec<u8>) {
+    let entry = worker
+        .kv(&topology::SEEDS)
+        .await
+        .unwrap()
+        .entry(SEEDED)
+        .await
+        .unwrap()
+        .expect("the seed exists");
+    (entry.revision, entry.value.to_vec())
+}
+
+/// Asserts that the server refused `bus`'s user the publish (or request,
+/// or subscription) `work` makes on `subject`, rather than anything else
+/// going wrong. Only what `work` does counts: it must not have started.
+async fn refused<T: std::fmt::Debug>(
+    bus: &Bus,
+    subject: &str,
+    work: impl std::future::Future<Output = T>,
+) {
+    let what = format!("{subject} as {:?}", bus.user());
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        bus.unless_refused("the test", subject, work),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: neither refused nor done"));
+    match outcome {
+        Err(BusError::NotPermitted { violation, .. }) => {
+            assert!(violation.contains("Permissions Violation"), "{violation}")
+        }
+        other => panic!("{what}: not refused by the server: {other:?}"),
+    }
+}
+
+/// A seed_add envelope carrying the operator's own (relops) token: only
+/// NATS stands between it and the prober.
+fn seed_add(up: &Up, host: &str) -> fleetroll_bus::messages::command::CommandEnvelope {
+    send::envelope(
+        &up.token(),
+        Command::SeedAdd {
+            hostnames: vec![host.to_string()],
+        },
+        Duration::from_secs(30),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readonly_and_chatops_can_neither_send_commands_nor_write_buckets() {
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let u = up.cli.clone();
+    let (ro_token, bot_token) = tokio::task::spawn_blocking(move || {
+        let added = u.run(&["inventory", "seed", "add", SEEDED]);
+        assert_eq!(added.code, 0, "{added:?}");
+        let mut tokens = Vec::new();
+        for (actor, role) in [("oncall", "readonly"), ("bot", "chatops")] {
+            let path = u.data_dir.join(format!("{actor}.token"));
+            let issued = u.run(&[
+                "auth",
+                "issue",
+                "--actor",
+                actor,
+                "--role",
+                role,
+                "--out",
+                path.to_str().unwrap(),
+            ]);
+            assert_eq!(issued.code, 0, "{issued:?}");
+            tokens.push(path);
+        }
+        (tokens[0].clone(), tokens[1].clone())
+    })
+    .await
+    .unwrap();
+    let worker = worker_bus(&up.url()).await;
+    let stored = commands_stored(&worker).await;
+    let seed = seed_entry(&worker).await;
+
+    for role in [Role::Readonly, Role::Chatops] {
+        let bus = up.bus_as(role).await;
+        assert_eq!(bus.user(), Some(role.as_str()));
+
+        // (a) A command through JetStream, with a relops token inside.
+        let envelope = seed_add(&up, &format!("{role}.example.com"));
+        let subject = "fleetroll.cmd.prober.seed_add";
+        match send::publish(&bus, &envelope).await {
+            Err(SendError::Bus(BusError::NotPermitted { violation, .. })) => {
+                assert!(violation.contains(subject), "{violation}")
+            }
+            other => panic!("{role} published a command: {other:?}"),
+        }
+        // The raw publish, past any helper: refused just the same.
+        refused(&bus, subject, async {
+            bus.js
+                .publish(subject, codec::to_cbor(&envelope).into())
+                .await?
+                .await
+        })
+        .await;
+
+        // (b) A bucket write.
+        let key = format!("$KV.{}.{SEEDED}", topology::SEEDS.name);
+        refused(&bus, &key, async {
+            bus.js
+                .publish(key.clone(), "overwritten".into())
+                .await?
+                .await
+        })
+        .await;
+    }
+
+    // Nothing reached the stream or the bucket, and no worker ran anything.
+    assert_eq!(commands_stored(&worker).await, stored, "no command stored");
+    assert_eq!(seed_entry(&worker).await, seed, "the seed is unchanged");
+
+    // readonly reads everything relops reads: the bucket, directly...
+    let readonly = up.bus_as(Role::Readonly).await;
+    let entry = readonly
+        .kv(&topology::SEEDS)
+        .await
+        .unwrap()
+        .entry(SEEDED)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((entry.revision, entry.value.to_vec()), seed);
+    // ... but not the command stream (commands carry tokens) nor anyone
+    // else's inbox (where a worker's pulled commands arrive).
+    let create = format!("$JS.API.CONSUMER.CREATE.{}", topology::COMMANDS.name);
+    refused(
+        &readonly,
+        &create,
+        readonly.client.request(create.clone(), "{}".into()),
+    )
+    .await;
+    refused(&readonly, "_INBOX_worker.>", async {
+        let mut snoop = readonly.client.subscribe("_INBOX_worker.>").await.unwrap();
+        snoop.next().await
+    })
+    .await;
+    // Nor may it reconfigure, or take messages from, a worker's durable
+    // consumer on a stream it reads (the auditor's feed of events).
+    for queue in topology::JOB_QUEUES
+        .iter()
+        .filter(|q| q.stream.name == topology::EVENTS.name)
+    {
+        let stream = queue.stream.name;
+        let before = worker
+            .js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .consumer_info(queue.consumer)
+            .await
+            .unwrap()
+            .config
+            .clone();
+        let hijack = serde_json::json!({
+            "stream_name": stream,
+            "config": {"durable_name": queue.consumer, "filter_subject": "fleetroll.evt.nothing", "ack_policy": "explicit"},
+        })
+        .to_string();
+        let named = format!("$JS.API.CONSUMER.CREATE.{stream}.{}", queue.consumer);
+        refused(
+            &readonly,
+            &named,
+            readonly
+                .client
+                .request(named.clone(), hijack.clone().into()),
+        )
+        .await;
+        let next = format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{}", queue.consumer);
+        refused(
+            &readonly,
+            &next,
+            readonly.client.request(next.clone(), "1".into()),
+        )
+        .await;
+        // The unnamed form of the API takes no durable name.
+        let unnamed = format!("$JS.API.CONSUMER.CREATE.{stream}");
+        let reply = readonly
+            .client
+            .request(unnamed, hijack.into())
+            .await
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert!(reply.get("error").is_some(), "{reply}");
+        let after = worker
+            .js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .consumer_info(queue.consumer)
+            .await
+            .unwrap()
+            .config
+            .clone();
+        assert_eq!(after.filter_subject, before.filter_subject);
+    }
+
+    // ... and runs the read commands with its own NATS user and token.
+    let readonly_file = up.credentials_file(Role::Readonly);
+    let ro = ro_token.to_str().unwrap().to_string();
+    let ro_file = readonly_file.to_str().unwrap().to_string();
+    let u = up.cli.clone();
+    let (list, status, send) = tokio::task::spawn_blocking(move || {
+        let as_readonly = |args: &[&str]| {
+            let mut all = vec!["--nats-credentials", &ro_file, "--token-file", &ro];
+            all.extend_from_slice(args);
+            u.run(&all)
+        };
+        let list = as_readonly(&["host", "list", "--json"]);
+        let status = as_readonly(&["status", "--json"]);
+        // The operator's relops token over the readonly NATS user: the
+        // server refuses the command before any worker sees it.
+        let send = u.run(&[
+            "--nats-credentials",
+            &ro_file,
+            "inventory",
+            "seed",
+            "add",
+            "never.example.com",
+        ]);
+        (list, status, send)
+    })
+    .await
+    .unwrap();
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(list.stdout.contains(SEEDED), "{list:?}");
+    assert_eq!(status.code, 0, "{status:?}");
+    let status = status.json();
+    assert!(
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| !w["live"].as_array().unwrap().is_empty()),
+        "{status}"
+    );
+    assert!(
+        status["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["exists"] == true),
+        "{status}"
+    );
+    assert_eq!(send.code, 5, "not authorized: {send:?}");
+    assert!(
+        send.stderr.contains("Permissions Violation")
+            && send.stderr.contains("fleetroll.cmd.prober.seed_add")
+            && send.stderr.contains("NATS user `readonly`"),
+        "{send:?}"
+    );
+    assert_eq!(commands_stored(&worker).await, stored, "no command stored");
+
+    // chatops asks queries with its token...
+    let chatops = up.bus_as(Role::Chatops).await;
+    let bot = std::fs::read_to_string(&bot_token).unwrap();
+    let seeds: SeedList = fleetroll_bus::query::request(
+        &chatops,
+        bot.trim(),
+        queries::SEEDS_LIST,
+        &NoParams {},
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(
+        seeds.seeds.iter().any(|s| s.hostname == SEEDED),
+        "{seeds:?}"
+    );
+    // ... and reads nothing else: no bucket, no stream info, no events.
+    let get = format!(
+        "$JS.API.DIRECT.GET.{}.$KV.{}.{SEEDED}",
+        topology::SEEDS.stream_name(),
+        topology::SEEDS.name
+    );
+    refused(
+        &chatops,
+        &get,
+        chatops.client.request(get.clone(), "".into()),
+    )
+    .await;
+    let info = format!("$JS.API.STREAM.INFO.{}", topology::SEEDS.stream_name());
+    refused(&chatops, &info, chatops.kv(&topology::SEEDS)).await;
+    refused(&chatops, "fleetroll.evt.>", async {
+        let mut events = chatops.client.subscribe("fleetroll.evt.>").await.unwrap();
+        events.next().await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_and_relops_keep_to_their_part_of_the_trust_root() {
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let worker = worker_bus(&up.url()).await;
+    let auth = worker.kv(&topology::AUTH).await.unwrap();
+    let key = auth
+        .entry(auth_keys::VERIFYING_KEY)
+        .await
+        .unwrap()
+        .expect("up published the verifying key");
+
+    // A worker may not replace the verifying key (it could then mint any
+    // token), nor reach it through the stream API.
+    let subject = format!("$KV.{}.{}", topology::AUTH.name, auth_keys::VERIFYING_KEY);
+    refused(
+        &worker,
+        &subject,
+        auth.put(auth_keys::VERIFYING_KEY, "forged".into()),
+    )
+    .await;
+    let purge = format!("$JS.API.STREAM.PURGE.{}", topology::AUTH.stream_name());
+    refused(
+        &worker,
+        &purge,
+        worker.client.request(purge.clone(), "".into()),
+    )
+    .await;
+    let auth_stream = topology::AUTH.stream_name();
+    for stream in [topology::AUDIT.name, auth_stream.as_str()] {
+        let update = format!("$JS.API.STREAM.UPDATE.{stream}");
+        refused(
+            &worker,
+            &update,
+            worker.client.request(update.clone(), "{}".into()),
+        )
+        .await;
+    }
+    let now = auth.entry(auth_keys::VERIFYING_KEY).await.unwrap().unwrap();
+    assert_eq!(
+        (now.revision, &now.value),
+        (key.revision, &key.value),
+        "the verifying key is unchanged"
+    );
+    // Nor publish a command (it executes them).
+    match send::publish(&worker, &seed_add(&up, "worker.example.com")).await {
+        Err(SendError::Bus(BusError::NotPermitted { .. })) => {}
+        other => panic!("a worker published a command: {other:?}"),
+    }
+    // Revocations are the workers' to write (the auditor executes
+    // `auth revoke`).
+    let revocation = Revocation {
+        revoked_at: time::OffsetDateTime::now_utc(),
+        reason: "test".into(),
+    };
+    auth.put(
+        auth_keys::revoked_token("00000000-0000-0000-0000-000000000000"),
+        codec::to_cbor(&revocation).into(),
+    )
+    .await
+    .expect("a worker writes a revocation");
+
+    // relops writes the trust root and nothing else of the buckets, and
+    // never the audit log.
+    let relops = up.bus_as(Role::Relops).await;
+    let seeds_key = format!("$KV.{}.relops.example.com", topology::SEEDS.name);
+    refused(&relops, &seeds_key, async {
+        relops
+            .js
+            .publish(seeds_key.clone(), "x".into())
+            .await?
+            .await
+    })
+    .await;
+    let audit = "fleetroll.audit.cmd.forged";
+    refused(&relops, audit, async {
+        relops.js.publish(audit, "x".into()).await?.await
+    })
+    .await;
+    let delete = format!("$JS.API.STREAM.DELETE.{}", topology::AUDIT.name);
+    refused(
+        &relops,
+        &delete,
+        relops.client.request(delete.clone(), "".into()),
+    )
+    .await;
+    // The operator's keys: `up` published them as relops, and relops can
+    // write them again (its own verifying key, unchanged).
+    let relops_auth = relops.kv(&topology::AUTH).await.unwrap();
+    relops_auth
+        .put(auth_keys::VERIFYING_KEY, now.value.clone())
+        .await
+        .expect("relops writes the verifying key");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_turns_away_a_connection_without_the_right_password() {
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    match Bus::connect(ConnectOptions::new(up.url(), "anonymous")).await {
+        Err(BusError::NotAuthorized { user: None, .. }) => {}
+        other => panic!("connected without credentials: {other:?}"),
+    }
+    let mut wrong =
+        fleetroll_bus::connect::Credentials::load(&up.credentials_file(Role::Relops)).unwrap();
+    wrong.password.push('x');
+    match Bus::connect(ConnectOptions::new(up.url(), "wrong").credentials(wrong)).await {
+        Err(BusError::NotAuthorized {
+            user: Some(user), ..
+        }) => assert_eq!(user, "relops"),
+        other => panic!("connected with a wrong password: {other:?}"),
+    }
+
+    let dir = up.dir().to_path_buf();
+    let url = up.url();
+    let u = up.cli.clone();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other_dir = elsewhere.path().to_path_buf();
+    let (bad, missing, none, by_env, from_settings) = tokio::task::spawn_blocking(move || {
+        let bad_file = dir.join("bad.toml");
+        std::fs::write(&bad_file, "user = \"relops\"\npassword = \"nope\"\n").unwrap();
+        let bad = u.run(&["--nats-credentials", bad_file.to_str().unwrap(), "status"]);
+        let missing = u.run(&["--nats-credentials", "/nonexistent/relops.toml", "status"]);
+        // A data dir `up` never ran in has no credentials: none are sent.
+        let mut other = common::Cli::new(&other_dir);
+        other.nats_url = Some(url);
+        let none = other.run(&["status"]);
+        // The environment and the settings file name one too.
+        let relops = dir.join("credentials").join("relops.toml");
+        let mut env = other.clone();
+        env.env.push((
+            "FLEETROLL_NATS_CREDENTIALS".into(),
+            relops.display().to_string(),
+        ));
+        let by_env = env.run(&["status", "--json"]);
+        std::fs::write(
+            other_dir.join("fleetroll.toml"),
+            format!("[nats]\ncredentials = {:?}\n", relops.display().to_string()),
+        )
+        .unwrap();
+        let from_settings = other.run(&["status", "--json"]);
+        (bad, missing, none, by_env, from_settings)
+    })
+    .await
+    .unwrap();
+    assert_eq!(bad.code, 5, "{bad:?}");
+    assert!(
+        bad.stderr.contains("wrong password for NATS user `relops`"),
+        "{bad:?}"
+    );
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(
+        missing.stderr.contains("/nonexistent/relops.toml"),
+        "{missing:?}"
+    );
+    assert_eq!(none.code, 5, "{none:?}");
+    assert!(none.stderr.contains("--nats-credentials"), "{none:?}");
+    assert_eq!(by_env.code, 0, "{by_env:?}");
+    assert_eq!(from_settings.code, 0, "{from_settings:?}");
+    drop(elsewhere);
+}
