@@ -80,6 +80,11 @@ step "workload from the Taskcluster double, and drift"
 sleep 6
 run fleetroll host list --filter 'healthy:true' 2>&1 | tail -1
 run fleetroll host list --drift-type any
+step "the audit log: every command above, signed and chained; an override kept byte for byte"
+run fleetroll audit list --limit 6
+run fleetroll audit verify
+snapshot=$(fleetroll host list --filter 'override_present:true' --json | python3 -c 'import json,sys; print(next(h["override_snapshot_id"] for h in json.load(sys.stdin) if h.get("override_snapshot_id")))')
+run fleetroll audit snapshot "$snapshot"
 
 echo
 echo "The mesh and the lab are running. In another terminal:"

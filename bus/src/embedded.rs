@@ -81,7 +81,12 @@ impl ServerUsers {
                     user: role.as_str().to_string(),
                     password: random_password(),
                 };
-                write_private(&path, &credentials.to_toml())?;
+                write_private(&path, &credentials.to_toml()).map_err(|source| {
+                    CredentialsError::Write {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 credentials
             };
             users.push((role, credentials));
@@ -118,24 +123,20 @@ fn random_password() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Writes a secret readable by its owner only, whole or not at all.
-fn write_private(path: &Path, contents: &str) -> Result<(), CredentialsError> {
+/// Writes a secret readable by its owner only (mode 0600), whole or not
+/// at all: a temporary file renamed over the old one.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
-    let failed = |source| CredentialsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(failed)?;
-    file.write_all(contents.as_bytes()).map_err(failed)?;
-    file.sync_all().map_err(failed)?;
-    std::fs::rename(&tmp, path).map_err(failed)
+        .open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Where the project's set-up installs nats-server, relative to the

@@ -1,7 +1,5 @@
 //! `fleetroll auth`: the signing key and tokens.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -240,7 +238,15 @@ pub fn audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
     match std::fs::read_to_string(&path) {
         Ok(pem) => SigningKey::from_pem(&pem)
             .map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => init_key(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = init_key(&path)?;
+            println!(
+                "created audit key {} {}",
+                key_id(&key.verifying_key()),
+                path.display()
+            );
+            Ok(key)
+        }
         Err(e) => Err(fail(
             exit::INVALID,
             format!("cannot read {}: {e}", path.display()),
@@ -250,17 +256,6 @@ pub fn audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
 
 /// Writes a secret readable by its owner only, replacing the file whole.
 pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    writeln!(file, "{}", contents.trim_end())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    fleetroll_bus::embedded::write_private(path, &format!("{}\n", contents.trim_end()))
+        .with_context(|| format!("writing {}", path.display()))
 }
