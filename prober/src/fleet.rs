@@ -5,17 +5,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use fleetroll_bus::audit_log;
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::audit::OverrideSnapshot;
-use fleetroll_bus::messages::host::{HostKeyPin, Observation};
+use fleetroll_bus::messages::host::Observation;
 use fleetroll_bus::subjects;
 use fleetroll_bus::topology;
-use fleetroll_ssh::{Identity, Session, SshError, SshSettings};
+use fleetroll_ssh::pool::{Pool, Ran, RunError};
+use fleetroll_ssh::{SshError, SshSettings};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Semaphore};
 use tracing::{Instrument, info_span, warn};
@@ -23,17 +23,11 @@ use tracing::{Instrument, info_span, warn};
 use crate::observe;
 use crate::probe;
 
-/// A live connection, the fingerprint of the key it was checked against,
-/// and the address it went to.
-type Pooled = (Arc<Session>, String, String);
-
-/// The prober's SSH side: settings, identity and live connections.
+/// The prober's SSH side: the connection pool, one probe per host at a
+/// time, and at most `parallelism` at once.
 pub struct Fleet {
     bus: Bus,
-    settings: SshSettings,
-    identity: Option<Identity>,
-    identity_error: Option<SshError>,
-    sessions: Mutex<HashMap<String, Pooled>>,
+    pool: Pool,
     /// One probe per host at a time: a second job for the same host (a
     /// refresh meeting a scheduled probe) waits and reuses the connection.
     busy: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -43,10 +37,8 @@ pub struct Fleet {
 /// Why a host could not be probed.
 #[derive(Debug, thiserror::Error)]
 enum ProbeError {
-    #[error("cannot resolve {host}: {detail}")]
-    Resolve { host: String, detail: String },
     #[error(transparent)]
-    Ssh(#[from] SshError),
+    Run(#[from] RunError),
     #[error("the probe exited with status {status:?}: {stderr}")]
     Exit { status: Option<u32>, stderr: String },
     #[error("the probe's answer is unusable: {0}")]
@@ -55,21 +47,18 @@ enum ProbeError {
     Bus(#[from] BusError),
 }
 
+impl From<SshError> for ProbeError {
+    fn from(e: SshError) -> Self {
+        ProbeError::Run(RunError::Ssh(e))
+    }
+}
+
 impl Fleet {
     pub fn new(bus: Bus, settings: SshSettings) -> Fleet {
-        let (identity, identity_error) = match settings.identity_file.as_deref().map(Identity::load)
-        {
-            Some(Ok(identity)) => (Some(identity), None),
-            Some(Err(e)) => (None, Some(e)),
-            None => (None, Some(SshError::NoIdentity)),
-        };
         let permits = Semaphore::new(settings.parallelism.max(1));
         Fleet {
+            pool: Pool::new(bus.clone(), settings),
             bus,
-            settings,
-            identity,
-            identity_error,
-            sessions: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
             permits,
         }
@@ -77,7 +66,7 @@ impl Fleet {
 
     /// How many hosts are probed at once.
     pub fn parallelism(&self) -> usize {
-        self.settings.parallelism.max(1)
+        self.pool.settings().parallelism.max(1)
     }
 
     /// Probes one host and records what was found (or why nothing was).
@@ -145,17 +134,19 @@ impl Fleet {
                     },
                     Err((e, address)) => {
                         let sshable = match e {
-                            ProbeError::Resolve { .. } | ProbeError::Bus(_) => None,
+                            ProbeError::Run(RunError::Resolve { .. } | RunError::Bus(_))
+                            | ProbeError::Bus(_) => None,
                             // It let us in, then never answered.
-                            ProbeError::Ssh(SshError::Timeout {
-                                stage: "command", ..
-                            }) => Some(true),
-                            ProbeError::Ssh(
+                            ProbeError::Run(RunError::Ssh(SshError::Timeout {
+                                stage: "command",
+                                ..
+                            })) => Some(true),
+                            ProbeError::Run(RunError::Ssh(
                                 SshError::Connect { .. }
                                 | SshError::Timeout { .. }
                                 | SshError::HostKeyChanged { .. }
                                 | SshError::AuthRefused { .. },
-                            ) => Some(false),
+                            )) => Some(false),
                             _ => Some(true),
                         };
                         observe::failed(previous, &e.to_string(), sshable, address.clone(), now)
@@ -246,57 +237,22 @@ impl Fleet {
         script: &str,
         limit: usize,
     ) -> Result<(fleetroll_ssh::ExecOutput, String, String), (ProbeError, Option<String>)> {
-        // A pooled connection needs no name lookup (with thousands of hosts
-        // in /etc/hosts, a lookup costs more than the probe).
-        let known = self
-            .sessions
-            .lock()
+        let Ran {
+            output,
+            address,
+            fingerprint,
+        } = self
+            .pool
+            .run(
+                hostname,
+                probe::COMMAND,
+                script.as_bytes(),
+                self.pool.settings().exec_timeout,
+                limit,
+            )
             .await
-            .get(hostname)
-            .filter(|(s, _, _)| !s.is_closed())
-            .map(|(_, _, address)| address.clone());
-        let address = match known {
-            Some(address) => address,
-            None => {
-                let target = self.settings.target(hostname);
-                resolve(&target.host, target.port)
-                    .await
-                    .map_err(|e| (e, None))?
-            }
-        };
+            .map_err(|(e, address)| (e.into(), address))?;
         let fail = |e: ProbeError| (e, Some(address.clone()));
-        let (session, pooled) = self.session(hostname, &address).await.map_err(fail)?;
-        let exec = |session: Arc<Session>| async move {
-            session
-                .exec(
-                    probe::COMMAND,
-                    script.as_bytes(),
-                    self.settings.exec_timeout,
-                    limit,
-                )
-                .await
-        };
-        let (output, fingerprint) = match exec(session.0.clone()).await {
-            Ok(output) => (output, session.1),
-            // A pooled connection the host dropped (a reboot, say) is
-            // replaced at once rather than failing this probe.
-            Err(SshError::Protocol(_)) if pooled => {
-                self.sessions.lock().await.remove(hostname);
-                let (fresh, _) = self.session(hostname, &address).await.map_err(fail)?;
-                match exec(fresh.0.clone()).await {
-                    Ok(output) => (output, fresh.1),
-                    Err(e) => {
-                        self.sessions.lock().await.remove(hostname);
-                        return Err(fail(e.into()));
-                    }
-                }
-            }
-            Err(e) => {
-                // A host that hung or dropped us gets a fresh connection next time.
-                self.sessions.lock().await.remove(hostname);
-                return Err(fail(e.into()));
-            }
-        };
         if output.exit_status != Some(0) {
             return Err(fail(ProbeError::Exit {
                 status: output.exit_status,
@@ -309,92 +265,10 @@ impl Fleet {
         Ok((output, address, fingerprint))
     }
 
-    /// A live session to the host and the fingerprint of its key: the pooled
-    /// one, or a new one checked against (or pinning) the host key. Says
-    /// whether it came from the pool.
-    async fn session(
-        &self,
-        hostname: &str,
-        address: &str,
-    ) -> Result<((Arc<Session>, String), bool), ProbeError> {
-        if let Some((session, fingerprint, _)) = self
-            .sessions
-            .lock()
-            .await
-            .get(hostname)
-            .filter(|(s, _, _)| !s.is_closed())
-            .cloned()
-        {
-            return Ok(((session, fingerprint), true));
-        }
-        let keys = self.bus.kv(&topology::HOST_KEYS).await?;
-        let pinned: Option<HostKeyPin> = keys
-            .get(hostname)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| codec::from_cbor(&b).ok());
-        let identity = match (&self.identity, &self.identity_error) {
-            (Some(identity), _) => identity,
-            (None, Some(e)) => return Err(ProbeError::Ssh(e.clone())),
-            (None, None) => return Err(ProbeError::Ssh(SshError::NoIdentity)),
-        };
-        let target = self.settings.target(hostname);
-        let (session, offered) = Session::connect(
-            &target,
-            identity,
-            pinned.as_ref().map(|p| p.key.as_str()),
-            &self.settings.timeouts(),
-        )
-        .await?;
-        let fingerprint = fleetroll_ssh::fingerprint(&offered);
-        if pinned.is_none() {
-            let pin = HostKeyPin {
-                key: offered.clone(),
-                fingerprint: fingerprint.clone(),
-                pinned_at: OffsetDateTime::now_utc(),
-            };
-            // Two probers meeting a new host at once: the first pin wins,
-            // and the loser checks the key it saw against it.
-            if let Err(e) = keys.create(hostname, codec::to_cbor(&pin).into()).await {
-                let winner: Option<HostKeyPin> = keys
-                    .get(hostname)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|b| codec::from_cbor(&b).ok());
-                match winner {
-                    Some(w)
-                        if w.key
-                            .split_whitespace()
-                            .take(2)
-                            .eq(offered.split_whitespace().take(2)) => {}
-                    Some(w) => {
-                        return Err(ProbeError::Ssh(SshError::HostKeyChanged {
-                            pinned: w.fingerprint,
-                            offered: fingerprint,
-                        }));
-                    }
-                    None => warn!(error = %e, "host key not pinned"),
-                }
-            }
-        }
-        let session = Arc::new(session);
-        self.sessions.lock().await.insert(
-            hostname.to_string(),
-            (session.clone(), fingerprint.clone(), address.to_string()),
-        );
-        Ok(((session, fingerprint), false))
-    }
-
     /// Forgets a host's pinned key (after a reimage), so the next contact
     /// pins the new one.
     pub async fn repin(&self, hostname: &str) -> Result<(), BusError> {
-        self.sessions.lock().await.remove(hostname);
-        let keys = self.bus.kv(&topology::HOST_KEYS).await?;
-        keys.purge(hostname)
-            .await
-            .map_err(|e| BusError::js("removing the pinned key", e))
+        self.pool.repin(hostname).await
     }
 }
 
@@ -450,25 +324,5 @@ async fn write(
             }
             Err(e) => return Err(write_error("writing host", &e)),
         }
-    }
-}
-
-async fn resolve(host: &str, port: u16) -> Result<String, ProbeError> {
-    let lookup = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::lookup_host((host, port)),
-    )
-    .await;
-    let resolve_error = |detail: String| ProbeError::Resolve {
-        host: host.to_string(),
-        detail,
-    };
-    match lookup {
-        Err(_) => Err(resolve_error("timed out".into())),
-        Ok(Err(e)) => Err(resolve_error(e.to_string())),
-        Ok(Ok(mut addrs)) => addrs
-            .next()
-            .map(|a| a.ip().to_string())
-            .ok_or_else(|| resolve_error("no address".into())),
     }
 }

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod pool;
 mod settings;
 
 pub use settings::{HostOverride, SshSettings};
