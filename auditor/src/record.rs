@@ -84,7 +84,9 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::HostSetExpectedRole { hostname, .. }, _)
         | (Command::HostClearExpectedRole { hostname }, _)
         | (Command::HostDisable { hostname, .. }, _)
-        | (Command::HostEnable { hostname }, _) => vec![hostname.clone()],
+        | (Command::HostEnable { hostname }, _)
+        | (Command::HostConverge { hostname }, _)
+        | (Command::HostReboot { hostname }, _) => vec![hostname.clone()],
         (Command::HostAssignPopulation { .. }, _)
         | (Command::Ping { .. }, _)
         | (Command::PopulationCreate { .. }, _)

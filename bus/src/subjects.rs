@@ -7,6 +7,7 @@
 //! | `fleetroll.evt.rollout.<id>.<kind>` | rollout events, one rollout or all |
 //! | `fleetroll.audit.cmd.<id>` | the audit record of one command (immutable audit stream) |
 //! | `fleetroll.snapshot.<id>` | override snapshots (immutable) |
+//! | `fleetroll.out.<id>` | live output of a converge (core NATS, not kept) |
 //! | `fleetroll.history.<host>` | a host's last observations |
 //! | `fleetroll.probe.<host>` | probe jobs (work queue shared by probers) |
 //! | `fleetroll.workload.sweep` | workload collection sweeps (work queue) |
@@ -31,6 +32,15 @@ pub const SNAPSHOTS: &str = "fleetroll.snapshot.>";
 pub fn audit_command(command_id: &str) -> String {
     format!("fleetroll.audit.cmd.{command_id}")
 }
+
+/// Live output of a command that runs something on a host (converge), as
+/// it comes; not kept: the CLI listens before it sends the command.
+pub fn command_output(command_id: &str) -> String {
+    format!("fleetroll.out.{command_id}")
+}
+
+/// Every command's live output.
+pub const COMMAND_OUTPUT: &str = "fleetroll.out.>";
 
 /// Where override snapshot `id` is kept.
 pub fn snapshot(id: &str) -> String {

@@ -74,6 +74,12 @@ pub enum Top {
     /// Populations: named groups of hosts with an expected role.
     #[command(subcommand)]
     Population(PopulationCommand),
+    /// Run a host's converge command (Puppet) now, its output streamed here.
+    #[command(subcommand)]
+    Converge(ConvergeCommand),
+    /// Reboot a host and wait until it answers again.
+    #[command(subcommand)]
+    Reboot(RebootCommand),
     /// The audit log: list it, verify its chain, print override snapshots.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -232,6 +238,23 @@ pub enum AuthCommand {
         token: Option<PathBuf>,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConvergeCommand {
+    /// Run the converge command on one host (no reboot).
+    Host { hostname: String },
+}
+
+#[derive(Subcommand)]
+pub enum RebootCommand {
+    /// Reboot one host, then wait until it answers again.
+    Host {
+        hostname: String,
+        /// Without it, only say what would happen.
+        #[arg(long)]
+        confirm: bool,
     },
 }
 

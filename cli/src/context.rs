@@ -25,6 +25,8 @@ pub struct Settings {
     pub drift: fleetroll_gatekeeper::DriftSettings,
     #[serde(default)]
     pub refresh: RefreshSettings,
+    #[serde(default)]
+    pub orchestrator: fleetroll_orchestrator::OrchestratorSettings,
     /// Where workload comes from (Taskcluster); none, none collected.
     pub workload: Option<fleetroll_prober::workload::WorkloadSettings>,
 }
@@ -65,6 +67,13 @@ impl Settings {
             full_interval: self.refresh.full_interval,
             fast_interval: self.refresh.fast_interval,
             workload: self.workload.clone(),
+        }
+    }
+
+    pub fn orchestrator(&self) -> fleetroll_orchestrator::OrchestratorSettings {
+        fleetroll_orchestrator::OrchestratorSettings {
+            ssh: self.ssh.clone(),
+            ..self.orchestrator.clone()
         }
     }
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, InventoryCommand, Top};
+use crate::args::{Cli, ConvergeCommand, InventoryCommand, RebootCommand, Top};
 use crate::context::Context;
 
 fn main() -> ExitCode {
@@ -83,6 +83,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Top::Host(command) => cmd::host::run(&ctx, command).await,
         Top::Population(command) => cmd::population::run(&ctx, command).await,
         Top::Audit(command) => cmd::audit::run(&ctx, command).await,
+        Top::Converge(ConvergeCommand::Host { hostname }) => {
+            cmd::out_of_band::converge(&ctx, hostname).await
+        }
+        Top::Reboot(RebootCommand::Host { hostname, confirm }) => {
+            cmd::out_of_band::reboot(&ctx, hostname, confirm).await
+        }
         Top::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

@@ -1,35 +1,117 @@
 //! # fleetroll-orchestrator
 //!
-//! The worker that changes hosts: the rollout state machine, applying and removing overrides over SSH, converge and reboot.
+//! The worker that changes hosts: applying and removing overrides over SSH
+//! ([`overrides`]), and converge and reboot, which operators ask for
+//! explicitly and which are never part of a rollout. The rollout state
+//! machine comes here next.
 //!
 //! ```no_run
 //! # async fn run(bus: fleetroll_bus::Bus) -> Result<(), fleetroll_bus::connect::BusError> {
-//! fleetroll_orchestrator::run(bus, tokio::signal::ctrl_c()).await
+//! use fleetroll_orchestrator::OrchestratorSettings;
+//! fleetroll_orchestrator::run(bus, OrchestratorSettings::default(), tokio::signal::ctrl_c()).await
 //! # }
 //! ```
 
+mod hosts;
+pub mod overrides;
+
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::WorkerKind;
 use fleetroll_bus::messages::command::{Command, Verdict};
 use fleetroll_bus::worker::{self, CommandContext, Handler};
+use fleetroll_ssh::SshSettings;
+use fleetroll_ssh::pool::Pool;
 
-struct Orchestrator;
+/// How the orchestrator reaches and changes hosts. The commands are the
+/// operator's own settings, run as they are; nothing in them comes from a
+/// command's parameters.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorSettings {
+    #[serde(skip)]
+    pub ssh: SshSettings,
+    /// What `converge host` runs on the host.
+    #[serde(default = "default_converge_command")]
+    pub converge_command: String,
+    #[serde(default = "default_converge_timeout", with = "humantime_serde")]
+    pub converge_timeout: Duration,
+    /// What `reboot host` runs on the host.
+    #[serde(default = "default_reboot_command")]
+    pub reboot_command: String,
+    /// How long a rebooting host may take to answer again.
+    #[serde(default = "default_reboot_timeout", with = "humantime_serde")]
+    pub reboot_timeout: Duration,
+}
+
+fn default_converge_command() -> String {
+    "sudo -n run-puppet.sh".into()
+}
+
+fn default_converge_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_reboot_command() -> String {
+    "sudo -n reboot".into()
+}
+
+fn default_reboot_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        OrchestratorSettings {
+            ssh: SshSettings::default(),
+            converge_command: default_converge_command(),
+            converge_timeout: default_converge_timeout(),
+            reboot_command: default_reboot_command(),
+            reboot_timeout: default_reboot_timeout(),
+        }
+    }
+}
+
+struct Orchestrator {
+    pool: Arc<Pool>,
+    settings: OrchestratorSettings,
+}
 
 impl Handler for Orchestrator {
-    async fn handle(&self, _ctx: &CommandContext, command: &Command) -> Verdict {
-        Verdict::invalid(format!(
-            "the orchestrator does not execute `{}`",
-            command.name()
-        ))
+    async fn handle(&self, ctx: &CommandContext, command: &Command) -> Verdict {
+        match command {
+            Command::HostConverge { hostname } => {
+                hosts::converge(ctx, &self.pool, &self.settings, hostname).await
+            }
+            Command::HostReboot { hostname } => {
+                hosts::reboot(ctx, &self.pool, &self.settings, hostname).await
+            }
+            other => Verdict::invalid(format!(
+                "the orchestrator does not execute `{}`",
+                other.name()
+            )),
+        }
     }
 }
 
 /// Runs one orchestrator replica until `shutdown` resolves.
-pub async fn run<S, T>(bus: Bus, shutdown: S) -> Result<(), BusError>
+pub async fn run<S, T>(
+    bus: Bus,
+    settings: OrchestratorSettings,
+    shutdown: S,
+) -> Result<(), BusError>
 where
     S: Future<Output = T> + Send,
 {
-    worker::run(bus, WorkerKind::Orchestrator, Orchestrator, shutdown).await
+    let pool = Arc::new(Pool::new(bus.clone(), settings.ssh.clone()));
+    worker::run(
+        bus,
+        WorkerKind::Orchestrator,
+        Orchestrator { pool, settings },
+        shutdown,
+    )
+    .await
 }

@@ -261,6 +261,19 @@ impl Session {
         limit: Duration,
         cap: usize,
     ) -> Result<ExecOutput, SshError> {
+        self.exec_streaming(command, stdin, limit, cap, None).await
+    }
+
+    /// As [`Session::exec`], and every piece of output (stdout and stderr,
+    /// as it comes) is also sent to `live`.
+    pub async fn exec_streaming(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        limit: Duration,
+        cap: usize,
+        live: Option<&tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    ) -> Result<ExecOutput, SshError> {
         let run = async {
             let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
             channel.exec(true, command).await.map_err(protocol)?;
@@ -279,10 +292,19 @@ impl Session {
                 buffer.extend_from_slice(&data[..data.len().min(room)]);
                 *truncated |= data.len() > room;
             };
+            let forward = |data: &[u8]| {
+                if let Some(live) = live {
+                    let _ = live.send(data.to_vec());
+                }
+            };
             while let Some(message) = channel.wait().await {
                 match message {
-                    ChannelMsg::Data { data } => keep(&mut out.stdout, &data, &mut out.truncated),
+                    ChannelMsg::Data { data } => {
+                        forward(&data);
+                        keep(&mut out.stdout, &data, &mut out.truncated)
+                    }
                     ChannelMsg::ExtendedData { data, .. } => {
+                        forward(&data);
                         keep(&mut out.stderr, &data, &mut out.truncated)
                     }
                     ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),

@@ -79,6 +79,20 @@ impl Pool {
         limit: Duration,
         cap: usize,
     ) -> Result<Ran, Failed> {
+        self.run_streaming(hostname, command, stdin, limit, cap, None)
+            .await
+    }
+
+    /// As [`Pool::run`], sending the output to `live` as it comes.
+    pub async fn run_streaming(
+        &self,
+        hostname: &str,
+        command: &str,
+        stdin: &[u8],
+        limit: Duration,
+        cap: usize,
+        live: Option<&tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    ) -> Result<Ran, Failed> {
         // A pooled connection needs no name lookup (with thousands of hosts
         // in /etc/hosts, a lookup costs more than the command).
         let known = self
@@ -99,8 +113,11 @@ impl Pool {
         };
         let fail = |e: RunError| (e, Some(address.clone()));
         let (session, pooled) = self.session(hostname, &address).await.map_err(fail)?;
-        let exec =
-            |session: Arc<Session>| async move { session.exec(command, stdin, limit, cap).await };
+        let exec = |session: Arc<Session>| async move {
+            session
+                .exec_streaming(command, stdin, limit, cap, live)
+                .await
+        };
         let (output, fingerprint) = match exec(session.0.clone()).await {
             Ok(output) => (output, session.1),
             // A pooled connection the host dropped (a reboot, say) is

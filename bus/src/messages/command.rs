@@ -73,6 +73,15 @@ pub enum Command {
     HostEnable {
         hostname: String,
     },
+    /// Run the host's converge command (Puppet) now; its output is
+    /// published live on [`crate::subjects::command_output`].
+    HostConverge {
+        hostname: String,
+    },
+    /// Reboot the host and wait until it answers again.
+    HostReboot {
+        hostname: String,
+    },
     /// Refuse one token, or every token an actor holds, from now on.
     TokenRevoke {
         target: RevokeTarget,
@@ -115,6 +124,7 @@ impl Command {
             | Command::HostDisable { .. }
             | Command::HostEnable { .. } => WorkerKind::Prober,
             Command::TokenRevoke { .. } => WorkerKind::Auditor,
+            Command::HostConverge { .. } | Command::HostReboot { .. } => WorkerKind::Orchestrator,
         }
     }
 
@@ -134,6 +144,8 @@ impl Command {
             Command::HostDisable { .. } => "host_disable",
             Command::HostEnable { .. } => "host_enable",
             Command::TokenRevoke { .. } => "token_revoke",
+            Command::HostConverge { .. } => "host_converge",
+            Command::HostReboot { .. } => "host_reboot",
         }
     }
 
@@ -283,6 +295,16 @@ pub enum Reply {
     },
     Revoked {
         target: RevokeTarget,
+    },
+    /// The converge command ran to its end with status 0.
+    Converged {
+        hostname: String,
+    },
+    /// The host went down and answered again.
+    Rebooted {
+        hostname: String,
+        /// Seconds from the reboot command until the host answered again.
+        back_after_s: u64,
     },
 }
 

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod host;
+pub mod out_of_band;
 pub mod ping;
 pub mod population;
 pub mod seed;

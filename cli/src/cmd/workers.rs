@@ -51,7 +51,9 @@ async fn run_once(
         WorkerKind::Gatekeeper => {
             fleetroll_gatekeeper::run(bus, settings.drift(), shutdown).await?
         }
-        WorkerKind::Orchestrator => fleetroll_orchestrator::run(bus, shutdown).await?,
+        WorkerKind::Orchestrator => {
+            fleetroll_orchestrator::run(bus, settings.orchestrator(), shutdown).await?
+        }
         WorkerKind::Auditor => {
             let auditor = config
                 .auditor

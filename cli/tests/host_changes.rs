@@ -1,0 +1,199 @@
+//! Changing hosts on the lab: overrides written atomically, verified and
+//! snapshotted, each host written once however often it is asked; and
+//! converge and reboot, explicit and audited.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Bare, Up, lab_env};
+use fleetroll_bus::audit_log;
+use fleetroll_lab::{Lab, LabConfig, Scenario};
+use fleetroll_orchestrator::overrides::{self, Change, MAX_OVERRIDE_BYTES, OverrideError};
+use fleetroll_ssh::SshSettings;
+use fleetroll_ssh::pool::Pool;
+
+const TRICKY: &[u8] = b"PUPPET_BRANCH=\"$(reboot)\"; `id` 'quoted' \\ | & > /tmp/x\n";
+
+fn scenario() -> Scenario {
+    Scenario::parse(
+        r#"
+[[hosts]]
+names = ["lab-0002"]
+override = "PUPPET_BRANCH=old_experiment\n"
+[[hosts]]
+names = ["lab-0003"]
+sudo = false
+[[hosts]]
+names = ["lab-0004"]
+os = "macos"
+[[hosts]]
+names = ["lab-0005"]
+reboot_duration = "2s"
+"#,
+        false,
+    )
+    .unwrap()
+}
+
+fn ssh(lab: &Lab) -> SshSettings {
+    SshSettings {
+        user: lab.ssh_user().to_string(),
+        port: lab.ssh_port(),
+        identity_file: Some(lab.identity_file().to_path_buf()),
+        ..SshSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overrides_are_written_once_verified_and_snapshotted_first() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(5, lab_dir.path()).scenario(scenario())).unwrap();
+    let bare = Bare::start().await;
+    let bus = common::worker_bus(&bare.url()).await;
+    let pool = Pool::new(bus.clone(), ssh(&lab));
+    let name = |n: usize| lab.hosts()[n - 1].hostname.clone();
+    let host = |n: usize| lab.host(&name(n)).unwrap();
+    let snapshot = |id: String| {
+        let bus = bus.clone();
+        async move { audit_log::load_snapshot(&bus, &id).await.unwrap().unwrap() }
+    };
+
+    // A host without an override: its absence is snapshotted, then the
+    // contents are written exactly, once.
+    let change = overrides::apply(&pool, &bus, &name(1), TRICKY)
+        .await
+        .unwrap();
+    let Change::Changed { snapshot: id } = change else {
+        panic!("{change:?}")
+    };
+    let before = snapshot(id).await;
+    assert_eq!(before.hostname, name(1));
+    assert_eq!(before.occasion, "before apply");
+    assert_eq!(before.content(), None, "there was no override");
+    let path = host(1).override_path();
+    assert_eq!(host(1).file(path).unwrap().as_deref(), Some(TRICKY));
+    assert_eq!(
+        overrides::apply(&pool, &bus, &name(1), TRICKY)
+            .await
+            .unwrap(),
+        Change::AlreadyThere
+    );
+    assert_eq!(host(1).override_writes().unwrap(), 1, "written once");
+    assert_eq!(
+        overrides::read(&pool, &name(1)).await.unwrap().as_deref(),
+        Some(TRICKY)
+    );
+
+    // A host with someone's override: its contents are kept, then replaced;
+    // removing keeps the new ones, and a second removal changes nothing.
+    let Change::Changed { snapshot: id } =
+        overrides::apply(&pool, &bus, &name(2), b"PUPPET_BRANCH=new\n")
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        snapshot(id).await.content().as_deref(),
+        Some(&b"PUPPET_BRANCH=old_experiment\n"[..])
+    );
+    let Change::Changed { snapshot: id } = overrides::remove(&pool, &bus, &name(2)).await.unwrap()
+    else {
+        panic!()
+    };
+    let removed = snapshot(id).await;
+    assert_eq!(removed.occasion, "before removal");
+    assert_eq!(
+        removed.content().as_deref(),
+        Some(&b"PUPPET_BRANCH=new\n"[..])
+    );
+    assert_eq!(host(2).file(host(2).override_path()).unwrap(), None);
+    assert_eq!(
+        overrides::remove(&pool, &bus, &name(2)).await.unwrap(),
+        Change::AlreadyThere
+    );
+
+    // Without sudo nothing is written, and the error says why.
+    let refused = overrides::apply(&pool, &bus, &name(3), b"X=1\n").await;
+    assert!(
+        matches!(refused, Err(OverrideError::SudoRefused(_))),
+        "{refused:?}"
+    );
+    assert_eq!(host(3).file(host(3).override_path()).unwrap(), None);
+
+    // A macOS host keeps its override elsewhere.
+    overrides::apply(&pool, &bus, &name(4), b"PUPPET_BRANCH=mac\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        host(4).override_path(),
+        "/opt/puppet_environments/ronin_settings"
+    );
+    assert_eq!(
+        host(4).file(host(4).override_path()).unwrap().as_deref(),
+        Some(&b"PUPPET_BRANCH=mac\n"[..])
+    );
+
+    // Too large: refused before anything is read or written.
+    let huge = vec![b'x'; MAX_OVERRIDE_BYTES + 1];
+    assert!(matches!(
+        overrides::apply(&pool, &bus, &name(1), &huge).await,
+        Err(OverrideError::TooLarge(_))
+    ));
+    assert_eq!(host(1).override_writes().unwrap(), 1);
+    drop(pool);
+    lab.down().unwrap();
+}
+
+#[test]
+fn converge_streams_its_output_and_reboot_waits_for_the_host() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(5, lab_dir.path()).scenario(scenario())).unwrap();
+    let up = Up::start_with("", lab_env(&lab));
+    let cli = &up.cli;
+    let target = lab.hosts()[4].hostname.clone();
+    assert_eq!(cli.run(&["inventory", "seed", "add", &target]).code, 0);
+    let host = lab.host(&target).unwrap();
+
+    let runs = host.puppet_runs().len();
+    let converge = cli.run(&["converge", "host", &target]);
+    assert_eq!(converge.code, 0, "{converge:?}");
+    assert!(
+        converge.stdout.contains("Notice: Applied catalog"),
+        "the Puppet run's output: {converge:?}"
+    );
+    assert_eq!(host.puppet_runs().len(), runs + 1, "one Puppet run");
+
+    let dry = cli.run(&["reboot", "host", &target]);
+    assert_eq!(dry.code, 4, "{dry:?}");
+    assert!(dry.stdout.contains("would reboot"), "{dry:?}");
+    assert_eq!(host.status().reboots, 0);
+    let reboot = cli.run(&["reboot", "host", &target, "--confirm"]);
+    assert_eq!(reboot.code, 0, "{reboot:?}");
+    assert!(reboot.stdout.contains("answering again"), "{reboot:?}");
+    assert_eq!(host.status().reboots, 1);
+    assert!(host.status().reachable);
+
+    let unknown = cli.run(&["converge", "host", "nowhere.example.com"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("not in the inventory"),
+        "{unknown:?}"
+    );
+
+    // Both are audited, with the host.
+    std::thread::sleep(Duration::from_secs(1));
+    let audit = cli.run(&["audit", "list", "--host", &target, "--json"]);
+    assert_eq!(audit.code, 0, "{audit:?}");
+    let actions: Vec<String> = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"]["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["seed_add", "host_converge", "host_reboot"]);
+    drop(up);
+    lab.down().unwrap();
+}
