@@ -13,8 +13,8 @@ use futures::StreamExt;
 use tracing::info;
 
 use crate::fleet::Fleet;
-use crate::index::{HostIndex, IndexError};
 use crate::{jobs, seeds};
+use fleetroll_bus::host_index::{HostIndex, IndexError};
 
 /// Queues a probe of each host and waits until all of them have a fresh
 /// observation, whichever prober replicas do the work. Redelivered (the

@@ -14,8 +14,8 @@ use fleetroll_bus::topology;
 use fleetroll_bus::worker::CommandContext;
 use time::OffsetDateTime;
 
-use crate::index::HostIndex;
 use crate::{hosts, seeds};
+use fleetroll_bus::host_index::HostIndex;
 
 /// Population names are bucket keys and appear in queries.
 fn valid_name(name: &str) -> bool {

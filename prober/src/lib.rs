@@ -12,7 +12,6 @@
 
 pub mod fleet;
 mod hosts;
-mod index;
 mod intent;
 mod jobs;
 pub mod observe;
@@ -33,7 +32,7 @@ use fleetroll_bus::worker::{self, CommandContext, Handler, Replica};
 use fleetroll_ssh::SshSettings;
 
 use crate::fleet::Fleet;
-use crate::index::HostIndex;
+use fleetroll_bus::host_index::HostIndex;
 
 struct Prober {
     fleet: Arc<Fleet>,

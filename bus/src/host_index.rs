@@ -1,6 +1,7 @@
-//! The host records the read queries answer from: every bucket a record is
-//! made of, watched from its history into memory, so a query over 100,000
-//! hosts filters memory rather than reading 100,000 entries.
+//! Every host's record in memory: each bucket a record is made of, watched
+//! from its history, so a query over 100,000 hosts filters memory rather
+//! than reading 100,000 entries. The prober's read queries answer from it;
+//! the orchestrator resolves rollout targets with it.
 //!
 //! A query first learns each bucket's last revision and waits until the
 //! index has applied it, so an answer never predates a write the caller
@@ -11,15 +12,15 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
-use fleetroll_bus::codec::{self, Message};
-use fleetroll_bus::connect::{Bus, BusError};
-use fleetroll_bus::filter::Query;
-use fleetroll_bus::messages::host::{
+use crate::codec::{self, Message};
+use crate::connect::{Bus, BusError};
+use crate::filter::Query;
+use crate::messages::host::{
     Drift, DriftCount, DriftSummary, DriftType, HostIntent, HostRecord, HostView, Observation,
 };
-use fleetroll_bus::messages::workload::Workload;
-use fleetroll_bus::topology::{self, BucketDef};
+use crate::messages::workload::Workload;
+use crate::topology::{self, BucketDef};
+use async_nats::jetstream::kv;
 use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::watch;
