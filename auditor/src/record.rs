@@ -3,6 +3,7 @@
 use fleetroll_bus::messages::audit::{ApprovalMode, AuditRecord};
 use fleetroll_bus::messages::command::{Command, HostSelection, Outcome, Reply, Verdict};
 use fleetroll_bus::messages::event::{Event, EventDetail};
+use fleetroll_bus::messages::rollout::ApplyOutcome;
 use fleetroll_bus::subjects;
 
 /// The audit record an event calls for (index and link still to fill in),
@@ -25,16 +26,71 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
                 outcome: outcome.verdict.label().to_string(),
                 message: why_not_done(&outcome.verdict),
                 command_id: Some(outcome.command_id.clone()),
-                rollout: None,
-                parameters: Some(command.clone()),
+                rollout: rollout_of(command, outcome),
+                parameters: Some(command.as_ref().clone()),
                 hosts: affected_hosts(command, outcome),
                 approval_mode: ApprovalMode::SelfApproved,
-                force: false,
+                force: command.forced(),
                 reason: command.reason().map(str::to_string),
                 snapshots: Vec::new(),
                 handled_by: outcome.handled_by.clone(),
             },
         )),
+        // What a rollout did to a host, with the snapshot taken first.
+        EventDetail::RolloutHost {
+            rollout,
+            stage,
+            hostname,
+            outcome,
+            actor,
+            command_id,
+        } => {
+            let (result, message, snapshots) = match outcome {
+                ApplyOutcome::Applied { snapshot } => {
+                    ("done", None, snapshot.iter().cloned().collect())
+                }
+                ApplyOutcome::Failed { error } => ("failed", Some(error.clone()), Vec::new()),
+                ApplyOutcome::SkippedDisabled => (
+                    "skipped",
+                    Some("the host is disabled".to_string()),
+                    Vec::new(),
+                ),
+            };
+            Some((
+                subjects::audit_host_change(rollout, *stage, hostname),
+                AuditRecord {
+                    index: 0,
+                    prev_hash: String::new(),
+                    at: event.at,
+                    action: "override_apply".into(),
+                    actor: Some(actor.clone()),
+                    claimed_actor: None,
+                    outcome: result.into(),
+                    message,
+                    command_id: Some(command_id.clone()),
+                    rollout: Some(rollout.clone()),
+                    parameters: None,
+                    hosts: vec![hostname.clone()],
+                    approval_mode: ApprovalMode::SelfApproved,
+                    force: false,
+                    reason: None,
+                    snapshots,
+                    handled_by: event.source.clone(),
+                },
+            ))
+        }
+        // Stage and state changes follow from commands, which are audited.
+        EventDetail::RolloutStage { .. } | EventDetail::RolloutState { .. } => None,
+    }
+}
+
+/// The rollout a command is about; for a creation, the one it created.
+fn rollout_of(command: &Command, outcome: &Outcome) -> Option<String> {
+    match &outcome.verdict {
+        Verdict::Done {
+            reply: Reply::RolloutCreated { id },
+        } => Some(id.clone()),
+        _ => command.rollout().map(str::to_string),
     }
 }
 
@@ -87,7 +143,13 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::HostEnable { hostname }, _)
         | (Command::HostConverge { hostname }, _)
         | (Command::HostReboot { hostname }, _) => vec![hostname.clone()],
+        (_, Some(Reply::StageStarted { hosts, .. })) => hosts.clone(),
         (Command::HostAssignPopulation { .. }, _)
+        | (Command::RolloutCreate { .. }, _)
+        | (Command::RolloutStart { .. }, _)
+        | (Command::RolloutAdvance { .. }, _)
+        | (Command::RolloutPause { .. }, _)
+        | (Command::RolloutResume { .. }, _)
         | (Command::Ping { .. }, _)
         | (Command::PopulationCreate { .. }, _)
         | (Command::TokenRevoke { .. }, _) => Vec::new(),
@@ -117,7 +179,7 @@ mod tests {
                     delivery: 1,
                     finished_at: OffsetDateTime::UNIX_EPOCH,
                 },
-                command,
+                command: Box::new(command),
                 claimed_actor: None,
             },
         }

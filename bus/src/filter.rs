@@ -522,6 +522,15 @@ impl Parser {
     }
 }
 
+/// A duration as the query language writes it (`90s`, `30m`, `2h`, `1d`,
+/// `1w`), in seconds.
+pub fn duration_seconds(word: &str) -> Option<f64> {
+    match amount(word)? {
+        Amount::Duration(seconds) => Some(seconds),
+        Amount::Number(_) => None,
+    }
+}
+
 fn amount(word: &str) -> Option<Amount> {
     if let Ok(n) = word.parse::<f64>() {
         return n.is_finite().then_some(Amount::Number(n));

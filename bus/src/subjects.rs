@@ -8,6 +8,7 @@
 //! | `fleetroll.audit.cmd.<id>` | the audit record of one command (immutable audit stream) |
 //! | `fleetroll.snapshot.<id>` | override snapshots (immutable) |
 //! | `fleetroll.out.<id>` | live output of a converge (core NATS, not kept) |
+//! | `fleetroll.apply.<rollout>.<host>` | apply jobs (work queue shared by orchestrators) |
 //! | `fleetroll.history.<host>` | a host's last observations |
 //! | `fleetroll.probe.<host>` | probe jobs (work queue shared by probers) |
 //! | `fleetroll.workload.sweep` | workload collection sweeps (work queue) |
@@ -26,6 +27,22 @@ pub const PROBE_JOBS: &str = "fleetroll.probe.>";
 pub const WORKLOAD_SWEEP: &str = "fleetroll.workload.sweep";
 pub const TASK_RUNS: &str = "fleetroll.task.>";
 pub const SNAPSHOTS: &str = "fleetroll.snapshot.>";
+pub const APPLY_JOBS: &str = "fleetroll.apply.>";
+
+/// An apply job: one host of a rollout stage.
+pub fn apply_job(rollout: &str, hostname: &str) -> String {
+    format!("fleetroll.apply.{rollout}.{hostname}")
+}
+
+/// A rollout event (`kind`: stage, state, ...).
+pub fn rollout_event(rollout: &str, kind: &str) -> String {
+    format!("fleetroll.evt.rollout.{rollout}.{kind}")
+}
+
+/// Every event of one rollout.
+pub fn rollout_events(rollout: &str) -> String {
+    format!("fleetroll.evt.rollout.{rollout}.>")
+}
 
 /// The audit record of command `command_id`: one subject per command, so a
 /// record is written once however often its outcome is announced.
@@ -41,6 +58,11 @@ pub fn command_output(command_id: &str) -> String {
 
 /// Every command's live output.
 pub const COMMAND_OUTPUT: &str = "fleetroll.out.>";
+
+/// The audit record of a rollout's change on one host.
+pub fn audit_host_change(rollout: &str, stage: u32, hostname: &str) -> String {
+    format!("fleetroll.audit.host.{rollout}.{stage}.{hostname}")
+}
 
 /// Where override snapshot `id` is kept.
 pub fn snapshot(id: &str) -> String {
@@ -99,4 +121,6 @@ pub mod queries {
     pub const POPULATIONS_LIST: &str = "populations.list";
     pub const DRIFT_SUMMARY: &str = "drift.summary";
     pub const AUDIT_LIST: &str = "audit.list";
+    pub const ROLLOUTS_LIST: &str = "rollouts.list";
+    pub const ROLLOUTS_GET: &str = "rollouts.get";
 }

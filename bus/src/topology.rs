@@ -111,7 +111,19 @@ pub const SNAPSHOTS: StreamDef = StreamDef {
     work_queue: false,
 };
 
-pub const STREAMS: [StreamDef; 8] = [
+/// Apply jobs: one per host of a rollout stage, shared by every
+/// orchestrator replica; a job a dead replica held goes to another.
+pub const APPLY_JOBS: StreamDef = StreamDef {
+    name: "FLEETROLL_APPLY_JOBS",
+    subjects: &[crate::subjects::APPLY_JOBS],
+    description: "fleetroll rollout apply jobs (work queue)",
+    max_age: Duration::from_secs(7 * 24 * 3600),
+    immutable: false,
+    per_subject: 0,
+    work_queue: true,
+};
+
+pub const STREAMS: [StreamDef; 9] = [
     COMMANDS,
     EVENTS,
     AUDIT,
@@ -120,6 +132,7 @@ pub const STREAMS: [StreamDef; 8] = [
     PROBE_JOBS,
     WORKLOAD_JOBS,
     TASK_RUNS,
+    APPLY_JOBS,
 ];
 
 /// A stream and the one durable consumer every replica of a worker kind
@@ -160,7 +173,14 @@ pub const AUDIT_FEED: JobQueue = JobQueue {
     max_ack_pending: 256,
 };
 
-pub const JOB_QUEUES: [JobQueue; 3] = [PROBE_QUEUE, WORKLOAD_QUEUE, AUDIT_FEED];
+pub const APPLY_QUEUE: JobQueue = JobQueue {
+    stream: &APPLY_JOBS,
+    consumer: "appliers",
+    ack_wait: Duration::from_secs(10),
+    max_ack_pending: 10_000,
+};
+
+pub const JOB_QUEUES: [JobQueue; 4] = [PROBE_QUEUE, WORKLOAD_QUEUE, AUDIT_FEED, APPLY_QUEUE];
 
 /// A key-value bucket.
 #[derive(Debug, Clone, Copy)]
@@ -257,7 +277,28 @@ pub const WORKLOAD: BucketDef = BucketDef {
     max_age: Duration::ZERO,
 };
 
-pub const BUCKETS: [BucketDef; 10] = [
+/// Rollouts by id; every change a compare-and-swap.
+pub const ROLLOUTS: BucketDef = BucketDef {
+    name: "fleetroll_rollouts",
+    description: "rollouts by id",
+    history: 10,
+    max_age: Duration::ZERO,
+};
+
+/// What happened on each host of a rollout, by `<rollout>.<host>`.
+pub const ROLLOUT_HOSTS: BucketDef = BucketDef {
+    name: "fleetroll_rollout_hosts",
+    description: "per-host results of rollouts",
+    history: 1,
+    max_age: Duration::ZERO,
+};
+
+/// Key of a host's result in [`ROLLOUT_HOSTS`].
+pub fn rollout_host_key(rollout: &str, hostname: &str) -> String {
+    format!("{rollout}.{hostname}")
+}
+
+pub const BUCKETS: [BucketDef; 12] = [
     SEEDS,
     WORKERS,
     OUTCOMES,
@@ -268,6 +309,8 @@ pub const BUCKETS: [BucketDef; 10] = [
     POPULATIONS,
     DRIFT,
     WORKLOAD,
+    ROLLOUTS,
+    ROLLOUT_HOSTS,
 ];
 
 /// Keys of the auth bucket.

@@ -272,10 +272,8 @@ async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream:
                 outcome
             }
             None => {
-                let message = Arc::new(message.clone());
-                let ticker = tokio::spawn(keep_in_progress(message));
-                let outcome = execute(replica, handler, &envelope, delivery).await;
-                ticker.abort();
+                let outcome =
+                    with_progress(&message, execute(replica, handler, &envelope, delivery)).await;
                 match outcomes.create(&envelope.id, codec::to_cbor(&outcome).into()).await {
                     Ok(_) => {
                         replica.handled.fetch_add(1, Ordering::Relaxed);
@@ -311,12 +309,20 @@ async fn recorded_outcome(outcomes: &kv::Store, id: &str) -> Option<Outcome> {
     codec::from_cbor(&bytes).ok()
 }
 
-async fn keep_in_progress(message: Arc<jetstream::Message>) {
-    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
-    ticker.tick().await;
+/// Runs `work` for a message taken from a durable consumer (a command, a
+/// job), telling the server every few seconds that it is in progress, so
+/// that it goes to another replica only if this one dies.
+pub async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> F::Output {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.tick().await;
     loop {
-        ticker.tick().await;
-        let _ = message.ack_with(AckKind::Progress).await;
+        tokio::select! {
+            output = &mut work => return output,
+            _ = tick.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
     }
 }
 
@@ -406,7 +412,7 @@ async fn announce(
         at: outcome.finished_at,
         source: outcome.handled_by.clone(),
         detail: EventDetail::CommandFinished {
-            command: envelope.command.clone(),
+            command: Box::new(envelope.command.clone()),
             outcome: outcome.clone(),
             claimed_actor,
         },

@@ -154,9 +154,9 @@ fn every_message_type_round_trips() {
         at: at(),
         source: "prober-1".into(),
         detail: EventDetail::CommandFinished {
-            command: Command::SeedAdd {
+            command: Box::new(Command::SeedAdd {
                 hostnames: vec!["h1.example.com".into()],
-            },
+            }),
             outcome: Outcome {
                 command_id: "id".into(),
                 command: "seed_add".into(),

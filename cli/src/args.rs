@@ -74,6 +74,9 @@ pub enum Top {
     /// Populations: named groups of hosts with an expected role.
     #[command(subcommand)]
     Population(PopulationCommand),
+    /// Rollouts: plan, start, advance, pause, resume, status.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Run a host's converge command (Puppet) now, its output streamed here.
     #[command(subcommand)]
     Converge(ConvergeCommand),
@@ -238,6 +241,63 @@ pub enum AuthCommand {
         token: Option<PathBuf>,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Plan a rollout (nothing is applied until `start`); prints its id.
+    Create {
+        /// The target population, in the query language.
+        #[arg(long)]
+        target: String,
+        /// Hosts in the first stage.
+        #[arg(long, default_value_t = 1)]
+        canary: usize,
+        /// Suggested batch size after the canary, in percent of the targets.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=100))]
+        batch_pct: u8,
+        /// The override file's contents, e.g. 'PUPPET_BRANCH=feature_xyz'.
+        #[arg(long)]
+        change: String,
+        /// A health gate, name=value (repeatable); unnamed gates keep their safe defaults.
+        #[arg(long)]
+        gate: Vec<String>,
+        /// A host to leave out (repeatable).
+        #[arg(long)]
+        skip: Vec<String>,
+    },
+    /// Resolve the targets and apply the canary stage.
+    Start {
+        id: String,
+    },
+    /// Apply the next batch (when the gates pass, or --force with --reason).
+    Advance {
+        id: String,
+        #[arg(long)]
+        batch_size: usize,
+        #[arg(long, requires = "reason")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Pause {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// Stages, hosts and their results.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 

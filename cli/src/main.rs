@@ -83,6 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Top::Host(command) => cmd::host::run(&ctx, command).await,
         Top::Population(command) => cmd::population::run(&ctx, command).await,
         Top::Audit(command) => cmd::audit::run(&ctx, command).await,
+        Top::Rollout(command) => cmd::rollout::run(&ctx, command).await,
         Top::Converge(ConvergeCommand::Host { hostname }) => {
             cmd::out_of_band::converge(&ctx, hostname).await
         }

@@ -1,9 +1,11 @@
 //! # fleetroll-orchestrator
 //!
-//! The worker that changes hosts: applying and removing overrides over SSH
-//! ([`overrides`]), and converge and reboot, which operators ask for
-//! explicitly and which are never part of a rollout. The rollout state
-//! machine comes here next.
+//! The worker that changes hosts: the rollout state machine (create,
+//! start, advance, pause, resume; every transition a compare-and-swap),
+//! apply jobs shared by every replica, applying and removing overrides
+//! over SSH ([`overrides`]), and converge and reboot, which operators ask
+//! for explicitly and which are never part of a rollout. It answers the
+//! `rollouts.list` and `rollouts.get` queries.
 //!
 //! ```no_run
 //! # async fn run(bus: fleetroll_bus::Bus) -> Result<(), fleetroll_bus::connect::BusError> {
@@ -12,17 +14,24 @@
 //! # }
 //! ```
 
+mod apply;
 mod hosts;
 pub mod overrides;
+mod rollouts;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::host_index::HostIndex;
+use fleetroll_bus::messages::NoParams;
 use fleetroll_bus::messages::WorkerKind;
 use fleetroll_bus::messages::command::{Command, Verdict};
-use fleetroll_bus::worker::{self, CommandContext, Handler};
+use fleetroll_bus::messages::rollout::RolloutId;
+use fleetroll_bus::query::{QueryError, QueryService};
+use fleetroll_bus::subjects::queries;
+use fleetroll_bus::worker::{self, CommandContext, Handler, Replica};
 use fleetroll_ssh::SshSettings;
 use fleetroll_ssh::pool::Pool;
 
@@ -77,6 +86,7 @@ impl Default for OrchestratorSettings {
 
 struct Orchestrator {
     pool: Arc<Pool>,
+    index: Arc<HostIndex>,
     settings: OrchestratorSettings,
 }
 
@@ -89,6 +99,18 @@ impl Handler for Orchestrator {
             Command::HostReboot { hostname } => {
                 hosts::reboot(ctx, &self.pool, &self.settings, hostname).await
             }
+            Command::RolloutCreate { plan } => rollouts::create(ctx, plan).await,
+            Command::RolloutStart { id } => rollouts::start(ctx, &self.index, id).await,
+            Command::RolloutAdvance {
+                id,
+                batch_size,
+                force,
+                reason,
+            } => rollouts::advance(ctx, id, *batch_size, *force, reason.as_deref()).await,
+            Command::RolloutPause { id, reason } => {
+                rollouts::pause_or_resume(ctx, id, Some(reason)).await
+            }
+            Command::RolloutResume { id } => rollouts::pause_or_resume(ctx, id, None).await,
             other => Verdict::invalid(format!(
                 "the orchestrator does not execute `{}`",
                 other.name()
@@ -107,11 +129,40 @@ where
     S: Future<Output = T> + Send,
 {
     let pool = Arc::new(Pool::new(bus.clone(), settings.ssh.clone()));
-    worker::run(
-        bus,
-        WorkerKind::Orchestrator,
-        Orchestrator { pool, settings },
-        shutdown,
-    )
-    .await
+    let index = HostIndex::start(bus.clone());
+    let replica = Replica::new(bus.clone(), WorkerKind::Orchestrator);
+    let queries = QueryService::start(&replica).await?;
+    let b = bus.clone();
+    queries
+        .serve(queries::ROLLOUTS_LIST, move |_claims, _: NoParams| {
+            let bus = b.clone();
+            async move { Ok::<_, QueryError>(rollouts::list(&bus).await?) }
+        })
+        .await?;
+    let b = bus.clone();
+    queries
+        .serve(queries::ROLLOUTS_GET, move |_claims, q: RolloutId| {
+            let bus = b.clone();
+            async move {
+                rollouts::status(&bus, &q.id)
+                    .await?
+                    .ok_or_else(|| QueryError::Invalid(format!("no rollout `{}`", q.id)))
+            }
+        })
+        .await?;
+    let applier = Arc::new(apply::Applier {
+        bus: bus.clone(),
+        pool: pool.clone(),
+        index: index.clone(),
+        instance: replica.instance.clone(),
+    });
+    let handler = Arc::new(Orchestrator {
+        pool,
+        index,
+        settings,
+    });
+    tokio::select! {
+        result = worker::run_replica(replica, handler, shutdown) => result,
+        result = apply::work(applier) => result,
+    }
 }

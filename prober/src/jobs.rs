@@ -4,7 +4,6 @@
 //! published twice under the same id (two replicas scheduling the same
 //! cycle, a refresh command redelivered) is stored once.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,7 +95,11 @@ async fn run_job(fleet: &Fleet, message: jetstream::Message) {
             return;
         }
     };
-    let result = with_progress(&message, fleet.probe(&job.hostname, &job.origin, job.fast)).await;
+    let result = fleetroll_bus::worker::with_progress(
+        &message,
+        fleet.probe(&job.hostname, &job.origin, job.fast),
+    )
+    .await;
     match result {
         // Probe failures are recorded on the host; the job is done.
         Ok(_) => {
@@ -108,22 +111,6 @@ async fn run_job(fleet: &Fleet, message: jetstream::Message) {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
                 .await;
-        }
-    }
-}
-
-/// Runs `work` for a job, telling the server it is in progress every few
-/// seconds so that the job goes to another replica only if this one dies.
-pub async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> F::Output {
-    tokio::pin!(work);
-    let mut tick = tokio::time::interval(Duration::from_secs(3));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            output = &mut work => return output,
-            _ = tick.tick() => {
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
         }
     }
 }

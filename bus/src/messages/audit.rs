@@ -53,7 +53,7 @@ pub enum ApprovalMode {
 }
 
 /// One audited action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Position in the chain, from 1: the audit stream's sequence number
     /// the record was written at.
@@ -305,7 +305,7 @@ impl Message for AuditQuery {
 }
 
 /// One record as listed: where it sits in the stream, its hash, itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListedRecord {
     pub seq: u64,
     pub hash: String,
@@ -318,7 +318,7 @@ impl Message for ListedRecord {
 }
 
 /// Answer of `audit.list`, oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditList {
     pub records: Vec<ListedRecord>,
     /// More records matched than `limit`; these are the newest.

@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::WorkerKind;
+use super::rollout::RolloutPlan;
 use crate::codec::Message;
 use crate::token::Role;
 
 /// What an operator asks the mesh to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Round trip through one worker kind. `hold_ms` keeps the command in
@@ -82,6 +83,29 @@ pub enum Command {
     HostReboot {
         hostname: String,
     },
+    /// Plan a rollout; nothing is applied until it is started.
+    RolloutCreate {
+        plan: RolloutPlan,
+    },
+    /// Resolve the targets and apply the canary stage.
+    RolloutStart {
+        id: String,
+    },
+    /// Apply the next `batch_size` hosts: when the gates pass, or `force`d
+    /// with a reason.
+    RolloutAdvance {
+        id: String,
+        batch_size: usize,
+        force: bool,
+        reason: Option<String>,
+    },
+    RolloutPause {
+        id: String,
+        reason: String,
+    },
+    RolloutResume {
+        id: String,
+    },
     /// Refuse one token, or every token an actor holds, from now on.
     TokenRevoke {
         target: RevokeTarget,
@@ -124,7 +148,13 @@ impl Command {
             | Command::HostDisable { .. }
             | Command::HostEnable { .. } => WorkerKind::Prober,
             Command::TokenRevoke { .. } => WorkerKind::Auditor,
-            Command::HostConverge { .. } | Command::HostReboot { .. } => WorkerKind::Orchestrator,
+            Command::HostConverge { .. }
+            | Command::HostReboot { .. }
+            | Command::RolloutCreate { .. }
+            | Command::RolloutStart { .. }
+            | Command::RolloutAdvance { .. }
+            | Command::RolloutPause { .. }
+            | Command::RolloutResume { .. } => WorkerKind::Orchestrator,
         }
     }
 
@@ -146,15 +176,37 @@ impl Command {
             Command::TokenRevoke { .. } => "token_revoke",
             Command::HostConverge { .. } => "host_converge",
             Command::HostReboot { .. } => "host_reboot",
+            Command::RolloutCreate { .. } => "rollout_create",
+            Command::RolloutStart { .. } => "rollout_start",
+            Command::RolloutAdvance { .. } => "rollout_advance",
+            Command::RolloutPause { .. } => "rollout_pause",
+            Command::RolloutResume { .. } => "rollout_resume",
         }
     }
 
     /// The operator's reason, for commands that take one.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Command::HostDisable { reason, .. } | Command::TokenRevoke { reason, .. } => {
-                Some(reason)
-            }
+            Command::HostDisable { reason, .. }
+            | Command::TokenRevoke { reason, .. }
+            | Command::RolloutPause { reason, .. } => Some(reason),
+            Command::RolloutAdvance { reason, .. } => reason.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the operator overrode a policy (a forced advance).
+    pub fn forced(&self) -> bool {
+        matches!(self, Command::RolloutAdvance { force: true, .. })
+    }
+
+    /// The rollout the command is about.
+    pub fn rollout(&self) -> Option<&str> {
+        match self {
+            Command::RolloutStart { id }
+            | Command::RolloutAdvance { id, .. }
+            | Command::RolloutPause { id, .. }
+            | Command::RolloutResume { id } => Some(id),
             _ => None,
         }
     }
@@ -174,7 +226,7 @@ impl Message for Command {
 /// A command as it travels: id, the actor's token, and a deadline after
 /// which no worker may start it (a command nobody picked up in time is
 /// refused rather than executed by surprise hours later).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandEnvelope {
     pub id: String,
     pub token: String,
@@ -299,6 +351,21 @@ pub enum Reply {
     /// The converge command ran to its end with status 0.
     Converged {
         hostname: String,
+    },
+    RolloutCreated {
+        id: String,
+    },
+    /// A stage was started: its number and hosts.
+    StageStarted {
+        id: String,
+        stage: u32,
+        hosts: Vec<String>,
+    },
+    RolloutPaused {
+        id: String,
+    },
+    RolloutResumed {
+        id: String,
     },
     /// The host went down and answered again.
     Rebooted {

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::command::{Command, Outcome};
+use super::rollout::{ApplyOutcome, RolloutState, StageStatus};
 use crate::codec::Message;
 
 /// One event. `detail` says what happened.
@@ -23,11 +24,35 @@ pub enum EventDetail {
     /// makes its audit record from this.
     CommandFinished {
         /// The command as sent, with its parameters.
-        command: Command,
+        command: Box<Command>,
         outcome: Outcome,
         /// When the token could not be verified: the actor it claimed.
         /// Untrusted, kept for the investigation.
         claimed_actor: Option<String>,
+    },
+    /// A rollout's stage changed (`fleetroll.evt.rollout.<id>.stage`).
+    RolloutStage {
+        rollout: String,
+        stage: u32,
+        status: StageStatus,
+        hosts: Vec<String>,
+    },
+    /// A rollout changed state (`fleetroll.evt.rollout.<id>.state`).
+    RolloutState {
+        rollout: String,
+        state: RolloutState,
+        reason: Option<String>,
+    },
+    /// One host of a rollout was handled (`fleetroll.evt.rollout.<id>.host`);
+    /// audited, with its snapshot.
+    RolloutHost {
+        rollout: String,
+        stage: u32,
+        hostname: String,
+        outcome: ApplyOutcome,
+        /// Who started the stage, and with which command.
+        actor: String,
+        command_id: String,
     },
 }
 

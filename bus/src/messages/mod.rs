@@ -6,6 +6,7 @@ pub mod auth;
 pub mod command;
 pub mod event;
 pub mod host;
+pub mod rollout;
 pub mod workload;
 
 use serde::{Deserialize, Serialize};

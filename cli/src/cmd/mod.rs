@@ -6,6 +6,7 @@ pub mod host;
 pub mod out_of_band;
 pub mod ping;
 pub mod population;
+pub mod rollout;
 pub mod seed;
 pub mod status;
 pub mod up;

@@ -381,7 +381,7 @@ pub async fn work<S: WorkloadSource>(bus: Bus, source: S) -> Result<(), BusError
                 continue;
             }
         };
-        let result = crate::jobs::with_progress(&message, sweep(&bus, &source)).await;
+        let result = fleetroll_bus::worker::with_progress(&message, sweep(&bus, &source)).await;
         match result {
             Ok(summary) => {
                 info!(

@@ -1,0 +1,203 @@
+//! `fleetroll rollout`: plan, start, watch over and steer a rollout.
+
+use fleetroll_bus::messages::NoParams;
+use fleetroll_bus::messages::command::{Command, Reply, Verdict};
+use fleetroll_bus::messages::rollout::{
+    ApplyOutcome, GateConfig, RolloutId, RolloutList, RolloutPlan, RolloutStatus,
+};
+use fleetroll_bus::messages::timestamp;
+use fleetroll_bus::subjects::queries;
+
+use crate::args::RolloutCommand;
+use crate::cmd::{COMMAND_WAIT, query, report_failure, send};
+use crate::context::Context;
+use crate::exit::{self, fail};
+
+pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
+    match command {
+        RolloutCommand::Create {
+            target,
+            canary,
+            batch_pct,
+            change,
+            gate,
+            skip,
+        } => {
+            let mut gates = GateConfig::default();
+            for assignment in &gate {
+                gates
+                    .set(assignment)
+                    .map_err(|e| fail(exit::INVALID, format!("--gate: {e}")))?;
+            }
+            let plan = RolloutPlan {
+                target,
+                canary,
+                batch_pct,
+                change: with_newline(change),
+                gates,
+                skip,
+            };
+            let outcome = send(ctx, Command::RolloutCreate { plan }, COMMAND_WAIT).await?;
+            match &outcome.verdict {
+                Verdict::Done {
+                    reply: Reply::RolloutCreated { id },
+                } => {
+                    println!("{id}");
+                    eprintln!("created rollout {id}; start it with `fleetroll rollout start {id}`");
+                    Ok(exit::OK)
+                }
+                _ => Ok(report_failure(&outcome)),
+            }
+        }
+        RolloutCommand::Start { id } => stage_started(ctx, Command::RolloutStart { id }).await,
+        RolloutCommand::Advance {
+            id,
+            batch_size,
+            force,
+            reason,
+        } => {
+            stage_started(
+                ctx,
+                Command::RolloutAdvance {
+                    id,
+                    batch_size,
+                    force,
+                    reason,
+                },
+            )
+            .await
+        }
+        RolloutCommand::Pause { id, reason } => {
+            let outcome = send(ctx, Command::RolloutPause { id, reason }, COMMAND_WAIT).await?;
+            if let Verdict::Done {
+                reply: Reply::RolloutPaused { id },
+            } = &outcome.verdict
+            {
+                println!("paused {id}");
+            }
+            Ok(report_failure(&outcome))
+        }
+        RolloutCommand::Resume { id } => {
+            let outcome = send(ctx, Command::RolloutResume { id }, COMMAND_WAIT).await?;
+            if let Verdict::Done {
+                reply: Reply::RolloutResumed { id },
+            } = &outcome.verdict
+            {
+                println!("resumed {id}");
+            }
+            Ok(report_failure(&outcome))
+        }
+        RolloutCommand::List { json } => {
+            let list: RolloutList = query(ctx, queries::ROLLOUTS_LIST, &NoParams {}).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list.rollouts)?);
+                return Ok(exit::OK);
+            }
+            println!(
+                "{:<14} {:<12} {:>7} {:>7}  {:<20}  TARGET",
+                "ID", "STATE", "STAGES", "HOSTS", "CREATED"
+            );
+            for r in &list.rollouts {
+                println!(
+                    "{:<14} {:<12} {:>7} {:>7}  {:<20}  {}",
+                    r.id,
+                    r.state.as_str(),
+                    r.stages.len(),
+                    r.targets.len(),
+                    timestamp(r.created_at),
+                    r.plan.target
+                );
+            }
+            Ok(exit::OK)
+        }
+        RolloutCommand::Status { id, json } => {
+            let status: RolloutStatus =
+                query(ctx, queries::ROLLOUTS_GET, &RolloutId { id }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// The override file's contents end with a newline, like any text file.
+fn with_newline(mut change: String) -> String {
+    if !change.ends_with('\n') {
+        change.push('\n');
+    }
+    change
+}
+
+async fn stage_started(ctx: &Context, command: Command) -> anyhow::Result<u8> {
+    let outcome = send(ctx, command, COMMAND_WAIT).await?;
+    match &outcome.verdict {
+        Verdict::Done {
+            reply: Reply::StageStarted { id, stage, hosts },
+        } => {
+            println!(
+                "{id}: stage {stage} applying on {} host(s): {}",
+                hosts.len(),
+                hosts.join(", ")
+            );
+            eprintln!("follow it with `fleetroll rollout status {id}`");
+            Ok(exit::OK)
+        }
+        _ => Ok(report_failure(&outcome)),
+    }
+}
+
+fn print_status(status: &RolloutStatus) {
+    let r = &status.rollout;
+    println!("rollout   {}", r.id);
+    println!("state     {}", r.state.as_str());
+    if let Some(reason) = &r.pause_reason {
+        println!("paused    {reason}");
+    }
+    println!("target    {} ({} host(s))", r.plan.target, r.targets.len());
+    println!(
+        "change    {}",
+        r.plan.change.trim_end().replace('\n', "\\n")
+    );
+    println!("created   {} by {}", timestamp(r.created_at), r.created_by);
+    for stage in &r.stages {
+        let forced = if stage.forced {
+            format!(
+                "  FORCED: {}",
+                stage.reason.as_deref().unwrap_or("(no reason)")
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "stage {}   {} ({} host(s), by {} at {}){forced}",
+            stage.number,
+            stage.status.as_str(),
+            stage.hosts.len(),
+            stage.started_by,
+            timestamp(stage.started_at)
+        );
+        for host in &stage.hosts {
+            let result = status
+                .hosts
+                .iter()
+                .find(|h| &h.hostname == host)
+                .map(|h| match &h.outcome {
+                    ApplyOutcome::Applied { snapshot: Some(id) } => {
+                        format!("applied (snapshot {id})")
+                    }
+                    ApplyOutcome::Applied { snapshot: None } => "applied (already so)".into(),
+                    ApplyOutcome::Failed { error } => format!("FAILED: {error}"),
+                    ApplyOutcome::SkippedDisabled => "skipped (disabled)".into(),
+                })
+                .unwrap_or_else(|| "pending".into());
+            println!("  {host:<36} {result}");
+        }
+    }
+    let remaining = r.remaining().len();
+    if remaining > 0 {
+        println!("not yet   {remaining} host(s)");
+    }
+}

@@ -1,0 +1,218 @@
+//! Rollouts on the lab: start refused over existing overrides, a canary,
+//! forced batches, each host written once, pause and resume, and every step
+//! in the audit log with its snapshots.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cli, Up, lab_env, wait_until};
+use fleetroll_lab::{Lab, LabConfig, Scenario};
+use serde_json::Value;
+
+const CHANGE: &[u8] = b"PUPPET_BRANCH=feature_xyz\n";
+
+fn status(cli: &Cli, id: &str) -> Value {
+    let run = cli.run(&["rollout", "status", id, "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    run.json()
+}
+
+fn wait_stage_waiting(cli: &Cli, id: &str, stage: usize) {
+    wait_until(
+        &format!("stage {stage} of {id} waiting for assessment"),
+        Duration::from_secs(60),
+        || {
+            let s = status(cli, id);
+            s["rollout"]["stages"]
+                .as_array()
+                .and_then(|st| st.get(stage - 1))
+                .is_some_and(|st| st["status"] == "waiting_for_assessment")
+        },
+    );
+}
+
+#[test]
+fn a_canary_then_forced_batches_write_each_host_once() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::parse(
+        "[[hosts]]\nnames = [\"lab-0006\"]\noverride = \"PUPPET_BRANCH=someone_else\\n\"\n",
+        false,
+    )
+    .unwrap();
+    let lab = Lab::start(LabConfig::new(6, lab_dir.path()).scenario(scenario)).unwrap();
+    let up = Up::start_with("", lab_env(&lab));
+    let cli = &up.cli;
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    let mut add = vec!["inventory", "seed", "add"];
+    add.extend(names.iter().map(String::as_str));
+    assert_eq!(cli.run(&add).code, 0);
+    let refresh = cli.run(&["inventory", "refresh", "--seed", "all"]);
+    assert_eq!(refresh.code, 0, "{refresh:?}");
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "rollout",
+            "create",
+            "--target",
+            "hostname:lab-*",
+            "--canary",
+            "2",
+            "--change",
+            "PUPPET_BRANCH=feature_xyz",
+        ];
+        args.extend_from_slice(extra);
+        let run = cli.run(&args);
+        assert_eq!(run.code, 0, "{run:?}");
+        run.stdout.trim().to_string()
+    };
+
+    // A target host already has an override: start is refused, naming it.
+    let blocked = create(&[]);
+    let start = cli.run(&["rollout", "start", &blocked]);
+    assert_eq!(start.code, 4, "{start:?}");
+    assert!(start.stderr.contains(&names[5]), "{start:?}");
+    assert!(
+        names[..5]
+            .iter()
+            .all(|h| lab.host(h).unwrap().override_writes().unwrap() == 0),
+        "nothing written"
+    );
+
+    // Skipped, it starts: the canary is two hosts.
+    let id = create(&["--skip", &names[5]]);
+    let start = cli.run(&["rollout", "start", &id]);
+    assert_eq!(start.code, 0, "{start:?}");
+    wait_stage_waiting(cli, &id, 1);
+    let canary: Vec<String> = status(cli, &id)["rollout"]["stages"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(canary.len(), 2);
+    for name in &names[..5] {
+        let host = lab.host(name).unwrap();
+        let file = host.file(host.override_path()).unwrap();
+        if canary.contains(name) {
+            assert_eq!(file.as_deref(), Some(CHANGE), "{name}");
+        } else {
+            assert_eq!(file, None, "{name} is not in the canary");
+        }
+    }
+
+    // No gate evaluation: a normal advance is refused; a forced one needs
+    // a reason, and goes.
+    let normal = cli.run(&["rollout", "advance", &id, "--batch-size", "2"]);
+    assert_eq!(normal.code, 4, "{normal:?}");
+    let no_reason = cli.run(&["rollout", "advance", &id, "--batch-size", "2", "--force"]);
+    assert_eq!(no_reason.code, 1, "{no_reason:?}");
+    let forced = cli.run(&[
+        "rollout",
+        "advance",
+        &id,
+        "--batch-size",
+        "2",
+        "--force",
+        "--reason",
+        "canary looks fine by eye",
+    ]);
+    assert_eq!(forced.code, 0, "{forced:?}");
+    wait_stage_waiting(cli, &id, 2);
+    let pause = cli.run(&["rollout", "pause", &id, "--reason", "lunch"]);
+    assert_eq!(pause.code, 0, "{pause:?}");
+    let paused = cli.run(&[
+        "rollout",
+        "advance",
+        &id,
+        "--batch-size",
+        "5",
+        "--force",
+        "--reason",
+        "x",
+    ]);
+    assert_eq!(
+        paused.code, 4,
+        "a paused rollout does not advance: {paused:?}"
+    );
+    assert_eq!(cli.run(&["rollout", "resume", &id]).code, 0);
+    let last = cli.run(&[
+        "rollout",
+        "advance",
+        &id,
+        "--batch-size",
+        "5",
+        "--force",
+        "--reason",
+        "the rest",
+    ]);
+    assert_eq!(last.code, 0, "{last:?}");
+    wait_stage_waiting(cli, &id, 3);
+    let done = cli.run(&[
+        "rollout",
+        "advance",
+        &id,
+        "--batch-size",
+        "1",
+        "--force",
+        "--reason",
+        "y",
+    ]);
+    assert_eq!(done.code, 4, "every host is in a stage: {done:?}");
+
+    // Every target written exactly once; the skipped host untouched.
+    for name in &names[..5] {
+        let host = lab.host(name).unwrap();
+        assert_eq!(
+            host.file(host.override_path()).unwrap().as_deref(),
+            Some(CHANGE)
+        );
+        assert_eq!(host.override_writes().unwrap(), 1, "{name}");
+    }
+    let skipped = lab.host(&names[5]).unwrap();
+    assert_eq!(skipped.override_writes().unwrap(), 0);
+
+    let list = cli.run(&["rollout", "list", "--json"]);
+    assert_eq!(list.code, 0);
+    assert_eq!(list.json().as_array().unwrap().len(), 2);
+
+    // The audit log has each command, the forced advance with its reason,
+    // and each host's write with the snapshot taken first.
+    let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
+    assert_eq!(audit.code, 0, "{audit:?}");
+    let records: Vec<Value> = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"].clone())
+        .collect();
+    let of = |action: &str| -> Vec<&Value> {
+        records
+            .iter()
+            .filter(|r| r["action"] == action && r["outcome"] == "done")
+            .collect()
+    };
+    assert_eq!(of("rollout_create").len(), 1);
+    assert_eq!(of("rollout_start").len(), 1);
+    let advances = of("rollout_advance");
+    assert_eq!(advances.len(), 2, "{records:#?}");
+    assert!(advances.iter().all(|r| r["force"] == true));
+    assert_eq!(advances[0]["reason"], "canary looks fine by eye");
+    let writes = of("override_apply");
+    assert_eq!(writes.len(), 5, "{records:#?}");
+    for write in writes {
+        let snapshot = write["snapshots"][0].as_str().expect("a snapshot");
+        let shown = cli.run(&["audit", "snapshot", snapshot, "--json"]);
+        assert_eq!(shown.code, 0, "{shown:?}");
+        let body = &shown.json()["body"];
+        assert_eq!(body["occasion"], "before apply");
+        assert!(
+            body["content_base64"].is_null(),
+            "there was no override before"
+        );
+        assert_eq!(body["hostname"], write["hosts"][0]);
+    }
+    assert_eq!(cli.run(&["audit", "verify"]).code, 0);
+    drop(up);
+    lab.down().unwrap();
+}

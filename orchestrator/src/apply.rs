@@ -1,0 +1,228 @@
+//! Apply jobs: every orchestrator replica takes them from one shared work
+//! queue. A host's result is written once (a create in the rollout-hosts
+//! bucket), and writing the override is idempotent, so a job replayed
+//! after a replica died mid-batch leaves each host written exactly once.
+//! When the last host of a stage has its result, the stage waits for
+//! assessment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, kv};
+use fleetroll_bus::codec;
+use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::host_index::HostIndex;
+use fleetroll_bus::messages::event::EventDetail;
+use fleetroll_bus::messages::rollout::{
+    ApplyJob, ApplyOutcome, HostApply, RolloutState, StageStatus,
+};
+use fleetroll_bus::worker::with_progress;
+use fleetroll_bus::{setup, topology};
+use fleetroll_ssh::pool::Pool;
+use futures::StreamExt;
+use time::OffsetDateTime;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::overrides::{self, Change};
+use crate::rollouts;
+
+/// What one replica needs to apply.
+pub struct Applier {
+    pub bus: Bus,
+    pub pool: Arc<Pool>,
+    pub index: Arc<HostIndex>,
+    pub instance: String,
+}
+
+/// Takes apply jobs until the pull stream fails (NATS gone), at most the
+/// SSH parallelism at a time.
+pub async fn work(applier: Arc<Applier>) -> Result<(), BusError> {
+    let parallelism = applier.pool.settings().parallelism.max(1);
+    let consumer = setup::job_consumer(&applier.bus, &topology::APPLY_QUEUE).await?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallelism));
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(parallelism)
+        .messages()
+        .await
+        .map_err(|e| BusError::js("pulling apply jobs", e))?;
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                warn!(error = %e, "pulling apply jobs");
+                continue;
+            }
+        };
+        let permit = permits.clone().acquire_owned().await.expect("never closed");
+        let applier = applier.clone();
+        tokio::spawn(async move {
+            run_job(&applier, message).await;
+            drop(permit);
+        });
+    }
+    Err(BusError::js("pulling apply jobs", "the pull stream ended"))
+}
+
+async fn run_job(applier: &Applier, message: jetstream::Message) {
+    let job: ApplyJob = match codec::from_cbor(&message.payload) {
+        Ok(job) => job,
+        Err(e) => {
+            warn!(subject = %message.subject, error = %e, "unreadable apply job dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = info_span!("apply", rollout = %job.rollout, stage = job.stage, host = %job.hostname);
+    let result = with_progress(&message, apply(applier, &job))
+        .instrument(span)
+        .await;
+    match result {
+        Ok(()) => {
+            let _ = message.double_ack().await;
+        }
+        Err(e) => {
+            warn!(host = %job.hostname, error = %e, "apply not recorded; job left for retry");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                .await;
+        }
+    }
+}
+
+async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
+    let bus = &applier.bus;
+    let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
+    let key = topology::rollout_host_key(&job.rollout, &job.hostname);
+    if results
+        .get(&key)
+        .await
+        .map_err(|e| BusError::js("reading a rollout result", e))?
+        .is_some()
+    {
+        return stage_done(applier, job).await;
+    }
+    let Some(read) = rollouts::load(bus, &job.rollout).await? else {
+        warn!("the rollout is gone; job dropped");
+        return Ok(());
+    };
+    let rollout = read.rollout;
+    let Some(stage) = rollout.stages.get(job.stage.saturating_sub(1) as usize) else {
+        warn!("no such stage; job dropped");
+        return Ok(());
+    };
+    if rollout.state != RolloutState::Running || stage.status != StageStatus::Applying {
+        // Paused (or stopped) before this host was reached: resuming queues
+        // it again.
+        info!(
+            state = rollout.state.as_str(),
+            "not applying now; job dropped"
+        );
+        return Ok(());
+    }
+    let disabled = applier
+        .index
+        .get(&job.hostname)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.intent.disabled);
+    let outcome = if disabled {
+        ApplyOutcome::SkippedDisabled
+    } else {
+        match overrides::apply(
+            &applier.pool,
+            bus,
+            &job.hostname,
+            rollout.plan.change.as_bytes(),
+        )
+        .await
+        {
+            Ok(Change::Changed { snapshot }) => ApplyOutcome::Applied {
+                snapshot: Some(snapshot),
+            },
+            Ok(Change::AlreadyThere) => ApplyOutcome::Applied { snapshot: None },
+            Err(e) => ApplyOutcome::Failed {
+                error: e.to_string(),
+            },
+        }
+    };
+    info!(?outcome, "host handled");
+    let result = HostApply {
+        rollout: job.rollout.clone(),
+        stage: job.stage,
+        hostname: job.hostname.clone(),
+        outcome: outcome.clone(),
+        at: OffsetDateTime::now_utc(),
+        by: applier.instance.clone(),
+    };
+    match results.create(&key, codec::to_cbor(&result).into()).await {
+        Ok(_) => {
+            rollouts::publish_event(
+                bus,
+                &applier.instance,
+                &job.rollout,
+                "host",
+                &format!("{}-{}", job.stage, job.hostname),
+                EventDetail::RolloutHost {
+                    rollout: job.rollout.clone(),
+                    stage: job.stage,
+                    hostname: job.hostname.clone(),
+                    outcome,
+                    actor: stage.started_by.clone(),
+                    command_id: stage.started_by_command.clone(),
+                },
+            )
+            .await;
+        }
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Err(BusError::js("recording a rollout result", e)),
+    }
+    stage_done(applier, job).await
+}
+
+/// Moves the job's stage to "waiting for assessment" once every host of it
+/// has a result.
+async fn stage_done(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
+    let bus = &applier.bus;
+    loop {
+        let Some(read) = rollouts::load(bus, &job.rollout).await? else {
+            return Ok(());
+        };
+        let mut rollout = read.rollout;
+        let Some(stage) = rollout.stages.get_mut(job.stage.saturating_sub(1) as usize) else {
+            return Ok(());
+        };
+        if stage.status != StageStatus::Applying
+            || !rollouts::unfinished_hosts(bus, &job.rollout, stage)
+                .await
+                .is_empty()
+        {
+            return Ok(());
+        }
+        stage.status = StageStatus::WaitingForAssessment;
+        let stage = stage.clone();
+        rollout.updated_at = OffsetDateTime::now_utc();
+        if rollouts::store(bus, &rollout, read.revision).await? {
+            info!(
+                stage = stage.number,
+                "stage applied; waiting for assessment"
+            );
+            rollouts::publish_event(
+                bus,
+                &applier.instance,
+                &job.rollout,
+                "stage",
+                &format!("{}-{}", stage.number, stage.status.as_str()),
+                EventDetail::RolloutStage {
+                    rollout: job.rollout.clone(),
+                    stage: stage.number,
+                    status: stage.status,
+                    hosts: stage.hosts.clone(),
+                },
+            )
+            .await;
+            return Ok(());
+        }
+    }
+}

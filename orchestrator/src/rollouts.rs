@@ -1,0 +1,558 @@
+//! The rollout state machine (SPEC 5). A rollout lives in the rollouts
+//! bucket; every transition reads it, decides, and writes it back as a
+//! compare-and-swap on the revision it read, so two replicas never both
+//! start, advance or pause it: the loser reads again and finds it done.
+//! A command redelivered after its transition finds the stage it started
+//! (by command id) and only queues that stage's jobs again.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::kv;
+use fleetroll_bus::codec;
+use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::filter::Query;
+use fleetroll_bus::host_index::HostIndex;
+use fleetroll_bus::hostname;
+use fleetroll_bus::messages::command::{Reply, Verdict};
+use fleetroll_bus::messages::event::{Event, EventDetail};
+use fleetroll_bus::messages::rollout::{
+    ApplyJob, HostApply, Rollout, RolloutList, RolloutPlan, RolloutState, RolloutStatus, Stage,
+    StageStatus, stage_order,
+};
+use fleetroll_bus::worker::CommandContext;
+use fleetroll_bus::{subjects, topology};
+use time::OffsetDateTime;
+use tracing::warn;
+
+use crate::overrides::MAX_OVERRIDE_BYTES;
+
+/// A rollout and the revision it was read at.
+pub struct Read {
+    pub rollout: Rollout,
+    pub revision: u64,
+}
+
+pub async fn load(bus: &Bus, id: &str) -> Result<Option<Read>, BusError> {
+    let store = bus.kv(&topology::ROLLOUTS).await?;
+    let Some(entry) = store
+        .entry(id)
+        .await
+        .map_err(|e| BusError::js("reading the rollout", e))?
+        .filter(|e| e.operation == kv::Operation::Put)
+    else {
+        return Ok(None);
+    };
+    let rollout = codec::from_cbor(&entry.value).map_err(|source| BusError::Decode {
+        place: format!("rollout {id}"),
+        source,
+    })?;
+    Ok(Some(Read {
+        rollout,
+        revision: entry.revision,
+    }))
+}
+
+/// Writes `rollout` if it is still at `revision`; false when another
+/// replica changed it first.
+pub async fn store(bus: &Bus, rollout: &Rollout, revision: u64) -> Result<bool, BusError> {
+    let bytes = codec::to_cbor(rollout);
+    match bus
+        .kv(&topology::ROLLOUTS)
+        .await?
+        .update(&rollout.id, bytes.into(), revision)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+        Err(e) => Err(BusError::js("writing the rollout", e)),
+    }
+}
+
+/// Publishes a rollout event; its message id makes a repeat harmless.
+pub async fn publish_event(
+    bus: &Bus,
+    source: &str,
+    rollout: &str,
+    kind: &str,
+    key: &str,
+    detail: EventDetail,
+) {
+    let event = Event {
+        at: OffsetDateTime::now_utc(),
+        source: source.to_string(),
+        detail,
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("{rollout}-{kind}-{key}").as_str(),
+    );
+    let published = async {
+        bus.js
+            .publish_with_headers(
+                subjects::rollout_event(rollout, kind),
+                headers,
+                codec::to_cbor(&event).into(),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = published.await {
+        warn!(rollout, kind, error = %e, "rollout event not published");
+    }
+}
+
+/// Queues one apply job per host of `stage`.
+async fn queue_jobs(bus: &Bus, rollout: &str, stage: &Stage) -> Result<(), BusError> {
+    for host in &stage.hosts {
+        let job = ApplyJob {
+            rollout: rollout.to_string(),
+            stage: stage.number,
+            hostname: host.clone(),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("apply-{rollout}-{}-{host}", stage.number).as_str(),
+        );
+        bus.js
+            .publish_with_headers(
+                subjects::apply_job(rollout, host),
+                headers,
+                codec::to_cbor(&job).into(),
+            )
+            .await
+            .map_err(|e| BusError::js("queueing an apply job", e))?
+            .await
+            .map_err(|e| BusError::js("queueing an apply job", e))?;
+    }
+    Ok(())
+}
+
+fn stage_event(rollout: &str, stage: &Stage) -> EventDetail {
+    EventDetail::RolloutStage {
+        rollout: rollout.to_string(),
+        stage: stage.number,
+        status: stage.status,
+        hosts: stage.hosts.clone(),
+    }
+}
+
+/// Announces a stage that was just started and queues its hosts.
+async fn launch(ctx: &CommandContext, rollout: &str, stage: &Stage) -> Verdict {
+    if let Err(e) = queue_jobs(&ctx.bus, rollout, stage).await {
+        // The stage is recorded; a redelivery of this command queues again.
+        return Verdict::failed(e);
+    }
+    publish_event(
+        &ctx.bus,
+        &ctx.instance,
+        rollout,
+        "stage",
+        &format!("{}-{}", stage.number, stage.status.as_str()),
+        stage_event(rollout, stage),
+    )
+    .await;
+    Verdict::Done {
+        reply: Reply::StageStarted {
+            id: rollout.to_string(),
+            stage: stage.number,
+            hosts: stage.hosts.clone(),
+        },
+    }
+}
+
+fn check_plan(plan: &RolloutPlan) -> Result<(), String> {
+    Query::parse(&plan.target).map_err(|e| format!("--target: {e}"))?;
+    if plan.change.trim().is_empty() {
+        return Err("--change is empty: say what the override file holds".into());
+    }
+    if plan.change.len() > MAX_OVERRIDE_BYTES {
+        return Err(format!(
+            "--change is {} bytes; an override holds at most {MAX_OVERRIDE_BYTES}",
+            plan.change.len()
+        ));
+    }
+    if plan.canary == 0 {
+        return Err("--canary must be at least 1".into());
+    }
+    if !(1..=100).contains(&plan.batch_pct) {
+        return Err("--batch-pct must be 1 to 100".into());
+    }
+    for host in &plan.skip {
+        hostname::validate(host).map_err(|e| format!("--skip: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The rollout id a creating command gets: derived from the command id, so
+/// a redelivered create finds the rollout it made.
+fn id_for(command_id: &str) -> String {
+    let hash = fleetroll_bus::messages::audit::payload_hash(command_id.as_bytes());
+    format!("ro-{}", &hash[..10])
+}
+
+pub async fn create(ctx: &CommandContext, plan: &RolloutPlan) -> Verdict {
+    if let Err(message) = check_plan(plan) {
+        return Verdict::invalid(message);
+    }
+    let now = OffsetDateTime::now_utc();
+    let rollout = Rollout {
+        id: id_for(&ctx.command_id),
+        plan: plan.clone(),
+        state: RolloutState::Created,
+        created_by: ctx.actor.clone(),
+        created_at: now,
+        updated_at: now,
+        targets: Vec::new(),
+        stages: Vec::new(),
+        pause_reason: None,
+    };
+    let created = async {
+        ctx.bus
+            .kv(&topology::ROLLOUTS)
+            .await?
+            .create(&rollout.id, codec::to_cbor(&rollout).into())
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(BusError::js("creating the rollout", e))
+                }
+            })
+    };
+    match created.await {
+        Ok(()) => Verdict::Done {
+            reply: Reply::RolloutCreated { id: rollout.id },
+        },
+        Err(e) => Verdict::failed(e),
+    }
+}
+
+fn no_such(id: &str) -> Verdict {
+    Verdict::invalid(format!("no rollout `{id}` (`fleetroll rollout list`)"))
+}
+
+/// The plan's target hosts now: matching the target, not skipped, not
+/// disabled; in stage order.
+async fn resolve(
+    index: &HostIndex,
+    rollout: &Rollout,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let query = Query::parse(&rollout.plan.target).map_err(|e| e.to_string())?;
+    let (records, _) = index
+        .list(&query, None, |_| true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut targets = Vec::new();
+    let mut overridden = Vec::new();
+    for record in records {
+        let host = &record.observation.hostname;
+        if rollout.plan.skip.contains(host) || record.intent.disabled {
+            continue;
+        }
+        if record.observation.override_present == Some(true) {
+            overridden.push(host.clone());
+        }
+        targets.push(host.clone());
+    }
+    stage_order(&rollout.id, &mut targets);
+    Ok((targets, overridden))
+}
+
+pub async fn start(ctx: &CommandContext, index: &Arc<HostIndex>, id: &str) -> Verdict {
+    loop {
+        let read = match load(&ctx.bus, id).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return no_such(id),
+            Err(e) => return Verdict::failed(e),
+        };
+        let mut rollout = read.rollout;
+        if let Some(stage) = rollout.current_stage()
+            && stage.started_by_command == ctx.command_id
+        {
+            let stage = stage.clone();
+            return launch(ctx, id, &stage).await;
+        }
+        if rollout.state != RolloutState::Created {
+            return Verdict::Refused {
+                message: format!(
+                    "rollout {id} is {}; only a created rollout starts",
+                    rollout.state.as_str()
+                ),
+            };
+        }
+        let (targets, overridden) = match resolve(index, &rollout).await {
+            Ok(found) => found,
+            Err(e) => return Verdict::failed(e),
+        };
+        if targets.is_empty() {
+            return Verdict::Refused {
+                message: format!(
+                    "the target `{}` matches no host that is not disabled or skipped",
+                    rollout.plan.target
+                ),
+            };
+        }
+        if !overridden.is_empty() {
+            return Verdict::Refused {
+                message: format!(
+                    "{} target host(s) already have an override; clean them up outside fleetroll or leave them out with --skip: {}",
+                    overridden.len(),
+                    overridden.join(", ")
+                ),
+            };
+        }
+        let now = OffsetDateTime::now_utc();
+        let canary: Vec<String> = targets.iter().take(rollout.plan.canary).cloned().collect();
+        rollout.targets = targets;
+        rollout.state = RolloutState::Running;
+        rollout.updated_at = now;
+        rollout.stages = vec![Stage {
+            number: 1,
+            hosts: canary,
+            status: StageStatus::Applying,
+            started_at: now,
+            started_by: ctx.actor.clone(),
+            started_by_command: ctx.command_id.clone(),
+            forced: false,
+            reason: None,
+        }];
+        match store(&ctx.bus, &rollout, read.revision).await {
+            Ok(true) => {
+                publish_event(
+                    &ctx.bus,
+                    &ctx.instance,
+                    id,
+                    "state",
+                    "running",
+                    EventDetail::RolloutState {
+                        rollout: id.to_string(),
+                        state: RolloutState::Running,
+                        reason: None,
+                    },
+                )
+                .await;
+                return launch(ctx, id, &rollout.stages[0]).await;
+            }
+            Ok(false) => continue,
+            Err(e) => return Verdict::failed(e),
+        }
+    }
+}
+
+pub async fn advance(
+    ctx: &CommandContext,
+    id: &str,
+    batch_size: usize,
+    force: bool,
+    reason: Option<&str>,
+) -> Verdict {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    if force && reason.is_none() {
+        return Verdict::invalid("a forced advance needs --reason");
+    }
+    if batch_size == 0 {
+        return Verdict::invalid("--batch-size must be at least 1");
+    }
+    loop {
+        let read = match load(&ctx.bus, id).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return no_such(id),
+            Err(e) => return Verdict::failed(e),
+        };
+        let mut rollout = read.rollout;
+        let Some(current) = rollout.current_stage().cloned() else {
+            return Verdict::Refused {
+                message: format!("rollout {id} has not started (`fleetroll rollout start {id}`)"),
+            };
+        };
+        if current.started_by_command == ctx.command_id {
+            return launch(ctx, id, &current).await;
+        }
+        if rollout.state != RolloutState::Running {
+            return Verdict::Refused {
+                message: format!("rollout {id} is {}", rollout.state.as_str()),
+            };
+        }
+        if current.status != StageStatus::WaitingForAssessment {
+            return Verdict::Refused {
+                message: format!(
+                    "stage {} is {}; advance once it waits for assessment",
+                    current.number,
+                    current.status.as_str()
+                ),
+            };
+        }
+        if !force {
+            return Verdict::Refused {
+                message: format!(
+                    "the health gates of rollout {id} have no passing evaluation; advance with --force --reason to go on regardless"
+                ),
+            };
+        }
+        let batch: Vec<String> = rollout.remaining().into_iter().take(batch_size).collect();
+        if batch.is_empty() {
+            return Verdict::Refused {
+                message: format!("every target host of rollout {id} is in a stage already"),
+            };
+        }
+        let now = OffsetDateTime::now_utc();
+        if let Some(last) = rollout.stages.last_mut() {
+            last.status = StageStatus::Advanced;
+        }
+        let stage = Stage {
+            number: current.number + 1,
+            hosts: batch,
+            status: StageStatus::Applying,
+            started_at: now,
+            started_by: ctx.actor.clone(),
+            started_by_command: ctx.command_id.clone(),
+            forced: force,
+            reason: reason.map(str::to_string),
+        };
+        rollout.stages.push(stage.clone());
+        rollout.updated_at = now;
+        match store(&ctx.bus, &rollout, read.revision).await {
+            Ok(true) => return launch(ctx, id, &stage).await,
+            Ok(false) => continue,
+            Err(e) => return Verdict::failed(e),
+        }
+    }
+}
+
+/// Pauses (`pause`) or resumes a running rollout.
+pub async fn pause_or_resume(ctx: &CommandContext, id: &str, pause: Option<&str>) -> Verdict {
+    loop {
+        let read = match load(&ctx.bus, id).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return no_such(id),
+            Err(e) => return Verdict::failed(e),
+        };
+        let mut rollout = read.rollout;
+        let (from, to) = match pause {
+            Some(_) => (RolloutState::Running, RolloutState::Paused),
+            None => (RolloutState::Paused, RolloutState::Running),
+        };
+        if rollout.state == to {
+            // Already so (a redelivery, or twice asked): nothing to change.
+            return done_pausing(id, pause.is_some());
+        }
+        if rollout.state != from {
+            return Verdict::Refused {
+                message: format!(
+                    "rollout {id} is {}; only a {} rollout can be {}",
+                    rollout.state.as_str(),
+                    from.as_str(),
+                    if pause.is_some() { "paused" } else { "resumed" }
+                ),
+            };
+        }
+        rollout.state = to;
+        rollout.pause_reason = pause.map(str::to_string);
+        rollout.updated_at = OffsetDateTime::now_utc();
+        let mut requeue = None;
+        if let Some(stage) = rollout.stages.last_mut() {
+            match pause {
+                Some(_) => stage.status = StageStatus::Paused,
+                None => {
+                    let unfinished = unfinished_hosts(&ctx.bus, id, stage).await;
+                    stage.status = if unfinished.is_empty() {
+                        StageStatus::WaitingForAssessment
+                    } else {
+                        requeue = Some(Stage {
+                            hosts: unfinished,
+                            ..stage.clone()
+                        });
+                        StageStatus::Applying
+                    };
+                }
+            }
+        }
+        match store(&ctx.bus, &rollout, read.revision).await {
+            Ok(true) => {
+                if let Some(stage) = &requeue
+                    && let Err(e) = queue_jobs(&ctx.bus, id, stage).await
+                {
+                    return Verdict::failed(e);
+                }
+                publish_event(
+                    &ctx.bus,
+                    &ctx.instance,
+                    id,
+                    "state",
+                    &format!("{}-{}", to.as_str(), ctx.command_id),
+                    EventDetail::RolloutState {
+                        rollout: id.to_string(),
+                        state: to,
+                        reason: pause.map(str::to_string),
+                    },
+                )
+                .await;
+                return done_pausing(id, pause.is_some());
+            }
+            Ok(false) => continue,
+            Err(e) => return Verdict::failed(e),
+        }
+    }
+}
+
+fn done_pausing(id: &str, paused: bool) -> Verdict {
+    let id = id.to_string();
+    Verdict::Done {
+        reply: if paused {
+            Reply::RolloutPaused { id }
+        } else {
+            Reply::RolloutResumed { id }
+        },
+    }
+}
+
+/// The stage's hosts with no result yet.
+pub async fn unfinished_hosts(bus: &Bus, rollout: &str, stage: &Stage) -> Vec<String> {
+    let Ok(results) = bus.kv(&topology::ROLLOUT_HOSTS).await else {
+        return stage.hosts.clone();
+    };
+    let mut unfinished = Vec::new();
+    for host in &stage.hosts {
+        let key = topology::rollout_host_key(rollout, host);
+        if !matches!(results.get(&key).await, Ok(Some(_))) {
+            unfinished.push(host.clone());
+        }
+    }
+    unfinished
+}
+
+/// Every rollout, newest first.
+pub async fn list(bus: &Bus) -> Result<RolloutList, BusError> {
+    let mut rollouts: Vec<Rollout> = bus
+        .snapshot::<Rollout>(&topology::ROLLOUTS)
+        .await?
+        .into_values()
+        .collect();
+    rollouts.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    Ok(RolloutList { rollouts })
+}
+
+/// A rollout with its hosts' results.
+pub async fn status(bus: &Bus, id: &str) -> Result<Option<RolloutStatus>, BusError> {
+    let Some(read) = load(bus, id).await? else {
+        return Ok(None);
+    };
+    let prefix = topology::rollout_host_key(id, "");
+    let hosts = bus
+        .snapshot::<HostApply>(&topology::ROLLOUT_HOSTS)
+        .await?
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .map(|(_, result)| result)
+        .collect();
+    Ok(Some(RolloutStatus {
+        rollout: read.rollout,
+        hosts,
+    }))
+}
