@@ -216,3 +216,163 @@ fn a_canary_then_forced_batches_write_each_host_once() {
     drop(up);
     lab.down().unwrap();
 }
+
+/// Rollouts with worker processes the test kills: an orchestrator killed
+/// in the middle of a 100-host batch, and two replicas racing on the same
+/// advance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_orchestrator_leaves_each_host_written_once_and_racing_advances_advance_once() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = tokio::task::spawn_blocking(move || {
+        let lab = Lab::start(LabConfig::new(100, lab_dir.path())).unwrap();
+        (lab, lab_dir)
+    })
+    .await
+    .unwrap();
+    let (lab, _lab_dir) = lab;
+    let mut bare = common::Bare::start().await;
+    std::fs::write(
+        bare.dir.path().join("fleetroll.toml"),
+        "[ssh]\nparallelism = 4\n",
+    )
+    .unwrap();
+    bare.cli.env = lab_env(&lab);
+    let cli = bare.cli.clone();
+    let _prober = cli.spawn(&["worker", "prober"]);
+    let _auditor = cli.spawn(&["worker", "auditor"]);
+    let mut first = cli.spawn(&["worker", "orchestrator"]);
+    let _second = cli.spawn(&["worker", "orchestrator"]);
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    let c = cli.clone();
+    let n = names.clone();
+    let id = tokio::task::spawn_blocking(move || {
+        wait_until("the workers", Duration::from_secs(30), || {
+            c.replicas_of("prober") == 1
+                && c.replicas_of("auditor") == 1
+                && c.replicas_of("orchestrator") == 2
+        });
+        let mut add = vec!["inventory", "seed", "add"];
+        add.extend(n.iter().map(String::as_str));
+        assert_eq!(c.run(&add).code, 0);
+        assert_eq!(c.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+        let run = c.run(&[
+            "rollout",
+            "create",
+            "--target",
+            "hostname:lab-*",
+            "--canary",
+            "98",
+            "--change",
+            "PUPPET_BRANCH=feature_xyz",
+        ]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let id = run.stdout.trim().to_string();
+        let start = c.run(&["rollout", "start", &id]);
+        assert_eq!(start.code, 0, "{start:?}");
+        id
+    })
+    .await
+    .unwrap();
+
+    // Kill one orchestrator once the batch is under way.
+    let worker = common::worker_bus(&bare.url()).await;
+    loop {
+        let done = worker
+            .bucket_state(&fleetroll_bus::topology::ROLLOUT_HOSTS)
+            .await
+            .unwrap()
+            .messages;
+        if done >= 10 {
+            assert!(done < 98, "killed too late ({done} hosts done)");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    common::kill(&mut first, libc::SIGKILL);
+    let _ = first.wait();
+
+    let c = cli.clone();
+    let i = id.clone();
+    tokio::task::spawn_blocking(move || wait_stage_waiting(&c, &i, 1))
+        .await
+        .unwrap();
+    let written = |name: &str| lab.host(name).unwrap().override_writes().unwrap();
+    let canary = names.iter().filter(|n| written(n) == 1).count();
+    assert_eq!(canary, 98, "the canary, each host written once");
+    assert!(names.iter().all(|n| written(n) <= 1));
+
+    // A replacement replica, then two advances sent at once: exactly one
+    // goes, the other finds the stage it started.
+    let _third = cli.spawn(&["worker", "orchestrator"]);
+    let c = cli.clone();
+    let i = id.clone();
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        wait_until("two orchestrators", Duration::from_secs(30), || {
+            c.replicas_of("orchestrator") == 2
+        });
+        let advance = || {
+            c.spawn_output(&[
+                "rollout",
+                "advance",
+                &i,
+                "--batch-size",
+                "1",
+                "--force",
+                "--reason",
+                "race",
+            ])
+        };
+        let (a, b) = (advance(), advance());
+        (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap();
+    let mut codes = [a.status.code().unwrap(), b.status.code().unwrap()];
+    codes.sort();
+    assert_eq!(codes, [0, 4], "{a:?} {b:?}");
+    let c = cli.clone();
+    let i = id.clone();
+    let stages = tokio::task::spawn_blocking(move || {
+        wait_stage_waiting(&c, &i, 2);
+        status(&c, &i)["rollout"]["stages"]
+            .as_array()
+            .unwrap()
+            .len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stages, 2, "one advance");
+    assert_eq!(names.iter().filter(|n| written(n) == 1).count(), 99);
+    assert!(names.iter().all(|n| written(n) <= 1));
+
+    let c = cli.clone();
+    let verify = tokio::task::spawn_blocking(move || {
+        wait_until("every write audited", Duration::from_secs(60), || {
+            let run = c.run(&[
+                "audit",
+                "list",
+                "--json",
+                "--limit",
+                "100000",
+                "--rollout",
+                &id,
+            ]);
+            run.code == 0
+                && run
+                    .json()
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["record"]["action"] == "override_apply")
+                    .count()
+                    == 99
+        });
+        c.run(&["audit", "verify"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(verify.code, 0, "{verify:?}");
+    tokio::task::spawn_blocking(move || lab.down().unwrap())
+        .await
+        .unwrap();
+}
