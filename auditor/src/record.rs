@@ -45,8 +45,12 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
             actor,
             command_id,
         } => {
+            let action = match outcome {
+                ApplyOutcome::Removed { .. } => "override_remove",
+                _ => "override_apply",
+            };
             let (result, message, snapshots) = match outcome {
-                ApplyOutcome::Applied { snapshot } => {
+                ApplyOutcome::Applied { snapshot } | ApplyOutcome::Removed { snapshot } => {
                     ("done", None, snapshot.iter().cloned().collect())
                 }
                 ApplyOutcome::Failed { error } => ("failed", Some(error.clone()), Vec::new()),
@@ -57,12 +61,17 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
                 ),
             };
             Some((
-                subjects::audit_host_change(rollout, *stage, hostname),
+                subjects::audit_host_change(
+                    rollout,
+                    action.trim_start_matches("override_"),
+                    *stage,
+                    hostname,
+                ),
                 AuditRecord {
                     index: 0,
                     prev_hash: String::new(),
                     at: event.at,
-                    action: "override_apply".into(),
+                    action: action.into(),
                     actor: Some(actor.clone()),
                     claimed_actor: None,
                     outcome: result.into(),
@@ -143,13 +152,20 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::HostEnable { hostname }, _)
         | (Command::HostConverge { hostname }, _)
         | (Command::HostReboot { hostname }, _) => vec![hostname.clone()],
-        (_, Some(Reply::StageStarted { hosts, .. })) => hosts.clone(),
+        (_, Some(Reply::StageStarted { hosts, .. }))
+        | (
+            _,
+            Some(Reply::RollingBack {
+                removing: hosts, ..
+            }),
+        ) => hosts.clone(),
         (Command::HostAssignPopulation { .. }, _)
         | (Command::RolloutCreate { .. }, _)
         | (Command::RolloutStart { .. }, _)
         | (Command::RolloutAdvance { .. }, _)
         | (Command::RolloutPause { .. }, _)
         | (Command::RolloutResume { .. }, _)
+        | (Command::RolloutRollback { .. }, _)
         | (Command::Ping { .. }, _)
         | (Command::PopulationCreate { .. }, _)
         | (Command::TokenRevoke { .. }, _) => Vec::new(),

@@ -59,9 +59,10 @@ pub fn command_output(command_id: &str) -> String {
 /// Every command's live output.
 pub const COMMAND_OUTPUT: &str = "fleetroll.out.>";
 
-/// The audit record of a rollout's change on one host.
-pub fn audit_host_change(rollout: &str, stage: u32, hostname: &str) -> String {
-    format!("fleetroll.audit.host.{rollout}.{stage}.{hostname}")
+/// The audit record of a rollout's change on one host (`verb`: apply,
+/// remove).
+pub fn audit_host_change(rollout: &str, verb: &str, stage: u32, hostname: &str) -> String {
+    format!("fleetroll.audit.host.{rollout}.{verb}.{stage}.{hostname}")
 }
 
 /// Where override snapshot `id` is kept.

@@ -298,6 +298,11 @@ pub fn rollout_host_key(rollout: &str, hostname: &str) -> String {
     format!("{rollout}.{hostname}")
 }
 
+/// Key of a host's removal result (rollback) in [`ROLLOUT_HOSTS`].
+pub fn rollout_removal_key(rollout: &str, hostname: &str) -> String {
+    format!("{rollout}.removed.{hostname}")
+}
+
 pub const BUCKETS: [BucketDef; 12] = [
     SEEDS,
     WORKERS,

@@ -289,6 +289,17 @@ pub enum RolloutCommand {
     Resume {
         id: String,
     },
+    /// Stop the rollout for good; --remove-overrides removes what it applied.
+    Rollback {
+        id: String,
+        #[arg(long)]
+        remove_overrides: bool,
+        /// Without it, only say what would happen.
+        #[arg(long)]
+        confirm: bool,
+        #[arg(long)]
+        reason: String,
+    },
     /// Stages, hosts and their results.
     Status {
         id: String,

@@ -212,6 +212,62 @@ fn a_canary_then_forced_batches_write_each_host_once() {
         );
         assert_eq!(body["hostname"], write["hosts"][0]);
     }
+
+    // Rollback with --remove-overrides: a dry run first; then the overrides
+    // go (each snapshotted), and fresh probes show the hosts clean.
+    let dry = cli.run(&[
+        "rollout",
+        "rollback",
+        &id,
+        "--remove-overrides",
+        "--reason",
+        "bad branch",
+    ]);
+    assert_eq!(dry.code, 4, "{dry:?}");
+    assert!(dry.stdout.contains("would stop"), "{dry:?}");
+    let rollback = cli.run(&[
+        "rollout",
+        "rollback",
+        &id,
+        "--remove-overrides",
+        "--confirm",
+        "--reason",
+        "bad branch",
+    ]);
+    assert_eq!(rollback.code, 0, "{rollback:?}");
+    wait_until("rolled back", Duration::from_secs(60), || {
+        status(cli, &id)["rollout"]["state"] == "rolled_back"
+    });
+    for name in &names[..5] {
+        let host = lab.host(name).unwrap();
+        assert_eq!(host.file(host.override_path()).unwrap(), None, "{name}");
+        let shown = cli.run(&["host", "show", name, "--json"]);
+        assert_eq!(
+            shown.json()["override_present"],
+            false,
+            "{name}: a fresh probe"
+        );
+    }
+    let skipped = lab.host(&names[5]).unwrap();
+    assert!(
+        skipped.file(skipped.override_path()).unwrap().is_some(),
+        "not its override"
+    );
+    let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
+    let removals: Vec<Value> = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"].clone())
+        .filter(|r| r["action"] == "override_remove")
+        .collect();
+    assert_eq!(removals.len(), 5, "{removals:#?}");
+    for removal in &removals {
+        let snapshot = removal["snapshots"][0].as_str().expect("a snapshot");
+        let shown = cli.run(&["audit", "snapshot", snapshot]);
+        assert_eq!(shown.stdout.as_bytes(), CHANGE, "what was removed is kept");
+    }
     assert_eq!(cli.run(&["audit", "verify"]).code, 0);
     drop(up);
     lab.down().unwrap();

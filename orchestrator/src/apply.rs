@@ -13,11 +13,12 @@ use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::host_index::HostIndex;
 use fleetroll_bus::messages::event::EventDetail;
+use fleetroll_bus::messages::host::ProbeJob;
 use fleetroll_bus::messages::rollout::{
     ApplyJob, ApplyOutcome, HostApply, RolloutState, StageStatus,
 };
 use fleetroll_bus::worker::with_progress;
-use fleetroll_bus::{setup, topology};
+use fleetroll_bus::{setup, subjects, topology};
 use fleetroll_ssh::pool::Pool;
 use futures::StreamExt;
 use time::OffsetDateTime;
@@ -91,6 +92,9 @@ async fn run_job(applier: &Applier, message: jetstream::Message) {
 }
 
 async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
+    if job.remove {
+        return remove(applier, job).await;
+    }
     let bus = &applier.bus;
     let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
     let key = topology::rollout_host_key(&job.rollout, &job.hostname);
@@ -179,6 +183,87 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         Err(e) => return Err(BusError::js("recording a rollout result", e)),
     }
     stage_done(applier, job).await
+}
+
+/// Removes the override a rolled-back rollout applied, then asks for a
+/// fresh probe of the host: the rollout is rolled back when the probes
+/// show every host clean.
+async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
+    let bus = &applier.bus;
+    let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
+    let key = topology::rollout_removal_key(&job.rollout, &job.hostname);
+    let done = results
+        .get(&key)
+        .await
+        .map_err(|e| BusError::js("reading a rollout result", e))?
+        .is_some();
+    let Some(read) = rollouts::load(bus, &job.rollout).await? else {
+        return Ok(());
+    };
+    let Some(rollback) = read.rollout.rollback.filter(|_| !done) else {
+        return request_probe(bus, job).await;
+    };
+    let outcome = match overrides::remove(&applier.pool, bus, &job.hostname).await {
+        Ok(Change::Changed { snapshot }) => ApplyOutcome::Removed {
+            snapshot: Some(snapshot),
+        },
+        Ok(Change::AlreadyThere) => ApplyOutcome::Removed { snapshot: None },
+        Err(e) => ApplyOutcome::Failed {
+            error: e.to_string(),
+        },
+    };
+    info!(?outcome, "override removed");
+    let result = HostApply {
+        rollout: job.rollout.clone(),
+        stage: job.stage,
+        hostname: job.hostname.clone(),
+        outcome: outcome.clone(),
+        at: OffsetDateTime::now_utc(),
+        by: applier.instance.clone(),
+    };
+    match results.create(&key, codec::to_cbor(&result).into()).await {
+        Ok(_) => {
+            rollouts::publish_event(
+                bus,
+                &applier.instance,
+                &job.rollout,
+                "host",
+                &format!("removed-{}", job.hostname),
+                EventDetail::RolloutHost {
+                    rollout: job.rollout.clone(),
+                    stage: job.stage,
+                    hostname: job.hostname.clone(),
+                    outcome,
+                    actor: rollback.by.clone(),
+                    command_id: rollback.command_id.clone(),
+                },
+            )
+            .await;
+        }
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Err(BusError::js("recording a removal", e)),
+    }
+    request_probe(bus, job).await
+}
+
+/// Queues a full probe of the job's host.
+async fn request_probe(bus: &Bus, job: &ApplyJob) -> Result<(), BusError> {
+    let probe = ProbeJob {
+        hostname: job.hostname.clone(),
+        requested_at: OffsetDateTime::now_utc(),
+        origin: format!("rollback {}", job.rollout),
+        fast: false,
+    };
+    bus.js
+        .publish(
+            subjects::probe_job(&job.hostname),
+            codec::to_cbor(&probe).into(),
+        )
+        .await
+        .map_err(|e| BusError::js("queueing a probe", e))?
+        .await
+        .map_err(|e| BusError::js("queueing a probe", e))?;
+    Ok(())
 }
 
 /// Moves the job's stage to "waiting for assessment" once every host of it

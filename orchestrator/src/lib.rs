@@ -111,6 +111,11 @@ impl Handler for Orchestrator {
                 rollouts::pause_or_resume(ctx, id, Some(reason)).await
             }
             Command::RolloutResume { id } => rollouts::pause_or_resume(ctx, id, None).await,
+            Command::RolloutRollback {
+                id,
+                remove_overrides,
+                reason,
+            } => rollouts::rollback(ctx, id, *remove_overrides, reason).await,
             other => Verdict::invalid(format!(
                 "the orchestrator does not execute `{}`",
                 other.name()
@@ -156,6 +161,7 @@ where
         index: index.clone(),
         instance: replica.instance.clone(),
     });
+    let settling = rollouts::settle(bus.clone(), index.clone(), replica.instance.clone());
     let handler = Arc::new(Orchestrator {
         pool,
         index,
@@ -164,5 +170,6 @@ where
     tokio::select! {
         result = worker::run_replica(replica, handler, shutdown) => result,
         result = apply::work(applier) => result,
+        result = settling => result,
     }
 }

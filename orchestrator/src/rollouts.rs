@@ -16,8 +16,8 @@ use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Reply, Verdict};
 use fleetroll_bus::messages::event::{Event, EventDetail};
 use fleetroll_bus::messages::rollout::{
-    ApplyJob, HostApply, Rollout, RolloutList, RolloutPlan, RolloutState, RolloutStatus, Stage,
-    StageStatus, stage_order,
+    ApplyJob, ApplyOutcome, HostApply, Rollback, Rollout, RolloutList, RolloutPlan, RolloutState,
+    RolloutStatus, Stage, StageStatus, stage_order,
 };
 use fleetroll_bus::worker::CommandContext;
 use fleetroll_bus::{subjects, topology};
@@ -104,18 +104,27 @@ pub async fn publish_event(
     }
 }
 
-/// Queues one apply job per host of `stage`.
-async fn queue_jobs(bus: &Bus, rollout: &str, stage: &Stage) -> Result<(), BusError> {
-    for host in &stage.hosts {
+/// Queues one job per host: applying the change, or (`remove`) removing
+/// the override.
+async fn queue_jobs(
+    bus: &Bus,
+    rollout: &str,
+    stage: u32,
+    hosts: &[String],
+    remove: bool,
+) -> Result<(), BusError> {
+    for host in hosts {
         let job = ApplyJob {
             rollout: rollout.to_string(),
-            stage: stage.number,
+            stage,
             hostname: host.clone(),
+            remove,
         };
         let mut headers = async_nats::HeaderMap::new();
+        let verb = if remove { "remove" } else { "apply" };
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
-            format!("apply-{rollout}-{}-{host}", stage.number).as_str(),
+            format!("{verb}-{rollout}-{stage}-{host}").as_str(),
         );
         bus.js
             .publish_with_headers(
@@ -142,7 +151,7 @@ fn stage_event(rollout: &str, stage: &Stage) -> EventDetail {
 
 /// Announces a stage that was just started and queues its hosts.
 async fn launch(ctx: &CommandContext, rollout: &str, stage: &Stage) -> Verdict {
-    if let Err(e) = queue_jobs(&ctx.bus, rollout, stage).await {
+    if let Err(e) = queue_jobs(&ctx.bus, rollout, stage.number, &stage.hosts, false).await {
         // The stage is recorded; a redelivery of this command queues again.
         return Verdict::failed(e);
     }
@@ -209,6 +218,7 @@ pub async fn create(ctx: &CommandContext, plan: &RolloutPlan) -> Verdict {
         targets: Vec::new(),
         stages: Vec::new(),
         pause_reason: None,
+        rollback: None,
     };
     let created = async {
         ctx.bus
@@ -476,7 +486,8 @@ pub async fn pause_or_resume(ctx: &CommandContext, id: &str, pause: Option<&str>
         match store(&ctx.bus, &rollout, read.revision).await {
             Ok(true) => {
                 if let Some(stage) = &requeue
-                    && let Err(e) = queue_jobs(&ctx.bus, id, stage).await
+                    && let Err(e) =
+                        queue_jobs(&ctx.bus, id, stage.number, &stage.hosts, false).await
                 {
                     return Verdict::failed(e);
                 }
@@ -509,6 +520,192 @@ fn done_pausing(id: &str, paused: bool) -> Verdict {
         } else {
             Reply::RolloutResumed { id }
         },
+    }
+}
+
+/// The hosts on which the rollout wrote (or found) its change.
+pub async fn applied_hosts(bus: &Bus, rollout: &Rollout) -> Result<Vec<String>, BusError> {
+    let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
+    let mut applied = Vec::new();
+    for host in rollout.stages.iter().flat_map(|s| &s.hosts) {
+        let key = topology::rollout_host_key(&rollout.id, host);
+        let Some(bytes) = results
+            .get(&key)
+            .await
+            .map_err(|e| BusError::js("reading a rollout result", e))?
+        else {
+            continue;
+        };
+        if let Ok(HostApply {
+            outcome: ApplyOutcome::Applied { .. },
+            ..
+        }) = codec::from_cbor(&bytes)
+        {
+            applied.push(host.clone());
+        }
+    }
+    Ok(applied)
+}
+
+/// Stops a rollout for good; with `remove_overrides`, queues the removal of
+/// every override it applied.
+pub async fn rollback(
+    ctx: &CommandContext,
+    id: &str,
+    remove_overrides: bool,
+    reason: &str,
+) -> Verdict {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Verdict::invalid("a rollback needs --reason");
+    }
+    loop {
+        let read = match load(&ctx.bus, id).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return no_such(id),
+            Err(e) => return Verdict::failed(e),
+        };
+        let mut rollout = read.rollout;
+        let applied = match applied_hosts(&ctx.bus, &rollout).await {
+            Ok(applied) => applied,
+            Err(e) => return Verdict::failed(e),
+        };
+        let stage = rollout.current_stage().map_or(0, |s| s.number);
+        let removing = if remove_overrides {
+            applied
+        } else {
+            Vec::new()
+        };
+        if rollout.rollback.is_some() {
+            // Rolled back already (or this very command, redelivered): the
+            // removals are queued again, which changes nothing done.
+            if remove_overrides
+                && let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await
+            {
+                return Verdict::failed(e);
+            }
+            return rolling_back(id, removing);
+        }
+        if !matches!(
+            rollout.state,
+            RolloutState::Running | RolloutState::Paused | RolloutState::Succeeded
+        ) {
+            return Verdict::Refused {
+                message: format!(
+                    "rollout {id} is {}; only a started rollout rolls back",
+                    rollout.state.as_str()
+                ),
+            };
+        }
+        let now = OffsetDateTime::now_utc();
+        rollout.state = RolloutState::RollingBack;
+        rollout.updated_at = now;
+        rollout.rollback = Some(Rollback {
+            remove_overrides,
+            reason: reason.to_string(),
+            by: ctx.actor.clone(),
+            command_id: ctx.command_id.clone(),
+            at: now,
+        });
+        if let Some(stage) = rollout.stages.last_mut() {
+            stage.status = StageStatus::RolledBack;
+        }
+        match store(&ctx.bus, &rollout, read.revision).await {
+            Ok(true) => {
+                if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
+                    return Verdict::failed(e);
+                }
+                publish_event(
+                    &ctx.bus,
+                    &ctx.instance,
+                    id,
+                    "state",
+                    "rolling_back",
+                    EventDetail::RolloutState {
+                        rollout: id.to_string(),
+                        state: RolloutState::RollingBack,
+                        reason: Some(reason.to_string()),
+                    },
+                )
+                .await;
+                return rolling_back(id, removing);
+            }
+            Ok(false) => continue,
+            Err(e) => return Verdict::failed(e),
+        }
+    }
+}
+
+fn rolling_back(id: &str, removing: Vec<String>) -> Verdict {
+    Verdict::Done {
+        reply: Reply::RollingBack {
+            id: id.to_string(),
+            removing,
+        },
+    }
+}
+
+/// How often rolling-back rollouts are checked for clean hosts.
+const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A rolling-back rollout is rolled back once a probe newer than the
+/// rollback shows no override on any host it applied. Every replica runs
+/// this; the compare-and-swap lets one of them record it.
+pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result<(), BusError> {
+    loop {
+        tokio::time::sleep(SETTLE_EVERY).await;
+        let rollouts = match list(&bus).await {
+            Ok(list) => list.rollouts,
+            Err(e) => {
+                warn!(error = %e, "cannot read rollouts");
+                continue;
+            }
+        };
+        for rollout in rollouts
+            .into_iter()
+            .filter(|r| r.state == RolloutState::RollingBack)
+        {
+            let Some(since) = rollout.rollback.as_ref().map(|r| r.at) else {
+                continue;
+            };
+            let applied = applied_hosts(&bus, &rollout).await?;
+            let mut clean = true;
+            for host in &applied {
+                let record = index.get(host).await.ok().flatten();
+                clean &= record.is_some_and(|r| {
+                    r.observation.override_present == Some(false)
+                        && r.observation.probed_at.is_some_and(|at| at > since)
+                });
+            }
+            if !clean {
+                continue;
+            }
+            let Some(read) = load(&bus, &rollout.id).await? else {
+                continue;
+            };
+            let mut rolled_back = read.rollout;
+            if rolled_back.state != RolloutState::RollingBack {
+                continue;
+            }
+            rolled_back.state = RolloutState::RolledBack;
+            rolled_back.updated_at = OffsetDateTime::now_utc();
+            if store(&bus, &rolled_back, read.revision).await? {
+                tracing::info!(rollout = %rollout.id, hosts = applied.len(), "rolled back: every host clean");
+                publish_event(
+                    &bus,
+                    &instance,
+                    &rollout.id,
+                    "state",
+                    "rolled_back",
+                    EventDetail::RolloutState {
+                        rollout: rollout.id.clone(),
+                        state: RolloutState::RolledBack,
+                        reason: None,
+                    },
+                )
+                .await;
+            }
+        }
     }
 }
 

@@ -106,6 +106,14 @@ pub enum Command {
     RolloutResume {
         id: String,
     },
+    /// Stop the rollout for good; with `remove_overrides`, remove the
+    /// overrides it applied (it is rolled back once a fresh probe shows
+    /// every host clean).
+    RolloutRollback {
+        id: String,
+        remove_overrides: bool,
+        reason: String,
+    },
     /// Refuse one token, or every token an actor holds, from now on.
     TokenRevoke {
         target: RevokeTarget,
@@ -154,7 +162,8 @@ impl Command {
             | Command::RolloutStart { .. }
             | Command::RolloutAdvance { .. }
             | Command::RolloutPause { .. }
-            | Command::RolloutResume { .. } => WorkerKind::Orchestrator,
+            | Command::RolloutResume { .. }
+            | Command::RolloutRollback { .. } => WorkerKind::Orchestrator,
         }
     }
 
@@ -181,6 +190,7 @@ impl Command {
             Command::RolloutAdvance { .. } => "rollout_advance",
             Command::RolloutPause { .. } => "rollout_pause",
             Command::RolloutResume { .. } => "rollout_resume",
+            Command::RolloutRollback { .. } => "rollout_rollback",
         }
     }
 
@@ -189,7 +199,8 @@ impl Command {
         match self {
             Command::HostDisable { reason, .. }
             | Command::TokenRevoke { reason, .. }
-            | Command::RolloutPause { reason, .. } => Some(reason),
+            | Command::RolloutPause { reason, .. }
+            | Command::RolloutRollback { reason, .. } => Some(reason),
             Command::RolloutAdvance { reason, .. } => reason.as_deref(),
             _ => None,
         }
@@ -206,7 +217,8 @@ impl Command {
             Command::RolloutStart { id }
             | Command::RolloutAdvance { id, .. }
             | Command::RolloutPause { id, .. }
-            | Command::RolloutResume { id } => Some(id),
+            | Command::RolloutResume { id }
+            | Command::RolloutRollback { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -366,6 +378,11 @@ pub enum Reply {
     },
     RolloutResumed {
         id: String,
+    },
+    /// Rolling back: the hosts whose overrides are being removed.
+    RollingBack {
+        id: String,
+        removing: Vec<String>,
     },
     /// The host went down and answered again.
     Rebooted {

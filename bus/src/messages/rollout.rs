@@ -228,6 +228,20 @@ pub struct Rollout {
     pub stages: Vec<Stage>,
     /// Why it is paused.
     pub pause_reason: Option<String>,
+    /// Set when it was rolled back.
+    #[serde(default)]
+    pub rollback: Option<Rollback>,
+}
+
+/// How and when a rollout was stopped for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub remove_overrides: bool,
+    pub reason: String,
+    pub by: String,
+    pub command_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 impl Message for Rollout {
@@ -292,6 +306,11 @@ pub enum ApplyOutcome {
     },
     /// Disabled since the rollout started: left alone.
     SkippedDisabled,
+    /// Its override removed (rollback), after the snapshot; none when it
+    /// was already gone.
+    Removed {
+        snapshot: Option<String>,
+    },
 }
 
 /// A request to apply a rollout's change on one host, taken by whichever
@@ -301,6 +320,9 @@ pub struct ApplyJob {
     pub rollout: String,
     pub stage: u32,
     pub hostname: String,
+    /// Remove the override instead (rollback).
+    #[serde(default)]
+    pub remove: bool,
 }
 
 impl Message for ApplyJob {

@@ -87,6 +87,48 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
             }
             Ok(report_failure(&outcome))
         }
+        RolloutCommand::Rollback {
+            id,
+            remove_overrides,
+            confirm,
+            reason,
+        } => {
+            if !confirm {
+                println!(
+                    "would stop rollout {id} for good{}",
+                    if remove_overrides {
+                        " and remove the overrides it applied (each snapshotted first), then wait for fresh probes to show the hosts clean"
+                    } else {
+                        "; its overrides stay until removed (--remove-overrides)"
+                    }
+                );
+                println!("run again with --confirm to do it");
+                return Ok(exit::REFUSED);
+            }
+            let outcome = send(
+                ctx,
+                Command::RolloutRollback {
+                    id,
+                    remove_overrides,
+                    reason,
+                },
+                COMMAND_WAIT,
+            )
+            .await?;
+            if let Verdict::Done {
+                reply: Reply::RollingBack { id, removing },
+            } = &outcome.verdict
+            {
+                println!(
+                    "{id}: rolling back; removing the override from {} host(s)",
+                    removing.len()
+                );
+                eprintln!(
+                    "it is rolled back once fresh probes show them clean (`fleetroll rollout status {id}`)"
+                );
+            }
+            Ok(report_failure(&outcome))
+        }
         RolloutCommand::List { json } => {
             let list: RolloutList = query(ctx, queries::ROLLOUTS_LIST, &NoParams {}).await?;
             if json {
@@ -156,6 +198,19 @@ fn print_status(status: &RolloutStatus) {
     if let Some(reason) = &r.pause_reason {
         println!("paused    {reason}");
     }
+    if let Some(rollback) = &r.rollback {
+        println!(
+            "rollback  by {} at {}: {}{}",
+            rollback.by,
+            timestamp(rollback.at),
+            rollback.reason,
+            if rollback.remove_overrides {
+                " (removing its overrides)"
+            } else {
+                ""
+            }
+        );
+    }
     println!("target    {} ({} host(s))", r.plan.target, r.targets.len());
     println!(
         "change    {}",
@@ -180,19 +235,28 @@ fn print_status(status: &RolloutStatus) {
             timestamp(stage.started_at)
         );
         for host in &stage.hosts {
-            let result = status
+            let results: Vec<String> = status
                 .hosts
                 .iter()
-                .find(|h| &h.hostname == host)
+                .filter(|h| &h.hostname == host)
                 .map(|h| match &h.outcome {
                     ApplyOutcome::Applied { snapshot: Some(id) } => {
                         format!("applied (snapshot {id})")
                     }
                     ApplyOutcome::Applied { snapshot: None } => "applied (already so)".into(),
+                    ApplyOutcome::Removed { snapshot: Some(id) } => {
+                        format!("removed (snapshot {id})")
+                    }
+                    ApplyOutcome::Removed { snapshot: None } => "removed (already gone)".into(),
                     ApplyOutcome::Failed { error } => format!("FAILED: {error}"),
                     ApplyOutcome::SkippedDisabled => "skipped (disabled)".into(),
                 })
-                .unwrap_or_else(|| "pending".into());
+                .collect();
+            let result = if results.is_empty() {
+                "pending".to_string()
+            } else {
+                results.join("; ")
+            };
             println!("  {host:<36} {result}");
         }
     }
