@@ -80,8 +80,36 @@ step "workload from the Taskcluster double, and drift"
 sleep 6
 run fleetroll host list --filter 'healthy:true' 2>&1 | tail -1
 run fleetroll host list --drift-type any
+step "a rollout: refused over existing overrides, then a canary, a forced batch, and a rollback"
+waiting() { # ID STAGE: until that stage has applied every host
+  for _ in $(seq 60); do
+    fleetroll rollout status "$1" --json | python3 -c 'import json,sys; s=json.load(sys.stdin)["rollout"]["stages"]; sys.exit(0 if len(s) >= '"$2"' and s['"$2"'-1]["status"] == "waiting_for_assessment" else 1)' && return 0
+    sleep 1
+  done
+  echo "stage $2 of $1 did not finish"; return 1
+}
+blocked=$(fleetroll rollout create --target 'population:linux-talos' --canary 2 --change 'PUPPET_BRANCH=feature_xyz')
+run fleetroll rollout start "$blocked" || true
+rollout=$(fleetroll rollout create --target 'population:linux-talos AND sudoable:true AND override_present:false' \
+  --canary 2 --batch-pct 25 --change 'PUPPET_BRANCH=feature_xyz')
+echo "created $rollout"
+run fleetroll rollout start "$rollout"
+waiting "$rollout" 1
+canary=$(fleetroll rollout status "$rollout" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["stages"][0]["hosts"][0])')
+run fleetroll converge host "$canary" | tail -3
+run fleetroll rollout advance "$rollout" --batch-size 8 || true
+run fleetroll rollout advance "$rollout" --batch-size 8 --force --reason 'demo: canary converged cleanly'
+waiting "$rollout" 2
+run fleetroll rollout status "$rollout" | head -12
+run fleetroll rollout rollback "$rollout" --remove-overrides --confirm --reason 'demo: back to the role branch'
+for _ in $(seq 60); do
+  [ "$(fleetroll rollout status "$rollout" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["state"])')" = rolled_back ] && break
+  sleep 1
+done
+run fleetroll rollout list
+
 step "the audit log: every command above, signed and chained; an override kept byte for byte"
-run fleetroll audit list --limit 6
+run fleetroll audit list --rollout "$rollout" --limit 8
 run fleetroll audit verify
 snapshot=$(fleetroll host list --filter 'override_present:true' --json | python3 -c 'import json,sys; print(next(h["override_snapshot_id"] for h in json.load(sys.stdin) if h.get("override_snapshot_id")))')
 run fleetroll audit snapshot "$snapshot"

@@ -73,7 +73,12 @@ pub async fn converge(
         drop(live);
         let _ = forwarding.await;
         match ran {
-            Ok(ran) if ran.output.exit_status == Some(0) => {
+            Ok(ran)
+                if ran
+                    .output
+                    .exit_status
+                    .is_some_and(|s| settings.converge_ok.contains(&s)) =>
+            {
                 info!("converged");
                 Verdict::Done {
                     reply: Reply::Converged { hostname: host },

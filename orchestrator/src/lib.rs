@@ -48,6 +48,10 @@ pub struct OrchestratorSettings {
     pub converge_command: String,
     #[serde(default = "default_converge_timeout", with = "humantime_serde")]
     pub converge_timeout: Duration,
+    /// Exit statuses of the converge command that mean it went well
+    /// (Puppet's --detailed-exitcodes: 0 no changes, 2 changes applied).
+    #[serde(default = "default_converge_ok")]
+    pub converge_ok: Vec<u32>,
     /// What `reboot host` runs on the host.
     #[serde(default = "default_reboot_command")]
     pub reboot_command: String,
@@ -64,6 +68,10 @@ fn default_converge_timeout() -> Duration {
     Duration::from_secs(30 * 60)
 }
 
+fn default_converge_ok() -> Vec<u32> {
+    vec![0, 2]
+}
+
 fn default_reboot_command() -> String {
     "sudo -n reboot".into()
 }
@@ -78,6 +86,7 @@ impl Default for OrchestratorSettings {
             ssh: SshSettings::default(),
             converge_command: default_converge_command(),
             converge_timeout: default_converge_timeout(),
+            converge_ok: default_converge_ok(),
             reboot_command: default_reboot_command(),
             reboot_timeout: default_reboot_timeout(),
         }
