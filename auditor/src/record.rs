@@ -3,7 +3,7 @@
 use fleetroll_bus::messages::audit::{ApprovalMode, AuditRecord};
 use fleetroll_bus::messages::command::{Command, HostSelection, Outcome, Reply, Verdict};
 use fleetroll_bus::messages::event::{Event, EventDetail};
-use fleetroll_bus::messages::rollout::ApplyOutcome;
+use fleetroll_bus::messages::rollout::{ApplyOutcome, GateConfig, GateEvaluation};
 use fleetroll_bus::subjects;
 
 /// The audit record an event calls for (index and link still to fill in),
@@ -32,6 +32,8 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
                 approval_mode: ApprovalMode::SelfApproved,
                 force: command.forced(),
                 reason: command.reason().map(str::to_string),
+                gate_config: gates_of(outcome).0,
+                gate_evaluation: gates_of(outcome).1,
                 snapshots: Vec::new(),
                 handled_by: outcome.handled_by.clone(),
             },
@@ -83,13 +85,29 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
                     approval_mode: ApprovalMode::SelfApproved,
                     force: false,
                     reason: None,
+                    gate_config: None,
+                    gate_evaluation: None,
                     snapshots,
                     handled_by: event.source.clone(),
                 },
             ))
         }
         // Stage and state changes follow from commands, which are audited.
-        EventDetail::RolloutStage { .. } | EventDetail::RolloutState { .. } => None,
+        EventDetail::RolloutStage { .. }
+        | EventDetail::RolloutState { .. }
+        | EventDetail::RolloutGates { .. } => None,
+    }
+}
+
+/// The gate configuration and evaluation an advance was decided on.
+fn gates_of(outcome: &Outcome) -> (Option<GateConfig>, Option<GateEvaluation>) {
+    match &outcome.verdict {
+        Verdict::Done {
+            reply: Reply::StageStarted {
+                gates, evaluation, ..
+            },
+        } => (gates.as_deref().cloned(), evaluation.as_deref().cloned()),
+        _ => (None, None),
     }
 }
 

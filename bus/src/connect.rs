@@ -474,11 +474,37 @@ impl Bus {
         Ok(stream.cached_info().state.clone())
     }
 
+    /// Every message a stream holds on `subject` (wildcards allowed) that
+    /// was stored at or after `since`, oldest first.
+    pub async fn stored_since(
+        &self,
+        stream: &StreamDef,
+        subject: String,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<bytes::Bytes>, BusError> {
+        self.read_stored(
+            stream,
+            subject,
+            jetstream::consumer::DeliverPolicy::ByStartTime { start_time: since },
+        )
+        .await
+    }
+
     /// Every message a stream holds on `subject`, oldest first.
     pub async fn stored(
         &self,
         stream: &StreamDef,
         subject: String,
+    ) -> Result<Vec<bytes::Bytes>, BusError> {
+        self.read_stored(stream, subject, jetstream::consumer::DeliverPolicy::All)
+            .await
+    }
+
+    async fn read_stored(
+        &self,
+        stream: &StreamDef,
+        subject: String,
+        deliver_policy: jetstream::consumer::DeliverPolicy,
     ) -> Result<Vec<bytes::Bytes>, BusError> {
         use futures::StreamExt;
         let read_error =
@@ -490,6 +516,7 @@ impl Bus {
             .map_err(|e| read_error(&e))?
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 filter_subject: subject,
+                deliver_policy,
                 ..Default::default()
             })
             .await

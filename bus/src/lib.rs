@@ -42,6 +42,8 @@ pub mod connect;
 #[cfg(feature = "client")]
 pub mod embedded;
 #[cfg(feature = "client")]
+pub mod events;
+#[cfg(feature = "client")]
 pub mod host_index;
 #[cfg(feature = "client")]
 pub mod query;

@@ -293,6 +293,14 @@ pub const ROLLOUT_HOSTS: BucketDef = BucketDef {
     max_age: Duration::ZERO,
 };
 
+/// The gatekeeper's latest evaluation of each rollout, by rollout id.
+pub const GATES: BucketDef = BucketDef {
+    name: "fleetroll_gates",
+    description: "gate evaluations by rollout",
+    history: 5,
+    max_age: Duration::ZERO,
+};
+
 /// Key of a host's result in [`ROLLOUT_HOSTS`].
 pub fn rollout_host_key(rollout: &str, hostname: &str) -> String {
     format!("{rollout}.{hostname}")
@@ -303,7 +311,7 @@ pub fn rollout_removal_key(rollout: &str, hostname: &str) -> String {
     format!("{rollout}.removed.{hostname}")
 }
 
-pub const BUCKETS: [BucketDef; 12] = [
+pub const BUCKETS: [BucketDef; 13] = [
     SEEDS,
     WORKERS,
     OUTCOMES,
@@ -316,6 +324,7 @@ pub const BUCKETS: [BucketDef; 12] = [
     WORKLOAD,
     ROLLOUTS,
     ROLLOUT_HOSTS,
+    GATES,
 ];
 
 /// Keys of the auth bucket.

@@ -432,3 +432,122 @@ async fn a_killed_orchestrator_leaves_each_host_written_once_and_racing_advances
         .await
         .unwrap();
 }
+
+/// The gates on a branch whose jobs fail: too few jobs at first
+/// (inconclusive), then the success rate fails; a normal advance is refused
+/// each time, a forced one goes and its audit record holds the gate
+/// configuration and the failing evaluation.
+#[test]
+fn a_bad_branch_fails_its_success_rate_gate_and_only_a_forced_advance_goes() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::parse("[defaults]\njobs_per_minute = 120\n", false).unwrap();
+    let lab = Lab::start(LabConfig::new(4, lab_dir.path()).scenario(scenario)).unwrap();
+    let settings = format!(
+        "[workload]\nroot_url = {}\nprovisioner = {}\ninterval = \"1s\"\nactive_window = \"1m\"\n",
+        serde_json::to_string(lab.taskcluster_url()).unwrap(),
+        serde_json::to_string(&lab.info().taskcluster_provisioner).unwrap(),
+    );
+    let up = Up::start_with(&settings, lab_env(&lab));
+    let cli = &up.cli;
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    let mut add = vec!["inventory", "seed", "add"];
+    add.extend(names.iter().map(String::as_str));
+    assert_eq!(cli.run(&add).code, 0);
+    assert_eq!(cli.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+    lab.set_branch_bad("feature_bad", true);
+    // Jobs before the rollout make the baseline.
+    std::thread::sleep(Duration::from_secs(6));
+    let run = cli.run(&[
+        "rollout",
+        "create",
+        "--target",
+        "hostname:lab-*",
+        "--canary",
+        "2",
+        "--change",
+        "PUPPET_BRANCH=feature_bad",
+        "--gate",
+        "window=10m",
+        "--gate",
+        "min_jobs_per_host=3",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = run.stdout.trim().to_string();
+    assert_eq!(cli.run(&["rollout", "start", &id]).code, 0);
+    wait_stage_waiting(cli, &id, 1);
+    let gate = |name: &str| -> Option<String> {
+        status(cli, &id)["evaluation"]["gates"]
+            .as_array()?
+            .iter()
+            .find(|g| g["name"] == name)
+            .map(|g| g["verdict"].as_str().unwrap_or("").to_string())
+    };
+    wait_until("a first evaluation", Duration::from_secs(30), || {
+        gate("min_jobs_per_host").is_some()
+    });
+    let early = cli.run(&["rollout", "advance", &id, "--batch-size", "2"]);
+    assert_eq!(early.code, 4, "{early:?}");
+    assert!(early.stderr.contains("do not all pass"), "{early:?}");
+
+    // Puppet applies the bad branch on the canary; its jobs fail.
+    let canary: Vec<String> = status(cli, &id)["rollout"]["stages"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    for host in &canary {
+        let converge = cli.run(&["converge", "host", host]);
+        assert_eq!(converge.code, 0, "{converge:?}");
+    }
+    let mut refresh = vec!["host", "refresh"];
+    refresh.extend(canary.iter().map(String::as_str));
+    assert_eq!(cli.run(&refresh).code, 0);
+    wait_until(
+        "the success-rate gate to fail",
+        Duration::from_secs(90),
+        || gate("tc_success_rate_drop").as_deref() == Some("fail"),
+    );
+    assert_eq!(gate("applied_min_pct").as_deref(), Some("pass"));
+    let refused = cli.run(&["rollout", "advance", &id, "--batch-size", "2"]);
+    assert_eq!(refused.code, 4, "{refused:?}");
+    assert!(
+        refused.stderr.contains("tc_success_rate_drop fail"),
+        "{refused:?}"
+    );
+    let forced = cli.run(&[
+        "rollout",
+        "advance",
+        &id,
+        "--batch-size",
+        "2",
+        "--force",
+        "--reason",
+        "known flaky suite, accepted",
+    ]);
+    assert_eq!(forced.code, 0, "{forced:?}");
+
+    std::thread::sleep(Duration::from_secs(1));
+    let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
+    let advance = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"].clone())
+        .find(|r| r["action"] == "rollout_advance" && r["outcome"] == "done")
+        .expect("the forced advance is audited");
+    assert_eq!(advance["force"], true);
+    assert_eq!(advance["reason"], "known flaky suite, accepted");
+    assert_eq!(advance["gate_config"]["min_jobs_per_host"], 3.0);
+    let failing = advance["gate_evaluation"]["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "tc_success_rate_drop")
+        .unwrap()
+        .clone();
+    assert_eq!(failing["verdict"], "fail", "{advance:#}");
+    drop(up);
+    lab.down().unwrap();
+}

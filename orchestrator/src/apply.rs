@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, kv};
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::events;
 use fleetroll_bus::host_index::HostIndex;
 use fleetroll_bus::messages::event::EventDetail;
 use fleetroll_bus::messages::host::ProbeJob;
@@ -162,7 +163,7 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     };
     match results.create(&key, codec::to_cbor(&result).into()).await {
         Ok(_) => {
-            rollouts::publish_event(
+            events::rollout(
                 bus,
                 &applier.instance,
                 &job.rollout,
@@ -223,7 +224,7 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     };
     match results.create(&key, codec::to_cbor(&result).into()).await {
         Ok(_) => {
-            rollouts::publish_event(
+            events::rollout(
                 bus,
                 &applier.instance,
                 &job.rollout,
@@ -293,7 +294,7 @@ async fn stage_done(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
                 stage = stage.number,
                 "stage applied; waiting for assessment"
             );
-            rollouts::publish_event(
+            events::rollout(
                 bus,
                 &applier.instance,
                 &job.rollout,

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use async_nats::jetstream::kv;
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::events;
 use fleetroll_bus::filter::Query;
 use fleetroll_bus::host_index::HostIndex;
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Reply, Verdict};
-use fleetroll_bus::messages::event::{Event, EventDetail};
+use fleetroll_bus::messages::event::EventDetail;
 use fleetroll_bus::messages::rollout::{
-    ApplyJob, ApplyOutcome, HostApply, Rollback, Rollout, RolloutList, RolloutPlan, RolloutState,
-    RolloutStatus, Stage, StageStatus, stage_order,
+    ApplyJob, ApplyOutcome, GateConfig, GateEvaluation, HostApply, Rollback, Rollout, RolloutList,
+    RolloutPlan, RolloutState, RolloutStatus, Stage, StageStatus, stage_order,
 };
 use fleetroll_bus::worker::CommandContext;
 use fleetroll_bus::{subjects, topology};
@@ -68,42 +69,6 @@ pub async fn store(bus: &Bus, rollout: &Rollout, revision: u64) -> Result<bool, 
     }
 }
 
-/// Publishes a rollout event; its message id makes a repeat harmless.
-pub async fn publish_event(
-    bus: &Bus,
-    source: &str,
-    rollout: &str,
-    kind: &str,
-    key: &str,
-    detail: EventDetail,
-) {
-    let event = Event {
-        at: OffsetDateTime::now_utc(),
-        source: source.to_string(),
-        detail,
-    };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("{rollout}-{kind}-{key}").as_str(),
-    );
-    let published = async {
-        bus.js
-            .publish_with_headers(
-                subjects::rollout_event(rollout, kind),
-                headers,
-                codec::to_cbor(&event).into(),
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())
-    };
-    if let Err(e) = published.await {
-        warn!(rollout, kind, error = %e, "rollout event not published");
-    }
-}
-
 /// Queues one job per host: applying the change, or (`remove`) removing
 /// the override.
 async fn queue_jobs(
@@ -149,13 +114,33 @@ fn stage_event(rollout: &str, stage: &Stage) -> EventDetail {
     }
 }
 
-/// Announces a stage that was just started and queues its hosts.
-async fn launch(ctx: &CommandContext, rollout: &str, stage: &Stage) -> Verdict {
+/// The gatekeeper's latest evaluation of a rollout.
+pub async fn evaluation(bus: &Bus, id: &str) -> Result<Option<GateEvaluation>, BusError> {
+    let Some(bytes) = bus
+        .kv(&topology::GATES)
+        .await?
+        .get(id)
+        .await
+        .map_err(|e| BusError::js("reading the gate evaluation", e))?
+    else {
+        return Ok(None);
+    };
+    Ok(codec::from_cbor(&bytes).ok())
+}
+
+/// Announces a stage that was just started and queues its hosts; for an
+/// advance, says what it was decided on.
+async fn launch(
+    ctx: &CommandContext,
+    rollout: &str,
+    stage: &Stage,
+    decided_on: Option<(GateConfig, Option<GateEvaluation>)>,
+) -> Verdict {
     if let Err(e) = queue_jobs(&ctx.bus, rollout, stage.number, &stage.hosts, false).await {
         // The stage is recorded; a redelivery of this command queues again.
         return Verdict::failed(e);
     }
-    publish_event(
+    events::rollout(
         &ctx.bus,
         &ctx.instance,
         rollout,
@@ -169,6 +154,8 @@ async fn launch(ctx: &CommandContext, rollout: &str, stage: &Stage) -> Verdict {
             id: rollout.to_string(),
             stage: stage.number,
             hosts: stage.hosts.clone(),
+            gates: decided_on.as_ref().map(|(g, _)| Box::new(g.clone())),
+            evaluation: decided_on.and_then(|(_, e)| e).map(Box::new),
         },
     }
 }
@@ -286,7 +273,7 @@ pub async fn start(ctx: &CommandContext, index: &Arc<HostIndex>, id: &str) -> Ve
             && stage.started_by_command == ctx.command_id
         {
             let stage = stage.clone();
-            return launch(ctx, id, &stage).await;
+            return launch(ctx, id, &stage, None).await;
         }
         if rollout.state != RolloutState::Created {
             return Verdict::Refused {
@@ -334,7 +321,7 @@ pub async fn start(ctx: &CommandContext, index: &Arc<HostIndex>, id: &str) -> Ve
         }];
         match store(&ctx.bus, &rollout, read.revision).await {
             Ok(true) => {
-                publish_event(
+                events::rollout(
                     &ctx.bus,
                     &ctx.instance,
                     id,
@@ -347,7 +334,7 @@ pub async fn start(ctx: &CommandContext, index: &Arc<HostIndex>, id: &str) -> Ve
                     },
                 )
                 .await;
-                return launch(ctx, id, &rollout.stages[0]).await;
+                return launch(ctx, id, &rollout.stages[0], None).await;
             }
             Ok(false) => continue,
             Err(e) => return Verdict::failed(e),
@@ -381,8 +368,13 @@ pub async fn advance(
                 message: format!("rollout {id} has not started (`fleetroll rollout start {id}`)"),
             };
         };
+        let gates = rollout.plan.gates.clone();
+        let evaluation = match evaluation(&ctx.bus, id).await {
+            Ok(evaluation) => evaluation.filter(|e| e.stage == current.number),
+            Err(e) => return Verdict::failed(e),
+        };
         if current.started_by_command == ctx.command_id {
-            return launch(ctx, id, &current).await;
+            return launch(ctx, id, &current, Some((gates, evaluation))).await;
         }
         if rollout.state != RolloutState::Running {
             return Verdict::Refused {
@@ -399,11 +391,21 @@ pub async fn advance(
             };
         }
         if !force {
-            return Verdict::Refused {
-                message: format!(
-                    "the health gates of rollout {id} have no passing evaluation; advance with --force --reason to go on regardless"
+            let blocking = match &evaluation {
+                None => format!(
+                    "stage {} has no gate evaluation yet (the gatekeeper evaluates every few seconds)",
+                    current.number
                 ),
+                Some(e) if e.passed() => String::new(),
+                Some(e) => e.blocking().join("; "),
             };
+            if !blocking.is_empty() {
+                return Verdict::Refused {
+                    message: format!(
+                        "the health gates of rollout {id} do not all pass: {blocking}; advance with --force --reason to go on regardless"
+                    ),
+                };
+            }
         }
         let batch: Vec<String> = rollout.remaining().into_iter().take(batch_size).collect();
         if batch.is_empty() {
@@ -428,7 +430,7 @@ pub async fn advance(
         rollout.stages.push(stage.clone());
         rollout.updated_at = now;
         match store(&ctx.bus, &rollout, read.revision).await {
-            Ok(true) => return launch(ctx, id, &stage).await,
+            Ok(true) => return launch(ctx, id, &stage, Some((gates, evaluation))).await,
             Ok(false) => continue,
             Err(e) => return Verdict::failed(e),
         }
@@ -491,7 +493,7 @@ pub async fn pause_or_resume(ctx: &CommandContext, id: &str, pause: Option<&str>
                 {
                     return Verdict::failed(e);
                 }
-                publish_event(
+                events::rollout(
                     &ctx.bus,
                     &ctx.instance,
                     id,
@@ -615,7 +617,7 @@ pub async fn rollback(
                 if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
                     return Verdict::failed(e);
                 }
-                publish_event(
+                events::rollout(
                     &ctx.bus,
                     &ctx.instance,
                     id,
@@ -691,7 +693,7 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
             rolled_back.updated_at = OffsetDateTime::now_utc();
             if store(&bus, &rolled_back, read.revision).await? {
                 tracing::info!(rollout = %rollout.id, hosts = applied.len(), "rolled back: every host clean");
-                publish_event(
+                events::rollout(
                     &bus,
                     &instance,
                     &rollout.id,
@@ -749,6 +751,7 @@ pub async fn status(bus: &Bus, id: &str) -> Result<Option<RolloutStatus>, BusErr
         .map(|(_, result)| result)
         .collect();
     Ok(Some(RolloutStatus {
+        evaluation: evaluation(bus, id).await?,
         rollout: read.rollout,
         hosts,
     }))

@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::command::Command;
+use super::rollout::{GateConfig, GateEvaluation};
 use crate::codec::{self, Message};
 use crate::token::{SigningKey, VerifyingKey};
 
@@ -83,6 +84,12 @@ pub struct AuditRecord {
     pub approval_mode: ApprovalMode,
     pub force: bool,
     pub reason: Option<String>,
+    /// For a rollout decision: the effective gate configuration...
+    #[serde(default)]
+    pub gate_config: Option<GateConfig>,
+    /// ...and the evaluation at that moment.
+    #[serde(default)]
+    pub gate_evaluation: Option<GateEvaluation>,
     /// Override snapshots taken for this action ([`OverrideSnapshot`] ids).
     pub snapshots: Vec<String>,
     /// The worker replica that carried the action out.
@@ -115,6 +122,8 @@ impl AuditRecord {
             approval_mode: ApprovalMode::SelfApproved,
             force: false,
             reason: None,
+            gate_config: None,
+            gate_evaluation: None,
             snapshots: Vec::new(),
             handled_by: "prober-0a1b2c3d".into(),
         }

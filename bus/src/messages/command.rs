@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::WorkerKind;
-use super::rollout::RolloutPlan;
+use super::rollout::{GateConfig, GateEvaluation, RolloutPlan};
 use crate::codec::Message;
 use crate::token::Role;
 
@@ -255,7 +255,7 @@ impl Message for CommandEnvelope {
 }
 
 /// The one recorded result of a command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub command_id: String,
     pub command: String,
@@ -276,7 +276,7 @@ impl Message for Outcome {
 }
 
 /// How a command ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Verdict {
     Done {
@@ -328,7 +328,7 @@ impl Verdict {
 }
 
 /// What a command that was carried out answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
     Pong {
@@ -367,11 +367,16 @@ pub enum Reply {
     RolloutCreated {
         id: String,
     },
-    /// A stage was started: its number and hosts.
+    /// A stage was started: its number and hosts, and for an advance the
+    /// gate configuration and the evaluation it was decided on.
     StageStarted {
         id: String,
         stage: u32,
         hosts: Vec<String>,
+        #[serde(default)]
+        gates: Option<Box<GateConfig>>,
+        #[serde(default)]
+        evaluation: Option<Box<GateEvaluation>>,
     },
     RolloutPaused {
         id: String,

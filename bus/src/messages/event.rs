@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::command::{Command, Outcome};
-use super::rollout::{ApplyOutcome, RolloutState, StageStatus};
+use super::rollout::{ApplyOutcome, GateEvaluation, RolloutState, StageStatus};
 use crate::codec::Message;
 
 /// One event. `detail` says what happened.
@@ -43,6 +43,8 @@ pub enum EventDetail {
         state: RolloutState,
         reason: Option<String>,
     },
+    /// A gate verdict of a rollout changed (`fleetroll.evt.rollout.<id>.gates`).
+    RolloutGates { evaluation: Box<GateEvaluation> },
     /// One host of a rollout was handled (`fleetroll.evt.rollout.<id>.host`);
     /// audited, with its snapshot.
     RolloutHost {

@@ -346,6 +346,9 @@ impl Message for RolloutId {
 pub struct RolloutStatus {
     pub rollout: Rollout,
     pub hosts: Vec<HostApply>,
+    /// The gatekeeper's latest evaluation, when there is one.
+    #[serde(default)]
+    pub evaluation: Option<GateEvaluation>,
 }
 
 impl Message for RolloutStatus {
@@ -361,5 +364,81 @@ pub struct RolloutList {
 
 impl Message for RolloutList {
     const KIND: &'static str = "rollout_list";
+    const VERSION: u16 = 1;
+}
+
+/// What a gate says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateVerdict {
+    Pass,
+    Fail,
+    /// Not enough workload evidence yet.
+    Inconclusive,
+}
+
+impl GateVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateVerdict::Pass => "pass",
+            GateVerdict::Fail => "fail",
+            GateVerdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// One gate's evaluation: its measured value against its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    pub name: String,
+    pub verdict: GateVerdict,
+    pub value: Option<f64>,
+    pub threshold: f64,
+    pub detail: String,
+}
+
+/// What the rollout's hosts looked like before it changed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    #[serde(with = "time::serde::rfc3339")]
+    pub taken_at: OffsetDateTime,
+    /// Completed runs out of all resolved runs, over the window before the
+    /// start, on every target host; none without runs.
+    pub success_rate: Option<f64>,
+    pub runs: u64,
+    /// Fraction of the targets active in the workload source.
+    pub online_fraction: Option<f64>,
+}
+
+/// The gatekeeper's evaluation of a rollout's current stage, kept in the
+/// gates bucket under the rollout id and published when a verdict changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateEvaluation {
+    pub rollout: String,
+    pub stage: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub baseline: Baseline,
+    pub gates: Vec<GateResult>,
+}
+
+impl GateEvaluation {
+    /// A normal advance needs every gate to pass.
+    pub fn passed(&self) -> bool {
+        self.gates.iter().all(|g| g.verdict == GateVerdict::Pass)
+    }
+
+    /// The gates that do not pass, as people read them.
+    pub fn blocking(&self) -> Vec<String> {
+        self.gates
+            .iter()
+            .filter(|g| g.verdict != GateVerdict::Pass)
+            .map(|g| format!("{} {} ({})", g.name, g.verdict.as_str(), g.detail))
+            .collect()
+    }
+}
+
+impl Message for GateEvaluation {
+    const KIND: &'static str = "gate_evaluation";
     const VERSION: u16 = 1;
 }

@@ -177,7 +177,9 @@ async fn stage_started(ctx: &Context, command: Command) -> anyhow::Result<u8> {
     let outcome = send(ctx, command, COMMAND_WAIT).await?;
     match &outcome.verdict {
         Verdict::Done {
-            reply: Reply::StageStarted { id, stage, hosts },
+            reply: Reply::StageStarted {
+                id, stage, hosts, ..
+            },
         } => {
             println!(
                 "{id}: stage {stage} applying on {} host(s): {}",
@@ -259,6 +261,29 @@ fn print_status(status: &RolloutStatus) {
             };
             println!("  {host:<36} {result}");
         }
+    }
+    match &status.evaluation {
+        Some(e) => {
+            println!(
+                "gates     stage {} at {} (baseline success rate {})",
+                e.stage,
+                timestamp(e.at),
+                e.baseline
+                    .success_rate
+                    .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0))
+            );
+            for gate in &e.gates {
+                println!(
+                    "  {:<30} {:<13} value {:<10} threshold {:<8} {}",
+                    gate.name,
+                    gate.verdict.as_str(),
+                    gate.value.map_or("-".to_string(), |v| format!("{v:.2}")),
+                    gate.threshold,
+                    gate.detail
+                );
+            }
+        }
+        None => println!("gates     not evaluated yet"),
     }
     let remaining = r.remaining().len();
     if remaining > 0 {

@@ -49,7 +49,8 @@ async fn run_once(
     match kind {
         WorkerKind::Prober => fleetroll_prober::run(bus, settings.prober(), shutdown).await?,
         WorkerKind::Gatekeeper => {
-            fleetroll_gatekeeper::run(bus, settings.drift(), shutdown).await?
+            fleetroll_gatekeeper::run(bus, settings.drift(), settings.workload.is_some(), shutdown)
+                .await?
         }
         WorkerKind::Orchestrator => {
             fleetroll_orchestrator::run(bus, settings.orchestrator(), shutdown).await?

@@ -1,0 +1,480 @@
+//! Health gates (SPEC 6): every few seconds, each running rollout's
+//! current stage is judged against a baseline taken when it started, from
+//! the hosts' records and the task runs the workload source reported. The
+//! evaluation is kept in the gates bucket (the orchestrator decides a
+//! normal advance on it) and published when a verdict changes. A rollout
+//! whose every target host is applied and healthy has succeeded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetroll_bus::codec;
+use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::events;
+use fleetroll_bus::host_index::HostIndex;
+use fleetroll_bus::messages::event::EventDetail;
+use fleetroll_bus::messages::host::HostRecord;
+use fleetroll_bus::messages::rollout::{
+    ApplyOutcome, Baseline, GateEvaluation, GateResult, GateVerdict, HostApply, Rollout,
+    RolloutState,
+};
+use fleetroll_bus::messages::workload::{RunResult, TaskRun};
+use fleetroll_bus::{subjects, topology};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+/// How often running rollouts are judged.
+const EVERY: Duration = Duration::from_secs(3);
+
+/// Judges every running rollout until the bus fails for good.
+pub async fn maintain(bus: Bus, workload: bool, source: String) -> Result<(), BusError> {
+    let index = HostIndex::start(bus.clone());
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let rollouts = bus.snapshot::<Rollout>(&topology::ROLLOUTS).await?;
+        for rollout in rollouts
+            .into_values()
+            .filter(|r| r.state == RolloutState::Running)
+        {
+            if let Err(e) = judge(&bus, &index, &rollout, workload, &source).await {
+                warn!(rollout = %rollout.id, error = %e, "rollout not judged");
+            }
+        }
+    }
+}
+
+/// What a rollout's hosts did: their results and records, and the runs.
+struct Evidence {
+    results: HashMap<String, HostApply>,
+    records: HashMap<String, HostRecord>,
+    runs: HashMap<String, Vec<TaskRun>>,
+    now: OffsetDateTime,
+    window: time::Duration,
+}
+
+async fn judge(
+    bus: &Bus,
+    index: &Arc<HostIndex>,
+    rollout: &Rollout,
+    workload: bool,
+    source: &str,
+) -> Result<(), BusError> {
+    let Some(stage) = rollout.current_stage() else {
+        return Ok(());
+    };
+    let gates_bucket = bus.kv(&topology::GATES).await?;
+    let previous: Option<GateEvaluation> = gates_bucket
+        .get(&rollout.id)
+        .await
+        .map_err(|e| BusError::js("reading the gate evaluation", e))?
+        .and_then(|b| codec::from_cbor(&b).ok());
+    let window = time::Duration::seconds(rollout.plan.gates.window_s as i64);
+    let started = rollout.stages[0].started_at;
+    let now = OffsetDateTime::now_utc();
+    let runs = task_runs(bus, started - window).await?;
+    let mut records = HashMap::new();
+    for host in &rollout.targets {
+        if let Ok(Some(record)) = index.get(host).await {
+            records.insert(host.clone(), record);
+        }
+    }
+    // The apply results of this rollout (not its removals).
+    let results: HashMap<String, HostApply> = bus
+        .snapshot::<HostApply>(&topology::ROLLOUT_HOSTS)
+        .await?
+        .into_iter()
+        .filter(|(key, r)| *key == topology::rollout_host_key(&rollout.id, &r.hostname))
+        .map(|(_, r)| (r.hostname.clone(), r))
+        .collect();
+    let evidence = Evidence {
+        results,
+        records,
+        runs,
+        now,
+        window,
+    };
+    let baseline = match previous.as_ref().filter(|p| p.rollout == rollout.id) {
+        Some(p) => p.baseline.clone(),
+        None => baseline(rollout, &evidence, workload),
+    };
+    let evaluation = GateEvaluation {
+        rollout: rollout.id.clone(),
+        stage: stage.number,
+        at: now,
+        gates: evaluate(rollout, &stage.hosts, &evidence, &baseline, workload),
+        baseline,
+    };
+    gates_bucket
+        .put(&rollout.id, codec::to_cbor(&evaluation).into())
+        .await
+        .map_err(|e| BusError::js("writing the gate evaluation", e))?;
+    let verdicts = |e: &GateEvaluation| {
+        e.gates
+            .iter()
+            .map(|g| (g.name.clone(), g.verdict))
+            .collect::<Vec<_>>()
+    };
+    let changed = previous
+        .as_ref()
+        .is_none_or(|p| p.stage != evaluation.stage || verdicts(p) != verdicts(&evaluation));
+    if changed {
+        let key: String = evaluation
+            .gates
+            .iter()
+            .map(|g| &g.verdict.as_str()[..1])
+            .collect();
+        events::rollout(
+            bus,
+            source,
+            &rollout.id,
+            "gates",
+            &format!("{}-{key}-{}", stage.number, now.unix_timestamp()),
+            EventDetail::RolloutGates {
+                evaluation: Box::new(evaluation.clone()),
+            },
+        )
+        .await;
+    }
+    succeed_if_done(bus, rollout, &evidence, source).await
+}
+
+/// Every task run resolved since `since`, by host.
+async fn task_runs(
+    bus: &Bus,
+    since: OffsetDateTime,
+) -> Result<HashMap<String, Vec<TaskRun>>, BusError> {
+    let mut runs: HashMap<String, Vec<TaskRun>> = HashMap::new();
+    for bytes in bus
+        .stored_since(&topology::TASK_RUNS, subjects::TASK_RUNS.to_string(), since)
+        .await?
+    {
+        if let Ok(run) = codec::from_cbor::<TaskRun>(&bytes) {
+            runs.entry(run.hostname.clone()).or_default().push(run);
+        }
+    }
+    Ok(runs)
+}
+
+fn success_rate<'a>(runs: impl Iterator<Item = &'a TaskRun>) -> (Option<f64>, u64) {
+    let (mut completed, mut total) = (0u64, 0u64);
+    for run in runs {
+        total += 1;
+        completed += u64::from(run.result == RunResult::Completed);
+    }
+    ((total > 0).then(|| completed as f64 / total as f64), total)
+}
+
+fn online_fraction(hosts: &[String], evidence: &Evidence) -> Option<f64> {
+    if hosts.is_empty() {
+        return None;
+    }
+    let since = evidence.now - evidence.window;
+    let online = hosts
+        .iter()
+        .filter(|h| {
+            evidence
+                .records
+                .get(*h)
+                .and_then(|r| r.workload.as_ref())
+                .is_some_and(|w| w.active_since(since, evidence.now))
+        })
+        .count();
+    Some(online as f64 / hosts.len() as f64)
+}
+
+/// The targets before the rollout: runs over the window before it started.
+fn baseline(rollout: &Rollout, evidence: &Evidence, workload: bool) -> Baseline {
+    let started = rollout.stages[0].started_at;
+    let before = rollout.targets.iter().flat_map(|h| {
+        evidence
+            .runs
+            .get(h)
+            .into_iter()
+            .flatten()
+            .filter(move |r| r.resolved <= started)
+    });
+    let (success_rate, runs) = success_rate(before);
+    Baseline {
+        taken_at: evidence.now,
+        success_rate,
+        runs,
+        online_fraction: if workload {
+            online_fraction(&rollout.targets, evidence)
+        } else {
+            None
+        },
+    }
+}
+
+/// The runs on `host` since the rollout changed it, within the window.
+fn runs_since_applied<'a>(host: &str, evidence: &'a Evidence) -> Vec<&'a TaskRun> {
+    let Some(applied_at) = evidence.results.get(host).map(|r| r.at) else {
+        return Vec::new();
+    };
+    let since = applied_at.max(evidence.now - evidence.window);
+    evidence
+        .runs
+        .get(host)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.resolved >= since)
+        .collect()
+}
+
+fn gate(
+    name: &str,
+    verdict: GateVerdict,
+    value: Option<f64>,
+    threshold: f64,
+    detail: String,
+) -> GateResult {
+    GateResult {
+        name: name.to_string(),
+        verdict,
+        value,
+        threshold,
+        detail,
+    }
+}
+
+/// Judges the stage's hosts (the outcome gates: every host applied so far).
+fn evaluate(
+    rollout: &Rollout,
+    stage_hosts: &[String],
+    evidence: &Evidence,
+    baseline: &Baseline,
+    workload: bool,
+) -> Vec<GateResult> {
+    let config = &rollout.plan.gates;
+    let applied: Vec<String> = evidence
+        .results
+        .values()
+        .filter(|r| matches!(r.outcome, ApplyOutcome::Applied { .. }))
+        .map(|r| r.hostname.clone())
+        .collect();
+    let stage: Vec<&String> = stage_hosts.iter().filter(|h| applied.contains(h)).collect();
+    let counts: Vec<usize> = stage
+        .iter()
+        .map(|h| runs_since_applied(h, evidence).len())
+        .collect();
+    let total: usize = counts.iter().sum();
+    let fewest = counts.iter().min().copied().unwrap_or(0);
+    let with_jobs = if stage.is_empty() {
+        0.0
+    } else {
+        counts.iter().filter(|c| **c > 0).count() as f64 / stage.len() as f64
+    };
+    let evidence_gate = |name: &str, value: f64, threshold: f64, what: String| {
+        let verdict = if !workload {
+            GateVerdict::Inconclusive
+        } else if value >= threshold && !stage.is_empty() {
+            GateVerdict::Pass
+        } else {
+            GateVerdict::Inconclusive
+        };
+        let detail = if workload {
+            what
+        } else {
+            "no workload source configured".to_string()
+        };
+        gate(name, verdict, Some(value), threshold, detail)
+    };
+    let mut gates = vec![
+        evidence_gate(
+            "min_jobs_per_host",
+            fewest as f64,
+            config.min_jobs_per_host,
+            format!("fewest jobs on a stage host since it was changed: {fewest}"),
+        ),
+        evidence_gate(
+            "min_jobs_total",
+            total as f64,
+            config.min_jobs_total as f64,
+            format!("{total} jobs on the stage's hosts"),
+        ),
+        evidence_gate(
+            "min_hosts_with_jobs_fraction",
+            with_jobs,
+            config.min_hosts_with_jobs_fraction,
+            format!("{:.0}% of the stage's hosts ran jobs", with_jobs * 100.0),
+        ),
+    ];
+    let enough = gates.iter().all(|g| g.verdict == GateVerdict::Pass);
+    let (current, runs) = success_rate(
+        stage
+            .iter()
+            .flat_map(|h| runs_since_applied(h, evidence).into_iter()),
+    );
+    gates.push(match (enough, baseline.success_rate, current) {
+        (true, Some(before), Some(now)) => {
+            let drop = (before - now) * 100.0;
+            let verdict = if drop <= config.tc_success_rate_drop {
+                GateVerdict::Pass
+            } else {
+                GateVerdict::Fail
+            };
+            gate(
+                "tc_success_rate_drop",
+                verdict,
+                Some(drop),
+                config.tc_success_rate_drop,
+                format!(
+                    "success rate {:.1}% over {runs} runs, baseline {:.1}%",
+                    now * 100.0,
+                    before * 100.0
+                ),
+            )
+        }
+        (_, None, _) => gate(
+            "tc_success_rate_drop",
+            GateVerdict::Inconclusive,
+            None,
+            config.tc_success_rate_drop,
+            "no baseline: no runs before the rollout".into(),
+        ),
+        _ => gate(
+            "tc_success_rate_drop",
+            GateVerdict::Inconclusive,
+            None,
+            config.tc_success_rate_drop,
+            "not enough jobs yet".into(),
+        ),
+    });
+    let online_now = online_fraction(&applied, evidence).filter(|_| workload);
+    gates.push(match (baseline.online_fraction, online_now) {
+        (Some(before), Some(now)) if before > 0.0 => {
+            let drop = ((before - now) / before * 100.0).max(0.0);
+            let verdict = if drop <= config.tc_online_drop_pct {
+                GateVerdict::Pass
+            } else {
+                GateVerdict::Fail
+            };
+            gate(
+                "tc_online_drop_pct",
+                verdict,
+                Some(drop),
+                config.tc_online_drop_pct,
+                format!(
+                    "{:.0}% of the changed hosts active, {:.0}% before",
+                    now * 100.0,
+                    before * 100.0
+                ),
+            )
+        }
+        _ => gate(
+            "tc_online_drop_pct",
+            GateVerdict::Inconclusive,
+            None,
+            config.tc_online_drop_pct,
+            "no workload activity to compare".into(),
+        ),
+    });
+    let pct = |n: usize, of: usize| {
+        if of == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / of as f64
+        }
+    };
+    let record = |h: &String| evidence.records.get(h);
+    let sshable = applied
+        .iter()
+        .filter(|h| record(h).is_some_and(|r| r.observation.sshable == Some(true)))
+        .count();
+    let sshable_pct = pct(sshable, applied.len());
+    gates.push(gate(
+        "sshable_min_pct",
+        if !applied.is_empty() && sshable_pct >= config.sshable_min_pct {
+            GateVerdict::Pass
+        } else {
+            GateVerdict::Fail
+        },
+        Some(sshable_pct),
+        config.sshable_min_pct,
+        format!("{sshable} of {} changed hosts answer SSH", applied.len()),
+    ));
+    let by_puppet = stage
+        .iter()
+        .filter(|h| record(h).is_some_and(|r| r.observation.applied == Some(true)))
+        .count();
+    let applied_pct = pct(by_puppet, stage_hosts.len());
+    gates.push(gate(
+        "applied_min_pct",
+        if applied_pct >= config.applied_min_pct {
+            GateVerdict::Pass
+        } else {
+            GateVerdict::Fail
+        },
+        Some(applied_pct),
+        config.applied_min_pct,
+        format!(
+            "Puppet applied the change on {by_puppet} of the stage's {} hosts",
+            stage_hosts.len()
+        ),
+    ));
+    gates
+}
+
+/// SUCCEEDED: every target host has the change, and is healthy.
+async fn succeed_if_done(
+    bus: &Bus,
+    rollout: &Rollout,
+    evidence: &Evidence,
+    source: &str,
+) -> Result<(), BusError> {
+    if !rollout.remaining().is_empty() {
+        return Ok(());
+    }
+    let done = rollout.targets.iter().all(|h| {
+        evidence
+            .results
+            .get(h)
+            .is_some_and(|r| matches!(r.outcome, ApplyOutcome::Applied { .. }))
+            && evidence
+                .records
+                .get(h)
+                .is_some_and(|r| r.healthy == Some(true))
+    });
+    if !done {
+        return Ok(());
+    }
+    let store = bus.kv(&topology::ROLLOUTS).await?;
+    let Some(entry) = store
+        .entry(&rollout.id)
+        .await
+        .map_err(|e| BusError::js("reading the rollout", e))?
+    else {
+        return Ok(());
+    };
+    let Ok(mut current) = codec::from_cbor::<Rollout>(&entry.value) else {
+        return Ok(());
+    };
+    if current.state != RolloutState::Running {
+        return Ok(());
+    }
+    current.state = RolloutState::Succeeded;
+    current.updated_at = OffsetDateTime::now_utc();
+    // A compare-and-swap: an operator's pause or rollback meanwhile wins.
+    if store
+        .update(&rollout.id, codec::to_cbor(&current).into(), entry.revision)
+        .await
+        .is_ok()
+    {
+        info!(rollout = %rollout.id, "succeeded: every target applied and healthy");
+        events::rollout(
+            bus,
+            source,
+            &rollout.id,
+            "state",
+            "succeeded",
+            EventDetail::RolloutState {
+                rollout: rollout.id.clone(),
+                state: RolloutState::Succeeded,
+                reason: None,
+            },
+        )
+        .await;
+    }
+    Ok(())
+}
