@@ -153,36 +153,8 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         }
     };
     info!(?outcome, "host handled");
-    let result = HostApply {
-        rollout: job.rollout.clone(),
-        stage: job.stage,
-        hostname: job.hostname.clone(),
-        outcome: outcome.clone(),
-        at: OffsetDateTime::now_utc(),
-        by: applier.instance.clone(),
-    };
-    match results.create(&key, codec::to_cbor(&result).into()).await {
-        Ok(_) => {
-            events::rollout(
-                bus,
-                &applier.instance,
-                &job.rollout,
-                "host",
-                &format!("{}-{}", job.stage, job.hostname),
-                EventDetail::RolloutHost {
-                    rollout: job.rollout.clone(),
-                    stage: job.stage,
-                    hostname: job.hostname.clone(),
-                    outcome,
-                    actor: stage.started_by.clone(),
-                    command_id: stage.started_by_command.clone(),
-                },
-            )
-            .await;
-        }
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-        Err(e) => return Err(BusError::js("recording a rollout result", e)),
-    }
+    let (actor, command) = (stage.started_by.clone(), stage.started_by_command.clone());
+    record(applier, job, &key, outcome, actor, command).await?;
     stage_done(applier, job).await
 }
 
@@ -214,6 +186,29 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         },
     };
     info!(?outcome, "override removed");
+    record(
+        applier,
+        job,
+        &key,
+        outcome,
+        rollback.by,
+        rollback.command_id,
+    )
+    .await?;
+    request_probe(bus, job).await
+}
+
+/// Records a host's result once, under `key`, and announces it (the
+/// auditor records it, with its snapshot, for `actor`'s command).
+async fn record(
+    applier: &Applier,
+    job: &ApplyJob,
+    key: &str,
+    outcome: ApplyOutcome,
+    actor: String,
+    command_id: String,
+) -> Result<(), BusError> {
+    let bus = &applier.bus;
     let result = HostApply {
         rollout: job.rollout.clone(),
         stage: job.stage,
@@ -222,29 +217,31 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         at: OffsetDateTime::now_utc(),
         by: applier.instance.clone(),
     };
-    match results.create(&key, codec::to_cbor(&result).into()).await {
+    let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
+    match results.create(key, codec::to_cbor(&result).into()).await {
         Ok(_) => {
             events::rollout(
                 bus,
                 &applier.instance,
                 &job.rollout,
                 "host",
-                &format!("removed-{}", job.hostname),
+                key,
                 EventDetail::RolloutHost {
                     rollout: job.rollout.clone(),
                     stage: job.stage,
                     hostname: job.hostname.clone(),
                     outcome,
-                    actor: rollback.by.clone(),
-                    command_id: rollback.command_id.clone(),
+                    actor,
+                    command_id,
                 },
             )
             .await;
+            Ok(())
         }
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-        Err(e) => return Err(BusError::js("recording a removal", e)),
+        // Another delivery of this job recorded it first.
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(BusError::js("recording a rollout result", e)),
     }
-    request_probe(bus, job).await
 }
 
 /// Queues a full probe of the job's host.
