@@ -97,6 +97,8 @@ run fleetroll rollout start "$rollout"
 waiting "$rollout" 1
 canary=$(fleetroll rollout status "$rollout" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["stages"][0]["hosts"][0])')
 run fleetroll converge host "$canary" | tail -3
+sleep 4   # the gatekeeper judges every few seconds
+run fleetroll rollout status "$rollout" | sed -n '/^gates/,$p'
 run fleetroll rollout advance "$rollout" --batch-size 8 || true
 run fleetroll rollout advance "$rollout" --batch-size 8 --force --reason 'demo: canary converged cleanly'
 waiting "$rollout" 2

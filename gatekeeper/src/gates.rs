@@ -394,9 +394,20 @@ fn evaluate(
         config.sshable_min_pct,
         format!("{sshable} of {} changed hosts answer SSH", applied.len()),
     ));
+    // Applied by Puppet: seen, after the change was written, with the
+    // change's contents and Puppet having applied them.
+    let change_sha = fleetroll_bus::messages::audit::payload_hash(rollout.plan.change.as_bytes());
     let by_puppet = stage
         .iter()
-        .filter(|h| record(h).is_some_and(|r| r.observation.applied == Some(true)))
+        .filter(|h| {
+            let written = evidence.results.get(h.as_str()).map(|r| r.at);
+            record(h).is_some_and(|r| {
+                let o = &r.observation;
+                o.applied == Some(true)
+                    && o.override_sha256.as_deref() == Some(change_sha.as_str())
+                    && o.probed_at.zip(written).is_some_and(|(seen, at)| seen > at)
+            })
+        })
         .count();
     let applied_pct = pct(by_puppet, stage_hosts.len());
     gates.push(gate(

@@ -155,6 +155,8 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     info!(?outcome, "host handled");
     let (actor, command) = (stage.started_by.clone(), stage.started_by_command.clone());
     record(applier, job, &key, outcome, actor, command).await?;
+    // A fresh observation for the gates (what Puppet has applied since).
+    request_probe(bus, job).await?;
     stage_done(applier, job).await
 }
 
@@ -244,12 +246,12 @@ async fn record(
     }
 }
 
-/// Queues a full probe of the job's host.
+/// Queues a full probe of the job's host, after its override changed.
 async fn request_probe(bus: &Bus, job: &ApplyJob) -> Result<(), BusError> {
     let probe = ProbeJob {
         hostname: job.hostname.clone(),
         requested_at: OffsetDateTime::now_utc(),
-        origin: format!("rollback {}", job.rollout),
+        origin: format!("rollout {}", job.rollout),
         fast: false,
     };
     bus.js
