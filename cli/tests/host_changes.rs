@@ -164,6 +164,18 @@ fn converge_streams_its_output_and_reboot_waits_for_the_host() {
         "the Puppet run's output: {converge:?}"
     );
     assert_eq!(host.puppet_runs().len(), runs + 1, "one Puppet run");
+    // A fresh probe follows, so what Puppet applied shows.
+    common::wait_until(
+        "a probe after the converge",
+        Duration::from_secs(30),
+        || {
+            let shown = cli.run(&["host", "show", &target, "--json"]);
+            shown.code == 0
+                && shown.json()["probed_for"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("converge "))
+        },
+    );
 
     let dry = cli.run(&["reboot", "host", &target]);
     assert_eq!(dry.code, 4, "{dry:?}");

@@ -156,7 +156,7 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     let (actor, command) = (stage.started_by.clone(), stage.started_by_command.clone());
     record(applier, job, &key, outcome, actor, command).await?;
     // A fresh observation for the gates (what Puppet has applied since).
-    request_probe(bus, job).await?;
+    request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await?;
     stage_done(applier, job).await
 }
 
@@ -176,7 +176,7 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         return Ok(());
     };
     let Some(rollback) = read.rollout.rollback.filter(|_| !done) else {
-        return request_probe(bus, job).await;
+        return request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await;
     };
     let outcome = match overrides::remove(&applier.pool, bus, &job.hostname).await {
         Ok(Change::Changed { snapshot }) => ApplyOutcome::Removed {
@@ -197,7 +197,7 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         rollback.command_id,
     )
     .await?;
-    request_probe(bus, job).await
+    request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await
 }
 
 /// Records a host's result once, under `key`, and announces it (the
@@ -246,19 +246,16 @@ async fn record(
     }
 }
 
-/// Queues a full probe of the job's host, after its override changed.
-async fn request_probe(bus: &Bus, job: &ApplyJob) -> Result<(), BusError> {
+/// Queues a full probe of the host, after something changed it.
+pub async fn request_probe(bus: &Bus, hostname: &str, origin: String) -> Result<(), BusError> {
     let probe = ProbeJob {
-        hostname: job.hostname.clone(),
+        hostname: hostname.to_string(),
         requested_at: OffsetDateTime::now_utc(),
-        origin: format!("rollout {}", job.rollout),
+        origin,
         fast: false,
     };
     bus.js
-        .publish(
-            subjects::probe_job(&job.hostname),
-            codec::to_cbor(&probe).into(),
-        )
+        .publish(subjects::probe_job(hostname), codec::to_cbor(&probe).into())
         .await
         .map_err(|e| BusError::js("queueing a probe", e))?
         .await

@@ -80,6 +80,16 @@ pub async fn converge(
                     .is_some_and(|s| settings.converge_ok.contains(&s)) =>
             {
                 info!("converged");
+                // What Puppet applied shows in the next observation.
+                if let Err(e) = crate::apply::request_probe(
+                    &ctx.bus,
+                    &host,
+                    format!("converge {}", ctx.command_id),
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "no probe after the converge");
+                }
                 Verdict::Done {
                     reply: Reply::Converged { hostname: host },
                 }
