@@ -184,6 +184,7 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::RolloutPause { .. }, _)
         | (Command::RolloutResume { .. }, _)
         | (Command::RolloutRollback { .. }, _)
+        | (Command::RolloutHalt { .. }, _)
         | (Command::Ping { .. }, _)
         | (Command::PopulationCreate { .. }, _)
         | (Command::TokenRevoke { .. }, _) => Vec::new(),

@@ -74,6 +74,13 @@ pub enum Top {
     /// Populations: named groups of hosts with an expected role.
     #[command(subcommand)]
     Population(PopulationCommand),
+    /// Follow rollout events live: of one rollout, or of all.
+    Watch {
+        #[command(subcommand)]
+        what: Option<WatchWhat>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rollouts: plan, start, advance, pause, resume, status.
     #[command(subcommand)]
     Rollout(RolloutCommand),
@@ -245,6 +252,11 @@ pub enum AuthCommand {
 }
 
 #[derive(Subcommand)]
+pub enum WatchWhat {
+    Rollout { id: String },
+}
+
+#[derive(Subcommand)]
 pub enum RolloutCommand {
     /// Plan a rollout (nothing is applied until `start`); prints its id.
     Create {
@@ -300,11 +312,22 @@ pub enum RolloutCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Stages, hosts and their results.
+    /// Emergency: pause every running rollout.
+    Halt {
+        /// Required: every running rollout (the only kind of halt).
+        #[arg(long, required = true)]
+        all: bool,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stages, hosts, results and gates.
     Status {
         id: String,
         #[arg(long)]
         json: bool,
+        /// Show it again whenever it changes.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     List {
         #[arg(long)]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, ConvergeCommand, InventoryCommand, RebootCommand, Top};
+use crate::args::{Cli, ConvergeCommand, InventoryCommand, RebootCommand, Top, WatchWhat};
 use crate::context::Context;
 
 fn main() -> ExitCode {
@@ -84,6 +84,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Top::Population(command) => cmd::population::run(&ctx, command).await,
         Top::Audit(command) => cmd::audit::run(&ctx, command).await,
         Top::Rollout(command) => cmd::rollout::run(&ctx, command).await,
+        Top::Watch { what, json } => {
+            let id = what.map(|WatchWhat::Rollout { id }| id);
+            cmd::watch::run(&ctx, id, json).await
+        }
         Top::Converge(ConvergeCommand::Host { hostname }) => {
             cmd::out_of_band::converge(&ctx, hostname).await
         }

@@ -106,6 +106,8 @@ fn a_canary_then_forced_batches_write_each_host_once() {
     assert_eq!(normal.code, 4, "{normal:?}");
     let no_reason = cli.run(&["rollout", "advance", &id, "--batch-size", "2", "--force"]);
     assert_eq!(no_reason.code, 1, "{no_reason:?}");
+    let mut watching = cli.spawn_output(&["watch", "rollout", &id]);
+    std::thread::sleep(Duration::from_millis(500));
     let forced = cli.run(&[
         "rollout",
         "advance",
@@ -118,6 +120,24 @@ fn a_canary_then_forced_batches_write_each_host_once() {
     ]);
     assert_eq!(forced.code, 0, "{forced:?}");
     wait_stage_waiting(cli, &id, 2);
+    // `watch` saw the stage go, host by host.
+    std::thread::sleep(Duration::from_millis(500));
+    common::kill(&mut watching, libc::SIGTERM);
+    let watched =
+        String::from_utf8_lossy(&watching.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        watched.contains("stage  2 applying (2 host(s))"),
+        "{watched}"
+    );
+    assert!(
+        watched.contains("stage  2 waiting_for_assessment"),
+        "{watched}"
+    );
+    let hosts = watched
+        .lines()
+        .filter(|l| l.contains("  host ") && l.ends_with(" applied"))
+        .count();
+    assert_eq!(hosts, 2, "{watched}");
     let pause = cli.run(&["rollout", "pause", &id, "--reason", "lunch"]);
     assert_eq!(pause.code, 0, "{pause:?}");
     let paused = cli.run(&[
@@ -133,6 +153,15 @@ fn a_canary_then_forced_batches_write_each_host_once() {
     assert_eq!(
         paused.code, 4,
         "a paused rollout does not advance: {paused:?}"
+    );
+    assert_eq!(cli.run(&["rollout", "resume", &id]).code, 0);
+    // The emergency stop pauses every running rollout.
+    let halt = cli.run(&["rollout", "halt", "--all", "--reason", "incident 42"]);
+    assert_eq!(halt.code, 0, "{halt:?}");
+    assert_eq!(halt.stdout.trim(), format!("paused {id}"));
+    assert_eq!(
+        status(cli, &id)["rollout"]["pause_reason"],
+        "halt: incident 42"
     );
     assert_eq!(cli.run(&["rollout", "resume", &id]).code, 0);
     let last = cli.run(&[

@@ -120,6 +120,7 @@ impl Handler for Orchestrator {
                 rollouts::pause_or_resume(ctx, id, Some(reason)).await
             }
             Command::RolloutResume { id } => rollouts::pause_or_resume(ctx, id, None).await,
+            Command::RolloutHalt { reason } => rollouts::halt(ctx, reason).await,
             Command::RolloutRollback {
                 id,
                 remove_overrides,

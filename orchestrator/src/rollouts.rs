@@ -514,6 +514,30 @@ pub async fn pause_or_resume(ctx: &CommandContext, id: &str, pause: Option<&str>
     }
 }
 
+/// Pauses every running rollout (emergency).
+pub async fn halt(ctx: &CommandContext, reason: &str) -> Verdict {
+    if reason.trim().is_empty() {
+        return Verdict::invalid("a halt needs --reason");
+    }
+    let running = match list(&ctx.bus).await {
+        Ok(list) => list.rollouts,
+        Err(e) => return Verdict::failed(e),
+    };
+    let mut paused = Vec::new();
+    for rollout in running.iter().filter(|r| r.state == RolloutState::Running) {
+        let reason = format!("halt: {reason}");
+        match pause_or_resume(ctx, &rollout.id, Some(&reason)).await {
+            Verdict::Done { .. } => paused.push(rollout.id.clone()),
+            // Changed meanwhile (rolled back, succeeded): not running any more.
+            Verdict::Refused { .. } => {}
+            other => return other,
+        }
+    }
+    Verdict::Done {
+        reply: Reply::Halted { paused },
+    }
+}
+
 fn done_pausing(id: &str, paused: bool) -> Verdict {
     let id = id.to_string();
     Verdict::Done {

@@ -106,6 +106,10 @@ pub enum Command {
     RolloutResume {
         id: String,
     },
+    /// Emergency: pause every running rollout.
+    RolloutHalt {
+        reason: String,
+    },
     /// Stop the rollout for good; with `remove_overrides`, remove the
     /// overrides it applied (it is rolled back once a fresh probe shows
     /// every host clean).
@@ -163,7 +167,8 @@ impl Command {
             | Command::RolloutAdvance { .. }
             | Command::RolloutPause { .. }
             | Command::RolloutResume { .. }
-            | Command::RolloutRollback { .. } => WorkerKind::Orchestrator,
+            | Command::RolloutRollback { .. }
+            | Command::RolloutHalt { .. } => WorkerKind::Orchestrator,
         }
     }
 
@@ -191,6 +196,7 @@ impl Command {
             Command::RolloutPause { .. } => "rollout_pause",
             Command::RolloutResume { .. } => "rollout_resume",
             Command::RolloutRollback { .. } => "rollout_rollback",
+            Command::RolloutHalt { .. } => "rollout_halt",
         }
     }
 
@@ -200,7 +206,8 @@ impl Command {
             Command::HostDisable { reason, .. }
             | Command::TokenRevoke { reason, .. }
             | Command::RolloutPause { reason, .. }
-            | Command::RolloutRollback { reason, .. } => Some(reason),
+            | Command::RolloutRollback { reason, .. }
+            | Command::RolloutHalt { reason } => Some(reason),
             Command::RolloutAdvance { reason, .. } => reason.as_deref(),
             _ => None,
         }
@@ -383,6 +390,10 @@ pub enum Reply {
     },
     RolloutResumed {
         id: String,
+    },
+    /// Every rollout that was running is paused.
+    Halted {
+        paused: Vec<String>,
     },
     /// Rolling back: the hosts whose overrides are being removed.
     RollingBack {

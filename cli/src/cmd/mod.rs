@@ -10,6 +10,7 @@ pub mod rollout;
 pub mod seed;
 pub mod status;
 pub mod up;
+pub mod watch;
 pub mod workers;
 
 use std::time::Duration;

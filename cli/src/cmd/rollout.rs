@@ -8,6 +8,8 @@ use fleetroll_bus::messages::rollout::{
 use fleetroll_bus::messages::timestamp;
 use fleetroll_bus::subjects::queries;
 
+use futures::StreamExt;
+
 use crate::args::RolloutCommand;
 use crate::cmd::{COMMAND_WAIT, query, report_failure, send};
 use crate::context::Context;
@@ -152,15 +154,39 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        RolloutCommand::Status { id, json } => {
-            let status: RolloutStatus =
-                query(ctx, queries::ROLLOUTS_GET, &RolloutId { id }).await?;
+        RolloutCommand::Status { id, json, watch } => {
+            let params = RolloutId { id: id.clone() };
+            let ask = || query::<_, RolloutStatus>(ctx, queries::ROLLOUTS_GET, &params);
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print_status(&status);
+                println!("{}", serde_json::to_string_pretty(&ask().await?)?);
+                return Ok(exit::OK);
+            }
+            print_status(&ask().await?);
+            if watch {
+                let bus = ctx.connect().await?;
+                let events = fleetroll_bus::events::follow(&bus, Some(&id)).await?;
+                tokio::pin!(events);
+                while let Some(event) = events.next().await {
+                    println!("\n{}", crate::cmd::watch::describe(&event));
+                    print_status(&ask().await?);
+                }
             }
             Ok(exit::OK)
+        }
+        RolloutCommand::Halt { all: _, reason } => {
+            let outcome = send(ctx, Command::RolloutHalt { reason }, COMMAND_WAIT).await?;
+            if let Verdict::Done {
+                reply: Reply::Halted { paused },
+            } = &outcome.verdict
+            {
+                if paused.is_empty() {
+                    println!("no rollout was running");
+                }
+                for id in paused {
+                    println!("paused {id}");
+                }
+            }
+            Ok(report_failure(&outcome))
         }
     }
 }
