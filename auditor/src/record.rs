@@ -92,6 +92,37 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
                 },
             ))
         }
+        // The gatekeeper paused a rollout by itself.
+        EventDetail::BlastRadius {
+            rollout,
+            stage,
+            failing,
+            reason,
+            ..
+        } => Some((
+            subjects::audit_auto_pause(rollout, *stage),
+            AuditRecord {
+                index: 0,
+                prev_hash: String::new(),
+                at: event.at,
+                action: "rollout_auto_pause".into(),
+                actor: None,
+                claimed_actor: None,
+                outcome: "done".into(),
+                message: None,
+                command_id: None,
+                rollout: Some(rollout.clone()),
+                parameters: None,
+                hosts: failing.iter().map(|(h, _)| h.clone()).collect(),
+                approval_mode: ApprovalMode::SelfApproved,
+                force: false,
+                reason: Some(reason.clone()),
+                gate_config: None,
+                gate_evaluation: None,
+                snapshots: Vec::new(),
+                handled_by: event.source.clone(),
+            },
+        )),
         // Stage and state changes follow from commands, which are audited.
         EventDetail::RolloutStage { .. }
         | EventDetail::RolloutState { .. }

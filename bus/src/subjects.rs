@@ -65,6 +65,11 @@ pub fn audit_host_change(rollout: &str, verb: &str, stage: u32, hostname: &str) 
     format!("fleetroll.audit.host.{rollout}.{verb}.{stage}.{hostname}")
 }
 
+/// The audit record of a rollout paused by its blast radius, per stage.
+pub fn audit_auto_pause(rollout: &str, stage: u32) -> String {
+    format!("fleetroll.audit.auto.{rollout}.{stage}")
+}
+
 /// Where override snapshot `id` is kept.
 pub fn snapshot(id: &str) -> String {
     format!("fleetroll.snapshot.{id}")

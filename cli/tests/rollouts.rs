@@ -21,7 +21,7 @@ fn status(cli: &Cli, id: &str) -> Value {
 fn wait_stage_waiting(cli: &Cli, id: &str, stage: usize) {
     wait_until(
         &format!("stage {stage} of {id} waiting for assessment"),
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || {
             let s = status(cli, id);
             s["rollout"]["stages"]
@@ -432,7 +432,7 @@ async fn a_killed_orchestrator_leaves_each_host_written_once_and_racing_advances
 
     let c = cli.clone();
     let verify = tokio::task::spawn_blocking(move || {
-        wait_until("every write audited", Duration::from_secs(60), || {
+        wait_until("every write audited", Duration::from_secs(180), || {
             let run = c.run(&[
                 "audit",
                 "list",
@@ -577,6 +577,81 @@ fn a_bad_branch_fails_its_success_rate_gate_and_only_a_forced_advance_goes() {
         .unwrap()
         .clone();
     assert_eq!(failing["verdict"], "fail", "{advance:#}");
+    drop(up);
+    lab.down().unwrap();
+}
+
+/// Blast radius: when too many changed hosts fail, the rollout pauses by
+/// itself, says what the failing hosts share, and the pause is audited.
+#[test]
+fn too_many_failing_hosts_pause_the_rollout_by_itself() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(4, lab_dir.path())).unwrap();
+    lab.set_branch_broken("feature_broken", Some(1)).unwrap();
+    let up = Up::start_with("", lab_env(&lab));
+    let cli = &up.cli;
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    let mut add = vec!["inventory", "seed", "add"];
+    add.extend(names.iter().map(String::as_str));
+    assert_eq!(cli.run(&add).code, 0);
+    assert_eq!(cli.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+    let run = cli.run(&[
+        "rollout",
+        "create",
+        "--target",
+        "hostname:lab-*",
+        "--canary",
+        "3",
+        "--change",
+        "PUPPET_BRANCH=feature_broken",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = run.stdout.trim().to_string();
+    assert_eq!(cli.run(&["rollout", "start", &id]).code, 0);
+    wait_stage_waiting(cli, &id, 1);
+    let canary: Vec<String> = status(cli, &id)["rollout"]["stages"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    for host in &canary {
+        let converge = cli.run(&["converge", "host", host]);
+        assert_eq!(
+            converge.code, 2,
+            "Puppet fails on the broken branch: {converge:?}"
+        );
+    }
+    wait_until(
+        "the rollout to pause itself",
+        Duration::from_secs(60),
+        || status(cli, &id)["rollout"]["state"] == "paused",
+    );
+    let reason = status(cli, &id)["rollout"]["pause_reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // It pauses as soon as the failing fraction passes 25% (2 of 3, or 3).
+    assert!(reason.starts_with("blast radius: "), "{reason}");
+    assert!(reason.contains(" of 3 changed hosts failing"), "{reason}");
+    assert!(reason.contains("error: Puppet failed ("), "{reason}");
+    assert!(reason.contains("role gecko-t-linux-talos ("), "{reason}");
+    std::thread::sleep(Duration::from_secs(1));
+    let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
+    let paused = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"].clone())
+        .find(|r| r["action"] == "rollout_auto_pause")
+        .expect("the pause is audited");
+    assert!(paused["hosts"].as_array().unwrap().len() >= 2, "{paused:#}");
+    assert!(
+        paused["actor"].is_null(),
+        "nobody's token: the gatekeeper did it"
+    );
+    assert_eq!(paused["reason"], reason.as_str());
     drop(up);
     lab.down().unwrap();
 }

@@ -136,7 +136,145 @@ async fn judge(
         )
         .await;
     }
+    blast_radius(bus, rollout, &evidence, source).await?;
     succeed_if_done(bus, rollout, &evidence, source).await
+}
+
+/// Why a changed host counts as failing, if it does.
+fn failure(result: &HostApply, evidence: &Evidence) -> Option<String> {
+    if let ApplyOutcome::Failed { .. } = result.outcome {
+        return Some("the change could not be written".into());
+    }
+    let record = evidence.records.get(&result.hostname)?;
+    if record.observation.sshable == Some(false) {
+        return Some("unreachable".into());
+    }
+    let puppet = record.observation.puppet.as_ref();
+    if puppet.is_some_and(|p| p.success == Some(false) && p.ts.is_some_and(|t| t > result.at)) {
+        return Some("Puppet failed".into());
+    }
+    let runs = runs_since_applied(&result.hostname, evidence);
+    let failed = runs
+        .iter()
+        .filter(|r| r.result != RunResult::Completed)
+        .count();
+    (runs.len() >= 2 && failed * 2 > runs.len()).then(|| "most jobs fail".into())
+}
+
+/// Seed 004's blast radius: once enough hosts are changed, too large a
+/// failing fraction pauses the rollout by itself, with what the failing
+/// hosts share (role, error, OS) as a hint.
+async fn blast_radius(
+    bus: &Bus,
+    rollout: &Rollout,
+    evidence: &Evidence,
+    source: &str,
+) -> Result<(), BusError> {
+    let config = &rollout.plan.gates;
+    let changed: Vec<&HostApply> = evidence
+        .results
+        .values()
+        .filter(|r| !matches!(r.outcome, ApplyOutcome::SkippedDisabled))
+        .collect();
+    if (changed.len() as u64) < config.blast_min_applied.max(1) {
+        return Ok(());
+    }
+    let mut failing: Vec<(String, String)> = changed
+        .iter()
+        .filter_map(|r| failure(r, evidence).map(|why| (r.hostname.clone(), why)))
+        .collect();
+    failing.sort();
+    let fraction = failing.len() as f64 / changed.len() as f64;
+    if fraction <= config.blast_max_failing_fraction {
+        return Ok(());
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for (host, why) in &failing {
+        *counts.entry(format!("error: {why}")).or_default() += 1;
+        if let Some(record) = evidence.records.get(host) {
+            let o = &record.observation;
+            if let Some(role) = &o.role {
+                *counts.entry(format!("role {role}")).or_default() += 1;
+            }
+            if let Some(os) = &o.os {
+                *counts.entry(format!("os {os}")).or_default() += 1;
+            }
+        }
+    }
+    let mut groups: Vec<(String, usize)> = counts.into_iter().collect();
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shared: Vec<String> = groups
+        .iter()
+        .take(3)
+        .map(|(what, n)| format!("{what} ({n})"))
+        .collect();
+    let reason = format!(
+        "blast radius: {} of {} changed hosts failing (more than {:.0}%); they share {}",
+        failing.len(),
+        changed.len(),
+        config.blast_max_failing_fraction * 100.0,
+        shared.join(", ")
+    );
+    let store = bus.kv(&topology::ROLLOUTS).await?;
+    let Some(entry) = store
+        .entry(&rollout.id)
+        .await
+        .map_err(|e| BusError::js("reading the rollout", e))?
+    else {
+        return Ok(());
+    };
+    let Ok(mut current) = codec::from_cbor::<Rollout>(&entry.value) else {
+        return Ok(());
+    };
+    if current.state != RolloutState::Running {
+        return Ok(());
+    }
+    current.state = RolloutState::Paused;
+    current.pause_reason = Some(reason.clone());
+    current.updated_at = OffsetDateTime::now_utc();
+    let stage = current.stages.last().map_or(0, |s| s.number);
+    if let Some(last) = current.stages.last_mut() {
+        last.status = fleetroll_bus::messages::rollout::StageStatus::Paused;
+    }
+    if store
+        .update(&rollout.id, codec::to_cbor(&current).into(), entry.revision)
+        .await
+        .is_err()
+    {
+        // Changed meanwhile: judged again in a few seconds.
+        return Ok(());
+    }
+    warn!(rollout = %rollout.id, %reason, "paused by its blast radius");
+    events::rollout(
+        bus,
+        source,
+        &rollout.id,
+        "blast",
+        &stage.to_string(),
+        EventDetail::BlastRadius {
+            rollout: rollout.id.clone(),
+            stage,
+            failing,
+            changed: changed.len(),
+            groups,
+            reason: reason.clone(),
+        },
+    )
+    .await;
+    events::rollout(
+        bus,
+        source,
+        &rollout.id,
+        "state",
+        &format!("paused-blast-{stage}"),
+        EventDetail::RolloutState {
+            rollout: rollout.id.clone(),
+            state: RolloutState::Paused,
+            reason: Some(reason),
+        },
+    )
+    .await;
+    Ok(())
 }
 
 /// Every task run resolved since `since`, by host.

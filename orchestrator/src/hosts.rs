@@ -72,6 +72,16 @@ pub async fn converge(
             .await;
         drop(live);
         let _ = forwarding.await;
+        if ran.is_ok() {
+            // Puppet ran, well or not: what it did shows in the next
+            // observation (the gates and the blast radius read it).
+            if let Err(e) =
+                crate::apply::request_probe(&ctx.bus, &host, format!("converge {}", ctx.command_id))
+                    .await
+            {
+                tracing::warn!(error = %e, "no probe after the converge");
+            }
+        }
         match ran {
             Ok(ran)
                 if ran
@@ -80,16 +90,6 @@ pub async fn converge(
                     .is_some_and(|s| settings.converge_ok.contains(&s)) =>
             {
                 info!("converged");
-                // What Puppet applied shows in the next observation.
-                if let Err(e) = crate::apply::request_probe(
-                    &ctx.bus,
-                    &host,
-                    format!("converge {}", ctx.command_id),
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "no probe after the converge");
-                }
                 Verdict::Done {
                     reply: Reply::Converged { hostname: host },
                 }

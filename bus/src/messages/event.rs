@@ -43,6 +43,18 @@ pub enum EventDetail {
         state: RolloutState,
         reason: Option<String>,
     },
+    /// Too many changed hosts fail: the gatekeeper paused the rollout
+    /// (`fleetroll.evt.rollout.<id>.blast`); audited.
+    BlastRadius {
+        rollout: String,
+        stage: u32,
+        /// The failing hosts, each with why.
+        failing: Vec<(String, String)>,
+        changed: usize,
+        /// What the failing hosts share: ("role gecko_t_linux_talos", 3), ...
+        groups: Vec<(String, usize)>,
+        reason: String,
+    },
     /// A gate verdict of a rollout changed (`fleetroll.evt.rollout.<id>.gates`).
     RolloutGates { evaluation: Box<GateEvaluation> },
     /// One host of a rollout was handled (`fleetroll.evt.rollout.<id>.host`);

@@ -51,6 +51,11 @@ pub fn describe(event: &Event) -> String {
             };
             format!("{at}  {rollout}  host   stage {stage} {hostname} {what}")
         }
+        EventDetail::BlastRadius {
+            rollout, reason, ..
+        } => {
+            format!("{at}  {rollout}  PAUSED {reason}")
+        }
         EventDetail::RolloutGates { evaluation } => {
             let verdicts: Vec<String> = evaluation
                 .gates
