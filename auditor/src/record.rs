@@ -216,6 +216,7 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::RolloutResume { .. }, _)
         | (Command::RolloutRollback { .. }, _)
         | (Command::RolloutHalt { .. }, _)
+        | (Command::RolloutFinalize { .. }, _)
         | (Command::Ping { .. }, _)
         | (Command::PopulationCreate { .. }, _)
         | (Command::TokenRevoke { .. }, _) => Vec::new(),

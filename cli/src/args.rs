@@ -312,6 +312,16 @@ pub enum RolloutCommand {
         #[arg(long)]
         reason: String,
     },
+    /// After success and the merge: remove the override from every target host, for good.
+    Finalize {
+        id: String,
+        /// Required: the whole target population at once.
+        #[arg(long, required = true)]
+        all: bool,
+        /// Without it, only say what would happen.
+        #[arg(long)]
+        confirm: bool,
+    },
     /// Emergency: pause every running rollout.
     Halt {
         /// Required: every running rollout (the only kind of halt).

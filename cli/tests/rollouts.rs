@@ -655,3 +655,119 @@ fn too_many_failing_hosts_pause_the_rollout_by_itself() {
     drop(up);
     lab.down().unwrap();
 }
+
+/// A good branch: the canary's gates pass, a normal advance takes the rest,
+/// the rollout succeeds, and finalize removes every override (each
+/// snapshotted) and ends finalized.
+#[test]
+fn a_good_branch_passes_its_gates_succeeds_and_is_finalized() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::parse("[defaults]\njobs_per_minute = 120\n", false).unwrap();
+    let lab = Lab::start(LabConfig::new(3, lab_dir.path()).scenario(scenario)).unwrap();
+    let settings = format!(
+        "[workload]\nroot_url = {}\nprovisioner = {}\ninterval = \"1s\"\nactive_window = \"1m\"\n",
+        serde_json::to_string(lab.taskcluster_url()).unwrap(),
+        serde_json::to_string(&lab.info().taskcluster_provisioner).unwrap(),
+    );
+    let up = Up::start_with(&settings, lab_env(&lab));
+    let cli = &up.cli;
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    let mut add = vec!["inventory", "seed", "add"];
+    add.extend(names.iter().map(String::as_str));
+    assert_eq!(cli.run(&add).code, 0);
+    assert_eq!(cli.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+    std::thread::sleep(Duration::from_secs(4));
+    let run = cli.run(&[
+        "rollout",
+        "create",
+        "--target",
+        "hostname:lab-*",
+        "--canary",
+        "1",
+        "--change",
+        "PUPPET_BRANCH=feature_good",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = run.stdout.trim().to_string();
+    assert_eq!(cli.run(&["rollout", "start", &id]).code, 0);
+    wait_stage_waiting(cli, &id, 1);
+    let stage_hosts = |n: usize| -> Vec<String> {
+        status(cli, &id)["rollout"]["stages"][n - 1]["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap().to_string())
+            .collect()
+    };
+    for host in stage_hosts(1) {
+        assert_eq!(cli.run(&["converge", "host", &host]).code, 0);
+    }
+    let all_pass = || {
+        let s = status(cli, &id);
+        s["evaluation"]["stage"] == s["rollout"]["stages"].as_array().unwrap().len()
+            && s["evaluation"]["gates"]
+                .as_array()
+                .is_some_and(|g| g.iter().all(|g| g["verdict"] == "pass"))
+    };
+    wait_until(
+        "every gate of the canary to pass",
+        Duration::from_secs(90),
+        all_pass,
+    );
+    let advance = cli.run(&["rollout", "advance", &id, "--batch-size", "2"]);
+    assert_eq!(advance.code, 0, "a normal advance: {advance:?}");
+    wait_stage_waiting(cli, &id, 2);
+    for host in stage_hosts(2) {
+        assert_eq!(cli.run(&["converge", "host", &host]).code, 0);
+    }
+    wait_until("the rollout to succeed", Duration::from_secs(90), || {
+        status(cli, &id)["rollout"]["state"] == "succeeded"
+    });
+
+    let dry = cli.run(&["rollout", "finalize", &id, "--all"]);
+    assert_eq!(dry.code, 4, "{dry:?}");
+    let finalize = cli.run(&["rollout", "finalize", &id, "--all", "--confirm"]);
+    assert_eq!(finalize.code, 0, "{finalize:?}");
+    wait_until("finalized", Duration::from_secs(60), || {
+        status(cli, &id)["rollout"]["state"] == "finalized"
+    });
+    for name in &names {
+        let host = lab.host(name).unwrap();
+        assert_eq!(host.file(host.override_path()).unwrap(), None, "{name}");
+    }
+    let again = cli.run(&["rollout", "rollback", &id, "--confirm", "--reason", "x"]);
+    assert_eq!(again.code, 4, "finalize is irreversible: {again:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
+    let records: Vec<Value> = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"].clone())
+        .collect();
+    let advance = records
+        .iter()
+        .find(|r| r["action"] == "rollout_advance" && r["outcome"] == "done")
+        .unwrap();
+    assert_eq!(advance["force"], false);
+    assert!(
+        advance["gate_evaluation"]["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["verdict"] == "pass")
+    );
+    let removals: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "override_remove")
+        .collect();
+    assert_eq!(removals.len(), 3, "{records:#?}");
+    for removal in removals {
+        let snapshot = removal["snapshots"][0].as_str().unwrap();
+        let kept = cli.run(&["audit", "snapshot", snapshot]);
+        assert_eq!(kept.stdout, "PUPPET_BRANCH=feature_good\n");
+    }
+    drop(up);
+    lab.down().unwrap();
+}

@@ -160,7 +160,7 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     stage_done(applier, job).await
 }
 
-/// Removes the override a rolled-back rollout applied, then asks for a
+/// Removes the override a rolled-back (or finalized) rollout applied, then asks for a
 /// fresh probe of the host: the rollout is rolled back when the probes
 /// show every host clean.
 async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
@@ -175,7 +175,7 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     let Some(read) = rollouts::load(bus, &job.rollout).await? else {
         return Ok(());
     };
-    let Some(rollback) = read.rollout.rollback.filter(|_| !done) else {
+    let Some(decision) = read.rollout.removal().filter(|_| !done).cloned() else {
         return request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await;
     };
     let outcome = match overrides::remove(&applier.pool, bus, &job.hostname).await {
@@ -193,8 +193,8 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         job,
         &key,
         outcome,
-        rollback.by,
-        rollback.command_id,
+        decision.by,
+        decision.command_id,
     )
     .await?;
     request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await

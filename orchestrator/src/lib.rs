@@ -121,6 +121,7 @@ impl Handler for Orchestrator {
             }
             Command::RolloutResume { id } => rollouts::pause_or_resume(ctx, id, None).await,
             Command::RolloutHalt { reason } => rollouts::halt(ctx, reason).await,
+            Command::RolloutFinalize { id } => rollouts::finalize(ctx, id).await,
             Command::RolloutRollback {
                 id,
                 remove_overrides,

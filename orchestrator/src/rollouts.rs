@@ -17,7 +17,7 @@ use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Reply, Verdict};
 use fleetroll_bus::messages::event::EventDetail;
 use fleetroll_bus::messages::rollout::{
-    ApplyJob, ApplyOutcome, GateConfig, GateEvaluation, HostApply, Rollback, Rollout, RolloutList,
+    ApplyJob, ApplyOutcome, Decision, GateConfig, GateEvaluation, HostApply, Rollout, RolloutList,
     RolloutPlan, RolloutState, RolloutStatus, Stage, StageStatus, stage_order,
 };
 use fleetroll_bus::worker::CommandContext;
@@ -206,6 +206,7 @@ pub async fn create(ctx: &CommandContext, plan: &RolloutPlan) -> Verdict {
         stages: Vec::new(),
         pause_reason: None,
         rollback: None,
+        finalize: None,
     };
     let created = async {
         ctx.bus
@@ -626,7 +627,7 @@ pub async fn rollback(
         let now = OffsetDateTime::now_utc();
         rollout.state = RolloutState::RollingBack;
         rollout.updated_at = now;
-        rollout.rollback = Some(Rollback {
+        rollout.rollback = Some(Decision {
             remove_overrides,
             reason: reason.to_string(),
             by: ctx.actor.clone(),
@@ -662,6 +663,74 @@ pub async fn rollback(
     }
 }
 
+/// After success: removes the override from every target host, for good.
+pub async fn finalize(ctx: &CommandContext, id: &str) -> Verdict {
+    loop {
+        let read = match load(&ctx.bus, id).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return no_such(id),
+            Err(e) => return Verdict::failed(e),
+        };
+        let mut rollout = read.rollout;
+        let stage = rollout.current_stage().map_or(0, |s| s.number);
+        let removing = rollout.targets.clone();
+        let finalizing = |removing: Vec<String>| Verdict::Done {
+            reply: Reply::Finalizing {
+                id: id.to_string(),
+                removing,
+            },
+        };
+        if rollout.finalize.is_some() {
+            // This very command, redelivered: queue the removals again.
+            if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
+                return Verdict::failed(e);
+            }
+            return finalizing(removing);
+        }
+        if rollout.state != RolloutState::Succeeded {
+            return Verdict::Refused {
+                message: format!(
+                    "rollout {id} is {}; only a succeeded rollout is finalized",
+                    rollout.state.as_str()
+                ),
+            };
+        }
+        let now = OffsetDateTime::now_utc();
+        rollout.state = RolloutState::Finalizing;
+        rollout.updated_at = now;
+        rollout.finalize = Some(Decision {
+            remove_overrides: true,
+            reason: "finalize: the change is merged".into(),
+            by: ctx.actor.clone(),
+            command_id: ctx.command_id.clone(),
+            at: now,
+        });
+        match store(&ctx.bus, &rollout, read.revision).await {
+            Ok(true) => {
+                if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
+                    return Verdict::failed(e);
+                }
+                events::rollout(
+                    &ctx.bus,
+                    &ctx.instance,
+                    id,
+                    "state",
+                    "finalizing",
+                    EventDetail::RolloutState {
+                        rollout: id.to_string(),
+                        state: RolloutState::Finalizing,
+                        reason: None,
+                    },
+                )
+                .await;
+                return finalizing(removing);
+            }
+            Ok(false) => continue,
+            Err(e) => return Verdict::failed(e),
+        }
+    }
+}
+
 fn rolling_back(id: &str, removing: Vec<String>) -> Verdict {
     Verdict::Done {
         reply: Reply::RollingBack {
@@ -675,7 +744,8 @@ fn rolling_back(id: &str, removing: Vec<String>) -> Verdict {
 const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A rolling-back rollout is rolled back once a probe newer than the
-/// rollback shows no override on any host it applied. Every replica runs
+/// rollback shows no override on any host it applied; a finalizing one is
+/// finalized once they show none on any target host. Every replica runs
 /// this; the compare-and-swap lets one of them record it.
 pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result<(), BusError> {
     loop {
@@ -687,16 +757,24 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
                 continue;
             }
         };
-        for rollout in rollouts
-            .into_iter()
-            .filter(|r| r.state == RolloutState::RollingBack)
-        {
-            let Some(since) = rollout.rollback.as_ref().map(|r| r.at) else {
+        for rollout in rollouts.into_iter().filter(|r| {
+            matches!(
+                r.state,
+                RolloutState::RollingBack | RolloutState::Finalizing
+            )
+        }) {
+            let Some(since) = rollout.removal().map(|r| r.at) else {
                 continue;
             };
-            let applied = applied_hosts(&bus, &rollout).await?;
+            let (hosts, done) = match rollout.state {
+                RolloutState::Finalizing => (rollout.targets.clone(), RolloutState::Finalized),
+                _ => (
+                    applied_hosts(&bus, &rollout).await?,
+                    RolloutState::RolledBack,
+                ),
+            };
             let mut clean = true;
-            for host in &applied {
+            for host in &hosts {
                 let record = index.get(host).await.ok().flatten();
                 clean &= record.is_some_and(|r| {
                     r.observation.override_present == Some(false)
@@ -709,23 +787,23 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
             let Some(read) = load(&bus, &rollout.id).await? else {
                 continue;
             };
-            let mut rolled_back = read.rollout;
-            if rolled_back.state != RolloutState::RollingBack {
+            let mut settled = read.rollout;
+            if settled.state != rollout.state {
                 continue;
             }
-            rolled_back.state = RolloutState::RolledBack;
-            rolled_back.updated_at = OffsetDateTime::now_utc();
-            if store(&bus, &rolled_back, read.revision).await? {
-                tracing::info!(rollout = %rollout.id, hosts = applied.len(), "rolled back: every host clean");
+            settled.state = done;
+            settled.updated_at = OffsetDateTime::now_utc();
+            if store(&bus, &settled, read.revision).await? {
+                tracing::info!(rollout = %rollout.id, hosts = hosts.len(), state = done.as_str(), "every host clean");
                 events::rollout(
                     &bus,
                     &instance,
                     &rollout.id,
                     "state",
-                    "rolled_back",
+                    done.as_str(),
                     EventDetail::RolloutState {
                         rollout: rollout.id.clone(),
-                        state: RolloutState::RolledBack,
+                        state: done,
                         reason: None,
                     },
                 )

@@ -106,6 +106,11 @@ pub enum Command {
     RolloutResume {
         id: String,
     },
+    /// After success and the merge: remove the override from every target
+    /// host (snapshotted first); irreversible.
+    RolloutFinalize {
+        id: String,
+    },
     /// Emergency: pause every running rollout.
     RolloutHalt {
         reason: String,
@@ -168,7 +173,8 @@ impl Command {
             | Command::RolloutPause { .. }
             | Command::RolloutResume { .. }
             | Command::RolloutRollback { .. }
-            | Command::RolloutHalt { .. } => WorkerKind::Orchestrator,
+            | Command::RolloutHalt { .. }
+            | Command::RolloutFinalize { .. } => WorkerKind::Orchestrator,
         }
     }
 
@@ -197,6 +203,7 @@ impl Command {
             Command::RolloutResume { .. } => "rollout_resume",
             Command::RolloutRollback { .. } => "rollout_rollback",
             Command::RolloutHalt { .. } => "rollout_halt",
+            Command::RolloutFinalize { .. } => "rollout_finalize",
         }
     }
 
@@ -225,7 +232,8 @@ impl Command {
             | Command::RolloutAdvance { id, .. }
             | Command::RolloutPause { id, .. }
             | Command::RolloutResume { id }
-            | Command::RolloutRollback { id, .. } => Some(id),
+            | Command::RolloutRollback { id, .. }
+            | Command::RolloutFinalize { id } => Some(id),
             _ => None,
         }
     }
@@ -394,6 +402,11 @@ pub enum Reply {
     /// Every rollout that was running is paused.
     Halted {
         paused: Vec<String>,
+    },
+    /// Finalizing: the hosts whose overrides are being removed.
+    Finalizing {
+        id: String,
+        removing: Vec<String>,
     },
     /// Rolling back: the hosts whose overrides are being removed.
     RollingBack {

@@ -230,12 +230,24 @@ pub struct Rollout {
     pub pause_reason: Option<String>,
     /// Set when it was rolled back.
     #[serde(default)]
-    pub rollback: Option<Rollback>,
+    pub rollback: Option<Decision>,
+    /// Set when it was finalized.
+    #[serde(default)]
+    pub finalize: Option<Decision>,
 }
 
-/// How and when a rollout was stopped for good.
+impl Rollout {
+    /// The operator's decision its override removals carry out: the
+    /// rollback, or the finalize.
+    pub fn removal(&self) -> Option<&Decision> {
+        self.finalize.as_ref().or(self.rollback.as_ref())
+    }
+}
+
+/// An operator's decision that ends a rollout: who, when, with which
+/// command, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rollback {
+pub struct Decision {
     pub remove_overrides: bool,
     pub reason: String,
     pub by: String,

@@ -173,6 +173,31 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
+        RolloutCommand::Finalize {
+            id,
+            all: _,
+            confirm,
+        } => {
+            if !confirm {
+                println!(
+                    "would remove the override from every target host of rollout {id} (each snapshotted first), for good: to bring the change back, create a new rollout"
+                );
+                println!("run again with --confirm to do it");
+                return Ok(exit::REFUSED);
+            }
+            let outcome = send(ctx, Command::RolloutFinalize { id }, COMMAND_WAIT).await?;
+            if let Verdict::Done {
+                reply: Reply::Finalizing { id, removing },
+            } = &outcome.verdict
+            {
+                println!(
+                    "{id}: finalizing; removing the override from {} host(s)",
+                    removing.len()
+                );
+                eprintln!("it is finalized once fresh probes show them clean");
+            }
+            Ok(report_failure(&outcome))
+        }
         RolloutCommand::Halt { all: _, reason } => {
             let outcome = send(ctx, Command::RolloutHalt { reason }, COMMAND_WAIT).await?;
             if let Verdict::Done {
