@@ -80,38 +80,77 @@ step "workload from the Taskcluster double, and drift"
 sleep 6
 run fleetroll host list --filter 'healthy:true' 2>&1 | tail -1
 run fleetroll host list --drift-type any
-step "a rollout: refused over existing overrides, then a canary, a forced batch, and a rollback"
-waiting() { # ID STAGE: until that stage has applied every host
-  for _ in $(seq 60); do
-    fleetroll rollout status "$1" --json | python3 -c 'import json,sys; s=json.load(sys.stdin)["rollout"]["stages"]; sys.exit(0 if len(s) >= '"$2"' and s['"$2"'-1]["status"] == "waiting_for_assessment" else 1)' && return 0
+step "rollouts: a good branch from canary to finalize, then a bad branch rolled back"
+status_of() { fleetroll rollout status "$1" --json; }
+state_of() { status_of "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["state"])'; }
+until_state() { # ID STATE
+  for _ in $(seq 120); do [ "$(state_of "$1")" = "$2" ] && return 0; sleep 1; done
+  echo "rollout $1 did not reach $2"; return 1
+}
+until_stage_applied() { # ID STAGE
+  for _ in $(seq 120); do
+    status_of "$1" | python3 -c 'import json,sys; s=json.load(sys.stdin)["rollout"]["stages"]; sys.exit(0 if len(s) >= '"$2"' and s['"$2"'-1]["status"] == "waiting_for_assessment" else 1)' && return 0
     sleep 1
   done
   echo "stage $2 of $1 did not finish"; return 1
 }
-blocked=$(fleetroll rollout create --target 'population:linux-talos' --canary 2 --change 'PUPPET_BRANCH=feature_xyz')
+until_gates() { # ID pass|GATE=VERDICT: every gate passes, or that gate says that
+  for _ in $(seq 180); do
+    status_of "$1" | python3 -c '
+import json,sys
+s=json.load(sys.stdin); e=s.get("evaluation") or {}; want=sys.argv[1]
+if e.get("stage") != len(s["rollout"]["stages"]): sys.exit(1)
+g={x["name"]: x["verdict"] for x in e.get("gates", [])}
+ok = all(v == "pass" for v in g.values()) if want == "pass" else g.get(want.split("=")[0]) == want.split("=")[1]
+sys.exit(0 if g and ok else 1)' "$2" && return 0
+    sleep 1
+  done
+  echo "the gates of $1 did not get to $2"; return 1
+}
+converge_stage() { # ID STAGE: Puppet runs on the stage's hosts (as it would on its own schedule)
+  for h in $(status_of "$1" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["rollout"]["stages"]['"$2"'-1]["hosts"]))'); do
+    fleetroll converge host "$h" >/dev/null 2>&1 || true
+  done
+}
+blocked=$(fleetroll rollout create --target 'population:linux-talos' --canary 2 --change 'PUPPET_BRANCH=feature_xyz' 2>/dev/null)
 run fleetroll rollout start "$blocked" || true
-rollout=$(fleetroll rollout create --target 'population:linux-talos AND sudoable:true AND override_present:false' \
-  --canary 2 --batch-pct 25 --change 'PUPPET_BRANCH=feature_xyz')
-echo "created $rollout"
-run fleetroll rollout start "$rollout"
-waiting "$rollout" 1
-canary=$(fleetroll rollout status "$rollout" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["stages"][0]["hosts"][0])')
-run fleetroll converge host "$canary" | tail -3
-sleep 4   # the gatekeeper judges every few seconds
-run fleetroll rollout status "$rollout" | sed -n '/^gates/,$p'
-run fleetroll rollout advance "$rollout" --batch-size 8 || true
-run fleetroll rollout advance "$rollout" --batch-size 8 --force --reason 'demo: canary converged cleanly'
-waiting "$rollout" 2
-run fleetroll rollout status "$rollout" | head -12
-run fleetroll rollout rollback "$rollout" --remove-overrides --confirm --reason 'demo: back to the role branch'
-for _ in $(seq 60); do
-  [ "$(fleetroll rollout status "$rollout" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["state"])')" = rolled_back ] && break
-  sleep 1
-done
+good=$(fleetroll rollout create --target 'population:linux-talos AND sudoable:true AND override_present:false AND hostname:lab-001*' \
+  --canary 1 --batch-pct 50 --change 'PUPPET_BRANCH=feature_xyz' 2>/dev/null)
+echo "created $good"
+run fleetroll rollout start "$good"
+until_stage_applied "$good" 1
+canary=$(status_of "$good" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["stages"][0]["hosts"][0])')
+run fleetroll converge host "$canary" | tail -2
+run fleetroll rollout advance "$good" --batch-size 4 || true
+until_gates "$good" pass
+run fleetroll rollout status "$good" | sed -n '/^gates/,$p'
+run fleetroll rollout advance "$good" --batch-size 4
+until_stage_applied "$good" 2
+converge_stage "$good" 2
+until_gates "$good" pass
+run fleetroll rollout advance "$good" --batch-size 4
+until_stage_applied "$good" 3
+converge_stage "$good" 3
+until_state "$good" succeeded
+run fleetroll rollout status "$good" | head -5
+run fleetroll rollout finalize "$good" --all --confirm
+until_state "$good" finalized
+
+bad=$(fleetroll rollout create --target 'population:linux-talos AND sudoable:true AND override_present:false AND hostname:lab-002*' \
+  --canary 2 --change 'PUPPET_BRANCH=feature_bad' 2>/dev/null)
+echo "created $bad (feature_bad: its jobs fail)"
+run fleetroll rollout start "$bad"
+until_stage_applied "$bad" 1
+converge_stage "$bad" 1
+until_gates "$bad" tc_success_rate_drop=fail
+run fleetroll rollout status "$bad" | sed -n '/^gates/,$p'
+run fleetroll rollout advance "$bad" --batch-size 4 || true
+run fleetroll rollout rollback "$bad" --remove-overrides --confirm --reason 'feature_bad fails its jobs'
+until_state "$bad" rolled_back
 run fleetroll rollout list
 
 step "the audit log: every command above, signed and chained; an override kept byte for byte"
-run fleetroll audit list --rollout "$rollout" --limit 8
+run fleetroll audit list --rollout "$good" --limit 8
 run fleetroll audit verify
 snapshot=$(fleetroll host list --filter 'override_present:true' --json | python3 -c 'import json,sys; print(next(h["override_snapshot_id"] for h in json.load(sys.stdin) if h.get("override_snapshot_id")))')
 run fleetroll audit snapshot "$snapshot"
