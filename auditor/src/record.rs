@@ -123,6 +123,31 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
                 handled_by: event.source.clone(),
             },
         )),
+        // After finalize, the gatekeeper saw a severe regression.
+        EventDetail::Regression { rollout, reason } => Some((
+            subjects::audit_regression(rollout),
+            AuditRecord {
+                index: 0,
+                prev_hash: String::new(),
+                at: event.at,
+                action: "rollout_regression".into(),
+                actor: None,
+                claimed_actor: None,
+                outcome: "done".into(),
+                message: None,
+                command_id: None,
+                rollout: Some(rollout.clone()),
+                parameters: None,
+                hosts: Vec::new(),
+                approval_mode: ApprovalMode::SelfApproved,
+                force: false,
+                reason: Some(reason.clone()),
+                gate_config: None,
+                gate_evaluation: None,
+                snapshots: Vec::new(),
+                handled_by: event.source.clone(),
+            },
+        )),
         // Stage and state changes follow from commands, which are audited.
         EventDetail::RolloutStage { .. }
         | EventDetail::RolloutState { .. }

@@ -70,6 +70,11 @@ pub fn audit_auto_pause(rollout: &str, stage: u32) -> String {
     format!("fleetroll.audit.auto.{rollout}.{stage}")
 }
 
+/// The audit record of a regression seen after a rollout was finalized.
+pub fn audit_regression(rollout: &str) -> String {
+    format!("fleetroll.audit.regression.{rollout}")
+}
+
 /// Where override snapshot `id` is kept.
 pub fn snapshot(id: &str) -> String {
     format!("fleetroll.snapshot.{id}")

@@ -119,8 +119,10 @@ fn up_keeps_its_data_across_restarts_and_refuses_a_taken_port() {
         nats_server_pids(dir.path()).is_empty(),
         "no nats-server left behind"
     );
+    // Its own port, named: the default one may have another mesh on it.
+    let url = format!("nats://127.0.0.1:{port}");
     assert!(
-        cli.run(&["status"]).code == 2,
+        cli.run(&["--nats-url", &url, "status"]).code == 2,
         "nothing answers once stopped"
     );
 

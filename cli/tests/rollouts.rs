@@ -768,6 +768,36 @@ fn a_good_branch_passes_its_gates_succeeds_and_is_finalized() {
         let kept = cli.run(&["audit", "snapshot", snapshot]);
         assert_eq!(kept.stdout, "PUPPET_BRANCH=feature_good\n");
     }
+
+    // The observation phase: the branch the hosts return to turns bad; the
+    // rollout is marked with the regression, and it is audited.
+    lab.set_branch_bad("master", true);
+    for name in &names {
+        assert_eq!(cli.run(&["converge", "host", name]).code, 0);
+    }
+    wait_until("the regression to be seen", Duration::from_secs(90), || {
+        status(cli, &id)["rollout"]["pause_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("post-finalize regression"))
+    });
+    assert_eq!(
+        status(cli, &id)["rollout"]["state"],
+        "finalized",
+        "no override put back"
+    );
+    wait_until("the regression audited", Duration::from_secs(30), || {
+        let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
+        audit
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["record"]["action"] == "rollout_regression")
+    });
+    assert!(names.iter().all(|n| {
+        let host = lab.host(n).unwrap();
+        host.file(host.override_path()).unwrap().is_none()
+    }));
     drop(up);
     lab.down().unwrap();
 }

@@ -33,11 +33,13 @@ pub async fn maintain(bus: Bus, workload: bool, source: String) -> Result<(), Bu
     loop {
         tokio::time::sleep(EVERY).await;
         let rollouts = bus.snapshot::<Rollout>(&topology::ROLLOUTS).await?;
-        for rollout in rollouts
-            .into_values()
-            .filter(|r| r.state == RolloutState::Running)
-        {
-            if let Err(e) = judge(&bus, &index, &rollout, workload, &source).await {
+        for rollout in rollouts.into_values() {
+            let judged = match rollout.state {
+                RolloutState::Running => judge(&bus, &index, &rollout, workload, &source).await,
+                RolloutState::Finalized => observe(&bus, &rollout, &source).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = judged {
                 warn!(rollout = %rollout.id, error = %e, "rollout not judged");
             }
         }
@@ -274,6 +276,88 @@ async fn blast_radius(
         },
     )
     .await;
+    Ok(())
+}
+
+/// After finalize, for one window: a success rate that falls more than
+/// twice the gate's allowance below the baseline is a severe regression.
+/// fleetroll does not put the override back (a new rollout does that); it
+/// marks the rollout, and says so to whoever watches, once.
+async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusError> {
+    let Some(finalized) = rollout.finalize.as_ref().map(|f| f.at) else {
+        return Ok(());
+    };
+    let now = OffsetDateTime::now_utc();
+    let window = time::Duration::seconds(rollout.plan.gates.window_s as i64);
+    if rollout.pause_reason.is_some() || now > finalized + window {
+        return Ok(());
+    }
+    let Some(baseline) = bus
+        .kv(&topology::GATES)
+        .await?
+        .get(&rollout.id)
+        .await
+        .map_err(|e| BusError::js("reading the gate evaluation", e))?
+        .and_then(|b| codec::from_cbor::<GateEvaluation>(&b).ok())
+        .and_then(|e| e.baseline.success_rate)
+    else {
+        return Ok(());
+    };
+    let runs = task_runs(bus, finalized).await?;
+    let since: Vec<&TaskRun> = rollout
+        .targets
+        .iter()
+        .flat_map(|h| runs.get(h).into_iter().flatten())
+        .filter(|r| r.resolved > finalized)
+        .collect();
+    let needed = (rollout.targets.len() as f64 * rollout.plan.gates.min_jobs_per_host).ceil();
+    let (Some(rate), total) = success_rate(since.into_iter()) else {
+        return Ok(());
+    };
+    let drop = (baseline - rate) * 100.0;
+    if (total as f64) < needed.max(1.0) || drop <= 2.0 * rollout.plan.gates.tc_success_rate_drop {
+        return Ok(());
+    }
+    let reason = format!(
+        "post-finalize regression: success rate {:.1}% over {total} runs since finalize, baseline {:.1}%; the override is not put back: create a new rollout if it must return",
+        rate * 100.0,
+        baseline * 100.0
+    );
+    let store = bus.kv(&topology::ROLLOUTS).await?;
+    let Some(entry) = store
+        .entry(&rollout.id)
+        .await
+        .map_err(|e| BusError::js("reading the rollout", e))?
+    else {
+        return Ok(());
+    };
+    let Ok(mut current) = codec::from_cbor::<Rollout>(&entry.value) else {
+        return Ok(());
+    };
+    if current.pause_reason.is_some() {
+        return Ok(());
+    }
+    current.pause_reason = Some(reason.clone());
+    current.updated_at = now;
+    if store
+        .update(&rollout.id, codec::to_cbor(&current).into(), entry.revision)
+        .await
+        .is_ok()
+    {
+        warn!(rollout = %rollout.id, %reason, "regression after finalize");
+        events::rollout(
+            bus,
+            source,
+            &rollout.id,
+            "regression",
+            "finalized",
+            EventDetail::Regression {
+                rollout: rollout.id.clone(),
+                reason,
+            },
+        )
+        .await;
+    }
     Ok(())
 }
 

@@ -55,6 +55,9 @@ pub enum EventDetail {
         groups: Vec<(String, usize)>,
         reason: String,
     },
+    /// After finalize, the targets regressed badly
+    /// (`fleetroll.evt.rollout.<id>.regression`); audited.
+    Regression { rollout: String, reason: String },
     /// A gate verdict of a rollout changed (`fleetroll.evt.rollout.<id>.gates`).
     RolloutGates { evaluation: Box<GateEvaluation> },
     /// One host of a rollout was handled (`fleetroll.evt.rollout.<id>.host`);

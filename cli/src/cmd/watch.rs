@@ -51,6 +51,9 @@ pub fn describe(event: &Event) -> String {
             };
             format!("{at}  {rollout}  host   stage {stage} {hostname} {what}")
         }
+        EventDetail::Regression { rollout, reason } => {
+            format!("{at}  {rollout}  REGRESSION {reason}")
+        }
         EventDetail::BlastRadius {
             rollout, reason, ..
         } => {
