@@ -132,7 +132,7 @@ run fleetroll rollout advance "$good" --batch-size 4
 until_stage_applied "$good" 3
 converge_stage "$good" 3
 until_state "$good" succeeded
-run fleetroll rollout status "$good" | head -5
+run fleetroll rollout status "$good" | sed -n 1,5p
 run fleetroll rollout finalize "$good" --all --confirm
 until_state "$good" finalized
 

@@ -13,6 +13,12 @@ use crate::args::{Cli, ConvergeCommand, InventoryCommand, RebootCommand, Top, Wa
 use crate::context::Context;
 
 fn main() -> ExitCode {
+    // A reader that stops early (`fleetroll host list | head`) ends this
+    // process quietly, as it does any Unix tool, instead of a panic about a
+    // broken pipe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version go to stdout with 0; a bad command line is
