@@ -48,6 +48,8 @@ pub mod host_index;
 #[cfg(feature = "client")]
 pub mod query;
 #[cfg(feature = "client")]
+pub mod rollout_store;
+#[cfg(feature = "client")]
 pub mod send;
 #[cfg(feature = "client")]
 pub mod setup;

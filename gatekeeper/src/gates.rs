@@ -17,9 +17,10 @@ use fleetroll_bus::messages::event::EventDetail;
 use fleetroll_bus::messages::host::HostRecord;
 use fleetroll_bus::messages::rollout::{
     ApplyOutcome, Baseline, GateEvaluation, GateResult, GateVerdict, HostApply, Rollout,
-    RolloutState,
+    RolloutState, StageStatus,
 };
 use fleetroll_bus::messages::workload::{RunResult, TaskRun};
+use fleetroll_bus::rollout_store;
 use fleetroll_bus::{subjects, topology};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -217,35 +218,24 @@ async fn blast_radius(
         config.blast_max_failing_fraction * 100.0,
         shared.join(", ")
     );
-    let store = bus.kv(&topology::ROLLOUTS).await?;
-    let Some(entry) = store
-        .entry(&rollout.id)
-        .await
-        .map_err(|e| BusError::js("reading the rollout", e))?
-    else {
+    // An operator's pause or rollback meanwhile wins.
+    let paused = rollout_store::update(bus, &rollout.id, |current| {
+        if current.state != RolloutState::Running {
+            return false;
+        }
+        current.state = RolloutState::Paused;
+        current.pause_reason = Some(reason.clone());
+        current.updated_at = OffsetDateTime::now_utc();
+        if let Some(last) = current.stages.last_mut() {
+            last.status = StageStatus::Paused;
+        }
+        true
+    })
+    .await?;
+    let Some(paused) = paused else {
         return Ok(());
     };
-    let Ok(mut current) = codec::from_cbor::<Rollout>(&entry.value) else {
-        return Ok(());
-    };
-    if current.state != RolloutState::Running {
-        return Ok(());
-    }
-    current.state = RolloutState::Paused;
-    current.pause_reason = Some(reason.clone());
-    current.updated_at = OffsetDateTime::now_utc();
-    let stage = current.stages.last().map_or(0, |s| s.number);
-    if let Some(last) = current.stages.last_mut() {
-        last.status = fleetroll_bus::messages::rollout::StageStatus::Paused;
-    }
-    if store
-        .update(&rollout.id, codec::to_cbor(&current).into(), entry.revision)
-        .await
-        .is_err()
-    {
-        // Changed meanwhile: judged again in a few seconds.
-        return Ok(());
-    }
+    let stage = paused.stages.last().map_or(0, |s| s.number);
     warn!(rollout = %rollout.id, %reason, "paused by its blast radius");
     events::rollout(
         bus,
@@ -323,27 +313,16 @@ async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
         rate * 100.0,
         baseline * 100.0
     );
-    let store = bus.kv(&topology::ROLLOUTS).await?;
-    let Some(entry) = store
-        .entry(&rollout.id)
-        .await
-        .map_err(|e| BusError::js("reading the rollout", e))?
-    else {
-        return Ok(());
-    };
-    let Ok(mut current) = codec::from_cbor::<Rollout>(&entry.value) else {
-        return Ok(());
-    };
-    if current.pause_reason.is_some() {
-        return Ok(());
-    }
-    current.pause_reason = Some(reason.clone());
-    current.updated_at = now;
-    if store
-        .update(&rollout.id, codec::to_cbor(&current).into(), entry.revision)
-        .await
-        .is_ok()
-    {
+    let marked = rollout_store::update(bus, &rollout.id, |current| {
+        if current.pause_reason.is_some() {
+            return false;
+        }
+        current.pause_reason = Some(reason.clone());
+        current.updated_at = now;
+        true
+    })
+    .await?;
+    if marked.is_some() {
         warn!(rollout = %rollout.id, %reason, "regression after finalize");
         events::rollout(
             bus,
@@ -672,28 +651,17 @@ async fn succeed_if_done(
     if !done {
         return Ok(());
     }
-    let store = bus.kv(&topology::ROLLOUTS).await?;
-    let Some(entry) = store
-        .entry(&rollout.id)
-        .await
-        .map_err(|e| BusError::js("reading the rollout", e))?
-    else {
-        return Ok(());
-    };
-    let Ok(mut current) = codec::from_cbor::<Rollout>(&entry.value) else {
-        return Ok(());
-    };
-    if current.state != RolloutState::Running {
-        return Ok(());
-    }
-    current.state = RolloutState::Succeeded;
-    current.updated_at = OffsetDateTime::now_utc();
     // A compare-and-swap: an operator's pause or rollback meanwhile wins.
-    if store
-        .update(&rollout.id, codec::to_cbor(&current).into(), entry.revision)
-        .await
-        .is_ok()
-    {
+    let succeeded = rollout_store::update(bus, &rollout.id, |current| {
+        if current.state != RolloutState::Running {
+            return false;
+        }
+        current.state = RolloutState::Succeeded;
+        current.updated_at = OffsetDateTime::now_utc();
+        true
+    })
+    .await?;
+    if succeeded.is_some() {
         info!(rollout = %rollout.id, "succeeded: every target applied and healthy");
         events::rollout(
             bus,

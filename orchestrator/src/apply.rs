@@ -18,6 +18,7 @@ use fleetroll_bus::messages::host::ProbeJob;
 use fleetroll_bus::messages::rollout::{
     ApplyJob, ApplyOutcome, HostApply, RolloutState, StageStatus,
 };
+use fleetroll_bus::rollout_store;
 use fleetroll_bus::worker::with_progress;
 use fleetroll_bus::{setup, subjects, topology};
 use fleetroll_ssh::pool::Pool;
@@ -107,7 +108,7 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     {
         return stage_done(applier, job).await;
     }
-    let Some(read) = rollouts::load(bus, &job.rollout).await? else {
+    let Some(read) = rollout_store::load(bus, &job.rollout).await? else {
         warn!("the rollout is gone; job dropped");
         return Ok(());
     };
@@ -172,7 +173,7 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         .await
         .map_err(|e| BusError::js("reading a rollout result", e))?
         .is_some();
-    let Some(read) = rollouts::load(bus, &job.rollout).await? else {
+    let Some(read) = rollout_store::load(bus, &job.rollout).await? else {
         return Ok(());
     };
     let Some(decision) = read.rollout.removal().filter(|_| !done).cloned() else {
@@ -268,7 +269,7 @@ pub async fn request_probe(bus: &Bus, hostname: &str, origin: String) -> Result<
 async fn stage_done(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     let bus = &applier.bus;
     loop {
-        let Some(read) = rollouts::load(bus, &job.rollout).await? else {
+        let Some(read) = rollout_store::load(bus, &job.rollout).await? else {
             return Ok(());
         };
         let mut rollout = read.rollout;
@@ -285,7 +286,7 @@ async fn stage_done(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         stage.status = StageStatus::WaitingForAssessment;
         let stage = stage.clone();
         rollout.updated_at = OffsetDateTime::now_utc();
-        if rollouts::store(bus, &rollout, read.revision).await? {
+        if rollout_store::store(bus, &rollout, read.revision).await? {
             info!(
                 stage = stage.number,
                 "stage applied; waiting for assessment"

@@ -26,48 +26,7 @@ use time::OffsetDateTime;
 use tracing::warn;
 
 use crate::overrides::MAX_OVERRIDE_BYTES;
-
-/// A rollout and the revision it was read at.
-pub struct Read {
-    pub rollout: Rollout,
-    pub revision: u64,
-}
-
-pub async fn load(bus: &Bus, id: &str) -> Result<Option<Read>, BusError> {
-    let store = bus.kv(&topology::ROLLOUTS).await?;
-    let Some(entry) = store
-        .entry(id)
-        .await
-        .map_err(|e| BusError::js("reading the rollout", e))?
-        .filter(|e| e.operation == kv::Operation::Put)
-    else {
-        return Ok(None);
-    };
-    let rollout = codec::from_cbor(&entry.value).map_err(|source| BusError::Decode {
-        place: format!("rollout {id}"),
-        source,
-    })?;
-    Ok(Some(Read {
-        rollout,
-        revision: entry.revision,
-    }))
-}
-
-/// Writes `rollout` if it is still at `revision`; false when another
-/// replica changed it first.
-pub async fn store(bus: &Bus, rollout: &Rollout, revision: u64) -> Result<bool, BusError> {
-    let bytes = codec::to_cbor(rollout);
-    match bus
-        .kv(&topology::ROLLOUTS)
-        .await?
-        .update(&rollout.id, bytes.into(), revision)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-        Err(e) => Err(BusError::js("writing the rollout", e)),
-    }
-}
+use fleetroll_bus::rollout_store::{self, load, store};
 
 /// Queues one job per host: applying the change, or (`remove`) removing
 /// the override.
@@ -784,16 +743,16 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
             if !clean {
                 continue;
             }
-            let Some(read) = load(&bus, &rollout.id).await? else {
-                continue;
-            };
-            let mut settled = read.rollout;
-            if settled.state != rollout.state {
-                continue;
-            }
-            settled.state = done;
-            settled.updated_at = OffsetDateTime::now_utc();
-            if store(&bus, &settled, read.revision).await? {
+            let settled = rollout_store::update(&bus, &rollout.id, |current| {
+                if current.state != rollout.state {
+                    return false;
+                }
+                current.state = done;
+                current.updated_at = OffsetDateTime::now_utc();
+                true
+            })
+            .await?;
+            if settled.is_some() {
                 tracing::info!(rollout = %rollout.id, hosts = hosts.len(), state = done.as_str(), "every host clean");
                 events::rollout(
                     &bus,
