@@ -12,7 +12,8 @@ use crate::messages::event::{Event, EventDetail};
 use crate::{subjects, topology};
 
 /// Publishes a rollout event. `key` names this occurrence: publishing the
-/// same one again (a retried step) stores it once.
+/// same one again (a retried step) stores it once. A failure is logged
+/// and returned: a step whose event is audited retries on it, others go on.
 pub async fn rollout(
     bus: &Bus,
     source: &str,
@@ -20,7 +21,7 @@ pub async fn rollout(
     kind: &str,
     key: &str,
     detail: EventDetail,
-) {
+) -> Result<(), BusError> {
     let event = Event {
         at: OffsetDateTime::now_utc(),
         source: source.to_string(),
@@ -39,13 +40,13 @@ pub async fn rollout(
                 codec::to_cbor(&event).into(),
             )
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| BusError::js("publishing a rollout event", e))?
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| BusError::js("publishing a rollout event", e))
     };
-    if let Err(e) = published.await {
+    published.await.map(drop).inspect_err(|e| {
         warn!(rollout, kind, error = %e, "rollout event not published");
-    }
+    })
 }
 
 /// Rollout events from now on: of one rollout, or of all.

@@ -801,3 +801,105 @@ fn a_good_branch_passes_its_gates_succeeds_and_is_finalized() {
     drop(up);
     lab.down().unwrap();
 }
+
+/// A replica that recorded a host's result and died before announcing it:
+/// the next delivery of the job does not write the host again, and still
+/// gets the write into the audit log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_recorded_by_a_replica_that_died_unannounced_is_still_audited() {
+    use fleetroll_bus::codec;
+    use fleetroll_bus::messages::rollout::{ApplyOutcome, HostApply};
+    use fleetroll_bus::token::Role;
+    use fleetroll_bus::topology;
+
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = tokio::task::spawn_blocking({
+        let dir = lab_dir.path().to_path_buf();
+        move || Lab::start(LabConfig::new(1, &dir)).unwrap()
+    })
+    .await
+    .unwrap();
+    let host = lab.hosts()[0].hostname.clone();
+    let up = Up::start_with("", lab_env(&lab));
+    let cli = up.cli.clone();
+    let (c, h) = (cli.clone(), host.clone());
+    let id = tokio::task::spawn_blocking(move || {
+        assert_eq!(c.run(&["inventory", "seed", "add", &h]).code, 0);
+        assert_eq!(c.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+        let create = c.run(&[
+            "rollout",
+            "create",
+            "--target",
+            &format!("hostname:{h}"),
+            "--canary",
+            "1",
+            "--change",
+            "PUPPET_BRANCH=feature_xyz",
+        ]);
+        assert_eq!(create.code, 0, "{create:?}");
+        create.stdout.trim().to_string()
+    })
+    .await
+    .unwrap();
+
+    // What the dead replica left: the result, and no event.
+    let worker = up.bus_as(Role::Worker).await;
+    let left = HostApply {
+        rollout: id.clone(),
+        stage: 1,
+        hostname: host.clone(),
+        outcome: ApplyOutcome::Applied { snapshot: None },
+        at: time::OffsetDateTime::now_utc(),
+        by: "orchestrator-that-died".into(),
+    };
+    worker
+        .kv(&topology::ROLLOUT_HOSTS)
+        .await
+        .unwrap()
+        .create(
+            topology::rollout_host_key(&id, &host),
+            codec::to_cbor(&left).into(),
+        )
+        .await
+        .unwrap();
+
+    let (c, i) = (cli.clone(), id.clone());
+    let records = tokio::task::spawn_blocking(move || {
+        let start = c.run(&["rollout", "start", &i]);
+        assert_eq!(start.code, 0, "{start:?}");
+        wait_stage_waiting(&c, &i, 1);
+        let mut records = Vec::new();
+        wait_until("the write audited", Duration::from_secs(60), || {
+            let run = c.run(&["audit", "list", "--rollout", &i, "--json"]);
+            records = run
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["record"].clone())
+                .collect::<Vec<Value>>();
+            records.iter().any(|r| r["action"] == "override_apply")
+        });
+        records
+    })
+    .await
+    .unwrap();
+    let start = records
+        .iter()
+        .find(|r| r["action"] == "rollout_start")
+        .expect("the start is audited");
+    let write = records
+        .iter()
+        .find(|r| r["action"] == "override_apply")
+        .unwrap();
+    assert_eq!(write["hosts"], serde_json::json!([host]));
+    assert_eq!(write["actor"], start["actor"], "{write:#}");
+    assert_eq!(
+        lab.host(&host).unwrap().override_writes().unwrap(),
+        0,
+        "the recorded result stands: the host is not written again"
+    );
+    tokio::task::spawn_blocking(move || lab.down().unwrap())
+        .await
+        .unwrap();
+}

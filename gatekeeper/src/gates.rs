@@ -127,7 +127,7 @@ async fn judge(
             .iter()
             .map(|g| &g.verdict.as_str()[..1])
             .collect();
-        events::rollout(
+        let _ = events::rollout(
             bus,
             source,
             &rollout.id,
@@ -237,7 +237,7 @@ async fn blast_radius(
     };
     let stage = paused.stages.last().map_or(0, |s| s.number);
     warn!(rollout = %rollout.id, %reason, "paused by its blast radius");
-    events::rollout(
+    let _ = events::rollout(
         bus,
         source,
         &rollout.id,
@@ -253,7 +253,7 @@ async fn blast_radius(
         },
     )
     .await;
-    events::rollout(
+    let _ = events::rollout(
         bus,
         source,
         &rollout.id,
@@ -324,7 +324,7 @@ async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
     .await?;
     if marked.is_some() {
         warn!(rollout = %rollout.id, %reason, "regression after finalize");
-        events::rollout(
+        let _ = events::rollout(
             bus,
             source,
             &rollout.id,
@@ -663,7 +663,7 @@ async fn succeed_if_done(
     .await?;
     if succeeded.is_some() {
         info!(rollout = %rollout.id, "succeeded: every target applied and healthy");
-        events::rollout(
+        let _ = events::rollout(
             bus,
             source,
             &rollout.id,

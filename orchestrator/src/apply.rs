@@ -98,16 +98,8 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         return remove(applier, job).await;
     }
     let bus = &applier.bus;
-    let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
     let key = topology::rollout_host_key(&job.rollout, &job.hostname);
-    if results
-        .get(&key)
-        .await
-        .map_err(|e| BusError::js("reading a rollout result", e))?
-        .is_some()
-    {
-        return stage_done(applier, job).await;
-    }
+    let recorded = recorded(bus, &key).await?;
     let Some(read) = rollout_store::load(bus, &job.rollout).await? else {
         warn!("the rollout is gone; job dropped");
         return Ok(());
@@ -117,45 +109,57 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         warn!("no such stage; job dropped");
         return Ok(());
     };
-    if rollout.state != RolloutState::Running || stage.status != StageStatus::Applying {
-        // Paused (or stopped) before this host was reached: resuming queues
-        // it again.
-        info!(
-            state = rollout.state.as_str(),
-            "not applying now; job dropped"
-        );
-        return Ok(());
-    }
-    let disabled = applier
-        .index
-        .get(&job.hostname)
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|r| r.intent.disabled);
-    let outcome = if disabled {
-        ApplyOutcome::SkippedDisabled
-    } else {
-        match overrides::apply(
-            &applier.pool,
-            bus,
-            &job.hostname,
-            rollout.plan.change.as_bytes(),
-        )
-        .await
-        {
-            Ok(Change::Changed { snapshot }) => ApplyOutcome::Applied {
-                snapshot: Some(snapshot),
-            },
-            Ok(Change::AlreadyThere) => ApplyOutcome::Applied { snapshot: None },
-            Err(e) => ApplyOutcome::Failed {
-                error: e.to_string(),
-            },
+    let result = match recorded {
+        Some(result) => result,
+        None => {
+            if rollout.state != RolloutState::Running || stage.status != StageStatus::Applying {
+                // Paused (or stopped) before this host was reached:
+                // resuming queues it again.
+                info!(
+                    state = rollout.state.as_str(),
+                    "not applying now; job dropped"
+                );
+                return Ok(());
+            }
+            let disabled = applier
+                .index
+                .get(&job.hostname)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.intent.disabled);
+            let outcome = if disabled {
+                ApplyOutcome::SkippedDisabled
+            } else {
+                match overrides::apply(
+                    &applier.pool,
+                    bus,
+                    &job.hostname,
+                    rollout.plan.change.as_bytes(),
+                )
+                .await
+                {
+                    Ok(Change::Changed { snapshot }) => ApplyOutcome::Applied {
+                        snapshot: Some(snapshot),
+                    },
+                    Ok(Change::AlreadyThere) => ApplyOutcome::Applied { snapshot: None },
+                    Err(e) => ApplyOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                }
+            };
+            info!(?outcome, "host handled");
+            record(applier, job, &key, outcome).await?
         }
     };
-    info!(?outcome, "host handled");
-    let (actor, command) = (stage.started_by.clone(), stage.started_by_command.clone());
-    record(applier, job, &key, outcome, actor, command).await?;
+    announce(
+        applier,
+        &key,
+        result,
+        stage.started_by.clone(),
+        stage.started_by_command.clone(),
+    )
+    .await?;
     // A fresh observation for the gates (what Puppet has applied since).
     request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await?;
     stage_done(applier, job).await
@@ -166,85 +170,113 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
 /// show every host clean.
 async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
     let bus = &applier.bus;
-    let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
     let key = topology::rollout_removal_key(&job.rollout, &job.hostname);
-    let done = results
-        .get(&key)
-        .await
-        .map_err(|e| BusError::js("reading a rollout result", e))?
-        .is_some();
+    let recorded = recorded(bus, &key).await?;
     let Some(read) = rollout_store::load(bus, &job.rollout).await? else {
         return Ok(());
     };
-    let Some(decision) = read.rollout.removal().filter(|_| !done).cloned() else {
-        return request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await;
-    };
-    let outcome = match overrides::remove(&applier.pool, bus, &job.hostname).await {
-        Ok(Change::Changed { snapshot }) => ApplyOutcome::Removed {
-            snapshot: Some(snapshot),
-        },
-        Ok(Change::AlreadyThere) => ApplyOutcome::Removed { snapshot: None },
-        Err(e) => ApplyOutcome::Failed {
-            error: e.to_string(),
-        },
-    };
-    info!(?outcome, "override removed");
-    record(
-        applier,
-        job,
-        &key,
-        outcome,
-        decision.by,
-        decision.command_id,
-    )
-    .await?;
+    if let Some(decision) = read.rollout.removal() {
+        let result = match recorded {
+            Some(result) => result,
+            None => {
+                let outcome = match overrides::remove(&applier.pool, bus, &job.hostname).await {
+                    Ok(Change::Changed { snapshot }) => ApplyOutcome::Removed {
+                        snapshot: Some(snapshot),
+                    },
+                    Ok(Change::AlreadyThere) => ApplyOutcome::Removed { snapshot: None },
+                    Err(e) => ApplyOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                };
+                info!(?outcome, "override removed");
+                record(applier, job, &key, outcome).await?
+            }
+        };
+        announce(
+            applier,
+            &key,
+            result,
+            decision.by.clone(),
+            decision.command_id.clone(),
+        )
+        .await?;
+    }
     request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await
 }
 
-/// Records a host's result once, under `key`, and announces it (the
-/// auditor records it, with its snapshot, for `actor`'s command).
+/// The result already recorded under `key`, if any.
+async fn recorded(bus: &Bus, key: &str) -> Result<Option<HostApply>, BusError> {
+    let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
+    let Some(value) = results
+        .get(key)
+        .await
+        .map_err(|e| BusError::js("reading a rollout result", e))?
+    else {
+        return Ok(None);
+    };
+    codec::from_cbor(&value)
+        .map(Some)
+        .map_err(|source| BusError::Decode {
+            place: format!("rollout result {key}"),
+            source,
+        })
+}
+
+/// Records a host's result once, under `key`, and returns the recorded
+/// one: ours, or another delivery's that got there first.
 async fn record(
     applier: &Applier,
     job: &ApplyJob,
     key: &str,
     outcome: ApplyOutcome,
-    actor: String,
-    command_id: String,
-) -> Result<(), BusError> {
+) -> Result<HostApply, BusError> {
     let bus = &applier.bus;
     let result = HostApply {
         rollout: job.rollout.clone(),
         stage: job.stage,
         hostname: job.hostname.clone(),
-        outcome: outcome.clone(),
+        outcome,
         at: OffsetDateTime::now_utc(),
         by: applier.instance.clone(),
     };
     let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
     match results.create(key, codec::to_cbor(&result).into()).await {
-        Ok(_) => {
-            events::rollout(
-                bus,
-                &applier.instance,
-                &job.rollout,
-                "host",
-                key,
-                EventDetail::RolloutHost {
-                    rollout: job.rollout.clone(),
-                    stage: job.stage,
-                    hostname: job.hostname.clone(),
-                    outcome,
-                    actor,
-                    command_id,
-                },
-            )
-            .await;
-            Ok(())
-        }
-        // Another delivery of this job recorded it first.
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+        Ok(_) => Ok(result),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => recorded(bus, key)
+            .await?
+            .ok_or_else(|| BusError::js("reading a rollout result", "it vanished")),
         Err(e) => Err(BusError::js("recording a rollout result", e)),
     }
+}
+
+/// Announces a recorded result (the auditor records it, with its
+/// snapshot, for `actor`'s command). Every delivery of a job announces,
+/// because the one that recorded the result may have died before it
+/// could; the event's message id and the audit record's one subject keep
+/// repeats from counting twice.
+async fn announce(
+    applier: &Applier,
+    key: &str,
+    result: HostApply,
+    actor: String,
+    command_id: String,
+) -> Result<(), BusError> {
+    events::rollout(
+        &applier.bus,
+        &applier.instance,
+        &result.rollout,
+        "host",
+        key,
+        EventDetail::RolloutHost {
+            rollout: result.rollout.clone(),
+            stage: result.stage,
+            hostname: result.hostname,
+            outcome: result.outcome,
+            actor,
+            command_id,
+        },
+    )
+    .await
 }
 
 /// Queues a full probe of the host, after something changed it.
@@ -291,7 +323,7 @@ async fn stage_done(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
                 stage = stage.number,
                 "stage applied; waiting for assessment"
             );
-            events::rollout(
+            let _ = events::rollout(
                 bus,
                 &applier.instance,
                 &job.rollout,

@@ -99,7 +99,7 @@ async fn launch(
         // The stage is recorded; a redelivery of this command queues again.
         return Verdict::failed(e);
     }
-    events::rollout(
+    let _ = events::rollout(
         &ctx.bus,
         &ctx.instance,
         rollout,
@@ -281,7 +281,7 @@ pub async fn start(ctx: &CommandContext, index: &Arc<HostIndex>, id: &str) -> Ve
         }];
         match store(&ctx.bus, &rollout, read.revision).await {
             Ok(true) => {
-                events::rollout(
+                let _ = events::rollout(
                     &ctx.bus,
                     &ctx.instance,
                     id,
@@ -453,7 +453,7 @@ pub async fn pause_or_resume(ctx: &CommandContext, id: &str, pause: Option<&str>
                 {
                     return Verdict::failed(e);
                 }
-                events::rollout(
+                let _ = events::rollout(
                     &ctx.bus,
                     &ctx.instance,
                     id,
@@ -601,7 +601,7 @@ pub async fn rollback(
                 if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
                     return Verdict::failed(e);
                 }
-                events::rollout(
+                let _ = events::rollout(
                     &ctx.bus,
                     &ctx.instance,
                     id,
@@ -669,7 +669,7 @@ pub async fn finalize(ctx: &CommandContext, id: &str) -> Verdict {
                 if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
                     return Verdict::failed(e);
                 }
-                events::rollout(
+                let _ = events::rollout(
                     &ctx.bus,
                     &ctx.instance,
                     id,
@@ -754,7 +754,7 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
             .await?;
             if settled.is_some() {
                 tracing::info!(rollout = %rollout.id, hosts = hosts.len(), state = done.as_str(), "every host clean");
-                events::rollout(
+                let _ = events::rollout(
                     &bus,
                     &instance,
                     &rollout.id,
