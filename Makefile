@@ -18,6 +18,7 @@ build: setup
 	done
 
 test: build
+	@bash scripts/setup.sh test
 	cargo test --workspace --no-fail-fast
 
 demo: build

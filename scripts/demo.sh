@@ -156,10 +156,13 @@ snapshot=$(fleetroll host list --filter 'override_present:true' --json | python3
 run fleetroll audit snapshot "$snapshot"
 
 echo
-echo "The mesh and the lab are running. In another terminal:"
+echo "The mesh and the lab are running."
+echo "The web UI (read-only): $(cat "$FLEETROLL_DATA_DIR/web.url")  (metrics: $(cat "$FLEETROLL_DATA_DIR/web.url")metrics)"
+echo "In another terminal:"
 echo "  export PATH=$PWD/.tools/bin:\$PATH FLEETROLL_DATA_DIR=$FLEETROLL_DATA_DIR"
 echo "  fleetroll status"
 echo "  fleetroll host list --filter 'override_present:true'"
+echo "  fleetroll monitor                                 # the live host table"
 echo "  fleetroll watch                                   # every rollout's events, live"
 echo "  fleetroll rollout status $good                # a finished rollout, stage by stage"
 echo "  fleetroll audit list --rollout $bad"

@@ -101,6 +101,7 @@ impl Appender {
                         seq: ack.sequence,
                         hash,
                     });
+                    metrics::counter!("fleetroll_audit_records_total").increment(1);
                     return Ok(Appended::Written { seq: ack.sequence });
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {

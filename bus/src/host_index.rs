@@ -229,6 +229,25 @@ impl HostIndex {
         for (name, view) in hosts.iter().filter_map(|(n, p)| Some((n, p.view()?))) {
             summary.hosts += 1;
             summary.drifting += usize::from(!view.drift.is_empty());
+            let o = view.observation;
+            let state = if view.intent.is_some_and(|i| i.disabled) {
+                "disabled"
+            } else {
+                match o.sshable {
+                    Some(true) => "reachable",
+                    Some(false) => "unreachable",
+                    None => "not_probed",
+                }
+            };
+            *summary.by_state.entry(state.into()).or_default() += 1;
+            let role = o.role.clone().unwrap_or_else(|| "unknown".into());
+            *summary.by_role.entry(role).or_default() += 1;
+            let sha = o
+                .puppet
+                .as_ref()
+                .and_then(|p| p.git_sha.clone())
+                .unwrap_or_else(|| "unknown".into());
+            *summary.by_puppet_sha.entry(sha).or_default() += 1;
             match view.healthy {
                 Some(true) => summary.healthy += 1,
                 Some(false) => summary.unhealthy += 1,

@@ -28,13 +28,16 @@ pub const CONTENT_TYPE: &str = "Content-Type";
 pub const JSON: &str = "application/json";
 
 /// Every role may read.
-const READERS: &[Role] = &[Role::Relops, Role::Readonly, Role::Chatops, Role::Worker];
+pub const READERS: &[Role] = &[Role::Relops, Role::Readonly, Role::Chatops, Role::Worker];
 
 /// Why a query handler could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("{0}")]
     Invalid(String),
+    /// What was asked for does not exist (an unknown host or rollout).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -49,6 +52,7 @@ impl From<BusError> for QueryError {
 pub mod codes {
     pub const INVALID: usize = 400;
     pub const DENIED: usize = 403;
+    pub const NOT_FOUND: usize = 404;
     pub const FAILED: usize = 500;
 }
 
@@ -170,6 +174,7 @@ where
         Ok(reply) if json => Ok(codec::to_json(&reply).into()),
         Ok(reply) => Ok(codec::to_cbor(&reply).into()),
         Err(QueryError::Invalid(m)) => error(codes::INVALID, m),
+        Err(QueryError::NotFound(m)) => error(codes::NOT_FOUND, m),
         Err(QueryError::Failed(m)) => error(codes::FAILED, m),
     };
     (response, json)
@@ -186,6 +191,8 @@ pub enum QueryFailure {
     Denied(String),
     #[error("invalid query: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("query failed: {0}")]
     Failed(String),
     #[error(transparent)]
@@ -228,6 +235,7 @@ pub async fn request<P: Message, R: Message>(
         return Err(match code.parse::<usize>().unwrap_or(codes::FAILED) {
             codes::DENIED => QueryFailure::Denied(status),
             codes::INVALID => QueryFailure::Invalid(status),
+            codes::NOT_FOUND => QueryFailure::NotFound(status),
             _ => QueryFailure::Failed(status),
         });
     }

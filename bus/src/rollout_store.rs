@@ -7,7 +7,7 @@ use async_nats::jetstream::kv;
 
 use crate::codec;
 use crate::connect::{Bus, BusError};
-use crate::messages::rollout::Rollout;
+use crate::messages::rollout::{Rollout, RolloutId};
 use crate::topology;
 
 /// A rollout and the revision it was read at.
@@ -17,6 +17,9 @@ pub struct Read {
 }
 
 pub async fn load(bus: &Bus, id: &str) -> Result<Option<Read>, BusError> {
+    if !RolloutId::well_formed(id) {
+        return Ok(None);
+    }
     let store = bus.kv(&topology::ROLLOUTS).await?;
     let Some(entry) = store
         .entry(id)

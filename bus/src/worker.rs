@@ -277,6 +277,12 @@ async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream:
                 match outcomes.create(&envelope.id, codec::to_cbor(&outcome).into()).await {
                     Ok(_) => {
                         replica.handled.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(
+                            "fleetroll_commands_total",
+                            "worker" => replica.kind.as_str(),
+                            "verdict" => outcome.verdict.label()
+                        )
+                        .increment(1);
                         info!(verdict = outcome.verdict.label(), "command finished");
                         outcome
                     }

@@ -1,5 +1,6 @@
 //! The command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,6 +55,17 @@ pub enum Top {
     Worker {
         #[arg(value_parser = parse_kind)]
         kind: WorkerKind,
+        /// Serve Prometheus `/metrics` (and `/healthz`) on this address.
+        #[arg(long, env = "FLEETROLL_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Serve the read-only web UI and HTTP API against a mesh (`up` serves
+    /// them too).
+    Serve {
+        /// Address to listen on. On anything but loopback, every API
+        /// request needs a token (any role).
+        #[arg(long, env = "FLEETROLL_WEB_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
     },
     /// The mesh at a glance: NATS, streams and buckets, live worker replicas.
     Status {
@@ -80,6 +92,13 @@ pub enum Top {
         what: Option<WatchWhat>,
         #[arg(long)]
         json: bool,
+    },
+    /// Live host table in the terminal: sort, filter in the query language,
+    /// overrides only (`?` lists the keys).
+    Monitor {
+        /// How often the table is fetched again.
+        #[arg(long, value_parser = parse_duration, default_value = "2s")]
+        interval: Duration,
     },
     /// Rollouts: plan, start, advance, pause, resume, status.
     #[command(subcommand)]
@@ -197,6 +216,11 @@ pub struct UpArgs {
     /// Port of the embedded nats-server (loopback only).
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
+    /// Where the web UI, HTTP API and `/metrics` listen (port 0: any free
+    /// one; the URL is also written to <data-dir>/web.url). On anything but
+    /// loopback, every API request needs a token.
+    #[arg(long, env = "FLEETROLL_WEB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub web_listen: SocketAddr,
     /// nats-server binary (default: the project's .tools/, then PATH).
     #[arg(long, env = "FLEETROLL_NATS_SERVER")]
     pub nats_server: Option<PathBuf>,

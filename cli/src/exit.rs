@@ -55,7 +55,7 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<QueryFailure>() {
             return match e {
                 QueryFailure::Denied(_) => UNAUTHORIZED,
-                QueryFailure::Invalid(_) => INVALID,
+                QueryFailure::Invalid(_) | QueryFailure::NotFound(_) => INVALID,
                 QueryFailure::Failed(_) => INTERNAL,
                 QueryFailure::Bus(e) => for_bus(e),
                 _ => INFRASTRUCTURE,
@@ -69,6 +69,10 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<BusError>() {
             return for_bus(e);
+        }
+        // The web server's address is taken, or it stopped.
+        if cause.downcast_ref::<fleetroll_web::WebError>().is_some() {
+            return INFRASTRUCTURE;
         }
         if let Some(e) = cause.downcast_ref::<EmbeddedError>() {
             return match e {

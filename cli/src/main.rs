@@ -35,10 +35,11 @@ fn main() -> ExitCode {
     };
     // A one-shot command says itself, once, why NATS failed it (refused
     // credentials, unreachable); async-nats's own log would say it twice.
-    let (default_level, nats_level) = if matches!(cli.command, Top::Up(_) | Top::Worker { .. }) {
-        ("info", "warn")
-    } else {
-        ("warn", "off")
+    // The monitor owns the terminal: a log line would draw over its table.
+    let (default_level, nats_level) = match cli.command {
+        Top::Up(_) | Top::Worker { .. } | Top::Serve { .. } => ("info", "warn"),
+        Top::Monitor { .. } => ("off", "off"),
+        _ => ("warn", "off"),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -74,7 +75,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let ctx = Context::new(cli.global)?;
     match cli.command {
         Top::Up(args) => cmd::up::run(&ctx, args).await,
-        Top::Worker { kind } => cmd::workers::run(&ctx, kind).await,
+        Top::Worker {
+            kind,
+            metrics_listen,
+        } => cmd::workers::run(&ctx, kind, metrics_listen).await,
+        Top::Serve { listen } => cmd::serve::run(&ctx, listen).await,
         Top::Status { json } => cmd::status::run(&ctx, json).await,
         Top::Ping(args) => cmd::ping::run(&ctx, args).await,
         Top::Auth(command) => cmd::auth::run(&ctx, command).await,
@@ -94,6 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let id = what.map(|WatchWhat::Rollout { id }| id);
             cmd::watch::run(&ctx, id, json).await
         }
+        Top::Monitor { interval } => cmd::monitor::run(&ctx, interval).await,
         Top::Converge(ConvergeCommand::Host { hostname }) => {
             cmd::out_of_band::converge(&ctx, hostname).await
         }

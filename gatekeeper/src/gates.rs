@@ -112,6 +112,23 @@ async fn judge(
         .put(&rollout.id, codec::to_cbor(&evaluation).into())
         .await
         .map_err(|e| BusError::js("writing the gate evaluation", e))?;
+    metrics::gauge!("fleetroll_rollout_stage", "rollout" => rollout.id.clone())
+        .set(f64::from(stage.number));
+    for gate in &evaluation.gates {
+        for verdict in [
+            GateVerdict::Pass,
+            GateVerdict::Fail,
+            GateVerdict::Inconclusive,
+        ] {
+            metrics::gauge!(
+                "fleetroll_gate_verdict",
+                "rollout" => rollout.id.clone(),
+                "gate" => gate.name.clone(),
+                "verdict" => verdict.as_str()
+            )
+            .set(if gate.verdict == verdict { 1.0 } else { 0.0 });
+        }
+    }
     let verdicts = |e: &GateEvaluation| {
         e.gates
             .iter()

@@ -162,7 +162,7 @@ where
             async move {
                 rollouts::status(&bus, &q.id)
                     .await?
-                    .ok_or_else(|| QueryError::Invalid(format!("no rollout `{}`", q.id)))
+                    .ok_or_else(|| QueryError::NotFound(format!("no rollout `{}`", q.id)))
             }
         })
         .await?;

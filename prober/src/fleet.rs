@@ -116,7 +116,15 @@ impl Fleet {
                 // Nothing changed, so nothing for the history either.
                 return write(&self.bus, &hosts, entry, seen, false).await;
             }
+            let started = std::time::Instant::now();
             let result = self.run_probe(hostname).await;
+            metrics::histogram!("fleetroll_probe_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(
+                "fleetroll_probes_total",
+                "result" => if result.is_ok() { "ok" } else { "failed" }
+            )
+            .increment(1);
             let snapshot_id = match &result {
                 Ok((report, ..)) => self.override_snapshot(hostname, &entry, report).await,
                 Err(_) => None,

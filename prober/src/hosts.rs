@@ -227,5 +227,5 @@ pub async fn get(index: &HostIndex, hostname: &str) -> Result<HostRecord, QueryE
         .get(&name)
         .await
         .map_err(index_failed)?
-        .ok_or_else(|| QueryError::Invalid(format!("unknown host `{name}`")))
+        .ok_or_else(|| QueryError::NotFound(format!("unknown host `{name}`")))
 }

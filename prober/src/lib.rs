@@ -187,10 +187,26 @@ where
         }
     };
     tokio::select! {
+        _ = count_hosts(index.clone()) => Ok(()),
         result = worker::run_replica(replica, Arc::new(Prober { fleet: fleet.clone(), index }), shutdown) => result,
         result = jobs::work(bus.clone(), fleet) => result,
         result = jobs::schedule(bus.clone(), settings.full_interval, false) => result,
         result = jobs::schedule(bus.clone(), settings.fast_interval, true) => result,
         result = collecting => result,
+    }
+}
+
+/// Keeps the `fleetroll_hosts` gauge (hosts by state) current, for
+/// Prometheus.
+async fn count_hosts(index: Arc<HostIndex>) {
+    const STATES: [&str; 4] = ["reachable", "unreachable", "not_probed", "disabled"];
+    loop {
+        if let Ok(summary) = index.drift_summary().await {
+            for state in STATES {
+                let count = summary.by_state.get(state).copied().unwrap_or(0);
+                metrics::gauge!("fleetroll_hosts", "state" => state).set(count as f64);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
 }

@@ -308,6 +308,27 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
+impl AuditQuery {
+    /// A `since` as people write it: an RFC 3339 time, or a duration back
+    /// from `now` in the query language's units (`90m`, `2h`, `3d`).
+    ///
+    /// ```
+    /// use fleetroll_bus::messages::audit::AuditQuery;
+    /// let now = time::macros::datetime!(2026-11-22 12:00 UTC);
+    /// assert_eq!(AuditQuery::parse_since("2h", now), Some(time::macros::datetime!(2026-11-22 10:00 UTC)));
+    /// assert_eq!(AuditQuery::parse_since("2026-11-01T00:00:00Z", now), Some(time::macros::datetime!(2026-11-01 0:00 UTC)));
+    /// assert_eq!(AuditQuery::parse_since("yesterday", now), None);
+    /// ```
+    pub fn parse_since(text: &str, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        if let Ok(at) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        {
+            return Some(at);
+        }
+        let back = crate::filter::duration_seconds(text)?;
+        now.checked_sub(time::Duration::checked_seconds_f64(back)?)
+    }
+}
+
 impl Message for AuditQuery {
     const KIND: &'static str = "audit_query";
     const VERSION: u16 = 1;

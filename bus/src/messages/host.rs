@@ -2,6 +2,8 @@
 //! prober's observation, the operator's intent, the gatekeeper's drift. A
 //! [`HostRecord`] is their union as people and bots read it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -457,6 +459,16 @@ pub struct DriftSummary {
     pub health_unknown: usize,
     /// Every drift type, with its count and the first hosts by name.
     pub types: Vec<DriftCount>,
+    /// Hosts by reachability: `reachable`, `unreachable`, `not_probed`,
+    /// and `disabled` (which wins over the others).
+    #[serde(default)]
+    pub by_state: BTreeMap<String, usize>,
+    /// Hosts by observed role (`unknown` when none was read).
+    #[serde(default)]
+    pub by_role: BTreeMap<String, usize>,
+    /// Hosts by the git sha of their last Puppet run (`unknown` when none).
+    #[serde(default)]
+    pub by_puppet_sha: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -348,6 +348,26 @@ pub struct RolloutId {
     pub id: String,
 }
 
+impl RolloutId {
+    /// Whether `id` could name a rollout at all. Ids become bucket keys
+    /// and subject tokens, so anything else (dots, wildcards, spaces) is
+    /// no rollout rather than a malformed request to NATS.
+    ///
+    /// ```
+    /// use fleetroll_bus::messages::rollout::RolloutId;
+    /// assert!(RolloutId::well_formed("ro-3f2a9c01d4"));
+    /// assert!(!RolloutId::well_formed("ro.*"));
+    /// assert!(!RolloutId::well_formed(""));
+    /// ```
+    pub fn well_formed(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+}
+
 impl Message for RolloutId {
     const KIND: &'static str = "rollout_id";
     const VERSION: u16 = 1;

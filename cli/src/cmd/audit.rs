@@ -120,20 +120,14 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<u8> {
 
 /// `--since`: an RFC 3339 time, or a duration back from now (`2h`).
 fn parse_since(text: &str) -> anyhow::Result<OffsetDateTime> {
-    if let Ok(at) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
-        return Ok(at);
-    }
-    let ago = humantime::parse_duration(text).map_err(|_| {
+    AuditQuery::parse_since(text, OffsetDateTime::now_utc()).ok_or_else(|| {
         fail(
             exit::INVALID,
             format!(
                 "--since `{text}` is neither a time (2026-11-22T10:00:00Z) nor a duration (2h)"
             ),
         )
-    })?;
-    let ago = time::Duration::try_from(ago)
-        .map_err(|_| fail(exit::INVALID, format!("--since `{text}` is too far back")))?;
-    Ok(OffsetDateTime::now_utc() - ago)
+    })
 }
 
 fn print_records(records: &[ListedRecord]) {

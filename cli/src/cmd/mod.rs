@@ -3,11 +3,13 @@
 pub mod audit;
 pub mod auth;
 pub mod host;
+pub mod monitor;
 pub mod out_of_band;
 pub mod ping;
 pub mod population;
 pub mod rollout;
 pub mod seed;
+pub mod serve;
 pub mod status;
 pub mod up;
 pub mod watch;

@@ -11,7 +11,7 @@ use fleetroll_bus::token::Role;
 use tokio::sync::watch;
 
 use crate::args::UpArgs;
-use crate::cmd::{auth, workers};
+use crate::cmd::{auth, serve, workers};
 use crate::context::Context;
 use crate::exit::{self, fail};
 
@@ -59,8 +59,24 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         first_run_credentials(ctx, &operator).await?;
     }
     let config = workers::WorkerConfig::for_kinds(ctx, &WorkerKind::ALL)?;
+    let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The web server reads as the `readonly` NATS user, as `serve` does.
+    let reader = match &server {
+        Some(server) => Some(server.credentials(Role::Readonly).clone()),
+        None => ctx.credentials(Role::Readonly)?,
+    };
+    let web_bus =
+        Bus::connect(ConnectOptions::new(url.clone(), "fleetroll-web").credentials(reader)).await?;
+    let (web_url, web) = serve::start(
+        ctx,
+        web_bus,
+        args.web_listen,
+        Some(metrics),
+        stop_rx.clone(),
+    )
+    .await?;
     let replicas: Vec<_> = WorkerKind::ALL
         .into_iter()
         .map(|kind| {
@@ -92,6 +108,9 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     }
     println!("  workers:   prober, gatekeeper, orchestrator, auditor (one replica each)");
     println!(
+        "  web UI:    {web_url} (API: {web_url}api/v1/openapi.json, metrics: {web_url}metrics)"
+    );
+    println!(
         "  check it:  fleetroll --data-dir {} status",
         data_dir.display()
     );
@@ -103,6 +122,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     for replica in replicas {
         let _ = tokio::time::timeout(Duration::from_secs(10), replica).await;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
     drop(bus);
     if let Some(server) = server {
         let _ = std::fs::remove_file(ctx.url_file());

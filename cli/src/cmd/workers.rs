@@ -1,13 +1,17 @@
 //! `fleetroll worker <kind>`, and running workers supervised: a replica that
 //! fails (NATS gone, say) starts again; a stop request ends them all.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use fleetroll_auditor::AuditorSettings;
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, ConnectOptions};
 use fleetroll_bus::setup::{self, Replicas};
 use fleetroll_bus::token::Role;
+use fleetroll_web::Web;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -107,14 +111,32 @@ pub async fn stop_signal() {
     }
 }
 
-pub async fn run(ctx: &Context, kind: WorkerKind) -> anyhow::Result<u8> {
+pub async fn run(
+    ctx: &Context,
+    kind: WorkerKind,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<u8> {
     let config = WorkerConfig::for_kinds(ctx, &[kind])?;
+    let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
     let url = ctx.nats_url();
     let mut options = ConnectOptions::new(url, format!("fleetroll-{kind}"))
         .credentials(ctx.credentials(Role::Worker)?);
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(listen) = metrics_listen {
+        let web = Web::bind(listen).await?;
+        println!("metrics: {}metrics", web.url());
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = fleetroll_web::metrics::serve(web, metrics, shutdown).await {
+                warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
     let replica = tokio::spawn(supervise(kind, bus, ctx.replicas(), config, stop_rx));
     stop_signal().await;
     let _ = stop_tx.send(true);

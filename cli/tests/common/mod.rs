@@ -247,7 +247,13 @@ impl Up {
 
     fn start_cli(dir: tempfile::TempDir, port: u16, cli: Cli) -> Up {
         remember(&format!("nats://127.0.0.1:{port}"), dir.path());
-        let child = cli.spawn(&["up", "--nats-port", &port.to_string()]);
+        let child = cli.spawn(&[
+            "up",
+            "--nats-port",
+            &port.to_string(),
+            "--web-listen",
+            "127.0.0.1:0",
+        ]);
         let mut up = Up {
             child,
             dir: Some(dir),
@@ -283,6 +289,12 @@ impl Up {
 
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().expect("data dir").path()
+    }
+
+    /// Where this mesh's web UI and API are, e.g. `http://127.0.0.1:43121/`.
+    pub fn web_url(&self) -> String {
+        std::fs::read_to_string(self.dir().join("web.url"))
+            .expect("up writes web.url before its workers are live")
     }
 
     /// SIGTERM, and wait for the exit; hands back the data dir.

@@ -1,0 +1,65 @@
+//! `fleetroll serve`: the read-only web UI and HTTP API against any mesh,
+//! and the part of `fleetroll up` that starts them.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::token::Role;
+use fleetroll_web::Web;
+use fleetroll_web::tokens::TokenSource;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
+
+use crate::cmd::{auth, workers};
+use crate::context::Context;
+use crate::exit;
+
+/// The file `up` and `serve` write the web UI's address to.
+const WEB_URL_FILE: &str = "web.url";
+
+pub async fn run(ctx: &Context, listen: SocketAddr) -> anyhow::Result<u8> {
+    let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
+    let mut options = ConnectOptions::new(ctx.nats_url(), "fleetroll-web")
+        .credentials(ctx.credentials(Role::Readonly)?);
+    options.wait_for_server = true;
+    let bus = Bus::connect(options).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (url, web) = start(ctx, bus, listen, Some(metrics), stop_rx).await?;
+    println!("web UI: {url}");
+    workers::stop_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = web.await;
+    Ok(exit::OK)
+}
+
+/// Binds `listen` and serves the UI and API until `stop` turns true;
+/// returns where. The server asks the mesh with short-lived readonly tokens
+/// of the data dir's signing key when there is one, else with the caller's
+/// token.
+pub async fn start(
+    ctx: &Context,
+    bus: Bus,
+    listen: SocketAddr,
+    metrics: Option<PrometheusHandle>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(String, JoinHandle<()>)> {
+    let tokens = if ctx.signing_key_path().exists() {
+        TokenSource::minted(auth::load_key(ctx)?)
+    } else {
+        TokenSource::Fixed(ctx.token()?)
+    };
+    let web = Web::bind(listen).await?;
+    let url = web.url();
+    let file = ctx.data_dir().join(WEB_URL_FILE);
+    std::fs::write(&file, &url).with_context(|| format!("writing {}", file.display()))?;
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    let serving = tokio::spawn(async move {
+        if let Err(e) = web.run(bus, tokens, metrics, shutdown).await {
+            tracing::error!(error = %e, "the web server stopped");
+        }
+    });
+    Ok((url, serving))
+}

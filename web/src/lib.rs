@@ -1,0 +1,125 @@
+//! The read side of fleetroll for people and dashboards: a web UI (its
+//! assets are built into the binary), a read-only JSON API described by an
+//! OpenAPI document, server-sent rollout events, `/healthz` and Prometheus
+//! `/metrics`.
+//!
+//! It answers from the mesh's own read queries (the same ones the CLI and
+//! chatops bots ask), so every reader sees the same hosts, rollouts and
+//! audit records; only the live event feed and the mesh banner read
+//! NATS directly.
+//!
+//! ```no_run
+//! # async fn run(bus: fleetroll_bus::connect::Bus, token: String) -> Result<(), fleetroll_web::WebError> {
+//! use fleetroll_web::{Web, tokens::TokenSource};
+//! let web = Web::bind("127.0.0.1:8080".parse().unwrap()).await?;
+//! println!("web UI: {}", web.url());
+//! web.run(bus, TokenSource::Fixed(token), None, std::future::pending::<()>()).await
+//! # }
+//! ```
+
+mod access;
+mod api;
+mod assets;
+mod live;
+pub mod mesh;
+pub mod metrics;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use fleetroll_bus::connect::Bus;
+use fleetroll_bus::verify::Verifier;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::tokens::TokenSource;
+
+/// Why the web server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the web server stopped: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub bus: Bus,
+    pub tokens: Arc<TokenSource>,
+    /// Checks visitors' tokens; `None` when the server listens on loopback
+    /// only, where whoever can connect may read.
+    pub visitors: Option<Verifier>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// A bound web server, not yet serving.
+pub struct Web {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Web {
+    /// Binds `addr` (port 0 picks a free one). On an address other than
+    /// loopback every API request must carry a token of any role.
+    pub async fn bind(addr: SocketAddr) -> Result<Web, WebError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| WebError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| WebError::Bind { addr, source })?;
+        Ok(Web { listener, addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where a browser finds the UI.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Serves until `shutdown` resolves. `tokens` are what the server asks
+    /// the mesh's read queries with; `metrics` is this process's recorder,
+    /// rendered at `/metrics`.
+    pub async fn run<S>(
+        self,
+        bus: Bus,
+        tokens: TokenSource,
+        metrics: Option<PrometheusHandle>,
+        shutdown: S,
+    ) -> Result<(), WebError>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let visitors = (!self.addr.ip().is_loopback()).then(|| Verifier::new(bus.clone()));
+        let state = AppState {
+            bus,
+            tokens: Arc::new(tokens),
+            visitors,
+            metrics,
+        };
+        axum::serve(self.listener, router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(WebError::Serve)
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(api::routes(state.clone()))
+        .merge(assets::routes())
+        .merge(metrics::routes(state.metrics.clone()))
+        .route("/healthz", axum::routing::get(mesh::healthz))
+        .with_state(state)
+}
