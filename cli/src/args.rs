@@ -61,12 +61,7 @@ pub enum Top {
     },
     /// Serve the read-only web UI and HTTP API against a mesh (`up` serves
     /// them too).
-    Serve {
-        /// Address to listen on. On anything but loopback, every API
-        /// request needs a token (any role).
-        #[arg(long, env = "FLEETROLL_WEB_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-    },
+    Serve(WebArgs),
     /// The mesh at a glance: NATS, streams and buckets, live worker replicas.
     Status {
         #[arg(long)]
@@ -216,14 +211,25 @@ pub struct UpArgs {
     /// Port of the embedded nats-server (loopback only).
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
-    /// Where the web UI, HTTP API and `/metrics` listen (port 0: any free
-    /// one; the URL is also written to <data-dir>/web.url). On anything but
-    /// loopback, every API request needs a token.
-    #[arg(long, env = "FLEETROLL_WEB_LISTEN", default_value = "127.0.0.1:8080")]
-    pub web_listen: SocketAddr,
+    #[command(flatten)]
+    pub web: WebArgs,
     /// nats-server binary (default: the project's .tools/, then PATH).
     #[arg(long, env = "FLEETROLL_NATS_SERVER")]
     pub nats_server: Option<PathBuf>,
+}
+
+/// Where the web UI, HTTP API and `/metrics` are served, and to whom.
+#[derive(Args, Clone, Copy)]
+pub struct WebArgs {
+    /// Address to listen on (port 0: any free one; the URL is also written
+    /// to <data-dir>/web.url). On anything but loopback, every API request
+    /// needs a token (any role).
+    #[arg(long, env = "FLEETROLL_WEB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub web_listen: SocketAddr,
+    /// Ask every API request for a token on loopback too (a machine other
+    /// people log in to).
+    #[arg(long, env = "FLEETROLL_WEB_REQUIRE_TOKEN")]
+    pub web_require_token: bool,
 }
 
 #[derive(Args)]

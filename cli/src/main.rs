@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     // credentials, unreachable); async-nats's own log would say it twice.
     // The monitor owns the terminal: a log line would draw over its table.
     let (default_level, nats_level) = match cli.command {
-        Top::Up(_) | Top::Worker { .. } | Top::Serve { .. } => ("info", "warn"),
+        Top::Up(_) | Top::Worker { .. } | Top::Serve(_) => ("info", "warn"),
         Top::Monitor { .. } => ("off", "off"),
         _ => ("warn", "off"),
     };
@@ -79,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             kind,
             metrics_listen,
         } => cmd::workers::run(&ctx, kind, metrics_listen).await,
-        Top::Serve { listen } => cmd::serve::run(&ctx, listen).await,
+        Top::Serve(web) => cmd::serve::run(&ctx, web).await,
         Top::Status { json } => cmd::status::run(&ctx, json).await,
         Top::Ping(args) => cmd::ping::run(&ctx, args).await,
         Top::Auth(command) => cmd::auth::run(&ctx, command).await,

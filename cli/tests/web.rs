@@ -386,6 +386,13 @@ impl Browser {
         );
     }
 
+    fn resize(&self, width: u32, height: u32) {
+        post(
+            &format!("{}/window/rect", self.base),
+            json!({ "width": width, "height": height }),
+        );
+    }
+
     fn screenshot(&self, path: &Path) {
         use base64::Engine as _;
         let shot = agent()
@@ -449,11 +456,23 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
     let mut bare = common::Bare::start().await;
     bare.cli.env = lab_env(&lab);
     let cli = bare.cli.clone();
-    let _prober = cli.spawn(&["worker", "prober"]);
     let _orchestrator = cli.spawn(&["worker", "orchestrator"]);
     let _auditor = cli.spawn(&["worker", "auditor"]);
     let mut gatekeeper = cli.spawn(&["worker", "gatekeeper"]);
-    let _serve = cli.spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    // Readers must show a token, on loopback too.
+    let _serve = cli.spawn(&[
+        "serve",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--web-require-token",
+    ]);
+    let metrics_port = common::free_port();
+    let _prober = cli.spawn(&[
+        "worker",
+        "prober",
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]);
     let data_dir = bare.dir.path().to_path_buf();
     let c = cli.clone();
     let (web, names, id, lab) = tokio::task::spawn_blocking(move || {
@@ -480,10 +499,38 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
         ]);
         assert_eq!(create.code, 0, "{create:?}");
         let id = create.stdout.trim().to_string();
+        // The prober process counts its probes on its own /metrics.
+        let (status, text) = get(&format!("http://127.0.0.1:{metrics_port}/metrics"));
+        assert_eq!(status, 200);
+        let probes = sample(
+            &parse_prometheus(&text),
+            "fleetroll_probes_total{result=\"ok\"}",
+        );
+        assert!(probes >= 4.0, "{text}");
         (web, names, id, lab)
     })
     .await
     .unwrap();
+
+    // Without a token, or with a forged one, the API refuses; a readonly
+    // token reads.
+    let issue = cli.run(&["auth", "issue", "--actor", "oncall", "--role", "readonly"]);
+    assert_eq!(issue.code, 0, "{issue:?}");
+    let token = issue.stdout.trim().to_string();
+    let hosts_url = format!("{web}api/v1/hosts");
+    let (status, refused) = get_json(&hosts_url);
+    assert_eq!(status, 401, "{refused}");
+    let with = |token: &str| {
+        agent()
+            .get(&hosts_url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(with(&format!("{token}x")), 401);
+    assert_eq!(with(&token), 200);
 
     let shots = artefacts();
     let c = cli.clone();
@@ -491,8 +538,13 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
     let id_ = id.clone();
     let browser = tokio::task::spawn_blocking(move || {
         let browser = Browser::start();
-        // The host table shows the lab's hosts, and a filter narrows it.
+        // The page asks for a token first, and keeps it.
         browser.go(&format!("{web}#/hosts"));
+        wait_until("the token form", Duration::from_secs(30), || {
+            browser.count("#token-form") == 1
+        });
+        browser.type_and_enter("#token-form input", &token);
+        // The host table shows the lab's hosts, and a filter narrows it.
         wait_until("the host table", Duration::from_secs(30), || {
             browser.count("#hosts-table tbody tr") == 4
         });
@@ -501,6 +553,18 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
             assert!(table.contains(name.as_str()), "{name} not shown: {table}");
         }
         browser.screenshot(&shots.join("hosts.png"));
+        // On a phone's width the page itself does not scroll sideways (the
+        // table scrolls inside it).
+        browser.resize(390, 844);
+        let overflow = browser.eval(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        );
+        assert!(
+            overflow.as_i64().unwrap_or(1) <= 0,
+            "the page is wider than a phone: {overflow}"
+        );
+        browser.screenshot(&shots.join("hosts-phone.png"));
+        browser.resize(1280, 900);
         browser.type_and_enter("#filter", "override_present:true");
         wait_until("the filtered table", Duration::from_secs(30), || {
             browser.count("#hosts-table tbody tr") == 1

@@ -55,7 +55,7 @@ pub(crate) struct AppState {
     pub bus: Bus,
     pub tokens: Arc<TokenSource>,
     /// Checks visitors' tokens; `None` when the server listens on loopback
-    /// only, where whoever can connect may read.
+    /// only and was not asked to, where whoever can connect may read.
     pub visitors: Option<Verifier>,
     pub metrics: Option<PrometheusHandle>,
 }
@@ -64,6 +64,7 @@ pub(crate) struct AppState {
 pub struct Web {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    tokens_required: bool,
 }
 
 impl Web {
@@ -76,7 +77,18 @@ impl Web {
         let addr = listener
             .local_addr()
             .map_err(|source| WebError::Bind { addr, source })?;
-        Ok(Web { listener, addr })
+        Ok(Web {
+            listener,
+            addr,
+            tokens_required: !addr.ip().is_loopback(),
+        })
+    }
+
+    /// Asks every API request for a token on loopback too (a machine other
+    /// people log in to). Beyond loopback tokens are always required.
+    pub fn require_token(mut self, required: bool) -> Self {
+        self.tokens_required |= required;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -101,7 +113,7 @@ impl Web {
     where
         S: Future<Output = ()> + Send + 'static,
     {
-        let visitors = (!self.addr.ip().is_loopback()).then(|| Verifier::new(bus.clone()));
+        let visitors = self.tokens_required.then(|| Verifier::new(bus.clone()));
         let state = AppState {
             bus,
             tokens: Arc::new(tokens),

@@ -1,8 +1,6 @@
 //! `fleetroll serve`: the read-only web UI and HTTP API against any mesh,
 //! and the part of `fleetroll up` that starts them.
 
-use std::net::SocketAddr;
-
 use anyhow::Context as _;
 use fleetroll_bus::connect::{Bus, ConnectOptions};
 use fleetroll_bus::token::Role;
@@ -11,6 +9,7 @@ use fleetroll_web::tokens::TokenSource;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
 
+use crate::args::WebArgs;
 use crate::cmd::{auth, workers};
 use crate::context::Context;
 use crate::exit;
@@ -18,29 +17,29 @@ use crate::exit;
 /// The file `up` and `serve` write the web UI's address to.
 const WEB_URL_FILE: &str = "web.url";
 
-pub async fn run(ctx: &Context, listen: SocketAddr) -> anyhow::Result<u8> {
+pub async fn run(ctx: &Context, web: WebArgs) -> anyhow::Result<u8> {
     let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
     let mut options = ConnectOptions::new(ctx.nats_url(), "fleetroll-web")
         .credentials(ctx.credentials(Role::Readonly)?);
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (url, web) = start(ctx, bus, listen, Some(metrics), stop_rx).await?;
+    let (url, serving) = start(ctx, bus, web, Some(metrics), stop_rx).await?;
     println!("web UI: {url}");
     workers::stop_signal().await;
     let _ = stop_tx.send(true);
-    let _ = web.await;
+    let _ = serving.await;
     Ok(exit::OK)
 }
 
-/// Binds `listen` and serves the UI and API until `stop` turns true;
+/// Binds `web.web_listen` and serves the UI and API until `stop` turns true;
 /// returns where. The server asks the mesh with short-lived readonly tokens
 /// of the data dir's signing key when there is one, else with the caller's
 /// token.
 pub async fn start(
     ctx: &Context,
     bus: Bus,
-    listen: SocketAddr,
+    web: WebArgs,
     metrics: Option<PrometheusHandle>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(String, JoinHandle<()>)> {
@@ -49,7 +48,9 @@ pub async fn start(
     } else {
         TokenSource::Fixed(ctx.token()?)
     };
-    let web = Web::bind(listen).await?;
+    let web = Web::bind(web.web_listen)
+        .await?
+        .require_token(web.web_require_token);
     let url = web.url();
     let file = ctx.data_dir().join(WEB_URL_FILE);
     std::fs::write(&file, &url).with_context(|| format!("writing {}", file.display()))?;

@@ -69,14 +69,8 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     };
     let web_bus =
         Bus::connect(ConnectOptions::new(url.clone(), "fleetroll-web").credentials(reader)).await?;
-    let (web_url, web) = serve::start(
-        ctx,
-        web_bus,
-        args.web_listen,
-        Some(metrics),
-        stop_rx.clone(),
-    )
-    .await?;
+    let (web_url, web) =
+        serve::start(ctx, web_bus, args.web, Some(metrics), stop_rx.clone()).await?;
     let replicas: Vec<_> = WorkerKind::ALL
         .into_iter()
         .map(|kind| {
