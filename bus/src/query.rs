@@ -214,10 +214,14 @@ pub async fn request<P: Message, R: Message>(
         .headers(headers)
         .payload(codec::to_cbor(params).into())
         .timeout(Some(wait));
+    // A NATS user not allowed to ask is told at once, not after `wait`.
     let reply = bus
-        .client
-        .send_request(subject.clone(), request)
-        .await
+        .unless_refused(
+            &format!("the query {subject}"),
+            &subject,
+            bus.client.send_request(subject.clone(), request),
+        )
+        .await?
         .map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => QueryFailure::NoResponders {
                 subject: subject.clone(),
