@@ -28,6 +28,13 @@ use tracing::{info, warn};
 /// How often running rollouts are judged.
 const EVERY: Duration = Duration::from_secs(3);
 
+/// For this long after the gatekeeper paused or marked a rollout, it
+/// announces that again on every pass: a replica killed between the
+/// compare-and-swap and the event would otherwise leave it unaudited.
+/// Within NATS's duplicate window (2 min) a repeat is dropped by its
+/// message id; the auditor writes one record per subject anyway.
+const REANNOUNCE_FOR: time::Duration = time::Duration::seconds(90);
+
 /// Judges every running rollout until the bus fails for good.
 pub async fn maintain(bus: Bus, workload: bool, source: String) -> Result<(), BusError> {
     let index = HostIndex::start(bus.clone());
@@ -37,6 +44,7 @@ pub async fn maintain(bus: Bus, workload: bool, source: String) -> Result<(), Bu
         for rollout in rollouts.into_values() {
             let judged = match rollout.state {
                 RolloutState::Running => judge(&bus, &index, &rollout, workload, &source).await,
+                RolloutState::Paused => reannounce_blast(&bus, &index, &rollout, &source).await,
                 RolloutState::Finalized => observe(&bus, &rollout, &source).await,
                 _ => Ok(()),
             };
@@ -56,6 +64,39 @@ struct Evidence {
     window: time::Duration,
 }
 
+/// What the rollout's hosts did since it started (and the window before).
+async fn gather(
+    bus: &Bus,
+    index: &Arc<HostIndex>,
+    rollout: &Rollout,
+) -> Result<Evidence, BusError> {
+    let window = time::Duration::seconds(rollout.plan.gates.window_s as i64);
+    let now = OffsetDateTime::now_utc();
+    let started = rollout.stages.first().map_or(now, |s| s.started_at);
+    let runs = task_runs(bus, started - window).await?;
+    let mut records = HashMap::new();
+    for host in &rollout.targets {
+        if let Ok(Some(record)) = index.get(host).await {
+            records.insert(host.clone(), record);
+        }
+    }
+    // The apply results of this rollout (not its removals).
+    let results: HashMap<String, HostApply> = bus
+        .snapshot::<HostApply>(&topology::ROLLOUT_HOSTS)
+        .await?
+        .into_iter()
+        .filter(|(key, r)| *key == topology::rollout_host_key(&rollout.id, &r.hostname))
+        .map(|(_, r)| (r.hostname.clone(), r))
+        .collect();
+    Ok(Evidence {
+        results,
+        records,
+        runs,
+        now,
+        window,
+    })
+}
+
 async fn judge(
     bus: &Bus,
     index: &Arc<HostIndex>,
@@ -72,31 +113,8 @@ async fn judge(
         .await
         .map_err(|e| BusError::js("reading the gate evaluation", e))?
         .and_then(|b| codec::from_cbor(&b).ok());
-    let window = time::Duration::seconds(rollout.plan.gates.window_s as i64);
-    let started = rollout.stages[0].started_at;
-    let now = OffsetDateTime::now_utc();
-    let runs = task_runs(bus, started - window).await?;
-    let mut records = HashMap::new();
-    for host in &rollout.targets {
-        if let Ok(Some(record)) = index.get(host).await {
-            records.insert(host.clone(), record);
-        }
-    }
-    // The apply results of this rollout (not its removals).
-    let results: HashMap<String, HostApply> = bus
-        .snapshot::<HostApply>(&topology::ROLLOUT_HOSTS)
-        .await?
-        .into_iter()
-        .filter(|(key, r)| *key == topology::rollout_host_key(&rollout.id, &r.hostname))
-        .map(|(_, r)| (r.hostname.clone(), r))
-        .collect();
-    let evidence = Evidence {
-        results,
-        records,
-        runs,
-        now,
-        window,
-    };
+    let evidence = gather(bus, index, rollout).await?;
+    let now = evidence.now;
     let baseline = match previous.as_ref().filter(|p| p.rollout == rollout.id) {
         Some(p) => p.baseline.clone(),
         None => baseline(rollout, &evidence, workload),
@@ -181,15 +199,18 @@ fn failure(result: &HostApply, evidence: &Evidence) -> Option<String> {
     (runs.len() >= 2 && failed * 2 > runs.len()).then(|| "most jobs fail".into())
 }
 
+/// A stage whose failing hosts passed the blast radius.
+struct Blast {
+    failing: Vec<(String, String)>,
+    changed: usize,
+    groups: Vec<(String, usize)>,
+    reason: String,
+}
+
 /// Seed 004's blast radius: once enough hosts are changed, too large a
-/// failing fraction pauses the rollout by itself, with what the failing
-/// hosts share (role, error, OS) as a hint.
-async fn blast_radius(
-    bus: &Bus,
-    rollout: &Rollout,
-    evidence: &Evidence,
-    source: &str,
-) -> Result<(), BusError> {
+/// failing fraction, with what the failing hosts share (role, error, OS) as
+/// a hint.
+fn assess_blast(rollout: &Rollout, evidence: &Evidence) -> Option<Blast> {
     let config = &rollout.plan.gates;
     let changed: Vec<&HostApply> = evidence
         .results
@@ -197,7 +218,7 @@ async fn blast_radius(
         .filter(|r| !matches!(r.outcome, ApplyOutcome::SkippedDisabled))
         .collect();
     if (changed.len() as u64) < config.blast_min_applied.max(1) {
-        return Ok(());
+        return None;
     }
     let mut failing: Vec<(String, String)> = changed
         .iter()
@@ -206,7 +227,7 @@ async fn blast_radius(
     failing.sort();
     let fraction = failing.len() as f64 / changed.len() as f64;
     if fraction <= config.blast_max_failing_fraction {
-        return Ok(());
+        return None;
     }
     let mut counts: HashMap<String, usize> = HashMap::new();
     for (host, why) in &failing {
@@ -235,13 +256,31 @@ async fn blast_radius(
         config.blast_max_failing_fraction * 100.0,
         shared.join(", ")
     );
+    Some(Blast {
+        failing,
+        changed: changed.len(),
+        groups,
+        reason,
+    })
+}
+
+/// Pauses a running rollout whose stage passed its blast radius.
+async fn blast_radius(
+    bus: &Bus,
+    rollout: &Rollout,
+    evidence: &Evidence,
+    source: &str,
+) -> Result<(), BusError> {
+    let Some(blast) = assess_blast(rollout, evidence) else {
+        return Ok(());
+    };
     // An operator's pause or rollback meanwhile wins.
     let paused = rollout_store::update(bus, &rollout.id, |current| {
         if current.state != RolloutState::Running {
             return false;
         }
         current.state = RolloutState::Paused;
-        current.pause_reason = Some(reason.clone());
+        current.pause_reason = Some(blast.reason.clone());
         current.updated_at = OffsetDateTime::now_utc();
         if let Some(last) = current.stages.last_mut() {
             last.status = StageStatus::Paused;
@@ -252,9 +291,19 @@ async fn blast_radius(
     let Some(paused) = paused else {
         return Ok(());
     };
-    let stage = paused.stages.last().map_or(0, |s| s.number);
-    warn!(rollout = %rollout.id, %reason, "paused by its blast radius");
-    let _ = events::rollout(
+    warn!(rollout = %rollout.id, reason = %blast.reason, "paused by its blast radius");
+    announce_blast(bus, &paused, blast, source).await
+}
+
+/// Says a rollout paused itself: the auditor records it.
+async fn announce_blast(
+    bus: &Bus,
+    rollout: &Rollout,
+    blast: Blast,
+    source: &str,
+) -> Result<(), BusError> {
+    let stage = rollout.stages.last().map_or(0, |s| s.number);
+    events::rollout(
         bus,
         source,
         &rollout.id,
@@ -263,14 +312,14 @@ async fn blast_radius(
         EventDetail::BlastRadius {
             rollout: rollout.id.clone(),
             stage,
-            failing,
-            changed: changed.len(),
-            groups,
-            reason: reason.clone(),
+            failing: blast.failing,
+            changed: blast.changed,
+            groups: blast.groups,
+            reason: blast.reason.clone(),
         },
     )
-    .await;
-    let _ = events::rollout(
+    .await?;
+    events::rollout(
         bus,
         source,
         &rollout.id,
@@ -279,11 +328,61 @@ async fn blast_radius(
         EventDetail::RolloutState {
             rollout: rollout.id.clone(),
             state: RolloutState::Paused,
-            reason: Some(reason),
+            reason: Some(blast.reason),
         },
     )
-    .await;
-    Ok(())
+    .await
+}
+
+/// A rollout this gatekeeper (or one that died) paused a moment ago: its
+/// pause is announced again. Only a pause whose reason is the one the
+/// evidence still gives counts, so an operator's pause is never announced
+/// as the gatekeeper's.
+async fn reannounce_blast(
+    bus: &Bus,
+    index: &Arc<HostIndex>,
+    rollout: &Rollout,
+    source: &str,
+) -> Result<(), BusError> {
+    let recent = OffsetDateTime::now_utc() - rollout.updated_at < REANNOUNCE_FOR;
+    let maybe_ours = rollout
+        .pause_reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("blast radius: "));
+    if !recent || !maybe_ours {
+        return Ok(());
+    }
+    let evidence = gather(bus, index, rollout).await?;
+    match assess_blast(rollout, &evidence) {
+        Some(blast) if rollout.pause_reason.as_deref() == Some(blast.reason.as_str()) => {
+            announce_blast(bus, rollout, blast, source).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How the reason of a post-finalize regression begins.
+const REGRESSION: &str = "post-finalize regression: ";
+
+/// Says a finalized rollout regressed: the auditor records it.
+async fn announce_regression(
+    bus: &Bus,
+    rollout: &Rollout,
+    reason: String,
+    source: &str,
+) -> Result<(), BusError> {
+    events::rollout(
+        bus,
+        source,
+        &rollout.id,
+        "regression",
+        "finalized",
+        EventDetail::Regression {
+            rollout: rollout.id.clone(),
+            reason,
+        },
+    )
+    .await
 }
 
 /// After finalize, for one window: a success rate that falls more than
@@ -296,7 +395,15 @@ async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
     };
     let now = OffsetDateTime::now_utc();
     let window = time::Duration::seconds(rollout.plan.gates.window_s as i64);
-    if rollout.pause_reason.is_some() || now > finalized + window {
+    if let Some(reason) = rollout.pause_reason.as_deref() {
+        // Marked already: announced again for a while, in case the
+        // replica that marked it died before it could.
+        if reason.starts_with(REGRESSION) && now - rollout.updated_at < REANNOUNCE_FOR {
+            return announce_regression(bus, rollout, reason.to_string(), source).await;
+        }
+        return Ok(());
+    }
+    if now > finalized + window {
         return Ok(());
     }
     let Some(baseline) = bus
@@ -326,7 +433,7 @@ async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
         return Ok(());
     }
     let reason = format!(
-        "post-finalize regression: success rate {:.1}% over {total} runs since finalize, baseline {:.1}%; the override is not put back: create a new rollout if it must return",
+        "{REGRESSION}success rate {:.1}% over {total} runs since finalize, baseline {:.1}%; the override is not put back: create a new rollout if it must return",
         rate * 100.0,
         baseline * 100.0
     );
@@ -341,18 +448,7 @@ async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
     .await?;
     if marked.is_some() {
         warn!(rollout = %rollout.id, %reason, "regression after finalize");
-        let _ = events::rollout(
-            bus,
-            source,
-            &rollout.id,
-            "regression",
-            "finalized",
-            EventDetail::Regression {
-                rollout: rollout.id.clone(),
-                reason,
-            },
-        )
-        .await;
+        announce_regression(bus, rollout, reason, source).await?;
     }
     Ok(())
 }
