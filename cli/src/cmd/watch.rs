@@ -3,7 +3,7 @@
 use fleetroll_bus::codec;
 use fleetroll_bus::events;
 use fleetroll_bus::messages::event::{Event, EventDetail};
-use fleetroll_bus::messages::rollout::ApplyOutcome;
+use fleetroll_bus::messages::rollout::{ApplyOutcome, RolloutId};
 use fleetroll_bus::messages::timestamp;
 use futures::StreamExt;
 
@@ -82,6 +82,15 @@ pub fn describe(event: &Event) -> String {
 }
 
 pub async fn run(ctx: &Context, rollout: Option<String>, json: bool) -> anyhow::Result<u8> {
+    // The id goes into a subject: `ro.*` would follow other rollouts.
+    if let Some(id) = rollout.as_deref().filter(|id| !RolloutId::well_formed(id)) {
+        return Err(exit::fail(
+            exit::INVALID,
+            format!(
+                "no rollout `{id}`: rollout ids are letters, digits, `-` and `_` (e.g. ro-3f2a9c01d4)"
+            ),
+        ));
+    }
     let bus = ctx.connect().await?;
     let events = events::follow(&bus, rollout.as_deref()).await?;
     tokio::pin!(events);
