@@ -70,25 +70,13 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
                     hostname,
                 ),
                 AuditRecord {
-                    index: 0,
-                    prev_hash: String::new(),
-                    at: event.at,
-                    action: action.into(),
                     actor: Some(actor.clone()),
-                    claimed_actor: None,
                     outcome: result.into(),
                     message,
                     command_id: Some(command_id.clone()),
-                    rollout: Some(rollout.clone()),
-                    parameters: None,
                     hosts: vec![hostname.clone()],
-                    approval_mode: ApprovalMode::SelfApproved,
-                    force: false,
-                    reason: None,
-                    gate_config: None,
-                    gate_evaluation: None,
                     snapshots,
-                    handled_by: event.source.clone(),
+                    ..of_rollout(event, action, rollout)
                 },
             ))
         }
@@ -102,56 +90,50 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
         } => Some((
             subjects::audit_auto_pause(rollout, *stage),
             AuditRecord {
-                index: 0,
-                prev_hash: String::new(),
-                at: event.at,
-                action: "rollout_auto_pause".into(),
-                actor: None,
-                claimed_actor: None,
-                outcome: "done".into(),
-                message: None,
-                command_id: None,
-                rollout: Some(rollout.clone()),
-                parameters: None,
                 hosts: failing.iter().map(|(h, _)| h.clone()).collect(),
-                approval_mode: ApprovalMode::SelfApproved,
-                force: false,
                 reason: Some(reason.clone()),
-                gate_config: None,
-                gate_evaluation: None,
-                snapshots: Vec::new(),
-                handled_by: event.source.clone(),
+                ..of_rollout(event, "rollout_auto_pause", rollout)
             },
         )),
         // After finalize, the gatekeeper saw a severe regression.
         EventDetail::Regression { rollout, reason } => Some((
             subjects::audit_regression(rollout),
             AuditRecord {
-                index: 0,
-                prev_hash: String::new(),
-                at: event.at,
-                action: "rollout_regression".into(),
-                actor: None,
-                claimed_actor: None,
-                outcome: "done".into(),
-                message: None,
-                command_id: None,
-                rollout: Some(rollout.clone()),
-                parameters: None,
-                hosts: Vec::new(),
-                approval_mode: ApprovalMode::SelfApproved,
-                force: false,
                 reason: Some(reason.clone()),
-                gate_config: None,
-                gate_evaluation: None,
-                snapshots: Vec::new(),
-                handled_by: event.source.clone(),
+                ..of_rollout(event, "rollout_regression", rollout)
             },
         )),
         // Stage and state changes follow from commands, which are audited.
         EventDetail::RolloutStage { .. }
         | EventDetail::RolloutState { .. }
         | EventDetail::RolloutGates { .. } => None,
+    }
+}
+
+/// A record of what happened in a rollout outside any command (a host
+/// changed, a pause by the gatekeeper): nobody's token, done, no
+/// parameters; each caller fills in what it knows.
+fn of_rollout(event: &Event, action: &str, rollout: &str) -> AuditRecord {
+    AuditRecord {
+        index: 0,
+        prev_hash: String::new(),
+        at: event.at,
+        action: action.into(),
+        actor: None,
+        claimed_actor: None,
+        outcome: "done".into(),
+        message: None,
+        command_id: None,
+        rollout: Some(rollout.to_string()),
+        parameters: None,
+        hosts: Vec::new(),
+        approval_mode: ApprovalMode::SelfApproved,
+        force: false,
+        reason: None,
+        gate_config: None,
+        gate_evaluation: None,
+        snapshots: Vec::new(),
+        handled_by: event.source.clone(),
     }
 }
 
