@@ -26,7 +26,7 @@ use futures::StreamExt;
 use time::OffsetDateTime;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::overrides::{self, Change};
+use crate::overrides::{self, Change, OverrideError};
 use crate::rollouts;
 
 /// What one replica needs to apply.
@@ -131,22 +131,11 @@ async fn apply(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
             let outcome = if disabled {
                 ApplyOutcome::SkippedDisabled
             } else {
-                match overrides::apply(
-                    &applier.pool,
-                    bus,
-                    &job.hostname,
-                    rollout.plan.change.as_bytes(),
+                let change = rollout.plan.change.as_bytes();
+                outcome_of(
+                    overrides::apply(&applier.pool, bus, &job.hostname, change).await,
+                    |snapshot| ApplyOutcome::Applied { snapshot },
                 )
-                .await
-                {
-                    Ok(Change::Changed { snapshot }) => ApplyOutcome::Applied {
-                        snapshot: Some(snapshot),
-                    },
-                    Ok(Change::AlreadyThere) => ApplyOutcome::Applied { snapshot: None },
-                    Err(e) => ApplyOutcome::Failed {
-                        error: e.to_string(),
-                    },
-                }
             };
             info!(?outcome, "host handled");
             record(applier, job, &key, outcome).await?
@@ -179,15 +168,10 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         let result = match recorded {
             Some(result) => result,
             None => {
-                let outcome = match overrides::remove(&applier.pool, bus, &job.hostname).await {
-                    Ok(Change::Changed { snapshot }) => ApplyOutcome::Removed {
-                        snapshot: Some(snapshot),
-                    },
-                    Ok(Change::AlreadyThere) => ApplyOutcome::Removed { snapshot: None },
-                    Err(e) => ApplyOutcome::Failed {
-                        error: e.to_string(),
-                    },
-                };
+                let outcome = outcome_of(
+                    overrides::remove(&applier.pool, bus, &job.hostname).await,
+                    |snapshot| ApplyOutcome::Removed { snapshot },
+                );
                 info!(?outcome, "override removed");
                 record(applier, job, &key, outcome).await?
             }
@@ -202,6 +186,21 @@ async fn remove(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
         .await?;
     }
     request_probe(bus, &job.hostname, format!("rollout {}", job.rollout)).await
+}
+
+/// What a write or removal comes to: `done` with the snapshot taken before
+/// it (none when the host already was as asked), or why it failed.
+fn outcome_of(
+    change: Result<Change, OverrideError>,
+    done: fn(Option<String>) -> ApplyOutcome,
+) -> ApplyOutcome {
+    match change {
+        Ok(Change::Changed { snapshot }) => done(Some(snapshot)),
+        Ok(Change::AlreadyThere) => done(None),
+        Err(e) => ApplyOutcome::Failed {
+            error: e.to_string(),
+        },
+    }
 }
 
 /// The result already recorded under `key`, if any.
