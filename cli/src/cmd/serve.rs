@@ -41,7 +41,7 @@ pub async fn start(
     bus: Bus,
     web: WebArgs,
     metrics: Option<PrometheusHandle>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(String, JoinHandle<()>)> {
     let tokens = if ctx.signing_key_path().exists() {
         TokenSource::minted(auth::load_key(ctx)?)
@@ -54,9 +54,7 @@ pub async fn start(
     let url = web.url();
     let file = ctx.data_dir().join(WEB_URL_FILE);
     std::fs::write(&file, &url).with_context(|| format!("writing {}", file.display()))?;
-    let shutdown = async move {
-        let _ = stop.wait_for(|stopping| *stopping).await;
-    };
+    let shutdown = workers::stopped(stop);
     let serving = tokio::spawn(async move {
         if let Err(e) = web.run(bus, tokens, metrics, shutdown).await {
             tracing::error!(error = %e, "the web server stopped");

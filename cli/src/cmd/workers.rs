@@ -44,11 +44,9 @@ async fn run_once(
     kind: WorkerKind,
     bus: Bus,
     config: WorkerConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let shutdown = async move {
-        let _ = stop.wait_for(|stopping| *stopping).await;
-    };
+    let shutdown = stopped(stop);
     let settings = config.settings;
     match kind {
         WorkerKind::Prober => fleetroll_prober::run(bus, settings.prober(), shutdown).await?,
@@ -96,6 +94,11 @@ pub async fn supervise(
     }
 }
 
+/// Resolves once `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn stop_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -127,10 +130,7 @@ pub async fn run(
     if let Some(listen) = metrics_listen {
         let web = Web::bind(listen).await?;
         println!("metrics: {}metrics", web.url());
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopping| *stopping).await;
-        };
+        let shutdown = stopped(stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = fleetroll_web::metrics::serve(web, metrics, shutdown).await {
                 warn!(error = %e, "metrics server stopped");
