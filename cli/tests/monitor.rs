@@ -150,11 +150,7 @@ fn the_monitor_shows_filters_and_quits_cleanly() {
     let cli = &up.cli;
     let hosts: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
     let overridden = hosts[1].clone();
-    let mut add = vec!["inventory", "seed", "add"];
-    add.extend(hosts.iter().map(String::as_str));
-    assert_eq!(cli.run(&add).code, 0);
-    let refresh = cli.run(&["inventory", "refresh", "--seed", "all"]);
-    assert_eq!(refresh.code, 0, "{refresh:?}");
+    common::onboard(cli, &hosts);
 
     // The shell says how the monitor exited, on the terminal the monitor
     // handed back, and stays so the test can read it.

@@ -44,11 +44,7 @@ fn a_canary_then_forced_batches_write_each_host_once() {
     let up = Up::start_with("", lab_env(&lab));
     let cli = &up.cli;
     let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
-    let mut add = vec!["inventory", "seed", "add"];
-    add.extend(names.iter().map(String::as_str));
-    assert_eq!(cli.run(&add).code, 0);
-    let refresh = cli.run(&["inventory", "refresh", "--seed", "all"]);
-    assert_eq!(refresh.code, 0, "{refresh:?}");
+    common::onboard(cli, &names);
     let create = |extra: &[&str]| {
         let mut args = vec![
             "rollout",
@@ -336,10 +332,7 @@ async fn a_killed_orchestrator_leaves_each_host_written_once_and_racing_advances
                 && c.replicas_of("auditor") == 1
                 && c.replicas_of("orchestrator") == 2
         });
-        let mut add = vec!["inventory", "seed", "add"];
-        add.extend(n.iter().map(String::as_str));
-        assert_eq!(c.run(&add).code, 0);
-        assert_eq!(c.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+        common::onboard(&c, &n);
         let run = c.run(&[
             "rollout",
             "create",
@@ -479,10 +472,7 @@ fn a_bad_branch_fails_its_success_rate_gate_and_only_a_forced_advance_goes() {
     let up = Up::start_with(&settings, lab_env(&lab));
     let cli = &up.cli;
     let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
-    let mut add = vec!["inventory", "seed", "add"];
-    add.extend(names.iter().map(String::as_str));
-    assert_eq!(cli.run(&add).code, 0);
-    assert_eq!(cli.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+    common::onboard(cli, &names);
     lab.set_branch_bad("feature_bad", true);
     // Jobs before the rollout make the baseline.
     std::thread::sleep(Duration::from_secs(6));
@@ -591,10 +581,7 @@ fn too_many_failing_hosts_pause_the_rollout_by_itself() {
     let up = Up::start_with("", lab_env(&lab));
     let cli = &up.cli;
     let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
-    let mut add = vec!["inventory", "seed", "add"];
-    add.extend(names.iter().map(String::as_str));
-    assert_eq!(cli.run(&add).code, 0);
-    assert_eq!(cli.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+    common::onboard(cli, &names);
     let run = cli.run(&[
         "rollout",
         "create",
@@ -689,10 +676,7 @@ fn a_good_branch_passes_its_gates_succeeds_and_is_finalized() {
     let up = Up::start_with(&settings, lab_env(&lab));
     let cli = &up.cli;
     let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
-    let mut add = vec!["inventory", "seed", "add"];
-    add.extend(names.iter().map(String::as_str));
-    assert_eq!(cli.run(&add).code, 0);
-    assert_eq!(cli.run(&["inventory", "refresh", "--seed", "all"]).code, 0);
+    common::onboard(cli, &names);
     std::thread::sleep(Duration::from_secs(4));
     let run = cli.run(&[
         "rollout",

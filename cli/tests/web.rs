@@ -34,11 +34,7 @@ fn get_json(url: &str) -> (u16, Value) {
 
 fn onboard(cli: &Cli, lab: &Lab) -> Vec<String> {
     let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
-    let mut add = vec!["inventory", "seed", "add"];
-    add.extend(names.iter().map(String::as_str));
-    assert_eq!(cli.run(&add).code, 0);
-    let refresh = cli.run(&["inventory", "refresh", "--seed", "all"]);
-    assert_eq!(refresh.code, 0, "{refresh:?}");
+    common::onboard(cli, &names);
     names
 }
 

@@ -431,6 +431,16 @@ pub async fn connect_as(url: &str, data_dir: &Path, role: Role) -> Bus {
         .unwrap()
 }
 
+/// Adds `hosts` as seeds and probes them all, as an operator onboards.
+pub fn onboard(cli: &Cli, hosts: &[String]) {
+    let mut add = vec!["inventory", "seed", "add"];
+    add.extend(hosts.iter().map(String::as_str));
+    let added = cli.run(&add);
+    assert_eq!(added.code, 0, "{added:?}");
+    let refresh = cli.run(&["inventory", "refresh", "--seed", "all"]);
+    assert_eq!(refresh.code, 0, "{refresh:?}");
+}
+
 /// The SSH environment that points fleetroll at a lab.
 pub fn lab_env(lab: &fleetroll_lab::Lab) -> Vec<(String, String)> {
     vec![
