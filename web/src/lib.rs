@@ -21,7 +21,7 @@ mod access;
 mod api;
 mod assets;
 mod live;
-pub mod mesh;
+mod mesh;
 pub mod metrics;
 pub mod tokens;
 
@@ -89,10 +89,6 @@ impl Web {
     pub fn require_token(mut self, required: bool) -> Self {
         self.tokens_required |= required;
         self
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// Where a browser finds the UI.
