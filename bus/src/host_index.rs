@@ -81,8 +81,8 @@ pub enum IndexError {
     Bus(#[from] BusError),
     #[error("the host index is still catching up with the buckets after {0:?}")]
     Behind(Duration),
-    #[error("the host index stopped: {0}")]
-    Stopped(String),
+    #[error("the host index lost its watch of the buckets and is watching again: {0}")]
+    Interrupted(String),
 }
 
 /// Every host's record, kept current in memory.
@@ -97,6 +97,9 @@ pub struct HostIndex {
 /// How long a query waits for the index to catch up.
 const CATCH_UP: Duration = Duration::from_secs(10);
 
+/// How long after a broken watch the index watches again.
+const REWATCH_AFTER: Duration = Duration::from_secs(1);
+
 impl HostIndex {
     /// Starts watching the buckets; the index fills in the background.
     pub fn start(bus: Bus) -> Arc<HostIndex> {
@@ -108,33 +111,54 @@ impl HostIndex {
         });
         let maintained = index.clone();
         tokio::spawn(async move {
-            if let Err(e) = maintained.maintain().await {
-                tracing::warn!(error = %e, "host index stopped");
+            // A watch breaks when the node serving it goes (a cluster losing
+            // a node, a server restart); the index watches again from the
+            // revisions it has, rather than serve stale records for good.
+            while let Err(e) = maintained.maintain().await {
+                tracing::warn!(error = %e, "host index watch broke; watching again");
                 *maintained
                     .failure
                     .write()
                     .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 // Wake the waiters so they see the failure.
                 maintained.applied.send_modify(|_| {});
+                tokio::time::sleep(REWATCH_AFTER).await;
             }
         });
         index
     }
 
-    async fn maintain(&self) -> Result<(), BusError> {
+    /// Applies the buckets' changes from the revisions already applied on;
+    /// returns `Ok` once nothing but this task holds the index.
+    async fn maintain(self: &Arc<Self>) -> Result<(), BusError> {
         let mut watches = Vec::new();
+        let from = *self.applied.borrow();
         for (slot, bucket) in BUCKETS.iter().enumerate() {
             let watch = self
                 .bus
                 .kv(bucket)
                 .await?
-                .watch_all_from_revision(1)
+                .watch_all_from_revision(from[slot] + 1)
                 .await
                 .map_err(|e| BusError::js(format!("watching {}", bucket.name), e))?;
             watches.push(watch.map(move |entry| (slot, entry)));
         }
+        *self.failure.write().unwrap_or_else(|e| e.into_inner()) = None;
         let mut entries = futures::stream::select_all(watches);
-        while let Some((slot, entry)) = entries.next().await {
+        let mut still_used = tokio::time::interval(REWATCH_AFTER * 30);
+        loop {
+            let (slot, entry) = tokio::select! {
+                next = entries.next() => match next {
+                    Some(next) => next,
+                    None => return Err(BusError::js("watching the host buckets", "the watch ended")),
+                },
+                _ = still_used.tick() => {
+                    if Arc::strong_count(self) == 1 {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
             let entry =
                 entry.map_err(|e| BusError::js(format!("watching {}", BUCKETS[slot].name), e))?;
             {
@@ -153,7 +177,6 @@ impl HostIndex {
             self.applied
                 .send_modify(|r| r[slot] = r[slot].max(entry.revision));
         }
-        Err(BusError::js("watching the host buckets", "the watch ended"))
     }
 
     /// Waits until the index holds every write the buckets have taken.
@@ -173,9 +196,9 @@ impl HostIndex {
         });
         match tokio::time::timeout(CATCH_UP, wait).await {
             Err(_) => Err(IndexError::Behind(CATCH_UP)),
-            Ok(Err(_)) => Err(IndexError::Stopped("closed".into())),
+            Ok(Err(_)) => Err(IndexError::Interrupted("closed".into())),
             Ok(Ok(_)) => match self.failure.read().ok().and_then(|f| f.clone()) {
-                Some(e) => Err(IndexError::Stopped(e)),
+                Some(e) => Err(IndexError::Interrupted(e)),
                 None => Ok(()),
             },
         }
