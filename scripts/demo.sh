@@ -64,7 +64,8 @@ run fleetroll status
 
 step "the seed runbook"
 run fleetroll inventory seed sync --from-file .data/seeds.txt 2>&1 | tail -1
-run fleetroll inventory refresh --seed all 2>&1 | grep -v '^ok '
+# Exit 2 says some hosts could not be reached (the lab has an unreachable one).
+run fleetroll inventory refresh --seed all 2>&1 | grep -v '^ok ' || echo "(exit 2: some hosts could not be reached; the others are recorded)"
 run fleetroll host list --filter 'expected_role:null' 2>&1 | tail -1
 run fleetroll host list --filter 'role:gecko_t_linux_talos AND expected_role:null' 2>&1 | tail -1
 run fleetroll population create linux-talos --expected-role gecko_t_linux_talos \
@@ -75,7 +76,7 @@ run fleetroll population create macs --expected-role gecko_t_osx_1400 --target-q
 run fleetroll host assign-population --filter 'os:Darwin' --population macs --confirm | tail -1
 run fleetroll host list --filter 'expected_role:null'
 step "a fast refresh: one cheap exec per host, a full probe only where something changed"
-run fleetroll inventory refresh --seed all --fast 2>&1 | tail -1
+run fleetroll inventory refresh --seed all --fast 2>&1 | tail -1 || true
 step "workload from the Taskcluster double, and drift"
 sleep 6
 run fleetroll host list --filter 'healthy:true' 2>&1 | tail -1

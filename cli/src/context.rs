@@ -256,10 +256,17 @@ impl Context {
     /// `<data-dir>/token`.
     pub fn token(&self) -> anyhow::Result<String> {
         if let Some(path) = &self.global.token_file {
-            return std::fs::read_to_string(path)
+            let token = std::fs::read_to_string(path)
                 .map(|t| t.trim().to_string())
                 .with_context(|| format!("reading token file {}", path.display()))
-                .map_err(|e| fail(exit::INVALID, format!("{e:#}")));
+                .map_err(|e| fail(exit::INVALID, format!("{e:#}")))?;
+            if token.is_empty() {
+                return Err(fail(
+                    exit::INVALID,
+                    format!("token file {} is empty", path.display()),
+                ));
+            }
+            return Ok(token);
         }
         if let Ok(token) = std::env::var("FLEETROLL_TOKEN") {
             return Ok(token.trim().to_string());

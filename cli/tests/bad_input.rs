@@ -1,12 +1,14 @@
-//! Bad input, command by command: each gets the exit code of SPEC 8 and a
-//! message that names what was wrong, and none of it changes the
-//! inventory, the rollouts or the audit chain.
+//! Bad input, command by command: bad arguments, bad files and bad hosts
+//! (the lab's malformed scenarios). Each gets the exit code of SPEC 8 and a
+//! message that names what was wrong, and none of it changes or loses
+//! anything in the inventory, the rollouts or the audit chain.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cli, Up};
+use common::{Cli, Up, lab_env};
+use fleetroll_lab::{Lab, LabConfig, Scenario};
 
 /// Runs a command that must end by itself soon: `None` if it did not (a
 /// command that hangs on bad input is as wrong as one that accepts it).
@@ -234,6 +236,144 @@ const CASES: &[Case] = &[
     ),
 ];
 
+/// Files: what each holds, and (arguments with `FILE` for its path, exit
+/// code, words the message must hold).
+type FileCase = (
+    &'static str,
+    Contents,
+    &'static [&'static str],
+    i32,
+    &'static [&'static str],
+);
+
+#[derive(Clone, Copy)]
+enum Contents {
+    Text(&'static str),
+    /// Bytes that are not UTF-8, NULs among them.
+    Binary,
+    /// Larger than any seed file may be.
+    Huge,
+}
+
+const HUGE: usize = 17 << 20;
+
+const FILE_CASES: &[FileCase] = &[
+    (
+        "seeds-junk.txt",
+        Contents::Text("good.example.com\nthis is not a hostname\n;rm -rf /\n"),
+        &["inventory", "seed", "sync", "--from-file", "FILE"],
+        1,
+        &["line 2", "line 3", "nothing changed"],
+    ),
+    (
+        "seeds-binary.txt",
+        Contents::Binary,
+        &["inventory", "seed", "sync", "--from-file", "FILE"],
+        1,
+        &["not UTF-8", "nothing changed"],
+    ),
+    (
+        "seeds-huge.txt",
+        Contents::Huge,
+        &["inventory", "seed", "sync", "--from-file", "FILE"],
+        1,
+        &["too large"],
+    ),
+    (
+        "seeds-dir",
+        Contents::Text(""),
+        &["inventory", "seed", "sync", "--from-file", "/"],
+        1,
+        &["/"],
+    ),
+    (
+        "config-junk.toml",
+        Contents::Text("[ssh\nparallelism = lots\n"),
+        &["--config", "FILE", "host", "list"],
+        1,
+        &["config-junk.toml"],
+    ),
+    (
+        "config-unknown.toml",
+        Contents::Text("[ssh]\nparalelism = 4\n"),
+        &["--config", "FILE", "host", "list"],
+        1,
+        &["paralelism"],
+    ),
+    (
+        "config-binary.toml",
+        Contents::Binary,
+        &["--config", "FILE", "host", "list"],
+        1,
+        &["config-binary.toml"],
+    ),
+    (
+        "token-junk",
+        Contents::Text("not.a.token\n"),
+        &[
+            "--token-file",
+            "FILE",
+            "inventory",
+            "seed",
+            "add",
+            "b.example.com",
+        ],
+        5,
+        &["token"],
+    ),
+    (
+        "token-binary",
+        Contents::Binary,
+        &["--token-file", "FILE", "host", "list"],
+        1,
+        &["token-binary"],
+    ),
+    (
+        "token-empty",
+        Contents::Text(""),
+        &["--token-file", "FILE", "host", "list"],
+        1,
+        &["token-empty"],
+    ),
+];
+
+fn write_file(dir: &std::path::Path, name: &str, contents: Contents) -> String {
+    let path = dir.join(name);
+    let bytes: Vec<u8> = match contents {
+        Contents::Text(text) => text.as_bytes().to_vec(),
+        Contents::Binary => (0..4096u32)
+            .map(|i| (i * 167 % 251) as u8 | 0x80)
+            .chain([0, 0xff, 0xfe])
+            .collect(),
+        Contents::Huge => "h.example.com\n".repeat(HUGE / 14 + 1).into_bytes(),
+    };
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Runs each case, and names every one that did not exit as it should.
+fn check_cases<'a>(cli: &Cli, cases: impl Iterator<Item = (Vec<String>, i32, &'a [&'a str])>) {
+    let mut wrong = Vec::new();
+    for (args, code, words) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Some((got, said)) = run_within(cli, &args, Duration::from_secs(30)) else {
+            wrong.push(format!(
+                "fleetroll {}: still running after 30 s",
+                args.join(" ")
+            ));
+            continue;
+        };
+        let named = words.iter().all(|w| said.contains(w));
+        if got != code || !named || said.contains("panicked") {
+            wrong.push(format!(
+                "fleetroll {}: wanted exit {code} naming {words:?}, got exit {got}:\n{said}",
+                args.join(" ")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
 #[test]
 fn every_bad_input_is_refused_clearly_and_changes_nothing() {
     let up = Up::start();
@@ -260,30 +400,193 @@ fn every_bad_input_is_refused_clearly_and_changes_nothing() {
     };
     let before = state(cli);
 
-    let mut wrong = Vec::new();
-    for (args, code, words) in CASES {
-        let args: Vec<&str> = args
+    let files = tempfile::tempdir().unwrap();
+    let arguments = CASES.iter().map(|(args, code, words)| {
+        let args = args
             .iter()
-            .map(|a| if *a == ROLLOUT { rollout.as_str() } else { a })
+            .map(|a| {
+                if *a == ROLLOUT {
+                    rollout.clone()
+                } else {
+                    a.to_string()
+                }
+            })
             .collect();
-        let Some((got, said)) = run_within(cli, &args, Duration::from_secs(30)) else {
-            wrong.push(format!(
-                "fleetroll {}: still running after 30 s",
-                args.join(" ")
-            ));
-            continue;
-        };
-        let named = words.iter().all(|w| said.contains(w));
-        if got != *code || !named || said.contains("panicked") {
-            wrong.push(format!(
-                "fleetroll {}: wanted exit {code} naming {words:?}, got exit {got}:\n{said}",
-                args.join(" ")
-            ));
-        }
-    }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+        (args, *code, *words)
+    });
+    let files = FILE_CASES
+        .iter()
+        .map(|(name, contents, args, code, words)| {
+            let path = write_file(files.path(), name, *contents);
+            let args = args
+                .iter()
+                .map(|a| {
+                    if *a == "FILE" {
+                        path.clone()
+                    } else {
+                        a.to_string()
+                    }
+                })
+                .collect();
+            (args, *code, *words)
+        });
+    check_cases(cli, arguments.chain(files));
 
     assert_eq!(state(cli), before, "bad input changed nothing");
     let verify = cli.run(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{verify:?}");
+}
+
+const BAD_HOSTS: &str = r#"
+[puppet]
+broken_branches = { feature_broken = 1 }
+[[hosts]]
+names = ["lab-0002"]
+unreachable = true
+[[hosts]]
+names = ["lab-0003"]
+blackhole = true
+[[hosts]]
+names = ["lab-0004"]
+hang = true
+[[hosts]]
+names = ["lab-0005"]
+sudo = false
+[[hosts]]
+names = ["lab-0006"]
+metadata = "malformed"
+[[hosts]]
+names = ["lab-0007"]
+metadata = "not_utf8"
+[[hosts]]
+names = ["lab-0008"]
+override = "PUPPET_BRANCH=feature_broken\n"
+"#;
+
+/// (arguments, with `lab-000N` for that host's name and ROLLOUT for a
+/// rollout over the pre-overridden host; exit code; words the message must
+/// hold)
+const HOST_CASES: &[Case] = &[
+    (
+        &["host", "refresh", "lab-0002"],
+        2,
+        &["lab-0002", "refused"],
+    ),
+    (
+        &["host", "refresh", "lab-0003"],
+        2,
+        &["lab-0003", "timed out"],
+    ),
+    (
+        &["host", "refresh", "lab-0004"],
+        2,
+        &["lab-0004", "timed out"],
+    ),
+    (
+        &["host", "refresh", "lab-0009"],
+        2,
+        &["lab-0009", "host key", "repin"],
+    ),
+    (
+        &["converge", "host", "lab-0002"],
+        2,
+        &["lab-0002", "refused"],
+    ),
+    (
+        &["converge", "host", "lab-0003"],
+        2,
+        &["lab-0003", "timed out"],
+    ),
+    (&["converge", "host", "lab-0005"], 2, &["lab-0005", "sudo"]),
+    (&["converge", "host", "lab-0008"], 2, &["lab-0008", "exit"]),
+    (
+        &["converge", "host", "lab-0009"],
+        2,
+        &["lab-0009", "host key"],
+    ),
+    (
+        &["reboot", "host", "lab-0003", "--confirm"],
+        2,
+        &["lab-0003", "timed out"],
+    ),
+    (&["host", "show", "lab-0006"], 0, &["metadata"]),
+    (&["host", "show", "lab-0007"], 0, &["UTF-8"]),
+    (&["rollout", "start", ROLLOUT], 4, &["lab-0008", "override"]),
+];
+
+#[test]
+fn every_bad_host_is_reported_clearly_and_loses_nothing() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::parse(BAD_HOSTS, false).unwrap();
+    let lab = Lab::start(LabConfig::new(10, lab_dir.path()).scenario(scenario)).unwrap();
+    let up = Up::start_with(
+        "[ssh]\nexec_timeout = \"4s\"\nconnect_timeout = \"4s\"\n",
+        lab_env(&lab),
+    );
+    let cli = &up.cli;
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    let mut add = vec!["inventory", "seed", "add"];
+    add.extend(names.iter().map(String::as_str));
+    assert_eq!(cli.run(&add).code, 0);
+    let onboard = cli.run(&["inventory", "refresh", "--seed", "all"]);
+    assert_eq!(
+        onboard.code, 2,
+        "some hosts could not be probed: {onboard:?}"
+    );
+    // Reimaged: a new key, and a reboot that drops the pooled connection.
+    let reimaged = lab.host("lab-0009").unwrap();
+    reimaged.rotate_host_key().unwrap();
+    reimaged.set_reboot_duration(Duration::from_secs(1));
+    reimaged.reboot().unwrap();
+    reimaged.wait_reachable(Duration::from_secs(30)).unwrap();
+    let create = cli.run(&[
+        "rollout",
+        "create",
+        "--target",
+        "hostname:lab-0008*",
+        "--change",
+        "PUPPET_BRANCH=x",
+    ]);
+    assert_eq!(create.code, 0, "{create:?}");
+    let rollout = create.stdout.trim().to_string();
+    let state = |cli: &Cli| {
+        (
+            cli.run(&["inventory", "seed", "list", "--json"]).stdout,
+            cli.run(&["rollout", "status", &rollout, "--json"]).stdout,
+        )
+    };
+    let before = state(cli);
+    let full = |short: &str| {
+        names
+            .iter()
+            .find(|n| n.starts_with(&format!("{short}.")))
+            .cloned()
+    };
+    check_cases(
+        cli,
+        HOST_CASES.iter().map(|(args, code, words)| {
+            let args = args
+                .iter()
+                .map(|a| {
+                    if *a == ROLLOUT {
+                        rollout.clone()
+                    } else {
+                        full(a).unwrap_or_else(|| a.to_string())
+                    }
+                })
+                .collect();
+            (args, *code, *words)
+        }),
+    );
+    assert_eq!(state(cli), before, "bad hosts changed nothing");
+    let list = cli.run(&["host", "list", "--json"]);
+    assert_eq!(
+        list.json().as_array().unwrap().len(),
+        names.len(),
+        "no host lost"
+    );
+    let verify = cli.run(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    drop(up);
+    lab.down().unwrap();
 }

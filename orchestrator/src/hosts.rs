@@ -149,8 +149,18 @@ pub async fn reboot(
                     String::from_utf8_lossy(&ran.output.stderr).trim()
                 ));
             }
-            // A reboot may cut the connection before the command answers.
-            Err((RunError::Ssh(SshError::Protocol(_) | SshError::Timeout { .. }), _)) => {}
+            // A reboot may cut the connection before the command answers;
+            // a host never reached (connect or login timed out) was not
+            // rebooted, and waiting for it to "come back" would hide that.
+            Err((
+                RunError::Ssh(
+                    SshError::Protocol(_)
+                    | SshError::Timeout {
+                        stage: "command", ..
+                    },
+                ),
+                _,
+            )) => {}
             Err((e, _)) => return Verdict::failed(format!("rebooting {host}: {e}")),
         }
         while answers(pool, &host).await {

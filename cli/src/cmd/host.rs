@@ -343,7 +343,14 @@ pub async fn refresh(
     }
     let failed = hosts.iter().filter(|h| !h.ok).count();
     eprintln!("{} probed, {failed} failed", hosts.len());
-    Ok(exit::OK)
+    // A script that refreshes must be able to tell that some hosts could
+    // not be reached (SPEC 8: SSH unreachable is exit 2); what was probed
+    // is recorded either way.
+    Ok(if failed > 0 {
+        exit::INFRASTRUCTURE
+    } else {
+        exit::OK
+    })
 }
 
 /// A progress bar (on a terminal only) counting the observations this
