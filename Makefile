@@ -5,7 +5,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/fleetroll/target
 export CARGO_TARGET_DIR
 
-.PHONY: setup build test demo bench clean
+.PHONY: setup build test chaos demo bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,11 @@ build: setup
 test: build
 	@bash scripts/setup.sh test
 	cargo test --workspace --no-fail-fast
+
+# The full chaos run (300 lab hosts on a 3-node cluster); `make test` runs a
+# small one.
+chaos: build
+	cargo test -p fleetroll --test chaos -- --ignored --nocapture chaos_full
 
 demo: build
 	@bash scripts/demo.sh

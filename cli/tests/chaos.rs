@@ -1,0 +1,754 @@
+//! Chaos: a rollout driven to completion over lab hosts on the 3-node NATS
+//! cluster of `nats-config/`, with every worker kind running as two
+//! processes, while a chaos loop SIGKILLs worker processes (now one replica,
+//! now both of a kind) and, at times, a NATS node, and starts them again.
+//!
+//! Afterwards: every host held the change once and is clean again after
+//! finalize (the lab counts the writes), no stage was started twice, every
+//! command in the command stream has exactly one audit record, and the audit
+//! chain verifies. It prints what it killed and how long the mesh took to
+//! serve commands again after each kill.
+//!
+//! `make test` runs the small fleet; `make chaos` (`cargo test -p fleetroll --test chaos -- --ignored`) the full one (300 hosts).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Cli, Proc, lab_env, wait_until};
+use fleetroll_bus::codec;
+use fleetroll_bus::embedded::{self, ServerUsers, find_nats_server};
+use fleetroll_bus::messages::audit::AuditRecord;
+use fleetroll_bus::messages::command::CommandEnvelope;
+use fleetroll_bus::setup::{self, Replicas};
+use fleetroll_bus::token::Role;
+use fleetroll_bus::{subjects, topology};
+use fleetroll_lab::{Lab, LabConfig, OverrideEventKind, Scenario};
+use serde_json::Value;
+
+const CHANGE: &[u8] = b"PUPPET_BRANCH=feature_chaos\n";
+const KINDS: [&str; 4] = ["prober", "gatekeeper", "orchestrator", "auditor"];
+/// The client ports of node-1.conf, node-2.conf and node-3.conf.
+const CLIENT_PORTS: [u16; 3] = [4231, 4232, 4233];
+
+struct Plan {
+    hosts: usize,
+    canary: usize,
+    batch: usize,
+    /// Every how many chaos rounds one NATS node is killed.
+    node_every: u32,
+}
+
+#[test]
+fn chaos_small() {
+    run(Plan {
+        hosts: 24,
+        canary: 3,
+        batch: 7,
+        node_every: 4,
+    });
+}
+
+/// `make chaos` (`cargo test -p fleetroll --test chaos -- --ignored`).
+#[test]
+#[ignore = "the full chaos run takes several minutes: `make chaos` (`cargo test -p fleetroll --test chaos -- --ignored`)"]
+fn chaos_full() {
+    run(Plan {
+        hosts: 300,
+        canary: 10,
+        batch: 58,
+        node_every: 5,
+    });
+}
+
+/// The three nodes of the cluster, each a nats-server process started from
+/// its file in `nats-config/`, with its own store.
+struct Cluster {
+    store: PathBuf,
+    env: Vec<(String, String)>,
+    nodes: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn start(data_dir: &Path) -> Cluster {
+        let users = ServerUsers::load_or_create(&data_dir.join(embedded::CREDENTIALS_DIR)).unwrap();
+        let store = data_dir.join("nats");
+        std::fs::create_dir_all(&store).unwrap();
+        let mut cluster = Cluster {
+            store,
+            env: users.server_env(),
+            nodes: vec![None, None, None],
+        };
+        for node in 0..3 {
+            cluster.start_node(node);
+        }
+        cluster
+    }
+
+    fn url() -> String {
+        CLIENT_PORTS
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn config(node: usize) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../nats-config/node-{}.conf", node + 1))
+    }
+
+    fn start_node(&mut self, node: usize) {
+        assert!(self.nodes[node].is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.store.join(format!("node-{}.log", node + 1)))
+            .unwrap();
+        let child = Command::new(find_nats_server(None).expect("nats-server (run `make setup`)"))
+            .arg("-c")
+            .arg(Self::config(node))
+            .env(
+                "FLEETROLL_NATS_STORE",
+                self.store.join(format!("n{}", node + 1)),
+            )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.nodes[node] = Some(child);
+    }
+
+    fn kill_node(&mut self, node: usize) -> u32 {
+        let mut child = self.nodes[node].take().expect("a running node");
+        let pid = child.id();
+        common::kill(&mut child, libc::SIGKILL);
+        let _ = child.wait();
+        pid
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for mut child in self.nodes.drain(..).flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every worker process: two replicas of each kind.
+struct Workers {
+    cli: Cli,
+    procs: Vec<(&'static str, Option<Proc>)>,
+}
+
+impl Workers {
+    fn start(cli: &Cli) -> Workers {
+        let mut workers = Workers {
+            cli: cli.clone(),
+            procs: KINDS
+                .iter()
+                .flat_map(|k| [(*k, None), (*k, None)])
+                .collect(),
+        };
+        for slot in 0..workers.procs.len() {
+            workers.start_one(slot);
+        }
+        workers
+    }
+
+    fn start_one(&mut self, slot: usize) {
+        let kind = self.procs[slot].0;
+        assert!(self.procs[slot].1.is_none());
+        self.procs[slot].1 = Some(self.cli.spawn(&["worker", kind]));
+    }
+
+    /// Workers that ended without being killed (none should: a worker
+    /// rides out a lost node), started again.
+    fn restart_exited(&mut self) -> Vec<String> {
+        let mut exited = Vec::new();
+        for slot in 0..self.procs.len() {
+            let (kind, proc) = &mut self.procs[slot];
+            if let Some(status) = proc.as_mut().and_then(|p| p.try_wait().unwrap()) {
+                exited.push(format!(
+                    "{kind} (pid {}) {status}",
+                    proc.as_ref().unwrap().id()
+                ));
+                self.procs[slot].1 = None;
+                self.start_one(slot);
+            }
+        }
+        exited
+    }
+
+    fn kill_one(&mut self, slot: usize) -> u32 {
+        let mut proc = self.procs[slot].1.take().expect("a running worker");
+        let pid = proc.id();
+        common::kill(&mut proc, libc::SIGKILL);
+        let _ = proc.wait();
+        pid
+    }
+}
+
+/// A small random number generator, seeded from `CHAOS_SEED` or the clock
+/// (and printed), so that a failing run can be replayed.
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Dice {
+        let seed = std::env::var("CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            })
+            | 1;
+        eprintln!("chaos: CHAOS_SEED={seed}");
+        Dice(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to - from))
+    }
+}
+
+/// What the chaos loop did, and how long until commands were served again.
+struct Kill {
+    at: Duration,
+    what: String,
+    served_after: Duration,
+}
+
+/// How long until a command reaches a worker of `kind` (every kind when
+/// `None`) and comes back done: `fleetroll ping`'s full round trip.
+fn time_to_serve(cli: &Cli, kind: Option<&str>, since: Instant) -> Duration {
+    let mut args = vec!["ping", "--timeout", "2s"];
+    if let Some(kind) = kind {
+        args.extend(["--worker", kind]);
+    }
+    wait_until(
+        "the mesh to serve commands again",
+        Duration::from_secs(120),
+        || cli.run(&args).code == 0,
+    );
+    since.elapsed()
+}
+
+fn sleep_unless(stop: &AtomicBool, pause: Duration) {
+    let until = Instant::now() + pause;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills and restarts until `stop`; leaves every process running.
+fn chaos(
+    cluster: &mut Cluster,
+    workers: &mut Workers,
+    cli: &Cli,
+    plan_node_every: u32,
+    stop: &AtomicBool,
+) -> Vec<Kill> {
+    let mut dice = Dice::new();
+    let began = Instant::now();
+    let mut kills = Vec::new();
+    let mut round = 0;
+    loop {
+        sleep_unless(stop, dice.millis(1500, 4000));
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        for exited in workers.restart_exited() {
+            eprintln!("chaos: a worker exited by itself: {exited}");
+            kills.push(Kill {
+                at: began.elapsed(),
+                what: format!("nothing: {exited} exited by itself"),
+                served_after: Duration::ZERO,
+            });
+        }
+        round += 1;
+        let kill_at = Instant::now();
+        let (what, served_after) = if round % plan_node_every == 0 {
+            let node = dice.below(3) as usize;
+            let pid = cluster.kill_node(node);
+            let served = time_to_serve(cli, None, kill_at);
+            // Back after a while, and caught up before another node goes.
+            std::thread::sleep(dice.millis(1000, 4000));
+            cluster.start_node(node);
+            std::thread::sleep(Duration::from_secs(5));
+            (format!("NATS node {} (pid {pid})", node + 1), served)
+        } else if round % 3 == 0 {
+            // Both replicas of a kind: nothing serves until one is back.
+            let kind = KINDS[dice.below(4) as usize];
+            let slots: Vec<usize> = (0..workers.procs.len())
+                .filter(|&s| workers.procs[s].0 == kind)
+                .collect();
+            let pids: Vec<String> = slots
+                .iter()
+                .map(|&s| workers.kill_one(s).to_string())
+                .collect();
+            for &slot in &slots {
+                workers.start_one(slot);
+            }
+            let served = time_to_serve(cli, Some(kind), kill_at);
+            (
+                format!(
+                    "both {kind} replicas (pids {}), restarted at once",
+                    pids.join(", ")
+                ),
+                served,
+            )
+        } else {
+            let slot = dice.below(workers.procs.len() as u64) as usize;
+            let kind = workers.procs[slot].0;
+            let pid = workers.kill_one(slot);
+            let served = time_to_serve(cli, Some(kind), kill_at);
+            std::thread::sleep(dice.millis(0, 2000));
+            workers.start_one(slot);
+            (format!("one {kind} replica (pid {pid})"), served)
+        };
+        eprintln!(
+            "chaos: t+{:>6.1}s killed {what}; commands served again after {:.2} s",
+            kill_at.duration_since(began).as_secs_f64(),
+            served_after.as_secs_f64()
+        );
+        kills.push(Kill {
+            at: kill_at.duration_since(began),
+            what,
+            served_after,
+        });
+    }
+    kills
+}
+
+/// Runs a CLI command until it exits 0, or until `done_anyway` says an
+/// earlier attempt took effect though its answer was lost.
+fn until_done(cli: &Cli, args: &[&str], mut done_anyway: impl FnMut() -> bool) -> String {
+    let mut last = String::new();
+    wait_until(
+        &format!("`{}` to go through", args.join(" ")),
+        Duration::from_secs(240),
+        || {
+            let run = cli.run(args);
+            if run.code == 0 {
+                last = run.stdout;
+                return true;
+            }
+            eprintln!(
+                "chaos: `{}` exit {}: {} (retrying)",
+                args.join(" "),
+                run.code,
+                run.stderr.trim()
+            );
+            done_anyway()
+        },
+    );
+    last
+}
+
+fn status(cli: &Cli, id: &str) -> Option<Value> {
+    let run = cli.run(&["rollout", "status", id, "--json"]);
+    (run.code == 0).then(|| run.json())
+}
+
+fn stages(cli: &Cli, id: &str) -> Option<Vec<Value>> {
+    status(cli, id)?["rollout"]["stages"].as_array().cloned()
+}
+
+fn stage_hosts(stage: &Value) -> Vec<String> {
+    stage["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Converges `hosts` a few at a time, each until its command goes through.
+fn converge(cli: &Cli, hosts: &[String]) {
+    for chunk in hosts.chunks(6) {
+        let runs: Vec<(String, Child)> = chunk
+            .iter()
+            .map(|h| (h.clone(), cli.spawn_output(&["converge", "host", h])))
+            .collect();
+        for (host, child) in runs {
+            if !child.wait_with_output().unwrap().status.success() {
+                until_done(cli, &["converge", "host", &host], || false);
+            }
+        }
+    }
+}
+
+/// The driver: create, start, then per stage converge its hosts, advance
+/// normally when every gate passes (forced after a while otherwise), until
+/// the rollout succeeds; then finalize. Returns the rollout id.
+fn drive(cli: &Cli, lab: &Lab, plan: &Plan, names: &[String]) -> String {
+    let canary = plan.canary.to_string();
+    let id = until_done(
+        cli,
+        &[
+            "rollout",
+            "create",
+            "--target",
+            "hostname:lab-*",
+            "--canary",
+            &canary,
+            "--change",
+            std::str::from_utf8(CHANGE).unwrap().trim_end(),
+        ],
+        || false,
+    )
+    .trim()
+    .to_string();
+    let stage_count = || stages(cli, &id).map_or(0, |s| s.len());
+    until_done(cli, &["rollout", "start", &id], || stage_count() >= 1);
+    let batch = plan.batch.to_string();
+    let mut staged = 0;
+    for stage in 1.. {
+        wait_until(
+            &format!("stage {stage} waiting for assessment"),
+            Duration::from_secs(300),
+            || {
+                stages(cli, &id).is_some_and(|s| {
+                    s.get(stage - 1)
+                        .is_some_and(|s| s["status"] == "waiting_for_assessment")
+                })
+            },
+        );
+        let hosts = stage_hosts(&stages(cli, &id).unwrap()[stage - 1]);
+        staged += hosts.len();
+        converge(cli, &hosts);
+        if staged == names.len() {
+            break;
+        }
+        let gates_pass = || {
+            status(cli, &id).is_some_and(|s| {
+                s["evaluation"]["stage"] == stage
+                    && s["evaluation"]["gates"]
+                        .as_array()
+                        .is_some_and(|g| g.iter().all(|g| g["verdict"] == "pass"))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while !gates_pass() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Normal when the gates pass; forced when they did not in time, or
+        // turned and refused the normal one (exit 4).
+        let mut force = !gates_pass();
+        wait_until(
+            &format!("the advance from stage {stage}"),
+            Duration::from_secs(240),
+            || {
+                let mut args = vec!["rollout", "advance", &id, "--batch-size", &batch];
+                if force {
+                    args.extend(["--force", "--reason", "chaos: the gates did not pass"]);
+                }
+                let run = cli.run(&args);
+                if run.code == 0 || stage_count() > stage {
+                    return true;
+                }
+                eprintln!(
+                    "chaos: advance exit {}: {} (retrying)",
+                    run.code,
+                    run.stderr.trim()
+                );
+                force |= run.code == 4;
+                false
+            },
+        );
+        eprintln!("chaos: stage {} started", stage + 1);
+    }
+    let began = Instant::now();
+    while !status(cli, &id).is_some_and(|s| s["rollout"]["state"] == "succeeded") {
+        if began.elapsed() > Duration::from_secs(300) {
+            let hosts = cli.run(&["host", "list", "--json"]).json();
+            let unhealthy: Vec<&Value> = hosts
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h["healthy"] != true)
+                .collect();
+            panic!(
+                "the rollout did not succeed: {:#}\nhosts not healthy: {unhealthy:#?}",
+                status(cli, &id).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for name in names {
+        let host = lab.host(name).unwrap();
+        assert_eq!(
+            host.file(host.override_path()).unwrap().as_deref(),
+            Some(CHANGE),
+            "{name} holds the change"
+        );
+        assert_eq!(host.override_writes().unwrap(), 1, "{name} written once");
+    }
+    let state =
+        || status(cli, &id).map(|s| s["rollout"]["state"].as_str().unwrap_or("").to_string());
+    until_done(
+        cli,
+        &["rollout", "finalize", &id, "--all", "--confirm"],
+        || state().is_some_and(|s| s == "finalizing" || s == "finalized"),
+    );
+    wait_until("the rollout finalized", Duration::from_secs(300), || {
+        state().is_some_and(|s| s == "finalized")
+    });
+    id
+}
+
+fn run(plan: Plan) {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::parse("[defaults]\njobs_per_minute = 60\n", false).unwrap();
+    let lab = Lab::start(LabConfig::new(plan.hosts, lab_dir.path()).scenario(scenario)).unwrap();
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+
+    // Kept when the run fails: the workers' and nodes' logs are in it.
+    let data = tempfile::Builder::new()
+        .prefix("chaos-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let kept = KeepOnPanic(data.path().to_path_buf());
+    let mut cluster = Cluster::start(data.path());
+    std::fs::write(
+        data.path().join("fleetroll.toml"),
+        format!(
+            "[workload]\nroot_url = {}\nprovisioner = {}\ninterval = \"1s\"\nactive_window = \"1m\"\n",
+            serde_json::to_string(lab.taskcluster_url()).unwrap(),
+            serde_json::to_string(&lab.info().taskcluster_provisioner).unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut cli = Cli::new(data.path());
+    cli.nats_url = Some(Cluster::url());
+    cli.env = lab_env(&lab);
+    cli.env.push(("FLEETROLL_REPLICAS".into(), "3".into()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    wait_until("the nodes to listen", Duration::from_secs(30), || {
+        CLIENT_PORTS
+            .iter()
+            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    });
+    // Streams can be made once the cluster has elected its JetStream leader.
+    runtime.block_on(async {
+        let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
+        let began = Instant::now();
+        while let Err(e) = setup::ensure(&bus, Replicas(3)).await {
+            assert!(
+                began.elapsed() < Duration::from_secs(60),
+                "the cluster: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let init = cli.run(&["auth", "init"]);
+    assert_eq!(init.code, 0, "{init:?}");
+    let token = data.path().join("token");
+    let issue = cli.run(&[
+        "auth",
+        "issue",
+        "--actor",
+        "tester",
+        "--role",
+        "relops",
+        "--out",
+        token.to_str().unwrap(),
+    ]);
+    assert_eq!(issue.code, 0, "{issue:?}");
+
+    let mut workers = Workers::start(&cli);
+    wait_until(
+        "two replicas of every kind",
+        Duration::from_secs(60),
+        || KINDS.iter().all(|k| cli.replicas_of(k) == 2),
+    );
+    common::onboard(&cli, &names);
+
+    let stop = AtomicBool::new(false);
+    let began = Instant::now();
+    let (id, kills) = std::thread::scope(|scope| {
+        let chaos = scope.spawn(|| chaos(&mut cluster, &mut workers, &cli, plan.node_every, &stop));
+        let driven = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drive(&cli, &lab, &plan, &names)
+        }));
+        stop.store(true, Ordering::SeqCst);
+        let kills = chaos.join().expect("the chaos loop");
+        match driven {
+            Ok(id) => (id, kills),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    report(&kills, began.elapsed(), &plan);
+    assert!(
+        kills.iter().any(|k| k.what.starts_with("NATS node")),
+        "the run outlasted a NATS node kill"
+    );
+    let exited: Vec<&str> = kills
+        .iter()
+        .filter(|k| k.what.starts_with("nothing"))
+        .map(|k| k.what.as_str())
+        .collect();
+    assert!(
+        exited.is_empty(),
+        "workers exited by themselves: {exited:?}"
+    );
+
+    // Every host: written once, removed once, clean.
+    for name in &names {
+        let host = lab.host(name).unwrap();
+        let events: Vec<OverrideEventKind> = host
+            .override_events()
+            .unwrap()
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            events,
+            [OverrideEventKind::Written, OverrideEventKind::Removed],
+            "{name}"
+        );
+        assert_eq!(host.file(host.override_path()).unwrap(), None, "{name}");
+    }
+
+    // Stages: numbered in order, disjoint, covering the fleet; one per
+    // advance that went through.
+    let stages = stages(&cli, &id).unwrap();
+    let mut seen = BTreeSet::new();
+    for (i, stage) in stages.iter().enumerate() {
+        assert_eq!(stage["number"], i + 1, "{stage}");
+        for host in stage_hosts(stage) {
+            assert!(seen.insert(host.clone()), "{host} in two stages");
+        }
+    }
+    assert_eq!(seen, names.iter().cloned().collect::<BTreeSet<_>>());
+
+    let (envelopes, records) = runtime.block_on(async {
+        let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
+        let envelopes = bus
+            .stored(&topology::COMMANDS, subjects::COMMANDS.to_string())
+            .await
+            .unwrap();
+        let records = bus
+            .stored(&topology::AUDIT, subjects::AUDIT.to_string())
+            .await
+            .unwrap();
+        (envelopes, records)
+    });
+    let envelopes: Vec<CommandEnvelope> = envelopes
+        .iter()
+        .map(|m| codec::from_cbor(m).unwrap())
+        .collect();
+    let records: Vec<AuditRecord> = records
+        .iter()
+        .map(|m| codec::from_cbor(m).unwrap())
+        .collect();
+    // No command lost, none recorded twice.
+    for envelope in &envelopes {
+        let action = envelope.command.name();
+        let recorded = records
+            .iter()
+            .filter(|r| r.command_id.as_deref() == Some(envelope.id.as_str()) && r.action == action)
+            .count();
+        assert_eq!(
+            recorded, 1,
+            "command {} ({action}) recorded once",
+            envelope.id
+        );
+    }
+    let done = |action: &str| {
+        records
+            .iter()
+            .filter(|r| {
+                r.action == action
+                    && r.outcome == "done"
+                    && r.rollout.as_deref() == Some(id.as_str())
+            })
+            .count()
+    };
+    assert_eq!(done("rollout_start"), 1);
+    assert_eq!(
+        done("rollout_advance"),
+        stages.len() - 1,
+        "one stage per advance"
+    );
+    assert_eq!(
+        done("override_apply"),
+        names.len(),
+        "one write audited per host"
+    );
+    assert_eq!(
+        done("override_remove"),
+        names.len(),
+        "one removal audited per host"
+    );
+
+    let verify = cli.run(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    eprintln!(
+        "chaos: {} commands, {} audit records, {} stages; audit verify: {}",
+        envelopes.len(),
+        records.len(),
+        stages.len(),
+        verify.stdout.trim()
+    );
+    drop(workers);
+    drop(cluster);
+    std::mem::forget(kept);
+    lab.down().unwrap();
+}
+
+/// Copies the run's data dir (logs, node stores) aside when the test fails.
+struct KeepOnPanic(PathBuf);
+
+impl Drop for KeepOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let aside = self.0.with_extension("failed");
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(&self.0)
+                .arg(&aside)
+                .status();
+            eprintln!(
+                "chaos: the failed run's logs: {} ({copied:?})",
+                aside.display()
+            );
+        }
+    }
+}
+
+fn report(kills: &[Kill], took: Duration, plan: &Plan) {
+    eprintln!(
+        "chaos: {} hosts, {} kills in {:.0} s",
+        plan.hosts,
+        kills.len(),
+        took.as_secs_f64()
+    );
+    eprintln!("chaos: | t | killed | commands served again after |");
+    eprintln!("chaos: |---|---|---|");
+    for kill in kills {
+        eprintln!(
+            "chaos: | {:.1} s | {} | {:.2} s |",
+            kill.at.as_secs_f64(),
+            kill.what,
+            kill.served_after.as_secs_f64()
+        );
+    }
+}
