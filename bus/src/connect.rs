@@ -546,7 +546,15 @@ impl Bus {
             return Ok(store);
         }
         let store = self.js.get_key_value(bucket.name).await.map_err(|e| {
-            if matches!(e.kind(), jetstream::context::KeyValueErrorKind::GetBucket) {
+            // Only the server saying so means missing: while a cluster elects
+            // a new leader the lookup times out, and that is no setup problem.
+            let missing = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<jetstream::context::GetStreamError>())
+                .is_some_and(|s| {
+                    matches!(s.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+                });
+            if missing {
                 BusError::MissingBucket {
                     bucket: bucket.name,
                 }

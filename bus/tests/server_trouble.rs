@@ -1,11 +1,10 @@
-//! The host index against a real nats-server that stops answering a while:
-//! it keeps applying the buckets' changes instead of serving what it had
-//! when its watch broke.
+//! A real nats-server in trouble: one that stops answering a while (as a
+//! node a cluster loses does), and one that lacks the buckets.
 
 use std::time::{Duration, Instant};
 
 use fleetroll_bus::codec;
-use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
 use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
 use fleetroll_bus::host_index::HostIndex;
 use fleetroll_bus::messages::host::Observation;
@@ -34,7 +33,7 @@ async fn put(bus: &Bus, hostname: &str) {
                 .await?
                 .put(hostname, codec::to_cbor(&record).into())
                 .await
-                .map_err(|e| fleetroll_bus::connect::BusError::js("put", e))
+                .map_err(|e| BusError::js("put", e))
         };
         match put.await {
             Ok(_) => return,
@@ -60,24 +59,15 @@ async fn wait_for(index: &HostIndex, hostname: &str, limit: Duration) -> Result<
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_host_index_keeps_up_after_its_watch_breaks() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
-    let url = server.url().to_string();
-    let mut options = ConnectOptions::new(&url, "host-index-test")
+async fn connect(server: &EmbeddedServer) -> Bus {
+    let mut options = ConnectOptions::new(server.url(), "server-trouble-test")
         .credentials(server.credentials(Role::Worker).clone());
     options.wait_for_server = true;
-    let bus = Bus::connect(options).await.unwrap();
-    setup::ensure(&bus, Replicas(1)).await.unwrap();
-    let index = HostIndex::start(bus.clone());
-    put(&bus, "before.example.com").await;
-    wait_for(&index, "before.example.com", Duration::from_secs(10))
-        .await
-        .unwrap();
+    Bus::connect(options).await.unwrap()
+}
 
-    // A server that stops answering for a while (as a node the cluster
-    // loses does): the watches miss their heartbeats and break.
+/// Stops the server answering (SIGSTOP) for `pause`, then lets it go on.
+async fn freeze(server: &EmbeddedServer, pause: Duration) {
     let pid = server.pid().unwrap().to_string();
     let signal = |sig: &str| {
         let sent = std::process::Command::new("kill")
@@ -87,11 +77,52 @@ async fn the_host_index_keeps_up_after_its_watch_breaks() {
         assert!(sent.success());
     };
     signal("-STOP");
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    tokio::time::sleep(pause).await;
     signal("-CONT");
+}
+
+/// The index keeps applying the buckets' changes after its watches miss
+/// their heartbeats, instead of serving what it had when they broke.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_index_keeps_up_after_its_watch_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let bus = connect(&server).await;
+    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    let index = HostIndex::start(bus.clone());
+    put(&bus, "before.example.com").await;
+    wait_for(&index, "before.example.com", Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    freeze(&server, Duration::from_secs(15)).await;
     put(&bus, "after.example.com").await;
     wait_for(&index, "after.example.com", Duration::from_secs(30))
         .await
         .unwrap();
     assert!(matches!(index.get("before.example.com").await, Ok(Some(_))));
+}
+
+/// "Missing" is what the server says, not what a timeout suggests.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_bucket_is_named_and_a_silent_server_is_no_missing_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let bus = connect(&server).await;
+    let missing = bus.kv(&topology::HOSTS).await.unwrap_err();
+    assert!(
+        matches!(missing, BusError::MissingBucket { bucket } if bucket == topology::HOSTS.name),
+        "{missing}"
+    );
+    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    let fresh = connect(&server).await;
+    let (_, opened) = tokio::join!(freeze(&server, Duration::from_secs(14)), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fresh.kv(&topology::HOSTS).await
+    });
+    let silent = opened.unwrap_err();
+    assert!(
+        !matches!(silent, BusError::MissingBucket { .. }),
+        "{silent}"
+    );
 }
