@@ -53,6 +53,17 @@ pub enum BusError {
     },
 }
 
+/// Where [`Bus::stored_from`] starts reading a stream.
+#[derive(Debug, Clone, Copy)]
+pub enum StoredFrom {
+    /// Its first message.
+    Start,
+    /// The first message stored at or after this time.
+    Time(time::OffsetDateTime),
+    /// The message after this stream sequence.
+    After(u64),
+}
+
 impl BusError {
     /// A JetStream call that failed while doing `what`.
     pub fn js(what: impl Into<String>, detail: impl ToString) -> Self {
@@ -482,12 +493,12 @@ impl Bus {
         subject: String,
         since: time::OffsetDateTime,
     ) -> Result<Vec<bytes::Bytes>, BusError> {
-        self.read_stored(
-            stream,
-            subject,
-            jetstream::consumer::DeliverPolicy::ByStartTime { start_time: since },
-        )
-        .await
+        Ok(self
+            .stored_from(stream, subject, StoredFrom::Time(since))
+            .await?
+            .into_iter()
+            .map(|(_, payload)| payload)
+            .collect())
     }
 
     /// Every message a stream holds on `subject`, oldest first.
@@ -496,19 +507,34 @@ impl Bus {
         stream: &StreamDef,
         subject: String,
     ) -> Result<Vec<bytes::Bytes>, BusError> {
-        self.read_stored(stream, subject, jetstream::consumer::DeliverPolicy::All)
-            .await
+        Ok(self
+            .stored_from(stream, subject, StoredFrom::Start)
+            .await?
+            .into_iter()
+            .map(|(_, payload)| payload)
+            .collect())
     }
 
-    async fn read_stored(
+    /// Every message a stream holds on `subject` from `from` on, with its
+    /// stream sequence, oldest first: a reader that remembers the last
+    /// sequence it saw reads only what came since.
+    pub async fn stored_from(
         &self,
         stream: &StreamDef,
         subject: String,
-        deliver_policy: jetstream::consumer::DeliverPolicy,
-    ) -> Result<Vec<bytes::Bytes>, BusError> {
+        from: StoredFrom,
+    ) -> Result<Vec<(u64, bytes::Bytes)>, BusError> {
         use futures::StreamExt;
+        use jetstream::consumer::DeliverPolicy;
         let read_error =
             |e: &dyn std::fmt::Display| BusError::js(format!("reading {}", stream.name), e);
+        let deliver_policy = match from {
+            StoredFrom::Start => DeliverPolicy::All,
+            StoredFrom::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+            StoredFrom::After(sequence) => DeliverPolicy::ByStartSequence {
+                start_sequence: sequence + 1,
+            },
+        };
         let consumer = self
             .js
             .get_stream(stream.name)
@@ -523,15 +549,18 @@ impl Bus {
             .map_err(|e| read_error(&e))?;
         let pending = consumer.cached_info().num_pending;
         let mut messages = consumer.messages().await.map_err(|e| read_error(&e))?;
-        let mut payloads = Vec::new();
-        while (payloads.len() as u64) < pending {
+        let mut stored = Vec::new();
+        while (stored.len() as u64) < pending {
             match messages.next().await {
-                Some(Ok(message)) => payloads.push(message.payload.clone()),
+                Some(Ok(message)) => {
+                    let sequence = message.info().map_err(|e| read_error(&e))?.stream_sequence;
+                    stored.push((sequence, message.payload.clone()));
+                }
                 Some(Err(e)) => return Err(read_error(&e)),
                 None => break,
             }
         }
-        Ok(payloads)
+        Ok(stored)
     }
 
     /// Opens an existing bucket.

@@ -21,8 +21,10 @@ use fleetroll_bus::messages::rollout::{
 };
 use fleetroll_bus::messages::workload::{RunResult, TaskRun};
 use fleetroll_bus::rollout_store;
-use fleetroll_bus::{subjects, topology};
+use fleetroll_bus::topology;
 use time::OffsetDateTime;
+
+use crate::runs::RunLog;
 use tracing::{info, warn};
 
 /// How often running rollouts are judged.
@@ -38,42 +40,51 @@ const REANNOUNCE_FOR: time::Duration = time::Duration::seconds(90);
 /// Judges every running rollout until the bus fails for good.
 pub async fn maintain(bus: Bus, workload: bool, source: String) -> Result<(), BusError> {
     let index = HostIndex::start(bus.clone());
+    let mut runs = RunLog::default();
     loop {
         tokio::time::sleep(EVERY).await;
         let rollouts = bus.snapshot::<Rollout>(&topology::ROLLOUTS).await?;
         for rollout in rollouts.into_values() {
             let judged = match rollout.state {
-                RolloutState::Running => judge(&bus, &index, &rollout, workload, &source).await,
-                RolloutState::Paused => reannounce_blast(&bus, &index, &rollout, &source).await,
-                RolloutState::Finalized => observe(&bus, &rollout, &source).await,
+                RolloutState::Running => {
+                    judge(&bus, &index, &rollout, workload, &source, &mut runs).await
+                }
+                RolloutState::Paused => {
+                    reannounce_blast(&bus, &index, &rollout, &source, &mut runs).await
+                }
+                RolloutState::Finalized => observe(&bus, &rollout, &source, &mut runs).await,
                 _ => Ok(()),
             };
             if let Err(e) = judged {
                 warn!(rollout = %rollout.id, error = %e, "rollout not judged");
             }
         }
+        runs.forget_unasked();
     }
 }
 
-/// What a rollout's hosts did: their results and records, and the runs.
-struct Evidence {
+/// What a rollout's hosts did: their results and records, and the runs
+/// (those older than the rollout's window too).
+struct Evidence<'a> {
     results: HashMap<String, HostApply>,
     records: HashMap<String, HostRecord>,
-    runs: HashMap<String, Vec<TaskRun>>,
+    runs: &'a HashMap<String, Vec<TaskRun>>,
     now: OffsetDateTime,
     window: time::Duration,
 }
 
 /// What the rollout's hosts did since it started (and the window before).
-async fn gather(
+async fn gather<'a>(
     bus: &Bus,
     index: &Arc<HostIndex>,
     rollout: &Rollout,
-) -> Result<Evidence, BusError> {
+    runs: &'a mut RunLog,
+) -> Result<Evidence<'a>, BusError> {
     let window = time::Duration::seconds(rollout.plan.gates.window_s as i64);
     let now = OffsetDateTime::now_utc();
     let started = rollout.stages.first().map_or(now, |s| s.started_at);
-    let runs = task_runs(bus, started - window).await?;
+    runs.update(bus, started - window).await?;
+    let runs = runs.by_host();
     let mut records = HashMap::new();
     for host in &rollout.targets {
         if let Ok(Some(record)) = index.get(host).await {
@@ -103,6 +114,7 @@ async fn judge(
     rollout: &Rollout,
     workload: bool,
     source: &str,
+    runs: &mut RunLog,
 ) -> Result<(), BusError> {
     let Some(stage) = rollout.current_stage() else {
         return Ok(());
@@ -113,7 +125,7 @@ async fn judge(
         .await
         .map_err(|e| BusError::js("reading the gate evaluation", e))?
         .and_then(|b| codec::from_cbor(&b).ok());
-    let evidence = gather(bus, index, rollout).await?;
+    let evidence = gather(bus, index, rollout, runs).await?;
     let now = evidence.now;
     let baseline = match previous.as_ref().filter(|p| p.rollout == rollout.id) {
         Some(p) => p.baseline.clone(),
@@ -268,7 +280,7 @@ fn assess_blast(rollout: &Rollout, evidence: &Evidence) -> Option<Blast> {
 async fn blast_radius(
     bus: &Bus,
     rollout: &Rollout,
-    evidence: &Evidence,
+    evidence: &Evidence<'_>,
     source: &str,
 ) -> Result<(), BusError> {
     let Some(blast) = assess_blast(rollout, evidence) else {
@@ -343,6 +355,7 @@ async fn reannounce_blast(
     index: &Arc<HostIndex>,
     rollout: &Rollout,
     source: &str,
+    runs: &mut RunLog,
 ) -> Result<(), BusError> {
     let recent = OffsetDateTime::now_utc() - rollout.updated_at < REANNOUNCE_FOR;
     let maybe_ours = rollout
@@ -352,7 +365,7 @@ async fn reannounce_blast(
     if !recent || !maybe_ours {
         return Ok(());
     }
-    let evidence = gather(bus, index, rollout).await?;
+    let evidence = gather(bus, index, rollout, runs).await?;
     match assess_blast(rollout, &evidence) {
         Some(blast) if rollout.pause_reason.as_deref() == Some(blast.reason.as_str()) => {
             announce_blast(bus, rollout, blast, source).await
@@ -389,7 +402,12 @@ async fn announce_regression(
 /// twice the gate's allowance below the baseline is a severe regression.
 /// fleetroll does not put the override back (a new rollout does that); it
 /// marks the rollout, and says so to whoever watches, once.
-async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusError> {
+async fn observe(
+    bus: &Bus,
+    rollout: &Rollout,
+    source: &str,
+    runs: &mut RunLog,
+) -> Result<(), BusError> {
     let Some(finalized) = rollout.finalize.as_ref().map(|f| f.at) else {
         return Ok(());
     };
@@ -417,7 +435,8 @@ async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
     else {
         return Ok(());
     };
-    let runs = task_runs(bus, finalized).await?;
+    runs.update(bus, finalized).await?;
+    let runs = runs.by_host();
     let since: Vec<&TaskRun> = rollout
         .targets
         .iter()
@@ -453,23 +472,6 @@ async fn observe(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
     Ok(())
 }
 
-/// Every task run resolved since `since`, by host.
-async fn task_runs(
-    bus: &Bus,
-    since: OffsetDateTime,
-) -> Result<HashMap<String, Vec<TaskRun>>, BusError> {
-    let mut runs: HashMap<String, Vec<TaskRun>> = HashMap::new();
-    for bytes in bus
-        .stored_since(&topology::TASK_RUNS, subjects::TASK_RUNS.to_string(), since)
-        .await?
-    {
-        if let Ok(run) = codec::from_cbor::<TaskRun>(&bytes) {
-            runs.entry(run.hostname.clone()).or_default().push(run);
-        }
-    }
-    Ok(runs)
-}
-
 fn success_rate<'a>(runs: impl Iterator<Item = &'a TaskRun>) -> (Option<f64>, u64) {
     let (mut completed, mut total) = (0u64, 0u64);
     for run in runs {
@@ -498,7 +500,7 @@ fn online_fraction(hosts: &[String], evidence: &Evidence) -> Option<f64> {
 }
 
 /// The targets before the rollout: runs over the window before it started.
-fn baseline(rollout: &Rollout, evidence: &Evidence, workload: bool) -> Baseline {
+fn baseline(rollout: &Rollout, evidence: &Evidence<'_>, workload: bool) -> Baseline {
     let started = rollout.stages[0].started_at;
     let before = rollout.targets.iter().flat_map(|h| {
         evidence
@@ -506,7 +508,7 @@ fn baseline(rollout: &Rollout, evidence: &Evidence, workload: bool) -> Baseline 
             .get(h)
             .into_iter()
             .flatten()
-            .filter(move |r| r.resolved <= started)
+            .filter(move |r| r.resolved <= started && r.resolved >= started - evidence.window)
     });
     let (success_rate, runs) = success_rate(before);
     Baseline {
@@ -556,7 +558,7 @@ fn gate(
 fn evaluate(
     rollout: &Rollout,
     stage_hosts: &[String],
-    evidence: &Evidence,
+    evidence: &Evidence<'_>,
     baseline: &Baseline,
     workload: bool,
 ) -> Vec<GateResult> {
@@ -745,7 +747,7 @@ fn evaluate(
 async fn succeed_if_done(
     bus: &Bus,
     rollout: &Rollout,
-    evidence: &Evidence,
+    evidence: &Evidence<'_>,
     source: &str,
 ) -> Result<(), BusError> {
     if !rollout.remaining().is_empty() {

@@ -13,6 +13,7 @@
 
 mod drift;
 mod gates;
+mod runs;
 
 use std::future::Future;
 
