@@ -374,6 +374,28 @@ fn check_cases<'a>(cli: &Cli, cases: impl Iterator<Item = (Vec<String>, i32, &'a
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
 
+/// A rollout over `target`, created and not started.
+fn created_rollout(cli: &Cli, target: &str) -> String {
+    let create = cli.run(&[
+        "rollout",
+        "create",
+        "--target",
+        target,
+        "--change",
+        "PUPPET_BRANCH=x",
+    ]);
+    assert_eq!(create.code, 0, "{create:?}");
+    create.stdout.trim().to_string()
+}
+
+/// What bad input must leave as it was: the seeds and the rollout.
+fn state(cli: &Cli, rollout: &str) -> (String, String) {
+    (
+        cli.run(&["inventory", "seed", "list", "--json"]).stdout,
+        cli.run(&["rollout", "status", rollout, "--json"]).stdout,
+    )
+}
+
 #[test]
 fn every_bad_input_is_refused_clearly_and_changes_nothing() {
     let up = Up::start();
@@ -382,23 +404,8 @@ fn every_bad_input_is_refused_clearly_and_changes_nothing() {
         cli.run(&["inventory", "seed", "add", "a.example.com"]).code,
         0
     );
-    let create = cli.run(&[
-        "rollout",
-        "create",
-        "--target",
-        "hostname:a*",
-        "--change",
-        "PUPPET_BRANCH=x",
-    ]);
-    assert_eq!(create.code, 0, "{create:?}");
-    let rollout = create.stdout.trim().to_string();
-    let state = |cli: &Cli| {
-        (
-            cli.run(&["inventory", "seed", "list", "--json"]).stdout,
-            cli.run(&["rollout", "status", &rollout, "--json"]).stdout,
-        )
-    };
-    let before = state(cli);
+    let rollout = created_rollout(cli, "hostname:a*");
+    let before = state(cli, &rollout);
 
     let files = tempfile::tempdir().unwrap();
     let arguments = CASES.iter().map(|(args, code, words)| {
@@ -432,7 +439,7 @@ fn every_bad_input_is_refused_clearly_and_changes_nothing() {
         });
     check_cases(cli, arguments.chain(files));
 
-    assert_eq!(state(cli), before, "bad input changed nothing");
+    assert_eq!(state(cli, &rollout), before, "bad input changed nothing");
     let verify = cli.run(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{verify:?}");
 }
@@ -539,23 +546,8 @@ fn every_bad_host_is_reported_clearly_and_loses_nothing() {
     reimaged.set_reboot_duration(Duration::from_secs(1));
     reimaged.reboot().unwrap();
     reimaged.wait_reachable(Duration::from_secs(30)).unwrap();
-    let create = cli.run(&[
-        "rollout",
-        "create",
-        "--target",
-        "hostname:lab-0008*",
-        "--change",
-        "PUPPET_BRANCH=x",
-    ]);
-    assert_eq!(create.code, 0, "{create:?}");
-    let rollout = create.stdout.trim().to_string();
-    let state = |cli: &Cli| {
-        (
-            cli.run(&["inventory", "seed", "list", "--json"]).stdout,
-            cli.run(&["rollout", "status", &rollout, "--json"]).stdout,
-        )
-    };
-    let before = state(cli);
+    let rollout = created_rollout(cli, "hostname:lab-0008*");
+    let before = state(cli, &rollout);
     let full = |short: &str| {
         names
             .iter()
@@ -578,7 +570,7 @@ fn every_bad_host_is_reported_clearly_and_loses_nothing() {
             (args, *code, *words)
         }),
     );
-    assert_eq!(state(cli), before, "bad hosts changed nothing");
+    assert_eq!(state(cli, &rollout), before, "bad hosts changed nothing");
     let list = cli.run(&["host", "list", "--json"]);
     assert_eq!(
         list.json().as_array().unwrap().len(),

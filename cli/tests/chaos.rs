@@ -421,17 +421,21 @@ fn drive(cli: &Cli, lab: &Lab, plan: &Plan, names: &[String]) -> String {
     let batch = plan.batch.to_string();
     let mut staged = 0;
     for stage in 1.. {
+        let mut hosts = Vec::new();
         wait_until(
             &format!("stage {stage} waiting for assessment"),
             Duration::from_secs(300),
             || {
-                stages(cli, &id).is_some_and(|s| {
-                    s.get(stage - 1)
-                        .is_some_and(|s| s["status"] == "waiting_for_assessment")
-                })
+                let waiting = stages(cli, &id).and_then(|s| s.get(stage - 1).cloned());
+                match waiting {
+                    Some(s) if s["status"] == "waiting_for_assessment" => {
+                        hosts = stage_hosts(&s);
+                        true
+                    }
+                    _ => false,
+                }
             },
         );
-        let hosts = stage_hosts(&stages(cli, &id).unwrap()[stage - 1]);
         staged += hosts.len();
         converge(cli, &hosts);
         if staged == names.len() {
@@ -558,20 +562,7 @@ fn run(plan: Plan) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    let init = cli.run(&["auth", "init"]);
-    assert_eq!(init.code, 0, "{init:?}");
-    let token = data.path().join("token");
-    let issue = cli.run(&[
-        "auth",
-        "issue",
-        "--actor",
-        "tester",
-        "--role",
-        "relops",
-        "--out",
-        token.to_str().unwrap(),
-    ]);
-    assert_eq!(issue.code, 0, "{issue:?}");
+    cli.init_auth();
 
     let mut workers = Workers::start(&cli);
     wait_until(
@@ -579,7 +570,12 @@ fn run(plan: Plan) {
         Duration::from_secs(60),
         || KINDS.iter().all(|k| cli.replicas_of(k) == 2),
     );
-    common::onboard(&cli, &names);
+    // Onboarding before the chaos, retried: 300 hosts on a loaded machine
+    // may outlast one query's patience.
+    let mut add = vec!["inventory", "seed", "add"];
+    add.extend(names.iter().map(String::as_str));
+    until_done(&cli, &add, || false);
+    until_done(&cli, &["inventory", "refresh", "--seed", "all"], || false);
 
     let stop = AtomicBool::new(false);
     let began = Instant::now();
@@ -629,7 +625,12 @@ fn run(plan: Plan) {
 
     // Stages: numbered in order, disjoint, covering the fleet; one per
     // advance that went through.
-    let stages = stages(&cli, &id).unwrap();
+    let mut stages_now = None;
+    wait_until("the rollout's stages", Duration::from_secs(60), || {
+        stages_now = stages(&cli, &id);
+        stages_now.is_some()
+    });
+    let stages = stages_now.unwrap();
     let mut seen = BTreeSet::new();
     for (i, stage) in stages.iter().enumerate() {
         assert_eq!(stage["number"], i + 1, "{stage}");

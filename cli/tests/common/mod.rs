@@ -171,6 +171,25 @@ impl Cli {
             .expect("spawning fleetroll")
     }
 
+    /// A signing key published to the mesh, and a relops token for
+    /// `tester` in the data dir, as an operator sets up.
+    pub fn init_auth(&self) {
+        let init = self.run(&["auth", "init"]);
+        assert_eq!(init.code, 0, "{init:?}");
+        let token = self.data_dir.join("token");
+        let issue = self.run(&[
+            "auth",
+            "issue",
+            "--actor",
+            "tester",
+            "--role",
+            "relops",
+            "--out",
+            token.to_str().unwrap(),
+        ]);
+        assert_eq!(issue.code, 0, "{issue:?}");
+    }
+
     /// Number of live replicas per worker kind, from `status --json`.
     pub fn live_replicas(&self) -> Option<Vec<(String, usize)>> {
         let run = self.run(&["status", "--json"]);
@@ -356,26 +375,10 @@ impl Bare {
             .unwrap();
         let mut cli = Cli::new(dir.path());
         cli.nats_url = Some(server.url().to_string());
-        let token_path = dir.path().join("token");
         let c = cli.clone();
-        let init = tokio::task::spawn_blocking(move || {
-            let init = c.run(&["auth", "init"]);
-            let issue = c.run(&[
-                "auth",
-                "issue",
-                "--actor",
-                "tester",
-                "--role",
-                "relops",
-                "--out",
-                token_path.to_str().unwrap(),
-            ]);
-            (init, issue)
-        })
-        .await
-        .unwrap();
-        assert_eq!(init.0.code, 0, "{:?}", init.0);
-        assert_eq!(init.1.code, 0, "{:?}", init.1);
+        tokio::task::spawn_blocking(move || c.init_auth())
+            .await
+            .unwrap();
         Bare {
             server: Some(server),
             dir,
