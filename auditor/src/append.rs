@@ -85,6 +85,10 @@ impl Appender {
                 async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
                 head.seq.to_string().as_str(),
             );
+            // The server itself keeps a subject to one record: `holds` can
+            // miss a record just stored while a cluster changes leaders (seen
+            // as two records of one removal in the chaos run).
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
             headers.insert(KEY_ID_HEADER, key_id.as_str());
             headers.insert(SIGNATURE_HEADER, signature.as_str());
             let hash = payload_hash(&payload);
@@ -104,6 +108,8 @@ impl Appender {
                     metrics::counter!("fleetroll_audit_records_total").increment(1);
                     return Ok(Appended::Written { seq: ack.sequence });
                 }
+                // The chain moved on, or the subject has its record: either
+                // way another writer got there first; look again.
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     debug!("another auditor appended first; linking to its record");
                     self.head = None;
