@@ -94,9 +94,10 @@ fn probing_the_lab_records_each_host_as_it_is() {
         refresh.code, 2,
         "some hosts could not be probed: {refresh:?}"
     );
-    // The hanging host costs its exec timeout, not more: the others are
-    // probed beside it.
-    assert!(took < Duration::from_secs(12), "refresh took {took:?}");
+    // The hanging host ends at its exec timeout (4 s) instead of holding
+    // the refresh until the CLI gives up (minutes); the bound is loose
+    // because a loaded machine is slow, not wrong.
+    assert!(took < Duration::from_secs(40), "refresh took {took:?}");
 
     let list = cli.run(&["host", "list", "--json"]);
     assert_eq!(list.code, 0, "{list:?}");
