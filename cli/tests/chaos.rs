@@ -34,6 +34,8 @@ const CHANGE: &[u8] = b"PUPPET_BRANCH=feature_chaos\n";
 const KINDS: [&str; 4] = ["prober", "gatekeeper", "orchestrator", "auditor"];
 /// The client ports of node-1.conf, node-2.conf and node-3.conf.
 const CLIENT_PORTS: [u16; 3] = [4231, 4232, 4233];
+/// ...and their route ports.
+const CLUSTER_PORTS: [u16; 3] = [6231, 6232, 6233];
 
 struct Plan {
     hosts: usize,
@@ -75,6 +77,14 @@ struct Cluster {
 
 impl Cluster {
     fn start(data_dir: &Path) -> Cluster {
+        // The configurations' own ports: a server already there (another
+        // run) would answer with other passwords.
+        for port in CLIENT_PORTS.iter().chain(&CLUSTER_PORTS) {
+            assert!(
+                std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok(),
+                "port {port} is taken: the chaos test runs nats-config/node-*.conf on 4231-4233 and 6231-6233"
+            );
+        }
         let users = ServerUsers::load_or_create(&data_dir.join(embedded::CREDENTIALS_DIR)).unwrap();
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store).unwrap();
