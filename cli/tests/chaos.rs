@@ -652,40 +652,39 @@ fn run(plan: Plan) {
     }
     assert_eq!(seen, names.iter().cloned().collect::<BTreeSet<_>>());
 
-    let (envelopes, records) = runtime.block_on(async {
-        let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
-        let envelopes = bus
-            .stored(&topology::COMMANDS, subjects::COMMANDS.to_string())
-            .await
-            .unwrap();
-        let records = bus
-            .stored(&topology::AUDIT, subjects::AUDIT.to_string())
-            .await
-            .unwrap();
-        (envelopes, records)
-    });
-    let envelopes: Vec<CommandEnvelope> = envelopes
-        .iter()
-        .map(|m| codec::from_cbor(m).unwrap())
-        .collect();
-    let records: Vec<AuditRecord> = records
-        .iter()
-        .map(|m| codec::from_cbor(m).unwrap())
-        .collect();
-    // No command lost, none recorded twice.
-    for envelope in &envelopes {
+    // The auditor writes behind the events: one killed just before the end
+    // catches up after its restart, so read until the trail is complete or
+    // a minute has gone by, then judge what is there.
+    let read = || {
+        runtime.block_on(async {
+            let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
+            let envelopes = bus
+                .stored(&topology::COMMANDS, subjects::COMMANDS.to_string())
+                .await
+                .unwrap();
+            let records = bus
+                .stored(&topology::AUDIT, subjects::AUDIT.to_string())
+                .await
+                .unwrap();
+            let envelopes: Vec<CommandEnvelope> = envelopes
+                .iter()
+                .map(|m| codec::from_cbor(m).unwrap())
+                .collect();
+            let records: Vec<AuditRecord> = records
+                .iter()
+                .map(|m| codec::from_cbor(m).unwrap())
+                .collect();
+            (envelopes, records)
+        })
+    };
+    let recorded = |records: &[AuditRecord], envelope: &CommandEnvelope| {
         let action = envelope.command.name();
-        let recorded = records
+        records
             .iter()
             .filter(|r| r.command_id.as_deref() == Some(envelope.id.as_str()) && r.action == action)
-            .count();
-        assert_eq!(
-            recorded, 1,
-            "command {} ({action}) recorded once",
-            envelope.id
-        );
-    }
-    let done = |action: &str| {
+            .count()
+    };
+    let done = |records: &[AuditRecord], action: &str| {
         records
             .iter()
             .filter(|r| {
@@ -695,19 +694,42 @@ fn run(plan: Plan) {
             })
             .count()
     };
-    assert_eq!(done("rollout_start"), 1);
+    let complete = |envelopes: &[CommandEnvelope], records: &[AuditRecord]| {
+        envelopes.iter().all(|e| recorded(records, e) >= 1)
+            && done(records, "override_apply") >= names.len()
+            && done(records, "override_remove") >= names.len()
+    };
+    let caught_up = Instant::now();
+    let (envelopes, records) = loop {
+        let (envelopes, records) = read();
+        if complete(&envelopes, &records) || caught_up.elapsed() > Duration::from_secs(60) {
+            break (envelopes, records);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // No command lost, none recorded twice.
+    for envelope in &envelopes {
+        assert_eq!(
+            recorded(&records, envelope),
+            1,
+            "command {} ({}) recorded once",
+            envelope.id,
+            envelope.command.name()
+        );
+    }
+    assert_eq!(done(&records, "rollout_start"), 1);
     assert_eq!(
-        done("rollout_advance"),
+        done(&records, "rollout_advance"),
         stages.len() - 1,
         "one stage per advance"
     );
     assert_eq!(
-        done("override_apply"),
+        done(&records, "override_apply"),
         names.len(),
         "one write audited per host"
     );
     assert_eq!(
-        done("override_remove"),
+        done(&records, "override_remove"),
         names.len(),
         "one removal audited per host"
     );

@@ -40,7 +40,10 @@ impl RunLog {
         for (sequence, bytes) in stored {
             self.last = sequence;
             if let Ok(run) = codec::from_cbor::<TaskRun>(&bytes) {
-                self.by_host.entry(run.hostname.clone()).or_default().push(run);
+                self.by_host
+                    .entry(run.hostname.clone())
+                    .or_default()
+                    .push(run);
             }
         }
         Ok(())
