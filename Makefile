@@ -5,7 +5,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/fleetroll/target
 export CARGO_TARGET_DIR
 
-.PHONY: setup build test chaos demo bench clean
+.PHONY: setup build test chaos demo bench fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,13 @@ demo: build
 bench: setup
 	cargo build --release --workspace --bins
 	@bash scripts/bench.sh
+
+# Fuzzing (cargo-fuzz, installed into .tools/ on first use): every target
+# under fuzz/ for FUZZ_SECONDS each. Never part of `test` or CI.
+FUZZ_SECONDS ?= 60
+export FUZZ_SECONDS
+fuzz:
+	@bash scripts/fuzz.sh
 
 clean:
 	cargo clean

@@ -69,10 +69,12 @@ pub enum Cmp {
     Le,
 }
 
+/// A chain of ORs or ANDs is one node, however long: only nesting makes
+/// the tree deeper, and nesting is bounded by [`MAX_NESTING`].
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
-    Or(Box<Expr>, Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
+    Or(Vec<Expr>),
+    And(Vec<Expr>),
     Not(Box<Expr>),
     Is {
         field: Field,
@@ -128,6 +130,7 @@ impl Query {
             tokens,
             next: 0,
             end: text.chars().count() + 1,
+            depth: 0,
         };
         let expr = if parser.tokens.is_empty() {
             None
@@ -180,10 +183,7 @@ impl Query {
 
 fn collect_fields<'a>(expr: &'a Expr, out: &mut Vec<&'a Field>) {
     match expr {
-        Expr::Or(a, b) | Expr::And(a, b) => {
-            collect_fields(a, out);
-            collect_fields(b, out);
-        }
+        Expr::Or(all) | Expr::And(all) => all.iter().for_each(|e| collect_fields(e, out)),
         Expr::Not(a) => collect_fields(a, out),
         Expr::Is { field, .. } | Expr::Compare { field, .. } => out.push(field),
     }
@@ -191,8 +191,8 @@ fn collect_fields<'a>(expr: &'a Expr, out: &mut Vec<&'a Field>) {
 
 fn eval<'a>(expr: &Expr, record: &dyn Fn(&str) -> Value<'a>, now: OffsetDateTime) -> bool {
     match expr {
-        Expr::Or(a, b) => eval(a, record, now) || eval(b, record, now),
-        Expr::And(a, b) => eval(a, record, now) && eval(b, record, now),
+        Expr::Or(any) => any.iter().any(|e| eval(e, record, now)),
+        Expr::And(all) => all.iter().all(|e| eval(e, record, now)),
         Expr::Not(a) => !eval(a, record, now),
         Expr::Is { field, value } => is(&record(&field.name), value),
         Expr::Compare { field, cmp, amount } => compare(&record(&field.name), *cmp, *amount, now),
@@ -373,11 +373,18 @@ fn lex(text: &str) -> Result<Vec<Token>, QueryError> {
     Ok(tokens)
 }
 
+/// How deep `(` and NOT may nest: far beyond what people write, and shallow
+/// enough that parsing, matching and dropping a query stay well within a
+/// thread's stack whatever text a bot sends.
+const MAX_NESTING: usize = 64;
+
 struct Parser {
     tokens: Vec<Token>,
     next: usize,
     /// Position just past the end, for "expected ... at the end" errors.
     end: usize,
+    /// `(` and NOT around the current token.
+    depth: usize,
 }
 
 impl Parser {
@@ -401,17 +408,16 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Expr, QueryError> {
-        let mut left = self.and()?;
+        let mut any = vec![self.and()?];
         while self.at_keyword("OR") {
             self.next += 1;
-            let right = self.and()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
+            any.push(self.and()?);
         }
-        Ok(left)
+        Ok(one_or(any, Expr::Or))
     }
 
     fn and(&mut self) -> Result<Expr, QueryError> {
-        let mut left = self.not()?;
+        let mut all = vec![self.not()?];
         loop {
             if self.at_keyword("AND") {
                 self.next += 1;
@@ -419,14 +425,25 @@ impl Parser {
                 || self.at_keyword("OR")
                 || self.peek().is_some_and(|t| t.kind == TokenKind::Close)
             {
-                return Ok(left);
+                return Ok(one_or(all, Expr::And));
             }
-            let right = self.not()?;
-            left = Expr::And(Box::new(left), Box::new(right));
+            all.push(self.not()?);
         }
     }
 
     fn not(&mut self) -> Result<Expr, QueryError> {
+        if self.depth == MAX_NESTING {
+            return self.error(format!(
+                "`(` and NOT nest deeper than {MAX_NESTING} levels here"
+            ));
+        }
+        self.depth += 1;
+        let expr = self.nested();
+        self.depth -= 1;
+        expr
+    }
+
+    fn nested(&mut self) -> Result<Expr, QueryError> {
         if self.at_keyword("NOT") {
             self.next += 1;
             return Ok(Expr::Not(Box::new(self.not()?)));
@@ -519,6 +536,15 @@ impl Parser {
                 field.name
             )),
         }
+    }
+}
+
+/// The only expression, or all of them joined by `join`.
+fn one_or(mut all: Vec<Expr>, join: fn(Vec<Expr>) -> Expr) -> Expr {
+    if all.len() == 1 {
+        all.remove(0)
+    } else {
+        join(all)
     }
 }
 
@@ -623,5 +649,23 @@ mod tests {
         let err = q.check_fields(&["role", "hostname"]).unwrap_err();
         assert_eq!(err.position, 12);
         assert!(err.message.contains("unknown field `colour`"));
+    }
+
+    /// Found by fuzzing (`fuzz/regressions/query/deep-parentheses`): 988
+    /// unclosed `(` overflowed the stack of the thread parsing them, which
+    /// kills a worker whatever query a bot sends. Long chains of AND made
+    /// trees as deep, whose matching and dropping overflowed as well.
+    #[test]
+    fn deep_or_long_queries_do_not_exhaust_the_stack() {
+        let text = include_str!("../../fuzz/regressions/query/deep-parentheses");
+        let err = Query::parse(text).unwrap_err();
+        assert!(err.message.contains("deeper than 64"), "{err}");
+        assert_eq!(err.position, 85, "inside the 64th `(`");
+        let nested = format!("{}a:b{}", "(".repeat(63), ")".repeat(63));
+        assert!(!yes(&nested));
+        assert!(Query::parse(&format!("({nested})")).is_err());
+        assert!(Query::parse(&format!("{}a:b", "NOT ".repeat(100))).is_err());
+        let chain = vec!["role:gecko*"; 20_000].join(" AND ");
+        assert!(yes(&chain) && yes(&chain.replace("AND", "OR")));
     }
 }

@@ -10,6 +10,7 @@ use fleetroll_bus::messages::host::{
     Drift, DriftType, HostHistory, HostIntent, HostKeyPin, HostList, HostName, HostQuery,
     HostRecord, Observation, Population, PopulationList, ProbeJob,
 };
+use fleetroll_bus::messages::rollout::GateEvaluation;
 use fleetroll_bus::messages::workload::{RunResult, TaskRun, Workload, WorkloadSweep};
 use fleetroll_bus::messages::{Heartbeat, NoParams, Seed, SeedList, WorkerKind};
 use serde::Serialize;
@@ -366,4 +367,39 @@ fn wrong_kind_garbage_and_bad_bodies_are_refused() {
         codec::from_cbor::<Command>(&unknown_command),
         Err(DecodeError::BadBody { .. })
     ));
+}
+
+/// Found by fuzzing (`fuzz/regressions/messages/json-float-not-exact`,
+/// less its first byte, which picks the type): a rate written as JSON was
+/// read back as the float next to it.
+#[test]
+fn floats_read_back_from_json_exactly() {
+    let cbor = &include_bytes!("../../fuzz/regressions/messages/json-float-not-exact")[1..];
+    let evaluation: GateEvaluation = codec::from_cbor(cbor).unwrap();
+    let rate = evaluation.baseline.success_rate;
+    let back: GateEvaluation = codec::from_json(&codec::to_json(&evaluation)).unwrap();
+    assert_eq!(back.baseline.success_rate, rate);
+    assert_eq!(back, evaluation);
+}
+
+/// Found by fuzzing (`fuzz/regressions/messages/bytes-after-the-message`,
+/// less its first byte): CBOR was read up to the end of the message and
+/// whatever followed it ignored, so a payload with more in it passed for
+/// the message. JSON refuses the same.
+#[test]
+fn bytes_after_a_message_are_refused() {
+    let payload = &include_bytes!("../../fuzz/regressions/messages/bytes-after-the-message")[1..];
+    let err = codec::from_cbor::<HostQuery>(payload).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::Malformed { detail, .. } if detail.contains("follow the message")),
+        "{err}"
+    );
+    let query = HostQuery {
+        filter: "role:x".into(),
+        ..Default::default()
+    };
+    let padded = [codec::to_cbor(&query), vec![0]].concat();
+    assert!(codec::from_cbor::<HostQuery>(&padded).is_err());
+    let padded = [codec::to_json(&query), b" x".to_vec()].concat();
+    assert!(codec::from_json::<HostQuery>(&padded).is_err());
 }

@@ -239,7 +239,19 @@ impl Fields {
                     content: self.bytes_b64(&format!("{name}_b64"))?,
                     truncated: false,
                 };
-                let truncated = read.size > read.content.len() as u64;
+                let sent = read.content.len() as u64;
+                // The size and the capped contents come from one copy of the
+                // file: more bytes than either is no probe's answer.
+                if read.size < sent || read.content.len() > CONTENT_CAP {
+                    return Err(bad(
+                        &format!("{name}_size"),
+                        format!(
+                            "{} bytes, yet {sent} were sent (the probe sends at most {CONTENT_CAP})",
+                            read.size
+                        ),
+                    ));
+                }
+                let truncated = read.size > sent;
                 if truncated && read.content.len() != CONTENT_CAP {
                     return Err(ProbeParseError::Changed(read.path));
                 }
@@ -366,5 +378,20 @@ mod tests {
             parse(b"FLEETROLL-PROBE 1\n\xff\xfe\nEND 1\n"),
             Err(ProbeParseError::Malformed { .. })
         ));
+    }
+
+    /// Found by fuzzing (`fuzz/regressions/probe_output/size-below-contents`):
+    /// a file said to be 118 bytes came with 237, and was read as consistent.
+    #[test]
+    fn a_size_below_the_contents_sent_is_refused() {
+        let answer = include_bytes!("../../../fuzz/regressions/probe_output/size-below-contents");
+        assert!(
+            matches!(
+                parse(answer),
+                Err(ProbeParseError::BadValue { ref key, .. }) if key == "summary_size"
+            ),
+            "{:?}",
+            parse(answer)
+        );
     }
 }
