@@ -123,6 +123,20 @@ const CASES: &[Case] = &[
         1,
         &["lots"],
     ),
+    (
+        &[
+            "rollout",
+            "create",
+            "--target",
+            "hostname:a*",
+            "--change",
+            "PUPPET_BRANCH=x",
+            "--gate",
+            "window=99999999999999",
+        ],
+        1,
+        &["window", "30 days"],
+    ),
     (&["rollout", "start", "ro-nothing"], 1, &["ro-nothing"]),
     (&["rollout", "status", "ro.*"], 1, &["ro.*"]),
     (

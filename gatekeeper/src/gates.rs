@@ -80,7 +80,7 @@ async fn gather<'a>(
     rollout: &Rollout,
     runs: &'a mut RunLog,
 ) -> Result<Evidence<'a>, BusError> {
-    let window = time::Duration::seconds(rollout.plan.gates.window_s as i64);
+    let window = rollout.plan.gates.window();
     let now = OffsetDateTime::now_utc();
     let started = rollout.stages.first().map_or(now, |s| s.started_at);
     runs.update(bus, started - window).await?;
@@ -412,7 +412,7 @@ async fn observe(
         return Ok(());
     };
     let now = OffsetDateTime::now_utc();
-    let window = time::Duration::seconds(rollout.plan.gates.window_s as i64);
+    let window = rollout.plan.gates.window();
     if let Some(reason) = rollout.pause_reason.as_deref() {
         // Marked already: announced again for a while, in case the
         // replica that marked it died before it could.

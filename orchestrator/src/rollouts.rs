@@ -139,7 +139,7 @@ fn check_plan(plan: &RolloutPlan) -> Result<(), String> {
     for host in &plan.skip {
         hostname::validate(host).map_err(|e| format!("--skip: {e}"))?;
     }
-    Ok(())
+    plan.gates.check()
 }
 
 /// The rollout id a creating command gets: derived from the command id, so
@@ -816,4 +816,51 @@ pub async fn status(bus: &Bus, id: &str) -> Result<Option<RolloutStatus>, BusErr
         rollout: read.rollout,
         hosts,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetroll_bus::messages::rollout::{GateConfig, MAX_WINDOW_S};
+
+    use super::*;
+
+    fn plan(gates: GateConfig) -> RolloutPlan {
+        RolloutPlan {
+            target: "role:gecko*".into(),
+            canary: 1,
+            batch_pct: 25,
+            change: "PUPPET_BRANCH=x\n".into(),
+            gates,
+            skip: vec![],
+        }
+    }
+
+    /// A plan sent over the bus skips the CLI's `--gate` checks: a NaN or
+    /// negative threshold would judge nothing, and a window past the
+    /// calendar would make every gatekeeper replica panic on it.
+    #[test]
+    fn gates_no_gatekeeper_can_judge_by_are_refused() {
+        assert_eq!(check_plan(&plan(GateConfig::default())), Ok(()));
+        type Spoil = fn(&mut GateConfig);
+        let cases: [(&str, Spoil); 5] = [
+            ("window", |g| g.window_s = u64::MAX),
+            ("window", |g| g.window_s = 0),
+            ("sshable_min_pct", |g| g.sshable_min_pct = f64::NAN),
+            ("min_jobs_per_host", |g| g.min_jobs_per_host = -1.0),
+            ("blast_max_failing_fraction", |g| {
+                g.blast_max_failing_fraction = 1.5
+            }),
+        ];
+        for (name, spoil) in cases {
+            let mut gates = GateConfig::default();
+            spoil(&mut gates);
+            let err = check_plan(&plan(gates)).unwrap_err();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        let huge = GateConfig {
+            window_s: u64::MAX,
+            ..GateConfig::default()
+        };
+        assert_eq!(huge.window().whole_seconds(), MAX_WINDOW_S as i64);
+    }
 }

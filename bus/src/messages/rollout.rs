@@ -46,7 +46,56 @@ impl Default for GateConfig {
     }
 }
 
+/// The longest gate window: a month of task runs is already more than the
+/// gatekeeper reads every few seconds.
+pub const MAX_WINDOW_S: u64 = 30 * 24 * 3600;
+
 impl GateConfig {
+    /// The window as a duration, never past [`MAX_WINDOW_S`] whatever a plan
+    /// says: the gatekeeper subtracts it from timestamps.
+    pub fn window(&self) -> time::Duration {
+        time::Duration::seconds(self.window_s.min(MAX_WINDOW_S) as i64)
+    }
+
+    /// Refuses values no gate can judge by, from wherever the plan came
+    /// (the CLI checks each `--gate`; a plan sent over the bus is checked
+    /// again by the orchestrator).
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_WINDOW_S).contains(&self.window_s) {
+            return Err(format!(
+                "gate window: {} s is not between 1 s and 30 days",
+                self.window_s
+            ));
+        }
+        let fractions = [
+            (
+                "min_hosts_with_jobs_fraction",
+                self.min_hosts_with_jobs_fraction,
+            ),
+            (
+                "blast_max_failing_fraction",
+                self.blast_max_failing_fraction,
+            ),
+        ];
+        let percentages = [
+            ("tc_success_rate_drop", self.tc_success_rate_drop),
+            ("tc_online_drop_pct", self.tc_online_drop_pct),
+            ("sshable_min_pct", self.sshable_min_pct),
+            ("applied_min_pct", self.applied_min_pct),
+        ];
+        let bounded = fractions
+            .iter()
+            .map(|&(name, v)| (name, v, 1.0))
+            .chain(percentages.iter().map(|&(name, v)| (name, v, 100.0)))
+            .chain([("min_jobs_per_host", self.min_jobs_per_host, f64::MAX)]);
+        for (name, value, most) in bounded {
+            if !(value.is_finite() && (0.0..=most).contains(&value)) {
+                return Err(format!("gate {name}: {value} is not between 0 and {most}"));
+            }
+        }
+        Ok(())
+    }
+
     /// The gate names `--gate name=value` takes.
     pub const NAMES: [&'static str; 10] = [
         "window",
