@@ -1,8 +1,9 @@
 //! Drift (SPEC 4), derived from observations and operator intent and
-//! stored per host. The gatekeeper keeps it current by watching both
-//! buckets from their history, so a restarted replica rebuilds everything
-//! from the streams, and re-evaluates on a timer for the drift that only
-//! time makes (unreachable for too long).
+//! stored per host. The gatekeeper keeps it current by watching the
+//! buckets (and the verdicts themselves) from their history, so a
+//! restarted replica rebuilds everything from the streams, and
+//! re-evaluates on a timer for the drift that only time makes (unreachable
+//! for too long).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -120,19 +121,32 @@ struct Hosts {
     observations: BTreeMap<String, Observation>,
     intents: BTreeMap<String, HostIntent>,
     workload: BTreeMap<String, Workload>,
+    /// The verdicts in the drift bucket, whichever replica wrote them.
     written: BTreeMap<String, (Vec<DriftType>, Option<bool>)>,
+    /// Per bucket: still replaying what it held when the watch began.
+    replaying: [bool; 4],
 }
 
 impl Hosts {
-    /// Takes in one bucket entry; says which host it was about.
-    fn absorb(&mut self, slot: usize, entry: &kv::Entry) -> String {
+    /// Takes in one bucket entry; says which host to judge again: the one
+    /// it is about, unless it is a verdict on a host this replica has not
+    /// seen yet (it is behind, and judging would remove the verdict).
+    fn absorb(&mut self, slot: usize, entry: &kv::Entry) -> Option<String> {
+        if entry.delta == 0 {
+            self.replaying[slot] = false;
+        }
         let key = entry.key.clone();
         match slot {
             0 => set(&mut self.observations, &key, decode(entry)),
             1 => set(&mut self.intents, &key, decode(entry)),
-            _ => set(&mut self.workload, &key, decode(entry)),
+            2 => set(&mut self.workload, &key, decode(entry)),
+            _ => {
+                let verdict = decode::<Drift>(entry).map(|d| (d.types, d.healthy));
+                set(&mut self.written, &key, verdict);
+                return self.observations.contains_key(&key).then_some(key);
+            }
         }
-        key
+        Some(key)
     }
 }
 
@@ -158,14 +172,20 @@ const BATCH: usize = 1000;
 /// the caller treats as a failure to restart from.
 pub async fn maintain(bus: Bus, settings: DriftSettings) -> Result<(), BusError> {
     let mut watches = Vec::new();
+    let mut state = Hosts::default();
+    // The drift bucket too: another replica's verdict (one that died, say,
+    // before writing the next) is what is there, not the last one this
+    // replica wrote, and a host whose verdict changed is judged again.
     for (slot, bucket) in [
         &topology::HOSTS,
         &topology::HOST_INTENT,
         &topology::WORKLOAD,
+        &topology::DRIFT,
     ]
     .into_iter()
     .enumerate()
     {
+        state.replaying[slot] = bus.bucket_state(bucket).await?.messages > 0;
         let watch = bus
             .kv(bucket)
             .await?
@@ -176,10 +196,6 @@ pub async fn maintain(bus: Bus, settings: DriftSettings) -> Result<(), BusError>
     }
     let mut entries = futures::stream::select_all(watches);
     let drift_store = bus.kv(&topology::DRIFT).await?;
-    let mut state = Hosts::default();
-    for (name, drift) in bus.snapshot::<Drift>(&topology::DRIFT).await? {
-        state.written.insert(name, (drift.types, drift.healthy));
-    }
     let ended = || BusError::js("watching the host buckets", "the watch ended");
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
     let mut dirty = BTreeSet::new();
@@ -188,11 +204,11 @@ pub async fn maintain(bus: Bus, settings: DriftSettings) -> Result<(), BusError>
             entry = entries.next() => {
                 let (slot, entry) = entry.ok_or_else(ended)?;
                 let entry = entry.map_err(|e| BusError::js("watching the host buckets", e))?;
-                dirty.insert(state.absorb(slot, &entry));
+                dirty.extend(state.absorb(slot, &entry));
                 while dirty.len() < BATCH {
                     match entries.next().now_or_never() {
                         Some(Some((slot, Ok(entry)))) => {
-                            dirty.insert(state.absorb(slot, &entry));
+                            dirty.extend(state.absorb(slot, &entry));
                         }
                         Some(Some((_, Err(e)))) => {
                             return Err(BusError::js("watching the host buckets", e));
@@ -203,6 +219,13 @@ pub async fn maintain(bus: Bus, settings: DriftSettings) -> Result<(), BusError>
                 }
             }
             _ = ticker.tick() => dirty.extend(state.observations.keys().cloned()),
+        }
+        // A replica starting up judges once it has caught up with every
+        // bucket: before, it knows neither all of a host's evidence (its
+        // intent may come after its observation, and intents keep history)
+        // nor the verdicts already there.
+        if state.replaying.iter().any(|r| *r) {
+            continue;
         }
         judge(
             &mut state,
