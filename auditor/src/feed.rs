@@ -13,6 +13,7 @@ use fleetroll_bus::messages::event::Event;
 use fleetroll_bus::setup;
 use fleetroll_bus::token::SigningKey;
 use fleetroll_bus::topology;
+use fleetroll_bus::worker;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{Instrument, info_span, warn};
@@ -32,20 +33,13 @@ pub async fn write_records(bus: Bus, key: Arc<SigningKey>) -> Result<(), BusErro
     let mut appender = Appender::new(bus.clone(), key);
     loop {
         let consumer = setup::job_consumer(&bus, &topology::AUDIT_FEED).await?;
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(e) => {
-                warn!(error = %e, "cannot pull events; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        while let Some(next) = messages.next().await {
-            let message = match next {
+        loop {
+            // One event at a time, asked for once the last is written.
+            let message = match worker::take_one(&consumer).await {
                 Ok(message) => message,
                 Err(e) => {
                     warn!(error = %e, "pulling events");
-                    continue;
+                    break;
                 }
             };
             let event: Event = match codec::from_cbor(&message.payload) {
@@ -58,7 +52,8 @@ pub async fn write_records(bus: Bus, key: Arc<SigningKey>) -> Result<(), BusErro
             };
             if let Some((subject, draft)) = record::draft(&event) {
                 let span = info_span!("audit", subject = %subject, action = %draft.action);
-                match appender.append(&subject, draft).instrument(span).await {
+                let appending = appender.append(&subject, draft).instrument(span);
+                match worker::with_progress(&message, appending).await {
                     Ok(Appended::Written { .. } | Appended::AlreadyThere) => {}
                     Err(e) => {
                         warn!(error = %e, "audit record not written; the event comes again");

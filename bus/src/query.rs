@@ -199,6 +199,10 @@ pub enum QueryFailure {
     Bus(#[from] BusError),
 }
 
+/// How long a query goes unanswered before it is asked again: most answers
+/// take milliseconds, so by then the replica that took it is likely gone.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
 /// Asks `endpoint` with `params` and decodes the CBOR answer.
 pub async fn request<P: Message, R: Message>(
     bus: &Bus,
@@ -210,17 +214,37 @@ pub async fn request<P: Message, R: Message>(
     let subject = subjects::query(endpoint);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(AUTHORIZATION, format!("Bearer {token}").as_str());
-    let request = async_nats::Request::new()
-        .headers(headers)
-        .payload(codec::to_cbor(params).into())
-        .timeout(Some(wait));
+    let payload: bytes::Bytes = codec::to_cbor(params).into();
+    let ask = |timeout: Duration| {
+        let request = async_nats::Request::new()
+            .headers(headers.clone())
+            .payload(payload.clone())
+            .timeout(Some(timeout));
+        bus.client.send_request(subject.clone(), request)
+    };
+    let hedged = async {
+        let first = ask(wait);
+        tokio::pin!(first);
+        if wait <= ASK_AGAIN_AFTER {
+            return first.await;
+        }
+        tokio::select! {
+            reply = &mut first => reply,
+            _ = tokio::time::sleep(ASK_AGAIN_AFTER) => {
+                // The replica that took the request may have died with it:
+                // NATS loses such a request rather than hand it to another.
+                // A read asked twice does no harm; the first answer counts.
+                let second = ask(wait - ASK_AGAIN_AFTER);
+                tokio::select! {
+                    reply = &mut first => reply,
+                    reply = second => reply,
+                }
+            }
+        }
+    };
     // A NATS user not allowed to ask is told at once, not after `wait`.
     let reply = bus
-        .unless_refused(
-            &format!("the query {subject}"),
-            &subject,
-            bus.client.send_request(subject.clone(), request),
-        )
+        .unless_refused(&format!("the query {subject}"), &subject, hedged)
         .await?
         .map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => QueryFailure::NoResponders {

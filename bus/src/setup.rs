@@ -65,7 +65,7 @@ pub fn worker_consumer_config(kind: WorkerKind) -> consumer::pull::Config {
         filter_subject: crate::subjects::commands_for(kind),
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: topology::COMMAND_ACK_WAIT,
+        ack_wait: topology::TAKEOVER_WAIT,
         ..Default::default()
     }
 }

@@ -151,7 +151,7 @@ pub struct JobQueue {
 pub const PROBE_QUEUE: JobQueue = JobQueue {
     stream: &PROBE_JOBS,
     consumer: "probers",
-    ack_wait: Duration::from_secs(10),
+    ack_wait: TAKEOVER_WAIT,
     max_ack_pending: 10_000,
 };
 
@@ -167,9 +167,7 @@ pub const WORKLOAD_QUEUE: JobQueue = JobQueue {
 pub const AUDIT_FEED: JobQueue = JobQueue {
     stream: &EVENTS,
     consumer: "auditor",
-    ack_wait: Duration::from_secs(10),
-    // The chain is written one record at a time: a replica holds no more
-    // than it writes well within `ack_wait`.
+    ack_wait: TAKEOVER_WAIT,
     max_ack_pending: 256,
 };
 
@@ -366,10 +364,14 @@ pub fn consumer_name(kind: WorkerKind) -> String {
     format!("worker-{kind}")
 }
 
-/// How long a delivered command may go unacknowledged before it is
-/// redelivered to another replica. Workers send progress acks while they
-/// work, so only a dead replica lets it lapse.
-pub const COMMAND_ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long a command, a probe job or an event to audit may go
+/// unacknowledged in a replica's hands before the server gives it to
+/// another. Replicas take one at a time, only when they can work on it at
+/// once ([`crate::worker::take_one`]), and progress-ack it while they
+/// work, so only a dead replica lets it lapse; what it held is then taken
+/// over this soon (SPEC 11: the mesh serves again within 2 s of losing a
+/// worker).
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(1);
 
 /// How long the duplicate window of the command stream lasts.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);

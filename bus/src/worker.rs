@@ -32,8 +32,14 @@ use crate::verify::{Verifier, VerifyError};
 
 /// How many commands one replica works on at once.
 const CONCURRENCY: usize = 16;
-/// Progress acks keep a long command from being redelivered while alive.
-const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// Progress acks keep a long command or job from being redelivered while
+/// its replica lives: four of them per [`topology::TAKEOVER_WAIT`], so
+/// three may come late.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// How long one pull for the next message waits on the server. A pull lost
+/// with the connection is given up 5 s after that (async-nats), so a
+/// replica pulls again at most 7 s after NATS comes back.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
 /// What a worker kind does with the commands it owns.
 pub trait Handler: Send + Sync + 'static {
@@ -205,29 +211,22 @@ async fn consume<H: Handler>(replica: Replica, handler: Arc<H>) -> Result<(), Bu
             )
             .await
             .map_err(|e| BusError::js("opening the worker consumer", e))?;
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(e) => {
-                warn!(error = %e, "cannot pull commands; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        while let Some(next) = messages.next().await {
-            let message = match next {
-                Ok(message) => message,
-                Err(e) => {
-                    // Server restarts and leader changes surface here; the
-                    // pull stream recovers by itself or is rebuilt below.
-                    warn!(error = %e, "pulling commands");
-                    continue;
-                }
-            };
+        loop {
+            // Room for a command first, then the command (`take_one`).
             let permit = permits
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
+            let message = match take_one(&consumer).await {
+                Ok(message) => message,
+                Err(e) => {
+                    // Server restarts and leader changes surface here; the
+                    // consumer is opened again below.
+                    warn!(error = %e, "pulling commands");
+                    break;
+                }
+            };
             let replica = replica.clone();
             let handler = handler.clone();
             tokio::spawn(
@@ -238,7 +237,6 @@ async fn consume<H: Handler>(replica: Replica, handler: Arc<H>) -> Result<(), Bu
                 .in_current_span(),
             );
         }
-        warn!("command pull stream ended; reopening");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -315,9 +313,34 @@ async fn recorded_outcome(outcomes: &kv::Store, id: &str) -> Option<Outcome> {
     codec::from_cbor(&bytes).ok()
 }
 
+/// The next message of a durable pull consumer, asked for only now: call
+/// it once there is room to work on the message. No message then waits in
+/// a busy replica, unacknowledged, to be handed after
+/// [`topology::TAKEOVER_WAIT`] to another replica as well.
+pub async fn take_one(
+    consumer: &jetstream::consumer::PullConsumer,
+) -> Result<jetstream::Message, BusError> {
+    let failed = |e: &dyn std::fmt::Display| BusError::js("pulling a message", e);
+    loop {
+        let mut pull = consumer
+            .batch()
+            .max_messages(1)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| failed(&e))?;
+        match pull.next().await {
+            Some(Ok(message)) => return Ok(message),
+            Some(Err(e)) => return Err(failed(&e)),
+            // Nothing came before the pull expired: ask again.
+            None => {}
+        }
+    }
+}
+
 /// Runs `work` for a message taken from a durable consumer (a command, a
-/// job), telling the server every few seconds that it is in progress, so
-/// that it goes to another replica only if this one dies.
+/// job), telling the server several times a second that it is in progress,
+/// so that it goes to another replica only if this one dies.
 pub async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> F::Output {
     tokio::pin!(work);
     let mut tick = tokio::time::interval(PROGRESS_EVERY);

@@ -12,7 +12,6 @@ use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::host::ProbeJob;
 use fleetroll_bus::{setup, subjects, topology};
-use futures::StreamExt;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -57,33 +56,30 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Takes probe jobs and runs them until the pull stream fails (NATS gone),
-/// at most the fleet's parallelism at a time.
+/// Takes probe jobs and runs them until the consumer cannot be opened
+/// (NATS gone), at most the fleet's parallelism at a time.
 pub async fn work(bus: Bus, fleet: Arc<Fleet>) -> Result<(), BusError> {
-    let consumer = setup::job_consumer(&bus, &topology::PROBE_QUEUE).await?;
     let permits = Arc::new(tokio::sync::Semaphore::new(fleet.parallelism()));
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(fleet.parallelism())
-        .messages()
-        .await
-        .map_err(|e| BusError::js("pulling probe jobs", e))?;
-    while let Some(message) = messages.next().await {
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                warn!(error = %e, "pulling probe jobs");
-                continue;
-            }
-        };
-        let permit = permits.clone().acquire_owned().await.expect("never closed");
-        let fleet = fleet.clone();
-        tokio::spawn(async move {
-            run_job(&fleet, message).await;
-            drop(permit);
-        });
+    loop {
+        let consumer = setup::job_consumer(&bus, &topology::PROBE_QUEUE).await?;
+        loop {
+            // Room for a probe first, then the job (`take_one`).
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            let message = match fleetroll_bus::worker::take_one(&consumer).await {
+                Ok(message) => message,
+                Err(e) => {
+                    warn!(error = %e, "pulling probe jobs");
+                    break;
+                }
+            };
+            let fleet = fleet.clone();
+            tokio::spawn(async move {
+                run_job(&fleet, message).await;
+                drop(permit);
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(BusError::js("pulling probe jobs", "the pull stream ended"))
 }
 
 async fn run_job(fleet: &Fleet, message: jetstream::Message) {
