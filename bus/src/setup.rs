@@ -104,14 +104,25 @@ pub async fn ensure(bus: &Bus, replicas: Replicas) -> Result<(), BusError> {
         .get_stream(topology::COMMANDS.name)
         .await
         .map_err(|e| BusError::js("opening the command stream", e))?;
+    // Created, or brought up to date: a consumer an older version made
+    // keeps its `ack_wait` otherwise, and with it how long a dead replica's
+    // work waits for another.
     for kind in WorkerKind::ALL {
         commands
-            .get_or_create_consumer(&topology::consumer_name(kind), worker_consumer_config(kind))
+            .create_consumer(worker_consumer_config(kind))
             .await
             .map_err(|e| BusError::js(format!("creating consumer for {kind}"), e))?;
     }
     for queue in topology::JOB_QUEUES {
-        job_consumer(bus, &queue).await?;
+        bus.js
+            .get_stream(queue.stream.name)
+            .await
+            .map_err(|e| BusError::js(format!("opening {}", queue.stream.name), e))?
+            .create_consumer(job_consumer_config(&queue))
+            .await
+            .map_err(|e| {
+                BusError::js(format!("creating the consumer of {}", queue.stream.name), e)
+            })?;
     }
     Ok(())
 }

@@ -1,0 +1,64 @@
+//! `setup::ensure` on a mesh an older version set up: what exists is kept,
+//! but the consumers take the settings this version relies on.
+
+use std::time::Duration;
+
+use fleetroll_bus::WorkerKind;
+use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::setup::{self, Replicas};
+use fleetroll_bus::token::Role;
+use fleetroll_bus::topology;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ensure_brings_an_older_meshs_consumers_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = EmbeddedServer::start(&EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        nats_server: None,
+    })
+    .await
+    .expect("nats-server (run `make setup`)");
+    let options = ConnectOptions::new(server.url(), "setup-test")
+        .credentials(server.credentials(Role::Worker).clone());
+    let bus = Bus::connect(options).await.unwrap();
+    setup::ensure(&bus, Replicas(1)).await.unwrap();
+
+    // What an older version left: a 10 s ack_wait, so a dead replica's
+    // command waited 10 s for another.
+    let commands = bus.js.get_stream(topology::COMMANDS.name).await.unwrap();
+    let old = Duration::from_secs(10);
+    let mut config = setup::worker_consumer_config(WorkerKind::Orchestrator);
+    config.ack_wait = old;
+    commands.update_consumer(config).await.unwrap();
+    let probes = bus
+        .js
+        .get_stream(topology::PROBE_QUEUE.stream.name)
+        .await
+        .unwrap();
+    let mut config = setup::job_consumer_config(&topology::PROBE_QUEUE);
+    config.ack_wait = old;
+    probes.update_consumer(config).await.unwrap();
+
+    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    let name = topology::consumer_name(WorkerKind::Orchestrator);
+    let mut worker = commands
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+        .await
+        .unwrap();
+    assert_eq!(
+        worker.info().await.unwrap().config.ack_wait,
+        topology::TAKEOVER_WAIT
+    );
+    let mut queue = probes
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+            topology::PROBE_QUEUE.consumer,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.info().await.unwrap().config.ack_wait,
+        topology::TAKEOVER_WAIT
+    );
+}
