@@ -129,8 +129,9 @@ struct Hosts {
 
 impl Hosts {
     /// Takes in one bucket entry; says which host to judge again: the one
-    /// it is about, unless it is a verdict on a host this replica has not
-    /// seen yet (it is behind, and judging would remove the verdict).
+    /// it is about, unless it is a verdict this replica holds already or on
+    /// a host it has not seen yet (it is behind, and judging would remove
+    /// the verdict).
     fn absorb(&mut self, slot: usize, entry: &kv::Entry) -> Option<String> {
         if entry.delta == 0 {
             self.replaying[slot] = false;
@@ -141,9 +142,12 @@ impl Hosts {
             1 => set(&mut self.intents, &key, decode(entry)),
             2 => set(&mut self.workload, &key, decode(entry)),
             _ => {
+                // Its own verdict coming back, or one it would have written
+                // too, needs no second look.
                 let verdict = decode::<Drift>(entry).map(|d| (d.types, d.healthy));
+                let news = self.written.get(&key) != verdict.as_ref();
                 set(&mut self.written, &key, verdict);
-                return self.observations.contains_key(&key).then_some(key);
+                return (news && self.observations.contains_key(&key)).then_some(key);
             }
         }
         Some(key)
