@@ -7,33 +7,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hosts=${1:-1000}
-# Release builds (`make bench` builds them): debug figures mislead.
-PATH="${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/fleetroll/target}/release}:$PATH"
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+bench_path fleetroll fleetroll-lab
 work=$(mktemp -d /tmp/fleetroll-bench.XXXXXX)
-lab="$work/lab"
 export FLEETROLL_DATA_DIR="$work/data"
-up=""
-cleanup() {
-  [ -n "$up" ] && kill -TERM "$up" 2>/dev/null && wait "$up" 2>/dev/null
-  fleetroll-lab down --dir "$lab" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
 
-fleetroll-lab up --hosts "$hosts" --dir "$lab" --port 0 > "$work/lab.json"
-field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/lab.json" "$1"; }
-user=$(field ssh_user)
-port=$(field ssh_port)
-key=$(field identity_file)
-python3 -c 'import json,sys; print("\n".join(h["hostname"] for h in json.load(open(sys.argv[1]))["hosts"]))' \
-  "$work/lab.json" > "$work/hosts"
-mkdir -p "$FLEETROLL_DATA_DIR"
-printf '[ssh]\nuser = "%s"\nport = %s\nidentity_file = "%s"\nparallelism = 32\n' "$user" "$port" "$key" \
-  > "$FLEETROLL_DATA_DIR/fleetroll.toml"
+bench_lab "$hosts" "$FLEETROLL_DATA_DIR"
 # The probe exactly as fleetroll sends it: the state function, then the probe.
 script="$work/probe.sh"
 cat prober/src/probe/state.sh prober/src/probe/probe.sh > "$script"
-ssh_opts=(-i "$key" -p "$port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+ssh_opts=(-i "$lab_key" -p "$lab_port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
           -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=10)
 
 seconds() { python3 -c 'import sys,time; print(f"{time.time()-float(sys.argv[1]):.1f}")' "$1"; }
@@ -43,34 +29,28 @@ row() { printf '| %s | %s | %s s | %s |\n' "$1" "$hosts" "$2" "$3"; }
 # The ad-hoc loop: one ssh per host, 32 at a time, the same script on stdin
 # (the hostname is an argument, never part of the shell text).
 mkdir -p "$work/xargs"
-export SCRIPT="$script" OUT="$work/xargs" LOGIN="$user"
+export SCRIPT="$script" OUT="$work/xargs" LOGIN="$lab_user"
 start=$(now)
 # shellcheck disable=SC2016
 xargs -P 32 -I{} sh -c 'h=$1; shift; ssh "$@" -l "$LOGIN" "$h" /bin/sh -s < "$SCRIPT" > "$OUT/$h" 2>/dev/null' _ {} \
-  "${ssh_opts[@]}" < "$work/hosts" || true
+  "${ssh_opts[@]}" < "$lab_hosts" || true
 xargs_s=$(seconds "$start")
 xargs_ok=$(grep -l '^END ' "$work"/xargs/* 2>/dev/null | wc -l)
 row "xargs -P 32 ssh" "$xargs_s" "$xargs_ok answers complete"
 
 start=$(now)
-parallel-ssh -h "$work/hosts" -p 32 -l "$user" -t 60 -o "$work/pssh" \
-  -x "-i $key -p $port -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR" \
+parallel-ssh -h "$lab_hosts" -p 32 -l "$lab_user" -t 60 -o "$work/pssh" \
+  -x "-i $lab_key -p $lab_port -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR" \
   -I "/bin/sh -s" < "$script" > /dev/null 2>&1 || true
 pssh_s=$(seconds "$start")
 pssh_ok=$(grep -l '^END ' "$work"/pssh/* 2>/dev/null | wc -l)
 row "parallel-ssh -p 32" "$pssh_s" "$pssh_ok answers complete"
 
-fleetroll up --nats-port 0 > "$work/up.log" 2>&1 &
-up=$!
-# The URL `up` records, not the default port: another mesh may be there.
-for _ in $(seq 1 60); do [ -s "$FLEETROLL_DATA_DIR/nats.url" ] && break; sleep 0.5; done
-FLEETROLL_NATS_URL=$(cat "$FLEETROLL_DATA_DIR/nats.url")
-export FLEETROLL_NATS_URL
-for _ in $(seq 1 60); do fleetroll status >/dev/null 2>&1 && break; sleep 1; done
+bench_up
 # The first full probe: adding the seeds queues a probe of each; it is done
 # when no host is left unprobed.
 start=$(now)
-fleetroll inventory seed sync --from-file "$work/hosts" > /dev/null 2>&1
+fleetroll inventory seed sync --from-file "$lab_hosts" > /dev/null 2>&1
 while [ "$(fleetroll host list --filter 'probed_at:null' --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" != 0 ]; do
   sleep 0.5
 done

@@ -3,7 +3,6 @@
 //! way the prober does (`fleetroll_prober::fleet::record`), then time
 //! `hosts.list` queries with selective filters through the query service.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::kv;
 use fleetroll_bus::codec;
-use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
+use fleetroll_bus::connect::Bus;
 use fleetroll_bus::filter::Query;
 use fleetroll_bus::messages::host::{HostList, HostQuery, Observation};
 use fleetroll_bus::query::{self, QueryFailure};
@@ -21,12 +20,13 @@ use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use crate::InventoryArgs;
+use crate::figures::{ms, percentile, size};
 use crate::synth;
 
 /// The filters timed, in turn. Each is selective: at 100,000 hosts they
 /// match from ten to about two thousand hosts, a few MiB of answer at most
 /// (an answer of the whole inventory measures the wire, not the query).
-const FILTERS: &[&str] = &[
+pub const FILTERS: &[&str] = &[
     "role:gecko_t_linux_talos AND override_present:true",
     "sshable:false",
     "hostname:bench-00042*",
@@ -35,11 +35,6 @@ const FILTERS: &[&str] = &[
     "expected_role:null AND role:gecko_t_linux_talos AND applied:false",
     "puppet_success:false AND os:Darwin AND NOT role:gecko_t_osx_1015",
 ];
-
-/// Progress on stderr.
-macro_rules! say {
-    ($($arg:tt)*) => { eprintln!("fleetroll-bench: {}", format_args!($($arg)*)) };
-}
 
 pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
     if args.hosts == 0 || args.hosts > 999_999 {
@@ -51,13 +46,18 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
         .to_string();
     // The inventory is written as the prober writes it (the `worker` NATS
     // user) and read as a bot reads it (`--nats-credentials`).
-    let writer = connect(
-        &args,
+    let writer = crate::connect(
+        &args.nats_url,
         "fleetroll-bench-writer",
         args.worker_credentials.as_deref(),
     )
     .await?;
-    let bus = connect(&args, "fleetroll-bench", args.nats_credentials.as_deref()).await?;
+    let bus = crate::connect(
+        &args.nats_url,
+        "fleetroll-bench",
+        args.nats_credentials.as_deref(),
+    )
+    .await?;
     let hosts = writer.kv(&topology::HOSTS).await?;
     let n = args.hosts;
     // Every observation is "as of" this instant, so the expected answers
@@ -87,21 +87,15 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
     drop(fleet);
 
     let settle = settle(&bus, &token, &filters, &args).await?;
-    judged(&bus, n, &args).await?;
+    judged(&bus, n, args.settle_timeout).await?;
     let timed = time_queries(&bus, &token, &filters, &args).await?;
     report(n, &seed, &ingest, &settle, &filters, &timed, &args);
     Ok(())
 }
 
-/// Connects with the credentials in `file`, or none.
-async fn connect(args: &InventoryArgs, name: &str, file: Option<&Path>) -> anyhow::Result<Bus> {
-    let credentials = file.map(Credentials::load).transpose()?;
-    Ok(Bus::connect(ConnectOptions::new(&args.nats_url, name).credentials(credentials)).await?)
-}
-
-struct Phase {
-    records: usize,
-    elapsed: Duration,
+pub struct Phase {
+    pub records: usize,
+    pub elapsed: Duration,
     in_flight: usize,
     note: String,
 }
@@ -128,7 +122,7 @@ fn progress(what: &'static str, n: usize, start: Instant) -> impl Fn() + Send + 
 }
 
 /// N discovered hosts, created in the hosts bucket as a seed sync would.
-async fn seed(
+pub async fn seed(
     hosts: &kv::Store,
     n: usize,
     t0: OffsetDateTime,
@@ -174,7 +168,7 @@ async fn seed(
 /// A full observation of every host, recorded the way the prober records a
 /// probe: read the entry, then `fleet::record` (a compare-and-swap on the
 /// record, then the host's history).
-async fn ingest(
+pub async fn ingest(
     bus: &Bus,
     hosts: &kv::Store,
     n: usize,
@@ -225,14 +219,19 @@ async fn ingest(
 
 /// Every host matching `filter`: the first page, and the next ones when
 /// the answer was too big for one (`next`).
-struct Answer {
-    hosts: usize,
+pub struct Answer {
+    pub hosts: usize,
     pages: usize,
     /// Encoded size of the pages together (CBOR).
     bytes: usize,
 }
 
-async fn ask(bus: &Bus, token: &str, filter: &str, wait: Duration) -> Result<Answer, QueryFailure> {
+pub async fn ask(
+    bus: &Bus,
+    token: &str,
+    filter: &str,
+    wait: Duration,
+) -> Result<Answer, QueryFailure> {
     let mut answer = Answer {
         hosts: 0,
         pages: 0,
@@ -324,7 +323,7 @@ async fn settle(
 /// Waits until the gatekeeper has judged every host (a drift entry each), so
 /// the queries are timed in the steady state, not while 100,000 drift
 /// verdicts are being written and indexed.
-async fn judged(bus: &Bus, n: usize, args: &InventoryArgs) -> anyhow::Result<()> {
+pub async fn judged(bus: &Bus, n: usize, settle_timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         let judged = bus.bucket_state(&topology::DRIFT).await?.messages;
@@ -335,7 +334,7 @@ async fn judged(bus: &Bus, n: usize, args: &InventoryArgs) -> anyhow::Result<()>
             );
             return Ok(());
         }
-        if start.elapsed() > args.settle_timeout {
+        if start.elapsed() > settle_timeout {
             bail!("the gatekeeper judged only {judged} of {n} hosts");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -393,31 +392,6 @@ async fn time_queries(
         }
     }
     Ok(timed)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
-fn size(bytes: usize) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-    } else {
-        format!("{:.0} KiB", bytes as f64 / 1024.0)
-    }
 }
 
 const TARGET_P99: Duration = Duration::from_millis(100);

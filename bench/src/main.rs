@@ -4,12 +4,25 @@
 //! Results go to stdout as Markdown table rows (lines starting with `|`)
 //! and one `summary:` line; progress goes to stderr.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use fleetroll_bus::WorkerKind;
+use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
 
+/// Progress on stderr.
+macro_rules! say {
+    ($($arg:tt)*) => { eprintln!("fleetroll-bench: {}", format_args!($($arg)*)) };
+}
+
+mod failover;
+mod figures;
 mod inventory;
+mod memory;
+mod ops;
+mod own_mesh;
+mod rss;
 mod synth;
 
 #[derive(Parser)]
@@ -29,6 +42,14 @@ enum Bench {
     /// observation of each through the prober's `record`, then measure the
     /// latency of `hosts.list` queries.
     Inventory(InventoryArgs),
+    /// Time for the mesh to serve again after a worker is killed: per
+    /// worker kind, one of two replicas SIGKILLed while busy, and the only
+    /// replica SIGKILLed and started again. Runs its own mesh (a bare
+    /// nats-server and `fleetroll worker` processes).
+    Failover(FailoverArgs),
+    /// Resident memory of `fleetroll up` and its nats-server while the mesh
+    /// holds N hosts and works on them.
+    Memory(MemoryArgs),
 }
 
 #[derive(Args)]
@@ -70,6 +91,81 @@ pub struct InventoryArgs {
     pub query_budget: Duration,
 }
 
+#[derive(Args)]
+pub struct FailoverArgs {
+    /// A data dir of its own for the benchmark's mesh (server, keys, worker
+    /// logs); a `fleetroll.toml` there reaches the lab (`[ssh]`).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Lab hosts the prober refreshes, one hostname a line.
+    #[arg(long)]
+    pub hosts_file: PathBuf,
+    /// The `fleetroll` binary the workers run (default: the one beside this
+    /// binary).
+    #[arg(long)]
+    pub fleetroll: Option<PathBuf>,
+    /// Synthetic hosts in the inventory besides the lab's: what a restarted
+    /// replica replays before it serves.
+    #[arg(long, default_value_t = 10_000)]
+    pub inventory: usize,
+    /// Kills per worker kind and case.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// How long the operations go on before a kill, at the least: a
+    /// replica just started has settled by then (replayed the buckets).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub warm: Duration,
+    /// Operations kept going against the worker kind while it is killed.
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    /// Only these worker kinds (default: all four).
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<WorkerKind>,
+    /// A run that has not recovered after this long counts as failed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub give_up: Duration,
+}
+
+#[derive(Args)]
+pub struct MemoryArgs {
+    /// The `fleetroll up` process measured (its nats-server child too).
+    #[arg(long)]
+    pub pid: u32,
+    /// The mesh's NATS (loopback).
+    #[arg(long, env = "FLEETROLL_NATS_URL")]
+    pub nats_url: String,
+    /// The web UI of that `fleetroll up` (its `web.url`).
+    #[arg(long)]
+    pub web_url: String,
+    /// A relops token: the lab's hosts are added as seeds with it.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The NATS user commands and queries go as (relops).
+    #[arg(long, env = "FLEETROLL_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
+    /// The NATS user the synthetic inventory is written as: the workers'.
+    #[arg(long)]
+    pub worker_credentials: Option<PathBuf>,
+    /// Hosts in the inventory: the lab's, and synthetic ones for the rest.
+    #[arg(long, default_value_t = 10_000)]
+    pub hosts: usize,
+    /// Real lab hosts, one hostname a line; probed over SSH by the mesh.
+    #[arg(long)]
+    pub lab_hosts_file: Option<PathBuf>,
+    /// How long the queries and page views go on.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub work_for: Duration,
+    /// How long probing the lab or judging every host may take.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub settle_timeout: Duration,
+}
+
+/// Connects to `url` with the credentials in `file`, or none.
+async fn connect(url: &str, name: &str, file: Option<&Path>) -> anyhow::Result<Bus> {
+    let credentials = file.map(Credentials::load).transpose()?;
+    Ok(Bus::connect(ConnectOptions::new(url, name).credentials(credentials)).await?)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -77,5 +173,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Bench::Inventory(args) => runtime.block_on(inventory::run(args)),
+        Bench::Failover(args) => runtime.block_on(failover::run(args)),
+        Bench::Memory(args) => runtime.block_on(memory::run(args)),
     }
 }
