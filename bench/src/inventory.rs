@@ -40,24 +40,13 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
     if args.hosts == 0 || args.hosts > 999_999 {
         bail!("--hosts must be 1 to 999999");
     }
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading {}", args.token_file.display()))?
-        .trim()
-        .to_string();
     // The inventory is written as the prober writes it (the `worker` NATS
     // user) and read as a bot reads it (`--nats-credentials`).
-    let writer = crate::connect(
-        &args.nats_url,
-        "fleetroll-bench-writer",
-        args.worker_credentials.as_deref(),
-    )
-    .await?;
-    let bus = crate::connect(
-        &args.nats_url,
-        "fleetroll-bench",
-        args.nats_credentials.as_deref(),
-    )
-    .await?;
+    let crate::Mesh {
+        token,
+        asker: bus,
+        writer,
+    } = args.mesh.open().await?;
     let hosts = writer.kv(&topology::HOSTS).await?;
     let n = args.hosts;
     // Every observation is "as of" this instant, so the expected answers

@@ -4,9 +4,10 @@
 //! Results go to stdout as Markdown table rows (lines starting with `|`)
 //! and one `summary:` line; progress goes to stderr.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
@@ -54,19 +55,8 @@ enum Bench {
 
 #[derive(Args)]
 pub struct InventoryArgs {
-    /// The mesh's NATS (loopback; its buckets must exist: `fleetroll up`).
-    #[arg(long, env = "FLEETROLL_NATS_URL")]
-    pub nats_url: String,
-    /// A token any reader role may hold, for the query service.
-    #[arg(long)]
-    pub token_file: PathBuf,
-    /// The NATS user the queries are asked as (`fleetroll up` keeps one
-    /// per role in <data-dir>/credentials/; none: connect without).
-    #[arg(long, env = "FLEETROLL_NATS_CREDENTIALS")]
-    pub nats_credentials: Option<PathBuf>,
-    /// The NATS user the inventory is written as: the workers'.
-    #[arg(long)]
-    pub worker_credentials: Option<PathBuf>,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// Hosts in the inventory.
     #[arg(long, default_value_t = 100_000)]
     pub hosts: usize,
@@ -131,21 +121,11 @@ pub struct MemoryArgs {
     /// The `fleetroll up` process measured (its nats-server child too).
     #[arg(long)]
     pub pid: u32,
-    /// The mesh's NATS (loopback).
-    #[arg(long, env = "FLEETROLL_NATS_URL")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// The web UI of that `fleetroll up` (its `web.url`).
     #[arg(long)]
     pub web_url: String,
-    /// A relops token: the lab's hosts are added as seeds with it.
-    #[arg(long)]
-    pub token_file: PathBuf,
-    /// The NATS user commands and queries go as (relops).
-    #[arg(long, env = "FLEETROLL_NATS_CREDENTIALS")]
-    pub nats_credentials: Option<PathBuf>,
-    /// The NATS user the synthetic inventory is written as: the workers'.
-    #[arg(long)]
-    pub worker_credentials: Option<PathBuf>,
     /// Hosts in the inventory: the lab's, and synthetic ones for the rest.
     #[arg(long, default_value_t = 10_000)]
     pub hosts: usize,
@@ -160,10 +140,55 @@ pub struct MemoryArgs {
     pub settle_timeout: Duration,
 }
 
-/// Connects to `url` with the credentials in `file`, or none.
-async fn connect(url: &str, name: &str, file: Option<&Path>) -> anyhow::Result<Bus> {
-    let credentials = file.map(Credentials::load).transpose()?;
-    Ok(Bus::connect(ConnectOptions::new(url, name).credentials(credentials)).await?)
+/// A running mesh, as the inventory and memory benchmarks reach it: they
+/// write host records as the prober does and ask as an operator or bot.
+#[derive(Args)]
+pub struct MeshArgs {
+    /// The mesh's NATS (loopback; its buckets must exist: `fleetroll up`).
+    #[arg(long, env = "FLEETROLL_NATS_URL")]
+    pub nats_url: String,
+    /// The token commands and queries are sent with.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The NATS user commands and queries go as (`fleetroll up` keeps one
+    /// per role in <data-dir>/credentials/; none: connect without).
+    #[arg(long, env = "FLEETROLL_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
+    /// The NATS user host records are written as: the workers'.
+    #[arg(long)]
+    pub worker_credentials: Option<PathBuf>,
+}
+
+/// What [`MeshArgs`] open: the token, a connection to ask on and one to
+/// write host records on.
+pub struct Mesh {
+    pub token: String,
+    pub asker: Bus,
+    pub writer: Bus,
+}
+
+impl MeshArgs {
+    pub async fn open(&self) -> anyhow::Result<Mesh> {
+        let token = std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("reading {}", self.token_file.display()))?
+            .trim()
+            .to_string();
+        Ok(Mesh {
+            token,
+            asker: self
+                .connect("fleetroll-bench", &self.nats_credentials)
+                .await?,
+            writer: self
+                .connect("fleetroll-bench-writer", &self.worker_credentials)
+                .await?,
+        })
+    }
+
+    async fn connect(&self, name: &str, file: &Option<PathBuf>) -> anyhow::Result<Bus> {
+        let credentials = file.as_deref().map(Credentials::load).transpose()?;
+        let options = ConnectOptions::new(&self.nats_url, name).credentials(credentials);
+        Ok(Bus::connect(options).await?)
+    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -29,10 +29,6 @@ const QUERY_WAIT: Duration = Duration::from_secs(60);
 pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
     let nats_pid = rss::child_named(args.pid, "nats-server")
         .with_context(|| format!("no nats-server child of process {}", args.pid))?;
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading {}", args.token_file.display()))?
-        .trim()
-        .to_string();
     let lab: Vec<String> = match &args.lab_hosts_file {
         Some(file) => std::fs::read_to_string(file)
             .with_context(|| format!("reading {}", file.display()))?
@@ -47,18 +43,11 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
         bail!("{} lab hosts, more than --hosts {}", lab.len(), args.hosts);
     }
     let synthetic = args.hosts - lab.len();
-    let bus = crate::connect(
-        &args.nats_url,
-        "fleetroll-bench",
-        args.nats_credentials.as_deref(),
-    )
-    .await?;
-    let writer = crate::connect(
-        &args.nats_url,
-        "fleetroll-bench-writer",
-        args.worker_credentials.as_deref(),
-    )
-    .await?;
+    let crate::Mesh {
+        token,
+        asker: bus,
+        writer,
+    } = args.mesh.open().await?;
     let sampler = Sampler::start(vec![args.pid, nats_pid]);
     let mut phases: Vec<(String, Vec<PhaseUse>)> = Vec::new();
 
