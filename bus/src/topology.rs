@@ -158,7 +158,7 @@ pub const PROBE_QUEUE: JobQueue = JobQueue {
 pub const WORKLOAD_QUEUE: JobQueue = JobQueue {
     stream: &WORKLOAD_JOBS,
     consumer: "collectors",
-    ack_wait: Duration::from_secs(10),
+    ack_wait: TAKEOVER_WAIT,
     max_ack_pending: 10_000,
 };
 
@@ -174,7 +174,7 @@ pub const AUDIT_FEED: JobQueue = JobQueue {
 pub const APPLY_QUEUE: JobQueue = JobQueue {
     stream: &APPLY_JOBS,
     consumer: "appliers",
-    ack_wait: Duration::from_secs(10),
+    ack_wait: TAKEOVER_WAIT,
     max_ack_pending: 10_000,
 };
 

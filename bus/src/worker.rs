@@ -313,6 +313,50 @@ async fn recorded_outcome(outcomes: &kv::Store, id: &str) -> Option<Outcome> {
     codec::from_cbor(&bytes).ok()
 }
 
+/// Serves the work queue `queue`: runs `job` on each message, at most
+/// `parallelism` at a time, taking a message only when it can start on it
+/// ([`take_one`]). After NATS trouble (a lost node, a leader change) the
+/// consumer is opened again rather than trusted to recover; returns only
+/// when it cannot be opened.
+pub async fn serve_queue<F, Fut>(
+    bus: &Bus,
+    queue: &topology::JobQueue,
+    parallelism: usize,
+    job: F,
+) -> Result<(), BusError>
+where
+    F: Fn(jetstream::Message) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(parallelism.max(1)));
+    loop {
+        let consumer = setup::job_consumer(bus, queue).await?;
+        loop {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let message = match take_one(&consumer).await {
+                Ok(message) => message,
+                Err(e) => {
+                    warn!(queue = queue.consumer, error = %e, "pulling jobs; opening the consumer again");
+                    break;
+                }
+            };
+            let work = job(message);
+            tokio::spawn(
+                async move {
+                    work.await;
+                    drop(permit);
+                }
+                .in_current_span(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The next message of a durable pull consumer, asked for only now: call
 /// it once there is room to work on the message. No message then waits in
 /// a busy replica, unacknowledged, to be handed after

@@ -10,7 +10,7 @@ use fleetroll_bus::host_index::HostIndex;
 use fleetroll_bus::messages::host::Observation;
 use fleetroll_bus::setup::{self, Replicas};
 use fleetroll_bus::token::Role;
-use fleetroll_bus::topology;
+use fleetroll_bus::{subjects, topology};
 use time::OffsetDateTime;
 
 async fn start(dir: &std::path::Path) -> EmbeddedServer {
@@ -125,4 +125,66 @@ async fn a_missing_bucket_is_named_and_a_silent_server_is_no_missing_bucket() {
         !matches!(silent, BusError::MissingBucket { .. }),
         "{silent}"
     );
+}
+
+/// A worker serving a job queue goes on taking jobs after the server stops
+/// answering a while: one published after the pause is still run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_queue_is_served_again_after_the_server_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let bus = connect(&server).await;
+    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    let (ran, mut runs) = tokio::sync::mpsc::unbounded_channel();
+    let serving = tokio::spawn({
+        let bus = bus.clone();
+        async move {
+            fleetroll_bus::worker::serve_queue(&bus, &topology::PROBE_QUEUE, 4, |message| {
+                let ran = ran.clone();
+                async move {
+                    let _ = message.double_ack().await;
+                    let _ = ran.send(message.subject.to_string());
+                }
+            })
+            .await
+        }
+    });
+    let publish = |hostname: &'static str| {
+        let bus = bus.clone();
+        async move {
+            let began = Instant::now();
+            loop {
+                let sent = async {
+                    bus.js
+                        .publish(subjects::probe_job(hostname), "job".into())
+                        .await?
+                        .await
+                };
+                match sent.await {
+                    Ok(_) => return,
+                    Err(e) => assert!(began.elapsed() < Duration::from_secs(30), "{e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    publish("before.example.com").await;
+    assert_eq!(
+        next_run(&mut runs).await,
+        subjects::probe_job("before.example.com")
+    );
+    freeze(&server, Duration::from_secs(15)).await;
+    publish("after.example.com").await;
+    assert_eq!(
+        next_run(&mut runs).await,
+        subjects::probe_job("after.example.com")
+    );
+    assert!(!serving.is_finished(), "{:?}", serving.await);
+}
+
+async fn next_run(runs: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(30), runs.recv())
+        .await
+        .expect("a job run within 30 s")
+        .unwrap()
 }

@@ -20,9 +20,8 @@ use fleetroll_bus::messages::rollout::{
 };
 use fleetroll_bus::rollout_store;
 use fleetroll_bus::worker::with_progress;
-use fleetroll_bus::{setup, subjects, topology};
+use fleetroll_bus::{subjects, topology};
 use fleetroll_ssh::pool::Pool;
-use futures::StreamExt;
 use time::OffsetDateTime;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -37,34 +36,16 @@ pub struct Applier {
     pub instance: String,
 }
 
-/// Takes apply jobs until the pull stream fails (NATS gone), at most the
-/// SSH parallelism at a time.
+/// Takes apply jobs until the consumer cannot be opened (NATS gone), at
+/// most the SSH parallelism at a time.
 pub async fn work(applier: Arc<Applier>) -> Result<(), BusError> {
-    let parallelism = applier.pool.settings().parallelism.max(1);
-    let consumer = setup::job_consumer(&applier.bus, &topology::APPLY_QUEUE).await?;
-    let permits = Arc::new(tokio::sync::Semaphore::new(parallelism));
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(parallelism)
-        .messages()
-        .await
-        .map_err(|e| BusError::js("pulling apply jobs", e))?;
-    while let Some(message) = messages.next().await {
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                warn!(error = %e, "pulling apply jobs");
-                continue;
-            }
-        };
-        let permit = permits.clone().acquire_owned().await.expect("never closed");
+    let parallelism = applier.pool.settings().parallelism;
+    let bus = applier.bus.clone();
+    fleetroll_bus::worker::serve_queue(&bus, &topology::APPLY_QUEUE, parallelism, |message| {
         let applier = applier.clone();
-        tokio::spawn(async move {
-            run_job(&applier, message).await;
-            drop(permit);
-        });
-    }
-    Err(BusError::js("pulling apply jobs", "the pull stream ended"))
+        async move { run_job(&applier, message).await }
+    })
+    .await
 }
 
 async fn run_job(applier: &Applier, message: jetstream::Message) {

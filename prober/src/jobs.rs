@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, AckKind};
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::host::ProbeJob;
-use fleetroll_bus::{setup, subjects, topology};
+use fleetroll_bus::{subjects, topology};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -59,27 +59,12 @@ pub async fn enqueue(
 /// Takes probe jobs and runs them until the consumer cannot be opened
 /// (NATS gone), at most the fleet's parallelism at a time.
 pub async fn work(bus: Bus, fleet: Arc<Fleet>) -> Result<(), BusError> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(fleet.parallelism()));
-    loop {
-        let consumer = setup::job_consumer(&bus, &topology::PROBE_QUEUE).await?;
-        loop {
-            // Room for a probe first, then the job (`take_one`).
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
-            let message = match fleetroll_bus::worker::take_one(&consumer).await {
-                Ok(message) => message,
-                Err(e) => {
-                    warn!(error = %e, "pulling probe jobs");
-                    break;
-                }
-            };
-            let fleet = fleet.clone();
-            tokio::spawn(async move {
-                run_job(&fleet, message).await;
-                drop(permit);
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let parallelism = fleet.parallelism();
+    fleetroll_bus::worker::serve_queue(&bus, &topology::PROBE_QUEUE, parallelism, |message| {
+        let fleet = fleet.clone();
+        async move { run_job(&fleet, message).await }
+    })
+    .await
 }
 
 async fn run_job(fleet: &Fleet, message: jetstream::Message) {

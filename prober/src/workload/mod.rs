@@ -11,6 +11,7 @@ mod taskcluster;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, kv};
@@ -18,8 +19,7 @@ use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::host::{HostIntent, Observation, Population};
 use fleetroll_bus::messages::workload::{RunId, RunResult, TaskRun, Workload, WorkloadSweep};
-use fleetroll_bus::{setup, subjects, topology};
-use futures::StreamExt;
+use fleetroll_bus::{subjects, topology};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use tracing::{Instrument, info, info_span, warn};
@@ -364,44 +364,33 @@ pub async fn schedule(bus: Bus, interval: Duration) -> Result<(), BusError> {
     }
 }
 
-/// Takes sweeps one at a time until the pull stream fails (NATS gone).
-pub async fn work<S: WorkloadSource>(bus: Bus, source: S) -> Result<(), BusError> {
-    let consumer = setup::job_consumer(&bus, &topology::WORKLOAD_QUEUE).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(1)
-        .messages()
-        .await
-        .map_err(|e| BusError::js("pulling workload sweeps", e))?;
-    while let Some(message) = messages.next().await {
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                warn!(error = %e, "pulling workload sweeps");
-                continue;
-            }
-        };
-        let result = fleetroll_bus::worker::with_progress(&message, sweep(&bus, &source)).await;
-        match result {
-            Ok(summary) => {
-                info!(
-                    hosts = summary.hosts,
-                    unknown = summary.unknown_to_source,
-                    runs = summary.runs_recorded,
-                    "workload collected"
-                );
-                let _ = message.double_ack().await;
-            }
-            Err(e) => {
-                warn!(error = %e, "workload sweep failed; left for retry");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                    .await;
+/// Takes sweeps one at a time until the consumer cannot be opened (NATS
+/// gone).
+pub async fn work<S: WorkloadSource + 'static>(bus: Bus, source: S) -> Result<(), BusError> {
+    let source = Arc::new(source);
+    fleetroll_bus::worker::serve_queue(&bus.clone(), &topology::WORKLOAD_QUEUE, 1, |message| {
+        let (bus, source) = (bus.clone(), source.clone());
+        async move {
+            let result =
+                fleetroll_bus::worker::with_progress(&message, sweep(&bus, source.as_ref())).await;
+            match result {
+                Ok(summary) => {
+                    info!(
+                        hosts = summary.hosts,
+                        unknown = summary.unknown_to_source,
+                        runs = summary.runs_recorded,
+                        "workload collected"
+                    );
+                    let _ = message.double_ack().await;
+                }
+                Err(e) => {
+                    warn!(error = %e, "workload sweep failed; left for retry");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                        .await;
+                }
             }
         }
-    }
-    Err(BusError::js(
-        "pulling workload sweeps",
-        "the pull stream ended",
-    ))
+    })
+    .await
 }
