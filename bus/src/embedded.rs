@@ -174,6 +174,8 @@ pub enum EmbeddedError {
     Refused { user: String, log: PathBuf },
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Bus(#[from] crate::connect::BusError),
 }
 
 /// Finds the nats-server binary: the explicit path, then the project's
@@ -233,6 +235,39 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
+    /// A server of its own in `data_dir` on a free loopback port, with the
+    /// mesh's streams and buckets set up (one replica), and a connection to
+    /// it as the workers' NATS user: what one component needs to run
+    /// against, in a test or a bot author's sandbox.
+    ///
+    /// ```no_run
+    /// # async fn sandbox() -> Result<(), fleetroll_bus::embedded::EmbeddedError> {
+    /// use fleetroll_bus::embedded::EmbeddedServer;
+    /// use fleetroll_bus::topology;
+    ///
+    /// let dir = std::env::temp_dir().join("fleetroll-sandbox");
+    /// let (server, bus) = EmbeddedServer::with_mesh(&dir).await?;
+    /// let hosts = bus.kv(&topology::HOSTS).await?;
+    /// # drop((server, hosts));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn with_mesh(
+        data_dir: &Path,
+    ) -> Result<(EmbeddedServer, crate::connect::Bus), EmbeddedError> {
+        let server = EmbeddedServer::start(&EmbeddedOptions {
+            data_dir: data_dir.to_path_buf(),
+            port: 0,
+            nats_server: None,
+        })
+        .await?;
+        let options = ConnectOptions::new(server.url(), "fleetroll-sandbox")
+            .credentials(server.credentials(Role::Worker).clone());
+        let bus = crate::connect::Bus::connect(options).await?;
+        crate::setup::ensure(&bus, crate::setup::Replicas(1)).await?;
+        Ok((server, bus))
+    }
+
     /// Starts the server (creating its users' credentials on the first
     /// run) and waits until it accepts JetStream requests.
     pub async fn start(options: &EmbeddedOptions) -> Result<EmbeddedServer, EmbeddedError> {

@@ -4,26 +4,16 @@
 use std::time::Duration;
 
 use fleetroll_bus::WorkerKind;
-use fleetroll_bus::connect::{Bus, ConnectOptions};
-use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::embedded::EmbeddedServer;
 use fleetroll_bus::setup::{self, Replicas};
-use fleetroll_bus::token::Role;
 use fleetroll_bus::topology;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ensure_brings_an_older_meshs_consumers_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
-    let server = EmbeddedServer::start(&EmbeddedOptions {
-        data_dir: dir.path().to_path_buf(),
-        port: 0,
-        nats_server: None,
-    })
-    .await
-    .expect("nats-server (run `make setup`)");
-    let options = ConnectOptions::new(server.url(), "setup-test")
-        .credentials(server.credentials(Role::Worker).clone());
-    let bus = Bus::connect(options).await.unwrap();
-    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    let (_server, bus) = EmbeddedServer::with_mesh(dir.path())
+        .await
+        .expect("nats-server (run `make setup`)");
 
     // What an older version left: a 10 s ack_wait, so a dead replica's
     // command waited 10 s for another.

@@ -5,11 +5,9 @@
 use std::time::{Duration, Instant};
 
 use fleetroll_bus::codec;
-use fleetroll_bus::connect::{Bus, ConnectOptions};
-use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::connect::Bus;
+use fleetroll_bus::embedded::EmbeddedServer;
 use fleetroll_bus::messages::host::{Drift, DriftType, Observation};
-use fleetroll_bus::setup::{self, Replicas};
-use fleetroll_bus::token::Role;
 use fleetroll_bus::topology;
 use time::OffsetDateTime;
 
@@ -37,17 +35,9 @@ async fn wait_for_verdict(bus: &Bus, types: &[DriftType], limit: Duration) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_verdict_another_replica_left_behind_is_put_right() {
     let dir = tempfile::tempdir().unwrap();
-    let server = EmbeddedServer::start(&EmbeddedOptions {
-        data_dir: dir.path().to_path_buf(),
-        port: 0,
-        nats_server: None,
-    })
-    .await
-    .expect("nats-server (run `make setup`)");
-    let options = ConnectOptions::new(server.url(), "test")
-        .credentials(server.credentials(Role::Worker).clone());
-    let bus = Bus::connect(options).await.unwrap();
-    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    let (_server, bus) = EmbeddedServer::with_mesh(dir.path())
+        .await
+        .expect("nats-server (run `make setup`)");
     let mut observation = Observation::discovered(HOST, OffsetDateTime::now_utc());
     observation.override_present = Some(false);
     bus.kv(&topology::HOSTS)

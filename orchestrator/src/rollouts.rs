@@ -862,22 +862,13 @@ mod tests {
     /// stage applying half its hosts because the advance gave up.
     #[tokio::test(flavor = "multi_thread")]
     async fn jobs_are_queued_through_a_while_without_the_stream() {
-        use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+        use fleetroll_bus::embedded::EmbeddedServer;
         use fleetroll_bus::setup::{self, Replicas};
-        use fleetroll_bus::token::Role;
 
         let dir = tempfile::tempdir().unwrap();
-        let server = EmbeddedServer::start(&EmbeddedOptions {
-            data_dir: dir.path().to_path_buf(),
-            port: 0,
-            nats_server: None,
-        })
-        .await
-        .expect("nats-server (run `make setup`)");
-        let options = fleetroll_bus::connect::ConnectOptions::new(server.url(), "queue-test")
-            .credentials(server.credentials(Role::Worker).clone());
-        let bus = Bus::connect(options).await.unwrap();
-        setup::ensure(&bus, Replicas(1)).await.unwrap();
+        let (_server, bus) = EmbeddedServer::with_mesh(dir.path())
+            .await
+            .expect("nats-server (run `make setup`)");
         bus.js
             .delete_stream(topology::APPLY_JOBS.name)
             .await
