@@ -163,19 +163,26 @@ impl Context {
     }
 
     pub fn nats_url(&self) -> String {
+        self.named_nats_url()
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_string())
+    }
+
+    /// The NATS URL from `--nats-url`, `[nats] url` or the one a running
+    /// `fleetroll up` wrote into the data dir; `None` when only the
+    /// default is left.
+    fn named_nats_url(&self) -> Option<String> {
         if let Some(url) = self
             .global
             .nats_url
             .as_ref()
             .or(self.settings.nats.url.as_ref())
         {
-            return url.clone();
+            return Some(url.clone());
         }
         std::fs::read_to_string(self.url_file())
             .map(|u| u.trim().to_string())
             .ok()
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| DEFAULT_NATS_URL.to_string())
     }
 
     /// The NATS credentials to connect with: `--nats-credentials`
@@ -214,7 +221,17 @@ impl Context {
     pub async fn connect(&self) -> anyhow::Result<Bus> {
         let options = ConnectOptions::new(self.nats_url(), "fleetroll-cli")
             .credentials(self.credentials(Role::Relops)?);
-        Ok(Bus::connect(options).await?)
+        let connected = Bus::connect(options).await;
+        if connected.is_err() && self.named_nats_url().is_none() {
+            // Whatever answered (or not) at the default port, the likely
+            // story is a stopped `up`: say so before the server's words.
+            return connected.context(format!(
+                "no `fleetroll up` is running for {} (it writes its NATS URL to {}), so the default {DEFAULT_NATS_URL} was tried; start `fleetroll up`, or name the mesh with --nats-url or FLEETROLL_NATS_URL",
+                self.data_dir().display(),
+                self.url_file().display()
+            ));
+        }
+        Ok(connected?)
     }
 
     pub fn signing_key_path(&self) -> PathBuf {

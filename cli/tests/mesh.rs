@@ -119,6 +119,14 @@ fn up_keeps_its_data_across_restarts_and_refuses_a_taken_port() {
         nats_server_pids(dir.path()).is_empty(),
         "no nats-server left behind"
     );
+    // With `up` stopped, its URL is gone from the data dir: the CLI says
+    // so rather than only what the default port answered.
+    let stopped = cli.run(&["host", "list"]);
+    assert!([2, 4].contains(&stopped.code), "{stopped:?}");
+    assert!(
+        stopped.stderr.contains("no `fleetroll up` is running for"),
+        "{stopped:?}"
+    );
     // Its own port, named: the default one may have another mesh on it.
     let url = format!("nats://127.0.0.1:{port}");
     assert!(
