@@ -5,6 +5,7 @@ use fleetroll_bus::events;
 use fleetroll_bus::messages::event::{Event, EventDetail};
 use fleetroll_bus::messages::rollout::{ApplyOutcome, RolloutId};
 use fleetroll_bus::messages::timestamp;
+use fleetroll_bus::rollout_store;
 use futures::StreamExt;
 
 use crate::context::Context;
@@ -92,6 +93,16 @@ pub async fn run(ctx: &Context, rollout: Option<String>, json: bool) -> anyhow::
         ));
     }
     let bus = ctx.connect().await?;
+    // An unknown rollout is an error, not a watch that never says anything
+    // (as the web UI's feed answers 404).
+    if let Some(id) = rollout.as_deref()
+        && rollout_store::load(&bus, id).await?.is_none()
+    {
+        return Err(exit::fail(
+            exit::INVALID,
+            format!("no rollout `{id}` (`fleetroll rollout list`)"),
+        ));
+    }
     let events = events::follow(&bus, rollout.as_deref()).await?;
     tokio::pin!(events);
     eprintln!(
