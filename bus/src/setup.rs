@@ -82,10 +82,10 @@ pub fn job_consumer_config(queue: &JobQueue) -> consumer::pull::Config {
     }
 }
 
-/// Creates whatever is missing of the streams, buckets and worker
-/// consumers. What exists is left as it is: the first component to start
-/// decides the replica count, and a replica started later with other
-/// settings never scales a cluster's streams down.
+/// Creates whatever is missing of the streams and buckets, and the worker
+/// consumers. Streams and buckets that exist are left as they are: the
+/// first component to start decides the replica count, and a replica
+/// started later with other settings never scales a cluster's streams down.
 ///
 /// Consumers are created here rather than when a worker first starts so that
 /// commands sent before any replica of a kind ever ran are still delivered.
@@ -99,43 +99,43 @@ pub async fn ensure(bus: &Bus, replicas: Replicas) -> Result<(), BusError> {
     for def in topology::BUCKETS {
         ensure_bucket(&bus.js, &def, replicas).await?;
     }
-    let commands = bus
-        .js
-        .get_stream(topology::COMMANDS.name)
-        .await
-        .map_err(|e| BusError::js("opening the command stream", e))?;
-    // Created, or brought up to date: a consumer an older version made
-    // keeps its `ack_wait` otherwise, and with it how long a dead replica's
-    // work waits for another.
     for kind in WorkerKind::ALL {
-        commands
-            .create_consumer(worker_consumer_config(kind))
-            .await
-            .map_err(|e| BusError::js(format!("creating consumer for {kind}"), e))?;
+        worker_consumer(bus, kind).await?;
     }
     for queue in topology::JOB_QUEUES {
-        bus.js
-            .get_stream(queue.stream.name)
-            .await
-            .map_err(|e| BusError::js(format!("opening {}", queue.stream.name), e))?
-            .create_consumer(job_consumer_config(&queue))
-            .await
-            .map_err(|e| {
-                BusError::js(format!("creating the consumer of {}", queue.stream.name), e)
-            })?;
+        job_consumer(bus, &queue).await?;
     }
     Ok(())
 }
 
-/// Opens (creating when missing) the durable consumer of a work queue.
+/// Opens the durable consumer of one worker kind's commands.
+pub async fn worker_consumer(
+    bus: &Bus,
+    kind: WorkerKind,
+) -> Result<consumer::PullConsumer, BusError> {
+    open_consumer(bus, topology::COMMANDS.name, worker_consumer_config(kind)).await
+}
+
+/// Opens the durable consumer of a work queue.
 pub async fn job_consumer(bus: &Bus, queue: &JobQueue) -> Result<consumer::PullConsumer, BusError> {
+    open_consumer(bus, queue.stream.name, job_consumer_config(queue)).await
+}
+
+/// Creates the consumer, or brings one that exists up to date: one an
+/// older version made keeps its `ack_wait` otherwise, and with it how long
+/// a dead replica's work waits for another.
+async fn open_consumer(
+    bus: &Bus,
+    stream: &str,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, BusError> {
     bus.js
-        .get_stream(queue.stream.name)
+        .get_stream(stream)
         .await
-        .map_err(|e| BusError::js(format!("opening {}", queue.stream.name), e))?
-        .get_or_create_consumer(queue.consumer, job_consumer_config(queue))
+        .map_err(|e| BusError::js(format!("opening {stream}"), e))?
+        .create_consumer(config)
         .await
-        .map_err(|e| BusError::js(format!("opening the consumer of {}", queue.stream.name), e))
+        .map_err(|e| BusError::js(format!("opening the consumer of {stream}"), e))
 }
 
 async fn ensure_bucket(

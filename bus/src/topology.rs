@@ -364,8 +364,8 @@ pub fn consumer_name(kind: WorkerKind) -> String {
     format!("worker-{kind}")
 }
 
-/// How long a command, a probe job or an event to audit may go
-/// unacknowledged in a replica's hands before the server gives it to
+/// How long a command, a job (probe, workload, apply) or an event to audit
+/// may go unacknowledged in a replica's hands before the server gives it to
 /// another. Replicas take one at a time, only when they can work on it at
 /// once ([`crate::worker::take_one`]), and progress-ack it while they
 /// work, so only a dead replica lets it lapse; what it held is then taken

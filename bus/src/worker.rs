@@ -196,49 +196,12 @@ async fn heartbeat_loop(replica: Replica) {
 }
 
 async fn consume<H: Handler>(replica: Replica, handler: Arc<H>) -> Result<(), BusError> {
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    loop {
-        let stream = replica
-            .bus
-            .js
-            .get_stream(topology::COMMANDS.name)
-            .await
-            .map_err(|e| BusError::js("opening the command stream", e))?;
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &topology::consumer_name(replica.kind),
-                setup::worker_consumer_config(replica.kind),
-            )
-            .await
-            .map_err(|e| BusError::js("opening the worker consumer", e))?;
-        loop {
-            // Room for a command first, then the command (`take_one`).
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let message = match take_one(&consumer).await {
-                Ok(message) => message,
-                Err(e) => {
-                    // Server restarts and leader changes surface here; the
-                    // consumer is opened again below.
-                    warn!(error = %e, "pulling commands");
-                    break;
-                }
-            };
-            let replica = replica.clone();
-            let handler = handler.clone();
-            tokio::spawn(
-                async move {
-                    process(&replica, handler.as_ref(), message).await;
-                    drop(permit);
-                }
-                .in_current_span(),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let open = || setup::worker_consumer(&replica.bus, replica.kind);
+    serve(open, CONCURRENCY, "commands", |message| {
+        let (replica, handler) = (replica.clone(), handler.clone());
+        async move { process(&replica, handler.as_ref(), message).await }
+    })
+    .await
 }
 
 async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream::Message) {
@@ -314,10 +277,8 @@ async fn recorded_outcome(outcomes: &kv::Store, id: &str) -> Option<Outcome> {
 }
 
 /// Serves the work queue `queue`: runs `job` on each message, at most
-/// `parallelism` at a time, taking a message only when it can start on it
-/// ([`take_one`]). After NATS trouble (a lost node, a leader change) the
-/// consumer is opened again rather than trusted to recover; returns only
-/// when it cannot be opened.
+/// `parallelism` at a time; see [`serve`]. Returns only when the consumer
+/// cannot be opened.
 pub async fn serve_queue<F, Fut>(
     bus: &Bus,
     queue: &topology::JobQueue,
@@ -328,9 +289,30 @@ where
     F: Fn(jetstream::Message) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let open = || setup::job_consumer(bus, queue);
+    serve(open, parallelism, queue.consumer, job).await
+}
+
+/// Runs `job` on each message of the consumer `open` opens, at most
+/// `parallelism` at a time, taking a message only when it can start on it
+/// ([`take_one`]). After NATS trouble (a lost node, a leader change) the
+/// consumer is opened again rather than trusted to recover; returns only
+/// when it cannot be opened.
+async fn serve<O, OFut, F, Fut>(
+    open: O,
+    parallelism: usize,
+    what: &str,
+    job: F,
+) -> Result<(), BusError>
+where
+    O: Fn() -> OFut,
+    OFut: Future<Output = Result<jetstream::consumer::PullConsumer, BusError>>,
+    F: Fn(jetstream::Message) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(parallelism.max(1)));
     loop {
-        let consumer = setup::job_consumer(bus, queue).await?;
+        let consumer = open().await?;
         loop {
             let permit = permits
                 .clone()
@@ -340,7 +322,7 @@ where
             let message = match take_one(&consumer).await {
                 Ok(message) => message,
                 Err(e) => {
-                    warn!(queue = queue.consumer, error = %e, "pulling jobs; opening the consumer again");
+                    warn!(consumer = what, error = %e, "pulling; opening the consumer again");
                     break;
                 }
             };

@@ -40,11 +40,15 @@ pub struct Applier {
 /// most the SSH parallelism at a time.
 pub async fn work(applier: Arc<Applier>) -> Result<(), BusError> {
     let parallelism = applier.pool.settings().parallelism;
-    let bus = applier.bus.clone();
-    fleetroll_bus::worker::serve_queue(&bus, &topology::APPLY_QUEUE, parallelism, |message| {
-        let applier = applier.clone();
-        async move { run_job(&applier, message).await }
-    })
+    fleetroll_bus::worker::serve_queue(
+        &applier.bus,
+        &topology::APPLY_QUEUE,
+        parallelism,
+        |message| {
+            let applier = applier.clone();
+            async move { run_job(&applier, message).await }
+        },
+    )
     .await
 }
 

@@ -368,7 +368,7 @@ pub async fn schedule(bus: Bus, interval: Duration) -> Result<(), BusError> {
 /// gone).
 pub async fn work<S: WorkloadSource + 'static>(bus: Bus, source: S) -> Result<(), BusError> {
     let source = Arc::new(source);
-    fleetroll_bus::worker::serve_queue(&bus.clone(), &topology::WORKLOAD_QUEUE, 1, |message| {
+    fleetroll_bus::worker::serve_queue(&bus, &topology::WORKLOAD_QUEUE, 1, |message| {
         let (bus, source) = (bus.clone(), source.clone());
         async move {
             let result =
