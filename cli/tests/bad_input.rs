@@ -137,6 +137,20 @@ const CASES: &[Case] = &[
         1,
         &["window", "30 days"],
     ),
+    (
+        &[
+            "rollout",
+            "create",
+            "--target",
+            "hostname:a*",
+            "--change",
+            "PUPPET_BRANCH=x",
+            "--gate",
+            "sshable_min_pct=150",
+        ],
+        1,
+        &["sshable_min_pct", "150"],
+    ),
     (&["rollout", "start", "ro-nothing"], 1, &["ro-nothing"]),
     (&["rollout", "status", "ro.*"], 1, &["ro.*"]),
     (

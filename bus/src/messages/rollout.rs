@@ -58,7 +58,7 @@ impl GateConfig {
     }
 
     /// Refuses values no gate can judge by, from wherever the plan came
-    /// (the CLI checks each `--gate`; a plan sent over the bus is checked
+    /// (`set` checks each `--gate`; a plan sent over the bus is checked
     /// again by the orchestrator).
     pub fn check(&self) -> Result<(), String> {
         if !(1..=MAX_WINDOW_S).contains(&self.window_s) {
@@ -111,32 +111,17 @@ impl GateConfig {
     ];
 
     /// Sets one gate from `name=value` (the window in seconds or with a
-    /// unit: `30m`).
+    /// unit: `30m`), refusing a value [`GateConfig::check`] refuses.
     pub fn set(&mut self, assignment: &str) -> Result<(), String> {
         let (name, value) = assignment
             .split_once('=')
             .ok_or_else(|| format!("`{assignment}` is not name=value"))?;
         let (name, value) = (name.trim(), value.trim());
+        // Parsed here, judged by `check` with every other gate.
         let number = || {
             value
                 .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .ok_or_else(|| format!("gate {name}: `{value}` is not a number >= 0"))
-        };
-        let fraction = || {
-            number().and_then(|v| {
-                (v <= 1.0)
-                    .then_some(v)
-                    .ok_or_else(|| format!("gate {name}: `{value}` is not a fraction (0 to 1)"))
-            })
-        };
-        let pct = || {
-            number().and_then(|v| {
-                (v <= 100.0)
-                    .then_some(v)
-                    .ok_or_else(|| format!("gate {name}: `{value}` is not a percentage (0 to 100)"))
-            })
+                .map_err(|_| format!("gate {name}: `{value}` is not a number"))
         };
         let whole = || {
             value
@@ -148,20 +133,19 @@ impl GateConfig {
                 self.window_s = match value.parse::<u64>() {
                     Ok(s) => s,
                     Err(_) => crate::filter::duration_seconds(value)
-                        .filter(|s| *s >= 1.0)
                         .map(|s| s as u64)
                         .ok_or_else(|| format!("gate window: `{value}` is not a duration"))?,
                 }
             }
             "min_jobs_per_host" => self.min_jobs_per_host = number()?,
             "min_jobs_total" => self.min_jobs_total = whole()?,
-            "min_hosts_with_jobs_fraction" => self.min_hosts_with_jobs_fraction = fraction()?,
-            "tc_success_rate_drop" => self.tc_success_rate_drop = pct()?,
-            "tc_online_drop_pct" => self.tc_online_drop_pct = pct()?,
-            "sshable_min_pct" => self.sshable_min_pct = pct()?,
-            "applied_min_pct" => self.applied_min_pct = pct()?,
+            "min_hosts_with_jobs_fraction" => self.min_hosts_with_jobs_fraction = number()?,
+            "tc_success_rate_drop" => self.tc_success_rate_drop = number()?,
+            "tc_online_drop_pct" => self.tc_online_drop_pct = number()?,
+            "sshable_min_pct" => self.sshable_min_pct = number()?,
+            "applied_min_pct" => self.applied_min_pct = number()?,
             "blast_min_applied" => self.blast_min_applied = whole()?,
-            "blast_max_failing_fraction" => self.blast_max_failing_fraction = fraction()?,
+            "blast_max_failing_fraction" => self.blast_max_failing_fraction = number()?,
             other => {
                 return Err(format!(
                     "unknown gate `{other}` (known: {})",
@@ -169,7 +153,7 @@ impl GateConfig {
                 ));
             }
         }
-        Ok(())
+        self.check()
     }
 }
 

@@ -31,9 +31,6 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                     .set(assignment)
                     .map_err(|e| fail(exit::INVALID, format!("--gate: {e}")))?;
             }
-            gates
-                .check()
-                .map_err(|e| fail(exit::INVALID, format!("--gate: {e}")))?;
             let plan = RolloutPlan {
                 target,
                 canary,
