@@ -3,11 +3,8 @@
 
 #![no_main]
 
-use fleetroll_bus::messages::host::Observation;
-use fleetroll_prober::observe;
 use fleetroll_prober::probe::{self, CONTENT_CAP, FileState};
 use libfuzzer_sys::fuzz_target;
-use time::OffsetDateTime;
 
 fn check(stdout: &[u8]) {
     let Ok(report) = probe::parse(stdout) else {
@@ -43,14 +40,7 @@ fn check(stdout: &[u8]) {
             );
         }
     }
-    let now = OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("a fixed time");
-    let observation = observe::observed(
-        Observation::discovered("h1.example.com", now),
-        &report,
-        None,
-        now,
-    );
-    fleetroll_fuzz::round_trips(&observation);
+    fleetroll_fuzz::observation_round_trips(&report);
 }
 
 fuzz_target!(|stdout: &[u8]| {

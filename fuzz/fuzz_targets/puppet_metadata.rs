@@ -4,11 +4,8 @@
 
 #![no_main]
 
-use fleetroll_bus::messages::host::Observation;
-use fleetroll_prober::observe;
 use fleetroll_prober::probe::{self, FileRead, FileState, ProbeReport, VaultState};
 use libfuzzer_sys::fuzz_target;
-use time::OffsetDateTime;
 
 fn file(path: &str, content: &[u8]) -> FileState {
     FileState::Present(FileRead {
@@ -34,14 +31,7 @@ fn check(content: &[u8]) {
         summary: file("/var/lib/puppet/state/last_run_summary.yaml", content),
         vault: VaultState::Absent,
     };
-    let now = OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("a fixed time");
-    let observation = observe::observed(
-        Observation::discovered("h1.example.com", now),
-        &report,
-        None,
-        now,
-    );
-    fleetroll_fuzz::round_trips(&observation);
+    fleetroll_fuzz::observation_round_trips(&report);
 }
 
 fuzz_target!(|content: &[u8]| {

@@ -6,6 +6,10 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, OnceLock};
 
 use fleetroll_bus::codec::{self, Message};
+use fleetroll_bus::messages::host::Observation;
+use fleetroll_prober::observe;
+use fleetroll_prober::probe::ProbeReport;
+use time::OffsetDateTime;
 
 /// A message that exists (decoded from the wire, or made from what a host
 /// said) is written and read back unchanged, as CBOR for the bus and as JSON
@@ -35,6 +39,19 @@ pub fn round_trips<T: Message + Debug>(message: &T) {
         "JSON {}",
         T::KIND
     );
+}
+
+/// What the prober makes of `report` (at a fixed time) travels the bus:
+/// see [`round_trips`].
+pub fn observation_round_trips(report: &ProbeReport) {
+    let now = OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("a fixed time");
+    let observation = observe::observed(
+        Observation::discovered("h1.example.com", now),
+        report,
+        None,
+        now,
+    );
+    round_trips(&observation);
 }
 
 /// The stack of a tokio worker thread (2 MiB), where every worker decodes
