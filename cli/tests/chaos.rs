@@ -655,9 +655,13 @@ fn run(plan: Plan) {
     // The auditor writes behind the events: one killed just before the end
     // catches up after its restart, so read until the trail is complete or
     // a minute has gone by, then judge what is there.
+    let bus = runtime.block_on(common::connect_as(
+        &Cluster::url(),
+        data.path(),
+        Role::Worker,
+    ));
     let read = || {
         runtime.block_on(async {
-            let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
             let envelopes = bus
                 .stored(&topology::COMMANDS, subjects::COMMANDS.to_string())
                 .await
@@ -743,6 +747,7 @@ fn run(plan: Plan) {
         stages.len(),
         verify.stdout.trim()
     );
+    drop(bus);
     drop(workers);
     drop(cluster);
     std::mem::forget(kept);
