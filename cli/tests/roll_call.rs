@@ -324,6 +324,57 @@ fn a_changed_host_key_is_refused_until_repinned() {
     );
 }
 
+/// A pin that cannot be decoded is a refusal, never "no pin": junk at a
+/// host's key in the host-keys bucket (written with the workers' own NATS
+/// credentials) must not unpin it, so nothing runs on whatever answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_that_cannot_be_read_refuses_the_connection() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(1, lab_dir.path())).unwrap();
+    let up = Up::start_with("", lab_env(&lab));
+    let host = lab.hosts()[0].hostname.clone();
+    let worker = common::worker_bus(&up.url()).await;
+    worker
+        .kv(&fleetroll_bus::topology::HOST_KEYS)
+        .await
+        .unwrap()
+        .put(&host, b"\xff not a pin".to_vec().into())
+        .await
+        .unwrap();
+    let cli = up.cli.clone();
+    let h = host.clone();
+    let (refused, shown) = tokio::task::spawn_blocking(move || {
+        assert_eq!(cli.run(&["inventory", "seed", "add", &h]).code, 0);
+        let refused = cli.run(&["host", "refresh", &h]);
+        (refused, cli.run(&["host", "show", &h, "--json"]).json())
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused.stdout.contains("pinned host key is unreadable"),
+        "{refused:?}"
+    );
+    assert!(
+        shown["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refusing to connect")),
+        "{shown:#}"
+    );
+    assert_eq!(shown["role"], Value::Null, "nothing was read from the host");
+    assert_ne!(shown["sshable"], Value::Bool(true), "{shown:#}");
+
+    // Re-pinning is the way out, as after a reimage.
+    let cli = up.cli.clone();
+    let repinned = tokio::task::spawn_blocking(move || {
+        assert_eq!(cli.run(&["host", "repin", &host, "--confirm"]).code, 0);
+        assert_eq!(cli.run(&["host", "refresh", &host]).code, 0);
+        cli.run(&["host", "show", &host, "--json"]).json()
+    })
+    .await
+    .unwrap();
+    assert_eq!(repinned["last_error"], Value::Null, "{repinned:#}");
+}
+
 fn hosts_of(run: &common::Run) -> Vec<String> {
     assert_eq!(run.code, 0, "{run:?}");
     let mut names: Vec<String> = by_host(&run.json()).into_keys().collect();

@@ -155,6 +155,8 @@ impl Fleet {
                                 | SshError::HostKeyChanged { .. }
                                 | SshError::AuthRefused { .. },
                             )) => Some(false),
+                            // Not connected to at all.
+                            ProbeError::Run(RunError::Pin { .. }) => Some(false),
                             _ => Some(true),
                         };
                         observe::failed(previous, &e.to_string(), sshable, address.clone(), now)

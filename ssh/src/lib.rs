@@ -137,7 +137,7 @@ impl client::Handler for Client {
 }
 
 /// Compares OpenSSH public keys by algorithm and key data, ignoring comments.
-fn same_key(a: &str, b: &str) -> bool {
+pub(crate) fn same_key(a: &str, b: &str) -> bool {
     let fields = |s: &str| {
         s.split_whitespace()
             .take(2)

@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::kv;
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::host::HostKeyPin;
 use fleetroll_bus::topology;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
-use tracing::warn;
 
 use crate::{ExecOutput, Identity, Session, SshError, SshSettings};
 
@@ -27,6 +27,10 @@ pub enum RunError {
     Ssh(#[from] SshError),
     #[error("{0}")]
     Bus(#[from] BusError),
+    /// The pinned key could not be read, or a first key not pinned: the
+    /// host is not connected to at all rather than trusted blindly.
+    #[error("refusing to connect to {host}: {detail}")]
+    Pin { host: String, detail: String },
 }
 
 /// A failed run, and the address it went to when it got that far.
@@ -170,12 +174,7 @@ impl Pool {
             return Ok(((session, fingerprint), true));
         }
         let keys = self.bus.kv(&topology::HOST_KEYS).await?;
-        let pinned: Option<HostKeyPin> = keys
-            .get(hostname)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| codec::from_cbor(&b).ok());
+        let pinned = read_pin(&keys, hostname).await?;
         let identity = self.identity.as_ref().map_err(|e| e.clone())?;
         let target = self.settings.target(hostname);
         let (session, offered) = Session::connect(
@@ -187,33 +186,35 @@ impl Pool {
         .await?;
         let fingerprint = crate::fingerprint(&offered);
         if pinned.is_none() {
+            // First contact: the session is used only once the key it
+            // offered is the pinned one, ours or another worker's that got
+            // there first.
             let pin = HostKeyPin {
                 key: offered.clone(),
                 fingerprint: fingerprint.clone(),
                 pinned_at: OffsetDateTime::now_utc(),
             };
-            // Two workers meeting a new host at once: the first pin wins,
-            // and the loser checks the key it saw against it.
             if let Err(e) = keys.create(hostname, codec::to_cbor(&pin).into()).await {
-                let winner: Option<HostKeyPin> = keys
-                    .get(hostname)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|b| codec::from_cbor(&b).ok());
-                match winner {
-                    Some(w)
-                        if w.key
-                            .split_whitespace()
-                            .take(2)
-                            .eq(offered.split_whitespace().take(2)) => {}
-                    Some(w) => {
+                let not_pinned = |detail: String| RunError::Pin {
+                    host: hostname.to_string(),
+                    detail,
+                };
+                if e.kind() != kv::CreateErrorKind::AlreadyExists {
+                    return Err(not_pinned(format!("pinning the key it offers failed: {e}")));
+                }
+                match read_pin(&keys, hostname).await? {
+                    Some(winner) if crate::same_key(&winner.key, &offered) => {}
+                    Some(winner) => {
                         return Err(RunError::Ssh(SshError::HostKeyChanged {
-                            pinned: w.fingerprint,
+                            pinned: winner.fingerprint,
                             offered: fingerprint,
                         }));
                     }
-                    None => warn!(error = %e, "host key not pinned"),
+                    None => {
+                        return Err(not_pinned(
+                            "another worker pinned a key and it is gone again".into(),
+                        ));
+                    }
                 }
             }
         }
@@ -234,6 +235,27 @@ impl Pool {
             .await
             .map_err(|e| BusError::js("removing the pinned key", e))
     }
+}
+
+/// The host's pinned key; none only when nothing is pinned. A pin that
+/// cannot be read or decoded is an error, never "no pin".
+async fn read_pin(keys: &kv::Store, hostname: &str) -> Result<Option<HostKeyPin>, RunError> {
+    let refuse = |detail: String| RunError::Pin {
+        host: hostname.to_string(),
+        detail,
+    };
+    let Some(bytes) = keys
+        .get(hostname)
+        .await
+        .map_err(|e| refuse(format!("its pinned host key cannot be read: {e}")))?
+    else {
+        return Ok(None);
+    };
+    codec::from_cbor::<HostKeyPin>(&bytes).map(Some).map_err(|e| {
+        refuse(format!(
+            "its pinned host key is unreadable ({e}); `fleetroll host repin {hostname} --confirm` pins the key it offers now"
+        ))
+    })
 }
 
 async fn resolve(host: &str, port: u16) -> Result<String, RunError> {
