@@ -4,7 +4,9 @@ mod args;
 mod cmd;
 mod context;
 mod exit;
+mod term;
 
+use crate::term::tell;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -55,14 +57,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("fleetroll: cannot start the async runtime: {e}");
+            tell!("fleetroll: cannot start the async runtime: {e}");
             return ExitCode::from(exit::INTERNAL);
         }
     };
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("fleetroll: {e:#}");
+            tell!("fleetroll: {e:#}");
             exit::for_error(&e)
         }
     };

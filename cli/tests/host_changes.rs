@@ -209,3 +209,60 @@ fn converge_streams_its_output_and_reboot_waits_for_the_host() {
     drop(up);
     lab.down().unwrap();
 }
+
+/// Text a host controls (its role, its converge output) reaches the
+/// operator's terminal with its control characters shown, not obeyed: a
+/// host cannot retitle the window or clear the screen. `--json` keeps the
+/// text as it is, JSON-escaped.
+#[test]
+fn text_from_a_host_reaches_the_terminal_escaped() {
+    const HOSTILE: &str = "gecko\u{1b}]0;pwned\u{7}_t\u{9b}2J";
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(1, lab_dir.path())).unwrap();
+    let target = lab.hosts()[0].hostname.clone();
+    let host = lab.host(&target).unwrap();
+    host.write_file("/etc/puppet_role", format!("{HOSTILE}\n").as_bytes())
+        .unwrap();
+    let up = Up::start_with(
+        "[orchestrator]\nconverge_command = \"printf 'ok\\\\033[2J\\\\033]0;pwned\\\\007\\\\n'\"\n",
+        lab_env(&lab),
+    );
+    let cli = &up.cli;
+    common::onboard(cli, std::slice::from_ref(&target));
+    let raw = |run: &common::Run| {
+        run.stdout
+            .chars()
+            .chain(run.stderr.chars())
+            .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
+            .collect::<String>()
+    };
+
+    let json = cli.run(&["host", "show", &target, "--json"]);
+    assert_eq!(json.json()["role"], HOSTILE, "--json keeps the text");
+    for args in [
+        vec!["host", "show", target.as_str()],
+        vec!["host", "list"],
+        vec!["converge", "host", target.as_str()],
+    ] {
+        let run = cli.run(&args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        assert_eq!(
+            raw(&run),
+            "",
+            "{args:?} printed control characters: {run:?}"
+        );
+        assert!(run.stdout.contains("pwned"), "{args:?}: {run:?}");
+    }
+    let listed = cli.run(&["host", "list"]);
+    assert!(
+        listed.stdout.contains("gecko\\x1b]0;pwned\\x07_t\\u{9b}2J"),
+        "{listed:?}"
+    );
+    let converged = cli.run(&["converge", "host", &target]);
+    assert!(
+        converged.stdout.contains("ok\\x1b[2J\\x1b]0;pwned\\x07"),
+        "{converged:?}"
+    );
+    drop(up);
+    lab.down().unwrap();
+}

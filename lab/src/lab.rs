@@ -1089,6 +1089,17 @@ impl HostHandle<'_> {
         }
     }
 
+    /// Writes a file as root on the host would, whatever it holds: a
+    /// broken or hostile host, for the tests of what fleetroll does with
+    /// what it reads there.
+    pub fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), LabError> {
+        let p =
+            self.rt().layout.on_host(path).ok_or_else(|| {
+                LabError::Config(format!("{path:?} is not an absolute host path"))
+            })?;
+        write_atomic(&p, contents, 0o644)
+    }
+
     /// Reads a file as the host sees it; `None` when it does not exist.
     pub fn file(&self, path: &str) -> Result<Option<Vec<u8>>, LabError> {
         let p =

@@ -2,6 +2,7 @@
 //! the chain (straight from the stream, trusting no worker), and print
 //! override snapshots.
 
+use crate::term::{say, tell};
 use std::io::Write;
 
 use fleetroll_bus::audit_log::{self, Verification};
@@ -44,7 +45,7 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<u8> {
             } else {
                 print_records(&list.records);
                 if list.truncated {
-                    eprintln!(
+                    tell!(
                         "(the newest {} shown; narrow with --since/--host/--actor or raise --limit)",
                         list.records.len()
                     );
@@ -58,18 +59,18 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<u8> {
             match &verification {
                 Verification::Whole { records, head_hash } => {
                     if json {
-                        println!(
+                        say!(
                             "{}",
                             serde_json::json!({"intact": true, "records": records, "head_hash": head_hash})
                         );
                     } else {
-                        println!("audit log intact: {records} records, head {head_hash}");
+                        say!("audit log intact: {records} records, head {head_hash}");
                     }
                     Ok(exit::OK)
                 }
                 Verification::Broken { good, first_bad } => {
                     if json {
-                        println!(
+                        say!(
                             "{}",
                             serde_json::json!({
                                 "intact": false,
@@ -98,7 +99,7 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<u8> {
                 Some(content) => {
                     // The contents exactly as they were, for diffing.
                     let _ = std::io::stdout().write_all(&content);
-                    eprintln!(
+                    tell!(
                         "(override of {} {} at {}, sha256 {})",
                         snapshot.hostname,
                         snapshot.occasion,
@@ -106,7 +107,7 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<u8> {
                         snapshot.sha256.as_deref().unwrap_or("?")
                     );
                 }
-                None => eprintln!(
+                None => tell!(
                     "no override file on {} {} at {}",
                     snapshot.hostname,
                     snapshot.occasion,
@@ -131,9 +132,13 @@ fn parse_since(text: &str) -> anyhow::Result<OffsetDateTime> {
 }
 
 fn print_records(records: &[ListedRecord]) {
-    println!(
+    say!(
         "{:>5}  {:<20}  {:<14} {:<24} {:<8} HOSTS",
-        "SEQ", "TIME", "ACTOR", "ACTION", "OUTCOME"
+        "SEQ",
+        "TIME",
+        "ACTOR",
+        "ACTION",
+        "OUTCOME"
     );
     for listed in records {
         let r = &listed.record;
@@ -164,6 +169,6 @@ fn print_records(records: &[ListedRecord]) {
         if let Some(message) = &r.message {
             line.push_str(&format!("  ({message})"));
         }
-        println!("{line}");
+        say!("{line}");
     }
 }

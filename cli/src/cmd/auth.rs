@@ -1,5 +1,6 @@
 //! `fleetroll auth`: the signing key and tokens.
 
+use crate::term::{say, tell};
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -33,10 +34,10 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
                 ));
             }
             let key = init_key(&path)?;
-            eprintln!("signing key written to {}", path.display());
+            tell!("signing key written to {}", path.display());
             let audit_path = ctx.audit_key_path();
             let audit_key = init_key(&audit_path)?;
-            eprintln!(
+            tell!(
                 "audit key {} written to {} (the auditor signs records with it)",
                 key_id(&audit_key.verifying_key()),
                 audit_path.display()
@@ -45,9 +46,9 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
                 Ok(bus) => {
                     publish_verifying_key(&bus, &key).await?;
                     publish_audit_key(&bus, &audit_key).await?;
-                    eprintln!("verifying key and audit key published on {}", bus.url());
+                    tell!("verifying key and audit key published on {}", bus.url());
                 }
-                Err(e) if unreachable(&e) => eprintln!(
+                Err(e) if unreachable(&e) => tell!(
                     "NATS at {} is not reachable: the verifying key is published when `fleetroll up` starts",
                     ctx.nats_url()
                 ),
@@ -69,11 +70,11 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
             match out {
                 Some(path) => {
                     write_private(&path, &jwt)?;
-                    eprintln!("token written to {}", path.display());
+                    tell!("token written to {}", path.display());
                 }
-                None => println!("{jwt}"),
+                None => say!("{jwt}"),
             }
-            eprintln!(
+            tell!(
                 "issued token {} for {} ({}), expires {}",
                 claims.jti,
                 claims.sub,
@@ -122,9 +123,9 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
             } = &outcome.verdict
             {
                 match target {
-                    RevokeTarget::Token { jti } => eprintln!("revoked token {jti}"),
+                    RevokeTarget::Token { jti } => tell!("revoked token {jti}"),
                     RevokeTarget::Actor { actor } => {
-                        eprintln!("revoked every token issued to {actor} so far")
+                        tell!("revoked every token issued to {actor} so far")
                     }
                 }
             }
@@ -240,7 +241,7 @@ pub fn audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
             .map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = init_key(&path)?;
-            println!(
+            say!(
                 "created audit key {} {}",
                 key_id(&key.verifying_key()),
                 path.display()

@@ -1,5 +1,6 @@
 //! `fleetroll host` and `fleetroll inventory refresh`.
 
+use crate::term::{say, tell};
 use std::time::Duration;
 
 use fleetroll_bus::hostname;
@@ -118,9 +119,9 @@ fn host_query(hostname: &str) -> anyhow::Result<String> {
 async fn dry_run(ctx: &Context, filter: &str, what: &str) -> anyhow::Result<u8> {
     let hosts = matching(ctx, filter).await?;
     for h in &hosts {
-        println!("{what}: {}", h.observation.hostname);
+        say!("{what}: {}", h.observation.hostname);
     }
-    println!(
+    say!(
         "{} host(s); nothing changed: run again with --confirm",
         hosts.len()
     );
@@ -173,9 +174,17 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&hosts)?);
         return Ok(exit::OK);
     }
-    println!(
+    say!(
         "{:<32} {:<4} {:<5} {:<24} {:<24} {:<9} {:<8} {:<8} {:<20} LAST SEEN",
-        "HOST", "SSH", "SUDO", "ROLE", "EXPECTED ROLE", "OVERRIDE", "APPLIED", "HEALTHY", "DRIFT"
+        "HOST",
+        "SSH",
+        "SUDO",
+        "ROLE",
+        "EXPECTED ROLE",
+        "OVERRIDE",
+        "APPLIED",
+        "HEALTHY",
+        "DRIFT"
     );
     for record in &hosts {
         let h = &record.observation;
@@ -185,7 +194,7 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
             None => "-",
         };
         let drift: Vec<&str> = record.drift.iter().map(|d| d.as_str()).collect();
-        println!(
+        say!(
             "{:<32} {:<4} {:<5} {:<24} {:<24} {:<9} {:<8} {:<8} {:<20} {}",
             h.hostname,
             yes_no(h.sshable),
@@ -205,7 +214,7 @@ async fn list(ctx: &Context, filter: String, json: bool) -> anyhow::Result<u8> {
                 .unwrap_or_else(|| "never".into())
         );
     }
-    eprintln!("{} host(s)", hosts.len());
+    tell!("{} host(s)", hosts.len());
     Ok(exit::OK)
 }
 
@@ -235,9 +244,9 @@ async fn history(ctx: &Context, hostname: String, json: bool) -> anyhow::Result<
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        println!("{at}  {what}");
+        say!("{at}  {what}");
     }
-    eprintln!(
+    tell!(
         "{} observation(s) of {}",
         history.entries.len(),
         history.hostname
@@ -251,18 +260,22 @@ pub async fn drift(ctx: &Context, json: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(exit::OK);
     }
-    println!(
+    say!(
         "{} host(s), {} drifting; healthy {}, unhealthy {}, unknown {}",
-        summary.hosts, summary.drifting, summary.healthy, summary.unhealthy, summary.health_unknown
+        summary.hosts,
+        summary.drifting,
+        summary.healthy,
+        summary.unhealthy,
+        summary.health_unknown
     );
-    println!("{:<16} {:>6}  HOSTS", "DRIFT", "COUNT");
+    say!("{:<16} {:>6}  HOSTS", "DRIFT", "COUNT");
     for t in &summary.types {
         let more = t.count - t.hosts.len();
         let mut hosts = t.hosts.join(", ");
         if more > 0 {
             hosts.push_str(&format!(" and {more} more"));
         }
-        println!("{:<16} {:>6}  {}", t.drift_type.as_str(), t.count, hosts);
+        say!("{:<16} {:>6}  {}", t.drift_type.as_str(), t.count, hosts);
     }
     Ok(exit::OK)
 }
@@ -277,7 +290,7 @@ async fn show(ctx: &Context, hostname: String, json: bool) -> anyhow::Result<u8>
         let value = serde_json::to_value(&host)?;
         if let Some(map) = value.as_object() {
             for (key, value) in map {
-                println!("{key:<22} {}", value);
+                say!("{key:<22} {}", value);
             }
         }
     }
@@ -336,13 +349,13 @@ pub async fn refresh(
     } else {
         for h in hosts {
             match &h.error {
-                None => println!("ok      {}", h.hostname),
-                Some(e) => println!("failed  {}: {e}", h.hostname),
+                None => say!("ok      {}", h.hostname),
+                Some(e) => say!("failed  {}: {e}", h.hostname),
             }
         }
     }
     let failed = hosts.iter().filter(|h| !h.ok).count();
-    eprintln!("{} probed, {failed} failed", hosts.len());
+    tell!("{} probed, {failed} failed", hosts.len());
     // A script that refreshes must be able to tell that some hosts could
     // not be reached (SPEC 8: SSH unreachable is exit 2); what was probed
     // is recorded either way.
@@ -386,10 +399,10 @@ async fn show_progress(bus: fleetroll_bus::Bus, command_id: String, total: usize
 async fn repin(ctx: &Context, hostname: String, confirm: bool) -> anyhow::Result<u8> {
     let name = hostname::validate(&hostname).map_err(|e| fail(exit::INVALID, e.to_string()))?;
     if !confirm {
-        println!(
+        say!(
             "would forget the pinned SSH host key of {name}; the next probe pins whatever key it offers"
         );
-        println!("run again with --confirm to do it");
+        say!("run again with --confirm to do it");
         return Ok(exit::REFUSED);
     }
     let outcome = send(ctx, Command::HostRepin { hostname: name }, COMMAND_WAIT).await?;
@@ -397,7 +410,7 @@ async fn repin(ctx: &Context, hostname: String, confirm: bool) -> anyhow::Result
         Verdict::Done {
             reply: Reply::Repinned { hostname },
         } => {
-            println!("forgot the pinned key of {hostname}");
+            say!("forgot the pinned key of {hostname}");
             Ok(exit::OK)
         }
         _ => Ok(report_failure(&outcome)),

@@ -15,6 +15,7 @@ pub mod up;
 pub mod watch;
 pub mod workers;
 
+use crate::term::{say, tell};
 use std::time::Duration;
 
 use fleetroll_bus::codec::Message;
@@ -53,9 +54,10 @@ pub fn report_failure(outcome: &Outcome) -> u8 {
         Verdict::Refused { message } => format!("refused: {message}"),
         Verdict::Failed { message } => format!("failed: {message}"),
     };
-    eprintln!(
+    tell!(
         "fleetroll: {} {}: {text}",
-        outcome.command, outcome.command_id
+        outcome.command,
+        outcome.command_id
     );
     exit::for_verdict(&outcome.verdict)
 }
@@ -63,9 +65,9 @@ pub fn report_failure(outcome: &Outcome) -> u8 {
 /// Lists what a command changed and what was already as asked.
 pub fn print_changes(verb: &str, changed: &[String], unchanged: &[String]) {
     for host in changed {
-        println!("{verb:<10} {host}");
+        say!("{verb:<10} {host}");
     }
     for host in unchanged {
-        println!("{:<10} {host}", "unchanged");
+        say!("{:<10} {host}", "unchanged");
     }
 }

@@ -167,9 +167,12 @@ pub struct Cell {
 }
 
 impl Cell {
+    /// A cell showing `text`, which may have come from the host: its
+    /// control characters are shown, not obeyed.
     fn new(text: impl Into<String>, tone: Tone, key: Option<Key>) -> Cell {
+        let text = text.into();
         Cell {
-            text: text.into(),
+            text: crate::term::escape(&text).into_owned(),
             tone,
             key,
         }

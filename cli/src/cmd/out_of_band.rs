@@ -1,6 +1,7 @@
 //! `fleetroll converge host` and `fleetroll reboot host`: explicit,
 //! audited, one host at a time, never part of a rollout.
 
+use crate::term::{ByteEscaper, say, tell};
 use std::io::Write;
 use std::time::Duration;
 
@@ -36,11 +37,14 @@ pub async fn converge(ctx: &Context, raw: String) -> anyhow::Result<u8> {
         .map_err(|e| fail(exit::INFRASTRUCTURE, format!("listening for output: {e}")))?;
     let printing = tokio::spawn(async move {
         let mut stdout = std::io::stdout();
+        // The host's output, as it comes: its control characters are shown,
+        // not obeyed.
+        let mut text = ByteEscaper::default();
         loop {
             // The last pieces may trail the outcome a little.
             match tokio::time::timeout(Duration::from_millis(300), output.next()).await {
                 Ok(Some(chunk)) => {
-                    let _ = stdout.write_all(&chunk.payload);
+                    let _ = stdout.write_all(text.push(&chunk.payload).as_bytes());
                     let _ = stdout.flush();
                 }
                 Ok(None) => break,
@@ -56,7 +60,7 @@ pub async fn converge(ctx: &Context, raw: String) -> anyhow::Result<u8> {
         Verdict::Done {
             reply: Reply::Converged { hostname },
         } => {
-            eprintln!("converged {hostname}");
+            tell!("converged {hostname}");
             Ok(exit::OK)
         }
         _ => Ok(report_failure(&outcome)),
@@ -67,12 +71,12 @@ pub async fn reboot(ctx: &Context, raw: String, confirm: bool) -> anyhow::Result
     let host = hostname::validate(&raw).map_err(|e| fail(exit::INVALID, e.to_string()))?;
     let settings = &ctx.settings.orchestrator;
     if !confirm {
-        println!(
+        say!(
             "would reboot {host} (`{}` on it) and wait up to {} s for it to answer again",
             settings.reboot_command,
             settings.reboot_timeout.as_secs()
         );
-        println!("run again with --confirm to do it");
+        say!("run again with --confirm to do it");
         return Ok(exit::REFUSED);
     }
     let outcome = crate::cmd::send(
@@ -89,7 +93,7 @@ pub async fn reboot(ctx: &Context, raw: String, confirm: bool) -> anyhow::Result
                     back_after_s,
                 },
         } => {
-            println!("rebooted {hostname}: answering again {back_after_s} s after the reboot");
+            say!("rebooted {hostname}: answering again {back_after_s} s after the reboot");
             Ok(exit::OK)
         }
         _ => Ok(report_failure(&outcome)),

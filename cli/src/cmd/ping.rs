@@ -1,5 +1,6 @@
 //! `fleetroll ping`: a command's full round trip through each worker kind.
 
+use crate::term::{say, tell};
 use std::time::Instant;
 
 use fleetroll_bus::WorkerKind;
@@ -66,7 +67,7 @@ pub async fn run(ctx: &Context, args: PingArgs) -> anyhow::Result<u8> {
             Err(e) => {
                 let e = anyhow::Error::from(e);
                 code = code.max(exit::for_error(&e));
-                eprintln!("fleetroll: ping {worker}: {e}");
+                tell!("fleetroll: ping {worker}: {e}");
                 entry.error = Some(e.to_string());
             }
         }
@@ -77,14 +78,14 @@ pub async fn run(ctx: &Context, args: PingArgs) -> anyhow::Result<u8> {
     } else {
         for r in &results {
             match &r.instance {
-                Some(instance) => println!(
+                Some(instance) => say!(
                     "{:<13} pong from {} in {} ms (delivery {})",
                     r.worker.as_str(),
                     instance,
                     r.round_trip_ms,
                     r.delivery.unwrap_or(1)
                 ),
-                None => println!("{:<13} no answer", r.worker.as_str()),
+                None => say!("{:<13} no answer", r.worker.as_str()),
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `fleetroll population`.
 
+use crate::term::say;
 use fleetroll_bus::messages::NoParams;
 use fleetroll_bus::messages::command::{Command, Reply, Verdict};
 use fleetroll_bus::messages::host::PopulationList;
@@ -29,7 +30,7 @@ pub async fn run(ctx: &Context, command: PopulationCommand) -> anyhow::Result<u8
                 Verdict::Done {
                     reply: Reply::PopulationCreated { name },
                 } => {
-                    println!("created population {name}");
+                    say!("created population {name}");
                     Ok(exit::OK)
                 }
                 _ => Ok(report_failure(&outcome)),
@@ -40,12 +41,14 @@ pub async fn run(ctx: &Context, command: PopulationCommand) -> anyhow::Result<u8
             if json {
                 println!("{}", serde_json::to_string_pretty(&list.populations)?);
             } else {
-                println!(
+                say!(
                     "{:<24} {:<28} {:<30} DESCRIPTION",
-                    "NAME", "EXPECTED ROLE", "TARGET QUERY"
+                    "NAME",
+                    "EXPECTED ROLE",
+                    "TARGET QUERY"
                 );
                 for p in &list.populations {
-                    println!(
+                    say!(
                         "{:<24} {:<28} {:<30} {}",
                         p.name,
                         p.expected_role,

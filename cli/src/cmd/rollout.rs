@@ -1,5 +1,6 @@
 //! `fleetroll rollout`: plan, start, watch over and steer a rollout.
 
+use crate::term::{say, tell};
 use fleetroll_bus::messages::NoParams;
 use fleetroll_bus::messages::command::{Command, Reply, Verdict};
 use fleetroll_bus::messages::rollout::{
@@ -44,8 +45,8 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                 Verdict::Done {
                     reply: Reply::RolloutCreated { id },
                 } => {
-                    println!("{id}");
-                    eprintln!("created rollout {id}; start it with `fleetroll rollout start {id}`");
+                    say!("{id}");
+                    tell!("created rollout {id}; start it with `fleetroll rollout start {id}`");
                     Ok(exit::OK)
                 }
                 _ => Ok(report_failure(&outcome)),
@@ -75,7 +76,7 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                 reply: Reply::RolloutPaused { id },
             } = &outcome.verdict
             {
-                println!("paused {id}");
+                say!("paused {id}");
             }
             Ok(report_failure(&outcome))
         }
@@ -85,7 +86,7 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                 reply: Reply::RolloutResumed { id },
             } = &outcome.verdict
             {
-                println!("resumed {id}");
+                say!("resumed {id}");
             }
             Ok(report_failure(&outcome))
         }
@@ -96,7 +97,7 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
             reason,
         } => {
             if !confirm {
-                println!(
+                say!(
                     "would stop rollout {id} for good{}",
                     if remove_overrides {
                         " and remove the overrides it applied (each snapshotted first), then wait for fresh probes to show the hosts clean"
@@ -104,7 +105,7 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                         "; its overrides stay until removed (--remove-overrides)"
                     }
                 );
-                println!("run again with --confirm to do it");
+                say!("run again with --confirm to do it");
                 return Ok(exit::REFUSED);
             }
             let outcome = send(
@@ -121,11 +122,11 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                 reply: Reply::RollingBack { id, removing },
             } = &outcome.verdict
             {
-                println!(
+                say!(
                     "{id}: rolling back; removing the override from {} host(s)",
                     removing.len()
                 );
-                eprintln!(
+                tell!(
                     "it is rolled back once fresh probes show them clean (`fleetroll rollout status {id}`)"
                 );
             }
@@ -137,12 +138,16 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&list.rollouts)?);
                 return Ok(exit::OK);
             }
-            println!(
+            say!(
                 "{:<14} {:<12} {:>7} {:>7}  {:<20}  TARGET",
-                "ID", "STATE", "STAGES", "HOSTS", "CREATED"
+                "ID",
+                "STATE",
+                "STAGES",
+                "HOSTS",
+                "CREATED"
             );
             for r in &list.rollouts {
-                println!(
+                say!(
                     "{:<14} {:<12} {:>7} {:>7}  {:<20}  {}",
                     r.id,
                     r.state.as_str(),
@@ -167,7 +172,7 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                 let events = fleetroll_bus::events::follow(&bus, Some(&id)).await?;
                 tokio::pin!(events);
                 while let Some(event) = events.next().await {
-                    println!("\n{}", crate::cmd::watch::describe(&event));
+                    say!("\n{}", crate::cmd::watch::describe(&event));
                     print_status(&ask().await?);
                 }
             }
@@ -179,10 +184,10 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
             confirm,
         } => {
             if !confirm {
-                println!(
+                say!(
                     "would remove the override from every target host of rollout {id} (each snapshotted first), for good: to bring the change back, create a new rollout"
                 );
-                println!("run again with --confirm to do it");
+                say!("run again with --confirm to do it");
                 return Ok(exit::REFUSED);
             }
             let outcome = send(ctx, Command::RolloutFinalize { id }, COMMAND_WAIT).await?;
@@ -190,11 +195,11 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                 reply: Reply::Finalizing { id, removing },
             } = &outcome.verdict
             {
-                println!(
+                say!(
                     "{id}: finalizing; removing the override from {} host(s)",
                     removing.len()
                 );
-                eprintln!("it is finalized once fresh probes show them clean");
+                tell!("it is finalized once fresh probes show them clean");
             }
             Ok(report_failure(&outcome))
         }
@@ -205,10 +210,10 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
             } = &outcome.verdict
             {
                 if paused.is_empty() {
-                    println!("no rollout was running");
+                    say!("no rollout was running");
                 }
                 for id in paused {
-                    println!("paused {id}");
+                    say!("paused {id}");
                 }
             }
             Ok(report_failure(&outcome))
@@ -232,12 +237,12 @@ async fn stage_started(ctx: &Context, command: Command) -> anyhow::Result<u8> {
                 id, stage, hosts, ..
             },
         } => {
-            println!(
+            say!(
                 "{id}: stage {stage} applying on {} host(s): {}",
                 hosts.len(),
                 hosts.join(", ")
             );
-            eprintln!("follow it with `fleetroll rollout status {id}`");
+            tell!("follow it with `fleetroll rollout status {id}`");
             Ok(exit::OK)
         }
         _ => Ok(report_failure(&outcome)),
@@ -246,13 +251,13 @@ async fn stage_started(ctx: &Context, command: Command) -> anyhow::Result<u8> {
 
 fn print_status(status: &RolloutStatus) {
     let r = &status.rollout;
-    println!("rollout   {}", r.id);
-    println!("state     {}", r.state.as_str());
+    say!("rollout   {}", r.id);
+    say!("state     {}", r.state.as_str());
     if let Some(reason) = &r.pause_reason {
-        println!("paused    {reason}");
+        say!("paused    {reason}");
     }
     if let Some(rollback) = &r.rollback {
-        println!(
+        say!(
             "rollback  by {} at {}: {}{}",
             rollback.by,
             timestamp(rollback.at),
@@ -264,12 +269,12 @@ fn print_status(status: &RolloutStatus) {
             }
         );
     }
-    println!("target    {} ({} host(s))", r.plan.target, r.targets.len());
-    println!(
+    say!("target    {} ({} host(s))", r.plan.target, r.targets.len());
+    say!(
         "change    {}",
         r.plan.change.trim_end().replace('\n', "\\n")
     );
-    println!("created   {} by {}", timestamp(r.created_at), r.created_by);
+    say!("created   {} by {}", timestamp(r.created_at), r.created_by);
     for stage in &r.stages {
         let forced = if stage.forced {
             format!(
@@ -279,7 +284,7 @@ fn print_status(status: &RolloutStatus) {
         } else {
             String::new()
         };
-        println!(
+        say!(
             "stage {}   {} ({} host(s), by {} at {}){forced}",
             stage.number,
             stage.status.as_str(),
@@ -310,12 +315,12 @@ fn print_status(status: &RolloutStatus) {
             } else {
                 results.join("; ")
             };
-            println!("  {host:<36} {result}");
+            say!("  {host:<36} {result}");
         }
     }
     match &status.evaluation {
         Some(e) => {
-            println!(
+            say!(
                 "gates     stage {} at {} (baseline success rate {})",
                 e.stage,
                 timestamp(e.at),
@@ -324,7 +329,7 @@ fn print_status(status: &RolloutStatus) {
                     .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0))
             );
             for gate in &e.gates {
-                println!(
+                say!(
                     "  {:<30} {:<13} value {:<10} threshold {:<8} {}",
                     gate.name,
                     gate.verdict.as_str(),
@@ -334,10 +339,10 @@ fn print_status(status: &RolloutStatus) {
                 );
             }
         }
-        None => println!("gates     not evaluated yet"),
+        None => say!("gates     not evaluated yet"),
     }
     let remaining = r.remaining().len();
     if remaining > 0 {
-        println!("not yet   {remaining} host(s)");
+        say!("not yet   {remaining} host(s)");
     }
 }

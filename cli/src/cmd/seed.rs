@@ -1,5 +1,6 @@
 //! `fleetroll inventory seed`.
 
+use crate::term::{say, tell};
 use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Command, Reply, Verdict};
 use fleetroll_bus::messages::{NoParams, SeedList};
@@ -61,14 +62,14 @@ async fn list(ctx: &Context, json: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&list.seeds)?);
     } else {
         for seed in &list.seeds {
-            println!(
+            say!(
                 "{:<40} added {} by {}",
                 seed.hostname,
                 seed.added_at.date(),
                 seed.added_by
             );
         }
-        eprintln!("{} seed(s)", list.seeds.len());
+        tell!("{} seed(s)", list.seeds.len());
     }
     Ok(exit::OK)
 }
@@ -137,12 +138,12 @@ async fn sync(ctx: &Context, path: &std::path::Path) -> anyhow::Result<u8> {
             reply: Reply::SeedsSynced { added, removed },
         } => {
             for h in added {
-                println!("added    {h}");
+                say!("added    {h}");
             }
             for h in removed {
-                println!("removed  {h}");
+                say!("removed  {h}");
             }
-            eprintln!("{} added, {} removed", added.len(), removed.len());
+            tell!("{} added, {} removed", added.len(), removed.len());
             Ok(exit::OK)
         }
         _ => Ok(report_failure(&outcome)),

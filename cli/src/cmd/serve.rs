@@ -1,6 +1,7 @@
 //! `fleetroll serve`: the read-only web UI and HTTP API against any mesh,
 //! and the part of `fleetroll up` that starts them.
 
+use crate::term::say;
 use anyhow::Context as _;
 use fleetroll_bus::connect::{Bus, ConnectOptions};
 use fleetroll_bus::token::Role;
@@ -25,7 +26,7 @@ pub async fn run(ctx: &Context, web: WebArgs) -> anyhow::Result<u8> {
     let bus = Bus::connect(options).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (url, serving) = start(ctx, bus, web, Some(metrics), stop_rx).await?;
-    println!("web UI: {url}");
+    say!("web UI: {url}");
     workers::stop_signal().await;
     let _ = stop_tx.send(true);
     let _ = serving.await;

@@ -1,5 +1,6 @@
 //! `fleetroll status`.
 
+use crate::term::say;
 use fleetroll_bus::status::{self, MeshStatus};
 
 use crate::context::Context;
@@ -10,7 +11,7 @@ pub async fn run(ctx: &Context, json: bool) -> anyhow::Result<u8> {
         Ok(bus) => bus,
         Err(e) => {
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({"nats": {"url": ctx.nats_url(), "reachable": false, "error": e.to_string()}})
                 );
@@ -29,39 +30,51 @@ pub async fn run(ctx: &Context, json: bool) -> anyhow::Result<u8> {
 
 fn print_human(mesh: &MeshStatus) {
     let n = &mesh.nats;
-    println!(
+    say!(
         "NATS     {}  reachable  v{} ({})  clock skew {} ms",
-        n.url, n.version, n.server_name, n.clock_skew_ms
+        n.url,
+        n.version,
+        n.server_name,
+        n.clock_skew_ms
     );
-    println!();
-    println!(
+    say!();
+    say!(
         "{:<28} {:>9} {:>11} {:>8}",
-        "STREAM / BUCKET", "MESSAGES", "BYTES", "REPLICAS"
+        "STREAM / BUCKET",
+        "MESSAGES",
+        "BYTES",
+        "REPLICAS"
     );
     for store in mesh.streams.iter().chain(&mesh.buckets) {
         if store.exists {
-            println!(
+            say!(
                 "{:<28} {:>9} {:>11} {:>8}",
-                store.name, store.messages, store.bytes, store.replicas
+                store.name,
+                store.messages,
+                store.bytes,
+                store.replicas
             );
         } else {
-            println!("{:<28} {:>9}", store.name, "missing");
+            say!("{:<28} {:>9}", store.name, "missing");
         }
     }
-    println!();
-    println!("{:<13} {:>8}  LAST HEARTBEAT", "WORKER", "REPLICAS");
+    say!();
+    say!("{:<13} {:>8}  LAST HEARTBEAT", "WORKER", "REPLICAS");
     for kind in &mesh.workers {
         let newest = kind.live.iter().map(|r| r.heartbeat_age_ms).min();
         let beat = match newest {
             Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
             None => "DOWN: no live replica".into(),
         };
-        println!("{:<13} {:>8}  {beat}", kind.kind.as_str(), kind.live.len());
+        say!("{:<13} {:>8}  {beat}", kind.kind.as_str(), kind.live.len());
         for r in &kind.live {
             let since = fleetroll_bus::messages::timestamp(r.started_at);
-            println!(
+            say!(
                 "    {}  pid {} on {}  up since {since}  {} command(s)",
-                r.instance, r.pid, r.hostname, r.commands_handled
+                r.instance,
+                r.pid,
+                r.hostname,
+                r.commands_handled
             );
         }
     }

@@ -1,5 +1,6 @@
 //! `fleetroll up`: the whole mesh in one process.
 
+use crate::term::{say, tell};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -84,8 +85,8 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         })
         .collect();
 
-    println!("fleetroll mesh is up");
-    println!(
+    say!("fleetroll mesh is up");
+    say!(
         "  NATS:      {url}{}",
         if server.is_some() {
             " (embedded, JetStream)"
@@ -93,25 +94,23 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
             ""
         }
     );
-    println!("  data dir:  {}", data_dir.display());
+    say!("  data dir:  {}", data_dir.display());
     if server.is_some() {
-        println!(
+        say!(
             "  users:     relops, readonly, chatops, worker (NATS passwords in {})",
             data_dir.join("credentials").display()
         );
     }
-    println!("  workers:   prober, gatekeeper, orchestrator, auditor (one replica each)");
-    println!(
-        "  web UI:    {web_url} (API: {web_url}api/v1/openapi.json, metrics: {web_url}metrics)"
-    );
-    println!(
+    say!("  workers:   prober, gatekeeper, orchestrator, auditor (one replica each)");
+    say!("  web UI:    {web_url} (API: {web_url}api/v1/openapi.json, metrics: {web_url}metrics)");
+    say!(
         "  check it:  fleetroll --data-dir {} status",
         data_dir.display()
     );
-    println!("stop with Ctrl-C");
+    say!("stop with Ctrl-C");
 
     workers::stop_signal().await;
-    eprintln!("stopping…");
+    tell!("stopping…");
     let _ = stop_tx.send(true);
     for replica in replicas {
         let _ = tokio::time::timeout(Duration::from_secs(10), replica).await;
@@ -122,7 +121,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         let _ = std::fs::remove_file(ctx.url_file());
         server.stop().await;
     }
-    eprintln!("stopped");
+    tell!("stopped");
     Ok(exit::OK)
 }
 
@@ -153,7 +152,7 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
         auth::load_key(ctx)?
     } else {
         let key = auth::init_key(&key_path)?;
-        println!("created signing key {}", key_path.display());
+        say!("created signing key {}", key_path.display());
         key
     };
     tolerate_refusal(auth::publish_verifying_key(bus, &key).await)?;
@@ -170,7 +169,7 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
             .unwrap_or_else(|| "operator".into());
         let (jwt, claims) = auth::issue(&key, &actor, Role::Relops, time::Duration::hours(8))?;
         auth::write_private(&token_path, &jwt)?;
-        println!(
+        say!(
             "issued a relops token for `{}` (8 h) in {}",
             claims.sub,
             token_path.display()
@@ -192,7 +191,7 @@ fn tolerate_refusal(published: anyhow::Result<()>) -> anyhow::Result<()> {
                 )
             }) =>
         {
-            eprintln!(
+            tell!(
                 "fleetroll: warning: {e:#}. The mesh keeps the keys it has; to publish this data dir's, run `fleetroll up` once with a relops credentials file in <data-dir>/credentials/relops.toml"
             );
             Ok(())

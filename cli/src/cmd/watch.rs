@@ -1,5 +1,6 @@
 //! `fleetroll watch [rollout ID]`: rollout events as they happen.
 
+use crate::term::{say, tell};
 use fleetroll_bus::codec;
 use fleetroll_bus::events;
 use fleetroll_bus::messages::event::{Event, EventDetail};
@@ -105,7 +106,7 @@ pub async fn run(ctx: &Context, rollout: Option<String>, json: bool) -> anyhow::
     }
     let events = events::follow(&bus, rollout.as_deref()).await?;
     tokio::pin!(events);
-    eprintln!(
+    tell!(
         "watching {} (Ctrl-C to stop)",
         rollout
             .as_deref()
@@ -115,7 +116,7 @@ pub async fn run(ctx: &Context, rollout: Option<String>, json: bool) -> anyhow::
         if json {
             println!("{}", String::from_utf8_lossy(&codec::to_json(&event)));
         } else {
-            println!("{}", describe(&event));
+            say!("{}", describe(&event));
         }
     }
     Ok(exit::OK)

@@ -1,6 +1,7 @@
 //! `fleetroll worker <kind>`, and running workers supervised: a replica that
 //! fails (NATS gone, say) starts again; a stop request ends them all.
 
+use crate::term::say;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -129,7 +130,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(listen) = metrics_listen {
         let web = Web::bind(listen).await?;
-        println!("metrics: {}metrics", web.url());
+        say!("metrics: {}metrics", web.url());
         let shutdown = stopped(stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = fleetroll_web::metrics::serve(web, metrics, shutdown).await {
