@@ -4,15 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::AckKind;
+use async_nats::jetstream::Message;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use fleetroll_bus::audit_log;
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::messages::audit::AuditRecord;
 use fleetroll_bus::messages::audit::{AuditList, AuditQuery, ListedRecord, payload_hash};
+use fleetroll_bus::messages::command::CommandEnvelope;
 use fleetroll_bus::messages::event::Event;
+use fleetroll_bus::messages::set_aside::SetAside;
 use fleetroll_bus::setup;
 use fleetroll_bus::token::SigningKey;
+use fleetroll_bus::token::unverified_claims;
 use fleetroll_bus::topology;
+use fleetroll_bus::topology::JobQueue;
 use fleetroll_bus::worker;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -20,56 +27,131 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::append::{Appended, Appender};
 use crate::index::{Index, IndexError};
-use crate::record;
+use crate::record::{self, SetAsideMessage};
 
 /// How long a query waits for the index to reach the stream's end.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 /// Records indexed per transaction while catching up.
 const BATCH: usize = 500;
 
-/// Takes events from the audit feed and writes their records, until the
-/// bus fails for good.
+/// Takes events from the audit feed, and messages given up on from the
+/// set-aside feed, and writes their records, until the bus fails for good.
 pub async fn write_records(bus: Bus, key: Arc<SigningKey>) -> Result<(), BusError> {
-    let mut appender = Appender::new(bus.clone(), key);
+    tokio::try_join!(
+        follow(&bus, &key, Feed::Events),
+        follow(&bus, &key, Feed::SetAside),
+    )
+    .map(|_| ())
+}
+
+/// What the auditor records from.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    /// Every event ([`topology::AUDIT_FEED`]).
+    Events,
+    /// Every message given up on ([`topology::SET_ASIDE_FEED`]).
+    SetAside,
+}
+
+impl Feed {
+    fn queue(self) -> &'static JobQueue {
+        match self {
+            Feed::Events => &topology::AUDIT_FEED,
+            Feed::SetAside => &topology::SET_ASIDE_FEED,
+        }
+    }
+}
+
+/// One feed, one message at a time, asked for once the last is written.
+async fn follow(bus: &Bus, key: &Arc<SigningKey>, feed: Feed) -> Result<(), BusError> {
+    let mut appender = Appender::new(bus.clone(), key.clone());
     loop {
-        let consumer = setup::job_consumer(&bus, &topology::AUDIT_FEED).await?;
+        let consumer = setup::job_consumer(bus, feed.queue()).await?;
         loop {
-            // One event at a time, asked for once the last is written.
             let message = match worker::take_one(&consumer).await {
                 Ok(message) => message,
                 Err(e) => {
-                    warn!(error = %e, "pulling events");
+                    warn!(feed = feed.queue().consumer, error = %e, "pulling");
                     break;
                 }
             };
-            let event: Event = match codec::from_cbor(&message.payload) {
-                Ok(event) => event,
+            let drafted = match draft(bus, feed, &message).await {
+                Ok(Ok(drafted)) => drafted,
+                Ok(Err(unreadable)) => {
+                    worker::set_aside(&message, &unreadable).await;
+                    continue;
+                }
                 Err(e) => {
-                    warn!(subject = %message.subject, error = %e, "unreadable event skipped");
-                    let _ = message.ack_with(AckKind::Term).await;
+                    warn!(error = %e, "looking up what to record; it comes again");
+                    worker::retry_later(&message).await;
                     continue;
                 }
             };
-            if let Some((subject, draft)) = record::draft(&event) {
+            if let Some((subject, draft)) = drafted {
                 let span = info_span!("audit", subject = %subject, action = %draft.action);
                 let appending = appender.append(&subject, draft).instrument(span);
                 match worker::with_progress(&message, appending).await {
                     Ok(Appended::Written { .. } | Appended::AlreadyThere) => {}
                     Err(e) => {
-                        warn!(error = %e, "audit record not written; the event comes again");
-                        let _ = message
-                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                            .await;
+                        warn!(error = %e, "audit record not written; it comes again");
+                        worker::retry_later(&message).await;
                         continue;
                     }
                 }
             }
             if let Err(e) = message.ack().await {
-                warn!(error = %e, "event ack failed; its record is kept once all the same");
+                warn!(error = %e, "ack failed; its record is kept once all the same");
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// What a feed's message is to be recorded as: nothing (an event that is
+/// not audited), a record, or (inner error) unreadable.
+type Drafted = Result<Option<(String, AuditRecord)>, String>;
+
+async fn draft(bus: &Bus, feed: Feed, message: &Message) -> Result<Drafted, BusError> {
+    match feed {
+        Feed::Events => Ok(match codec::from_cbor::<Event>(&message.payload) {
+            Ok(event) => Ok(record::draft(&event)),
+            Err(e) => Err(format!("unreadable event: {e}")),
+        }),
+        Feed::SetAside => {
+            let advisory = match SetAside::parse(&message.payload) {
+                Ok(advisory) => advisory,
+                Err(e) => return Ok(Err(format!("unreadable advisory: {e}"))),
+            };
+            let original = set_aside_message(bus, &advisory).await?;
+            Ok(Ok(Some(record::set_aside(&advisory, &original))))
+        }
+    }
+}
+
+/// What the set-aside message was, read from its stream when it is still
+/// there (a work queue drops a terminated job).
+async fn set_aside_message(bus: &Bus, advisory: &SetAside) -> Result<SetAsideMessage, BusError> {
+    let mut found = SetAsideMessage::default();
+    let stream = match bus.js.get_stream(&advisory.stream).await {
+        Ok(stream) => stream,
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => return Ok(found),
+        Err(e) => return Err(BusError::js("opening a set-aside message's stream", e)),
+    };
+    let stored = match stream.get_raw_message(advisory.stream_seq).await {
+        Ok(stored) => stored,
+        Err(e) if matches!(e.kind(), RawMessageErrorKind::NoMessageFound) => return Ok(found),
+        Err(e) => return Err(BusError::js("reading a set-aside message", e)),
+    };
+    found.subject = Some(stored.subject.to_string());
+    if advisory.stream == topology::COMMANDS.name
+        && let Ok(envelope) = codec::from_cbor::<CommandEnvelope>(&stored.payload)
+    {
+        found.claimed_actor = unverified_claims(&envelope.token).map(|(actor, _)| actor);
+        found.command_id =
+            CommandEnvelope::well_formed_id(&envelope.id).then(|| envelope.id.clone());
+        found.command = Some(envelope.command);
+    }
+    Ok(found)
 }
 
 /// The index, kept current by following the audit stream.

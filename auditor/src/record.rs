@@ -4,6 +4,7 @@ use fleetroll_bus::messages::audit::{ApprovalMode, AuditRecord};
 use fleetroll_bus::messages::command::{Command, HostSelection, Outcome, Reply, Verdict};
 use fleetroll_bus::messages::event::{Event, EventDetail};
 use fleetroll_bus::messages::rollout::{ApplyOutcome, GateConfig, GateEvaluation};
+use fleetroll_bus::messages::set_aside::SetAside;
 use fleetroll_bus::subjects;
 
 /// The audit record an event calls for (index and link still to fill in),
@@ -108,6 +109,55 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
         | EventDetail::RolloutState { .. }
         | EventDetail::RolloutGates { .. } => None,
     }
+}
+
+/// The message a set-aside advisory is about, as far as it is still in its
+/// stream: its subject, and for a command what it claimed to be.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SetAsideMessage {
+    pub subject: Option<String>,
+    pub command: Option<Command>,
+    pub command_id: Option<String>,
+    pub claimed_actor: Option<String>,
+}
+
+/// The audit record of a message the mesh gave up on, and its subject
+/// (one per message).
+pub fn set_aside(advisory: &SetAside, message: &SetAsideMessage) -> (String, AuditRecord) {
+    let subject = message.subject.as_deref().unwrap_or("no longer stored");
+    (
+        subjects::audit_set_aside(&advisory.stream, advisory.stream_seq),
+        AuditRecord {
+            index: 0,
+            prev_hash: String::new(),
+            at: advisory.timestamp,
+            action: "message_set_aside".into(),
+            actor: None,
+            claimed_actor: message.claimed_actor.clone(),
+            outcome: "set_aside".into(),
+            message: Some(format!(
+                "{} message {} ({subject}), consumer {}: {}",
+                advisory.stream,
+                advisory.stream_seq,
+                advisory.consumer,
+                advisory.why()
+            )),
+            command_id: message.command_id.clone(),
+            rollout: message
+                .command
+                .as_ref()
+                .and_then(|c| c.rollout().map(str::to_string)),
+            parameters: message.command.clone(),
+            hosts: Vec::new(),
+            approval_mode: ApprovalMode::SelfApproved,
+            force: false,
+            reason: advisory.reason.clone(),
+            gate_config: None,
+            gate_evaluation: None,
+            snapshots: Vec::new(),
+            handled_by: advisory.consumer.clone(),
+        },
+    )
 }
 
 /// A record of what happened in a rollout outside any command (a host

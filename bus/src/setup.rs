@@ -66,6 +66,8 @@ pub fn worker_consumer_config(kind: WorkerKind) -> consumer::pull::Config {
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: topology::TAKEOVER_WAIT,
+        max_deliver: topology::MAX_DELIVER,
+        backoff: topology::REDELIVERY_BACKOFF.to_vec(),
         ..Default::default()
     }
 }
@@ -76,7 +78,9 @@ pub fn job_consumer_config(queue: &JobQueue) -> consumer::pull::Config {
         durable_name: Some(queue.consumer.to_string()),
         description: Some(format!("jobs of {}", queue.stream.name)),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: queue.ack_wait,
+        ack_wait: topology::TAKEOVER_WAIT,
+        max_deliver: queue.max_deliver,
+        backoff: topology::REDELIVERY_BACKOFF.to_vec(),
         max_ack_pending: queue.max_ack_pending,
         ..Default::default()
     }

@@ -1,12 +1,14 @@
 //! The mesh at a glance: NATS, every stream and bucket, every worker kind's
 //! live replicas.
 
+use async_nats::jetstream::context::GetStreamErrorKind;
 use futures::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::codec;
 use crate::connect::{Bus, BusError};
+use crate::messages::set_aside::SetAside;
 use crate::messages::{Heartbeat, WorkerKind};
 use crate::topology;
 
@@ -16,7 +18,20 @@ pub struct MeshStatus {
     pub streams: Vec<StoreStatus>,
     pub buckets: Vec<StoreStatus>,
     pub workers: Vec<KindStatus>,
+    /// Messages the mesh gave up on (SPEC 10: set aside and shown).
+    pub set_aside: SetAsideStatus,
 }
+
+/// How many messages were given up on, and the latest few.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SetAsideStatus {
+    pub total: u64,
+    /// Newest first, at most [`SET_ASIDE_SHOWN`].
+    pub latest: Vec<SetAside>,
+}
+
+/// How many set-aside messages `fleetroll status` shows.
+pub const SET_ASIDE_SHOWN: u64 = 5;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NatsStatus {
@@ -70,6 +85,7 @@ pub async fn gather(bus: &Bus) -> Result<MeshStatus, BusError> {
         buckets.push(store_status(bus, def.name, &def.stream_name()).await?);
     }
     let beats = heartbeats(bus, skew_ms).await?;
+    let set_aside = set_aside(bus).await?;
     let workers = WorkerKind::ALL
         .into_iter()
         .map(|kind| KindStatus {
@@ -92,6 +108,45 @@ pub async fn gather(bus: &Bus) -> Result<MeshStatus, BusError> {
         streams,
         buckets,
         workers,
+        set_aside,
+    })
+}
+
+/// The set-aside stream's count and its latest advisories.
+async fn set_aside(bus: &Bus) -> Result<SetAsideStatus, BusError> {
+    let name = topology::SET_ASIDE.name;
+    let info = format!("$JS.API.STREAM.INFO.{name}");
+    let mut stream = match bus
+        .unless_refused("the set-aside stream", &info, bus.js.get_stream(name))
+        .await?
+    {
+        Ok(stream) => stream,
+        // Not set up yet: nothing was set aside.
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => {
+            return Ok(SetAsideStatus::default());
+        }
+        Err(e) => return Err(BusError::js("opening the set-aside stream", e)),
+    };
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| BusError::js("reading the set-aside stream", e))?
+        .state
+        .clone();
+    let mut latest = Vec::new();
+    let first = state.first_sequence.max(1);
+    let mut seq = state.last_sequence;
+    while seq >= first && (latest.len() as u64) < SET_ASIDE_SHOWN {
+        if let Ok(message) = stream.get_raw_message(seq).await
+            && let Ok(advisory) = SetAside::parse(&message.payload)
+        {
+            latest.push(advisory);
+        }
+        seq -= 1;
+    }
+    Ok(SetAsideStatus {
+        total: state.messages,
+        latest,
     })
 }
 
@@ -115,20 +170,13 @@ async fn store_status(bus: &Bus, name: &str, stream: &str) -> Result<StoreStatus
                 replicas: info.config.num_replicas,
             })
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)
-            ) =>
-        {
-            Ok(StoreStatus {
-                name: name.to_string(),
-                exists: false,
-                messages: 0,
-                bytes: 0,
-                replicas: 0,
-            })
-        }
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => Ok(StoreStatus {
+            name: name.to_string(),
+            exists: false,
+            messages: 0,
+            bytes: 0,
+            replicas: 0,
+        }),
         Err(e) => Err(BusError::js(format!("stream info {stream}"), e)),
     }
 }

@@ -14,6 +14,8 @@
 //! | `fleetroll.workload.sweep` | workload collection sweeps (work queue) |
 //! | `fleetroll.task.<host>` | resolved task runs per host |
 //! | `fleetroll.query.<area>.<name>` | read queries (NATS service) |
+//! | `fleetroll.audit.setaside.<stream>.<seq>` | the audit record of a message given up on |
+//! | `$JS.EVENT.ADVISORY.CONSUMER.{MSG_TERMINATED,MAX_DELIVERIES}.<stream>.<consumer>` | the server's word that a message was given up on (set-aside stream) |
 
 use crate::messages::WorkerKind;
 use crate::messages::command::Command;
@@ -28,6 +30,28 @@ pub const WORKLOAD_SWEEP: &str = "fleetroll.workload.sweep";
 pub const TASK_RUNS: &str = "fleetroll.task.>";
 pub const SNAPSHOTS: &str = "fleetroll.snapshot.>";
 pub const APPLY_JOBS: &str = "fleetroll.apply.>";
+
+/// What the set-aside stream keeps: the advisories nats-server publishes
+/// when a consumer of one of the mesh's streams terminates a message (a
+/// worker's `+TERM <reason>`) or stops after `max_deliver` deliveries.
+/// Only the streams consumers work from; never the set-aside stream's own.
+pub const SET_ASIDE: &[&str] = &[
+    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.FLEETROLL_CMD.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.FLEETROLL_CMD.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.FLEETROLL_EVT.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.FLEETROLL_EVT.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.FLEETROLL_PROBE_JOBS.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.FLEETROLL_PROBE_JOBS.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.FLEETROLL_WORKLOAD_JOBS.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.FLEETROLL_WORKLOAD_JOBS.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.FLEETROLL_APPLY_JOBS.*",
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.FLEETROLL_APPLY_JOBS.*",
+];
+
+/// The audit record of message `seq` of `stream`, given up on.
+pub fn audit_set_aside(stream: &str, seq: u64) -> String {
+    format!("fleetroll.audit.setaside.{stream}.{seq}")
+}
 
 /// An apply job: one host of a rollout stage.
 pub fn apply_job(rollout: &str, hostname: &str) -> String {

@@ -123,7 +123,20 @@ pub const APPLY_JOBS: StreamDef = StreamDef {
     work_queue: true,
 };
 
-pub const STREAMS: [StreamDef; 9] = [
+/// Messages the mesh gave up on (SPEC 10): what nats-server announces
+/// when a worker sets one aside or its deliveries run out. `fleetroll
+/// status` shows them and the auditor records each.
+pub const SET_ASIDE: StreamDef = StreamDef {
+    name: "FLEETROLL_SET_ASIDE",
+    subjects: crate::subjects::SET_ASIDE,
+    description: "fleetroll messages given up on (server advisories)",
+    max_age: Duration::from_secs(90 * 24 * 3600),
+    immutable: false,
+    per_subject: 0,
+    work_queue: false,
+};
+
+pub const STREAMS: [StreamDef; 10] = [
     COMMANDS,
     EVENTS,
     AUDIT,
@@ -133,6 +146,7 @@ pub const STREAMS: [StreamDef; 9] = [
     WORKLOAD_JOBS,
     TASK_RUNS,
     APPLY_JOBS,
+    SET_ASIDE,
 ];
 
 /// A stream and the one durable consumer every replica of a worker kind
@@ -141,25 +155,25 @@ pub const STREAMS: [StreamDef; 9] = [
 pub struct JobQueue {
     pub stream: &'static StreamDef,
     pub consumer: &'static str,
-    /// A job not acknowledged (or progressed) for this long goes to another
-    /// replica.
-    pub ack_wait: Duration,
     /// Jobs handed out and not yet acknowledged, at most.
     pub max_ack_pending: i64,
+    /// Deliveries before the server gives up on a job and announces it on
+    /// [`SET_ASIDE`]; -1 never gives up.
+    pub max_deliver: i64,
 }
 
 pub const PROBE_QUEUE: JobQueue = JobQueue {
     stream: &PROBE_JOBS,
     consumer: "probers",
-    ack_wait: TAKEOVER_WAIT,
     max_ack_pending: 10_000,
+    max_deliver: MAX_DELIVER,
 };
 
 pub const WORKLOAD_QUEUE: JobQueue = JobQueue {
     stream: &WORKLOAD_JOBS,
     consumer: "collectors",
-    ack_wait: TAKEOVER_WAIT,
     max_ack_pending: 10_000,
+    max_deliver: MAX_DELIVER,
 };
 
 /// Every event, for the auditor to turn into audit records. Created with the
@@ -167,18 +181,34 @@ pub const WORKLOAD_QUEUE: JobQueue = JobQueue {
 pub const AUDIT_FEED: JobQueue = JobQueue {
     stream: &EVENTS,
     consumer: "auditor",
-    ack_wait: TAKEOVER_WAIT,
     max_ack_pending: 256,
+    // An event is an audit record to be: never given up on while it can
+    // be read (a full audit stream refuses it until there is room).
+    max_deliver: -1,
 };
 
 pub const APPLY_QUEUE: JobQueue = JobQueue {
     stream: &APPLY_JOBS,
     consumer: "appliers",
-    ack_wait: TAKEOVER_WAIT,
     max_ack_pending: 10_000,
+    max_deliver: MAX_DELIVER,
 };
 
-pub const JOB_QUEUES: [JobQueue; 4] = [PROBE_QUEUE, WORKLOAD_QUEUE, AUDIT_FEED, APPLY_QUEUE];
+/// Every message given up on, for the auditor to record.
+pub const SET_ASIDE_FEED: JobQueue = JobQueue {
+    stream: &SET_ASIDE,
+    consumer: "auditor-set-aside",
+    max_ack_pending: 256,
+    max_deliver: -1,
+};
+
+pub const JOB_QUEUES: [JobQueue; 5] = [
+    PROBE_QUEUE,
+    WORKLOAD_QUEUE,
+    AUDIT_FEED,
+    APPLY_QUEUE,
+    SET_ASIDE_FEED,
+];
 
 /// A key-value bucket.
 #[derive(Debug, Clone, Copy)]
@@ -372,6 +402,26 @@ pub fn consumer_name(kind: WorkerKind) -> String {
 /// over this soon (SPEC 11: the mesh serves again within 2 s of losing a
 /// worker).
 pub const TAKEOVER_WAIT: Duration = Duration::from_secs(1);
+
+/// Deliveries of a command or job before the server gives up on it (and
+/// announces it on [`SET_ASIDE`]): with [`REDELIVERY_BACKOFF`], retried
+/// for more than an hour.
+pub const MAX_DELIVER: i64 = 20;
+
+/// How long an unacknowledged (or nak'd) message waits before each
+/// redelivery; the last wait repeats. The first is [`TAKEOVER_WAIT`], so a
+/// dead replica's work is taken over as soon as before; a message that
+/// keeps failing is retried less and less often.
+pub const REDELIVERY_BACKOFF: [Duration; 8] = [
+    TAKEOVER_WAIT,
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+    Duration::from_secs(300),
+];
 
 /// How long the duplicate window of the command stream lasts.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);

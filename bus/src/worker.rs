@@ -209,15 +209,17 @@ async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream:
         .info()
         .map(|i| i.delivered.max(1) as u64)
         .unwrap_or(1);
+    // Nothing can make a garbled command, or one whose id is no command
+    // id, right: it is set aside at once, before its id is used as a key
+    // or in a subject.
     let envelope: CommandEnvelope = match codec::from_cbor(&message.payload) {
         Ok(envelope) => envelope,
-        Err(e) => {
-            // Nothing can make a garbled command readable: drop it for good.
-            warn!(subject = %message.subject, error = %e, "unreadable command terminated");
-            let _ = message.ack_with(AckKind::Term).await;
-            return;
-        }
+        Err(e) => return set_aside(&message, &format!("unreadable command: {e}")).await,
     };
+    if !CommandEnvelope::well_formed_id(&envelope.id) {
+        let id: String = envelope.id.chars().take(40).collect();
+        return set_aside(&message, &format!("the command id `{id}` is not a UUID")).await;
+    }
     let span = info_span!("command", id = %envelope.id, command = envelope.command.name());
     async {
         let outcomes = match replica.bus.kv(&topology::OUTCOMES).await {
@@ -270,6 +272,48 @@ async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream:
     .instrument(span)
     .await
 }
+
+/// Gives up on a message for good: the server stops delivering it and
+/// announces it, with `reason`, on the set-aside stream
+/// ([`topology::SET_ASIDE`]), where `fleetroll status` shows it and the
+/// auditor records it. For what no retry can mend (unreadable, malformed);
+/// a message that keeps failing otherwise is given up on by the server
+/// after [`topology::MAX_DELIVER`] deliveries, and announced the same way.
+pub async fn set_aside(message: &jetstream::Message, reason: &str) {
+    warn!(subject = %message.subject, reason, "message set aside");
+    let Some(reply) = &message.reply else {
+        return;
+    };
+    // One line, and short: it travels in the server's advisory.
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect();
+    let terminate = format!("+TERM {reason}");
+    if let Err(e) = message
+        .context
+        .client()
+        .publish(reply.clone(), terminate.into())
+        .await
+    {
+        warn!(error = %e, "could not set the message aside; it comes again");
+    }
+}
+
+/// Leaves a message that failed for now (NATS trouble, a bus write that
+/// did not land) for a later delivery, each one waiting longer
+/// ([`topology::REDELIVERY_BACKOFF`]); after [`topology::MAX_DELIVER`] the
+/// server sets it aside. A nak without a delay would come back at once.
+pub async fn retry_later(message: &jetstream::Message) {
+    let delivered = message.info().map_or(1, |i| i.delivered.max(1) as usize);
+    let backoff = &topology::REDELIVERY_BACKOFF;
+    let delay = backoff[delivered.min(backoff.len() - 1)];
+    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+}
+
+/// The longest reason [`set_aside`] sends.
+const MAX_REASON: usize = 300;
 
 async fn recorded_outcome(outcomes: &kv::Store, id: &str) -> Option<Outcome> {
     let bytes = outcomes.get(id).await.ok().flatten()?;

@@ -16,11 +16,14 @@ async fn ensure_brings_an_older_meshs_consumers_up_to_date() {
         .expect("nats-server (run `make setup`)");
 
     // What an older version left: a 10 s ack_wait, so a dead replica's
-    // command waited 10 s for another.
+    // command waited 10 s for another, and no end to redeliveries, so a
+    // message no worker could handle came back forever.
     let commands = bus.js.get_stream(topology::COMMANDS.name).await.unwrap();
     let old = Duration::from_secs(10);
     let mut config = setup::worker_consumer_config(WorkerKind::Orchestrator);
     config.ack_wait = old;
+    config.max_deliver = -1;
+    config.backoff = Vec::new();
     commands.update_consumer(config).await.unwrap();
     let probes = bus
         .js
@@ -29,6 +32,8 @@ async fn ensure_brings_an_older_meshs_consumers_up_to_date() {
         .unwrap();
     let mut config = setup::job_consumer_config(&topology::PROBE_QUEUE);
     config.ack_wait = old;
+    config.max_deliver = -1;
+    config.backoff = Vec::new();
     probes.update_consumer(config).await.unwrap();
 
     setup::ensure(&bus, Replicas(1)).await.unwrap();
@@ -37,18 +42,18 @@ async fn ensure_brings_an_older_meshs_consumers_up_to_date() {
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
         .await
         .unwrap();
-    assert_eq!(
-        worker.info().await.unwrap().config.ack_wait,
-        topology::TAKEOVER_WAIT
-    );
+    let config = worker.info().await.unwrap().config.clone();
+    assert_eq!(config.ack_wait, topology::TAKEOVER_WAIT);
+    assert_eq!(config.max_deliver, topology::MAX_DELIVER);
+    assert_eq!(config.backoff, topology::REDELIVERY_BACKOFF);
     let mut queue = probes
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
             topology::PROBE_QUEUE.consumer,
         )
         .await
         .unwrap();
-    assert_eq!(
-        queue.info().await.unwrap().config.ack_wait,
-        topology::TAKEOVER_WAIT
-    );
+    let config = queue.info().await.unwrap().config.clone();
+    assert_eq!(config.ack_wait, topology::TAKEOVER_WAIT);
+    assert_eq!(config.max_deliver, topology::MAX_DELIVER);
+    assert_eq!(config.backoff, topology::REDELIVERY_BACKOFF);
 }

@@ -307,3 +307,136 @@ fn shell_completions_are_valid_scripts() {
     assert!(bad.stderr.contains("tcsh"), "{bad:?}");
     assert_eq!(cli.run(&["--help"]).code, 0);
 }
+
+/// Junk on the bus, written with the credentials that may write there (a
+/// relops user's for commands, the workers' for jobs), is set aside at
+/// once and shown, never retried forever: a command id that is no UUID
+/// (once the outcome's bucket key), one of 5 KiB (past nats-server's
+/// control-line limit in a subject), bytes that are no command, and an
+/// unreadable apply job. The workers go on serving; `fleetroll status`
+/// and the audit log name every one.
+#[tokio::test(flavor = "multi_thread")]
+async fn junk_on_the_bus_is_set_aside_shown_and_audited() {
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let relops = up.bus_as(Role::Relops).await;
+    let ping = Command::Ping {
+        worker: WorkerKind::Prober,
+        hold_ms: 0,
+    };
+    let mut bad_key = send::envelope(&up.token(), ping.clone(), Duration::from_secs(60));
+    bad_key.id = "not a key.*".into();
+    let mut huge = send::envelope(&up.token(), ping.clone(), Duration::from_secs(60));
+    huge.id = uuid::Uuid::now_v7().to_string().repeat(140);
+    let junk: [(&str, Vec<u8>); 3] = [
+        ("fleetroll.cmd.prober.ping", codec::to_cbor(&bad_key)),
+        ("fleetroll.cmd.prober.ping", codec::to_cbor(&huge)),
+        (
+            "fleetroll.cmd.orchestrator.rollout_start",
+            b"\xff\x00junk".to_vec(),
+        ),
+    ];
+    for (subject, payload) in junk {
+        relops
+            .js
+            .publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let worker = common::worker_bus(&up.url()).await;
+    worker
+        .js
+        .publish(
+            subjects::apply_job("ro-x", "h.example.com"),
+            b"\x00junk".to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let cli = up.cli.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut status = serde_json::Value::Null;
+        wait_until("four messages set aside", Duration::from_secs(30), || {
+            status = cli.run(&["status", "--json"]).json();
+            status["set_aside"]["total"] == 4
+        });
+        status
+    })
+    .await
+    .unwrap();
+    let reasons: Vec<String> = status["set_aside"]["latest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    for wanted in [
+        "the command id `not a key.*` is not a UUID",
+        "is not a UUID",
+        "unreadable command",
+        "unreadable apply job",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(wanted)),
+            "{wanted}: {reasons:?}"
+        );
+    }
+    let human = up.cli.run(&["status"]);
+    assert!(
+        human.stdout.contains("4 message(s) given up on"),
+        "{human:?}"
+    );
+
+    // Nothing is left to come back, and every kind still answers.
+    let mut prober = worker_consumer(&relops, WorkerKind::Prober).await;
+    let info = prober.info().await.unwrap();
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    let cli = up.cli.clone();
+    let audit = tokio::task::spawn_blocking(move || {
+        let ping = cli.run(&["ping"]);
+        assert_eq!(ping.code, 0, "{ping:?}");
+        let mut records = Vec::new();
+        wait_until(
+            "the set-aside messages audited",
+            Duration::from_secs(30),
+            || {
+                let list = cli.run(&["audit", "list", "--json"]).json();
+                records = list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["record"]["action"] == "message_set_aside")
+                    .cloned()
+                    .collect();
+                records.len() == 4
+            },
+        );
+        records
+    })
+    .await
+    .unwrap();
+    let bad = audit
+        .iter()
+        .find(|r| {
+            r["record"]["reason"]
+                .as_str()
+                .is_some_and(|m| m.contains("not a key.*"))
+        })
+        .expect("the bad id's record");
+    assert!(
+        bad["record"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fleetroll.cmd.prober.ping"),
+        "{bad:#}"
+    );
+    assert!(bad["record"]["claimed_actor"].is_string(), "{bad:#}");
+    assert_eq!(
+        bad["record"]["command_id"],
+        serde_json::Value::Null,
+        "{bad:#}"
+    );
+}

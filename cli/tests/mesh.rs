@@ -52,7 +52,8 @@ fn up_runs_every_worker_kind_and_replicas_come_and_go() {
             "FLEETROLL_PROBE_JOBS",
             "FLEETROLL_WORKLOAD_JOBS",
             "FLEETROLL_TASK_RUNS",
-            "FLEETROLL_APPLY_JOBS"
+            "FLEETROLL_APPLY_JOBS",
+            "FLEETROLL_SET_ASIDE"
         ]
     );
     assert!(

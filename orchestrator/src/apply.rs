@@ -6,20 +6,21 @@
 //! assessment.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, kv};
+use async_nats::jetstream::{self, kv};
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::events;
 use fleetroll_bus::host_index::HostIndex;
+use fleetroll_bus::hostname;
 use fleetroll_bus::messages::event::EventDetail;
 use fleetroll_bus::messages::host::ProbeJob;
+use fleetroll_bus::messages::rollout::RolloutId;
 use fleetroll_bus::messages::rollout::{
     ApplyJob, ApplyOutcome, HostApply, RolloutState, StageStatus,
 };
 use fleetroll_bus::rollout_store;
-use fleetroll_bus::worker::with_progress;
+use fleetroll_bus::worker::{retry_later, set_aside, with_progress};
 use fleetroll_bus::{subjects, topology};
 use fleetroll_ssh::pool::Pool;
 use time::OffsetDateTime;
@@ -55,12 +56,14 @@ pub async fn work(applier: Arc<Applier>) -> Result<(), BusError> {
 async fn run_job(applier: &Applier, message: jetstream::Message) {
     let job: ApplyJob = match codec::from_cbor(&message.payload) {
         Ok(job) => job,
-        Err(e) => {
-            warn!(subject = %message.subject, error = %e, "unreadable apply job dropped");
-            let _ = message.ack_with(AckKind::Term).await;
-            return;
-        }
+        Err(e) => return set_aside(&message, &format!("unreadable apply job: {e}")).await,
     };
+    if !RolloutId::well_formed(&job.rollout) {
+        return set_aside(&message, "apply job: not a rollout id").await;
+    }
+    if let Err(e) = hostname::validate(&job.hostname) {
+        return set_aside(&message, &format!("apply job: {e}")).await;
+    }
     let span = info_span!("apply", rollout = %job.rollout, stage = job.stage, host = %job.hostname);
     let result = with_progress(&message, apply(applier, &job))
         .instrument(span)
@@ -71,9 +74,7 @@ async fn run_job(applier: &Applier, message: jetstream::Message) {
         }
         Err(e) => {
             warn!(host = %job.hostname, error = %e, "apply not recorded; job left for retry");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                .await;
+            retry_later(&message).await;
         }
     }
 }

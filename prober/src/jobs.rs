@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream;
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
+use fleetroll_bus::hostname;
 use fleetroll_bus::messages::host::ProbeJob;
+use fleetroll_bus::worker::{retry_later, set_aside};
 use fleetroll_bus::{subjects, topology};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -70,12 +72,11 @@ pub async fn work(bus: Bus, fleet: Arc<Fleet>) -> Result<(), BusError> {
 async fn run_job(fleet: &Fleet, message: jetstream::Message) {
     let job: ProbeJob = match codec::from_cbor(&message.payload) {
         Ok(job) => job,
-        Err(e) => {
-            warn!(subject = %message.subject, error = %e, "unreadable probe job dropped");
-            let _ = message.ack_with(AckKind::Term).await;
-            return;
-        }
+        Err(e) => return set_aside(&message, &format!("unreadable probe job: {e}")).await,
     };
+    if let Err(e) = hostname::validate(&job.hostname) {
+        return set_aside(&message, &format!("probe job: {e}")).await;
+    }
     let result = fleetroll_bus::worker::with_progress(
         &message,
         fleet.probe(&job.hostname, &job.origin, job.fast),
@@ -89,9 +90,7 @@ async fn run_job(fleet: &Fleet, message: jetstream::Message) {
         // The observation could not be recorded: let another try.
         Err(e) => {
             warn!(host = %job.hostname, error = %e, "probe not recorded; job left for retry");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                .await;
+            retry_later(&message).await;
         }
     }
 }

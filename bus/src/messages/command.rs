@@ -269,6 +269,22 @@ impl Message for CommandEnvelope {
     const VERSION: u16 = 1;
 }
 
+impl CommandEnvelope {
+    /// Whether `id` is a command id as [`crate::send`] makes them: a UUID,
+    /// hyphenated, lower case. Ids become bucket keys and subject tokens,
+    /// so a worker checks this before anything else.
+    ///
+    /// ```
+    /// use fleetroll_bus::messages::command::CommandEnvelope;
+    /// assert!(CommandEnvelope::well_formed_id("0193e0c2-7a4e-7c1d-9a55-3c1f0e2b9d41"));
+    /// assert!(!CommandEnvelope::well_formed_id("0193E0C2-7A4E-7C1D-9A55-3C1F0E2B9D41"));
+    /// assert!(!CommandEnvelope::well_formed_id("a.b"));
+    /// ```
+    pub fn well_formed_id(id: &str) -> bool {
+        uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id)
+    }
+}
+
 /// The one recorded result of a command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {

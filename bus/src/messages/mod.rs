@@ -7,6 +7,7 @@ pub mod command;
 pub mod event;
 pub mod host;
 pub mod rollout;
+pub mod set_aside;
 pub mod workload;
 
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,7 @@ pub async fn run(ctx: &Context, json: bool) -> anyhow::Result<u8> {
         Ok(bus) => bus,
         Err(e) => {
             if json {
-                say!(
+                println!(
                     "{}",
                     serde_json::json!({"nats": {"url": ctx.nats_url(), "reachable": false, "error": e.to_string()}})
                 );
@@ -29,6 +29,30 @@ pub async fn run(ctx: &Context, json: bool) -> anyhow::Result<u8> {
 }
 
 fn print_human(mesh: &MeshStatus) {
+    print_stores_and_workers(mesh);
+    let set_aside = &mesh.set_aside;
+    say!();
+    if set_aside.total == 0 {
+        say!("SET ASIDE  none: no message was given up on");
+        return;
+    }
+    say!(
+        "SET ASIDE  {} message(s) given up on (each is in the audit log: `fleetroll audit list`); latest:",
+        set_aside.total
+    );
+    for s in &set_aside.latest {
+        say!(
+            "    {}  {} message {} (consumer {}): {}",
+            fleetroll_bus::messages::timestamp(s.timestamp),
+            s.stream,
+            s.stream_seq,
+            s.consumer,
+            s.why()
+        );
+    }
+}
+
+fn print_stores_and_workers(mesh: &MeshStatus) {
     let n = &mesh.nats;
     say!(
         "NATS     {}  reachable  v{} ({})  clock skew {} ms",

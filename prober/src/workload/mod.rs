@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{AckKind, kv};
+use async_nats::jetstream::kv;
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError};
 use fleetroll_bus::messages::host::{HostIntent, Observation, Population};
@@ -385,9 +385,7 @@ pub async fn work<S: WorkloadSource + 'static>(bus: Bus, source: S) -> Result<()
                 }
                 Err(e) => {
                     warn!(error = %e, "workload sweep failed; left for retry");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                        .await;
+                    fleetroll_bus::worker::retry_later(&message).await;
                 }
             }
         }
