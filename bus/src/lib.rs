@@ -46,6 +46,8 @@ pub mod events;
 #[cfg(feature = "client")]
 pub mod host_index;
 #[cfg(feature = "client")]
+pub mod lease;
+#[cfg(feature = "client")]
 pub mod query;
 #[cfg(feature = "client")]
 pub mod rollout_store;

@@ -329,6 +329,26 @@ pub const GATES: BucketDef = BucketDef {
     max_age: Duration::ZERO,
 };
 
+/// Who is carrying out a side effect now ([`crate::lease`]): a command
+/// that runs something on a host (converge, reboot), by command id, kept
+/// as long as outcomes; a host being written, by hostname, while it is.
+pub const LEASES: BucketDef = BucketDef {
+    name: "fleetroll_leases",
+    description: "side effects in progress: command and host leases",
+    history: 1,
+    max_age: Duration::from_secs(7 * 24 * 3600),
+};
+
+/// Key of the lease of a command that acts on a host.
+pub fn command_lease_key(command_id: &str) -> String {
+    format!("command.{command_id}")
+}
+
+/// Key of the lease on writing a host's override.
+pub fn host_lease_key(hostname: &str) -> String {
+    format!("host.{hostname}")
+}
+
 /// Key of a host's result in [`ROLLOUT_HOSTS`].
 pub fn rollout_host_key(rollout: &str, hostname: &str) -> String {
     format!("{rollout}.{hostname}")
@@ -339,7 +359,7 @@ pub fn rollout_removal_key(rollout: &str, hostname: &str) -> String {
     format!("{rollout}.removed.{hostname}")
 }
 
-pub const BUCKETS: [BucketDef; 13] = [
+pub const BUCKETS: [BucketDef; 14] = [
     SEEDS,
     WORKERS,
     OUTCOMES,
@@ -353,6 +373,7 @@ pub const BUCKETS: [BucketDef; 13] = [
     ROLLOUTS,
     ROLLOUT_HOSTS,
     GATES,
+    LEASES,
 ];
 
 /// Keys of the auth bucket.

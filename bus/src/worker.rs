@@ -21,6 +21,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::codec;
 use crate::connect::{Bus, BusError};
+use crate::lease::{self, Claim};
 use crate::messages::command::{Command, CommandEnvelope, Outcome, Reply, Verdict};
 use crate::messages::event::{Event, EventDetail};
 use crate::messages::{Heartbeat, WorkerKind};
@@ -49,6 +50,14 @@ pub trait Handler: Send + Sync + 'static {
         ctx: &CommandContext,
         command: &Command,
     ) -> impl Future<Output = Verdict> + Send;
+
+    /// For a command with a side effect on a host (converge, reboot): how
+    /// long it can run at most. Its replica then takes a lease on the
+    /// command for that long before acting ([`crate::lease`]), and a
+    /// replica the command is redelivered to meanwhile does not act.
+    fn lease(&self, _command: &Command) -> Option<Duration> {
+        None
+    }
 }
 
 /// Who asked, and what for; given to a handler with each command.
@@ -235,8 +244,26 @@ async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream:
                 outcome
             }
             None => {
-                let outcome =
+                let executed =
                     with_progress(&message, execute(replica, handler, &envelope, delivery)).await;
+                let outcome = match executed {
+                    Executed::Finished(outcome) => outcome,
+                    Executed::Running { holder, until } => {
+                        // Redelivered while the replica that took it stalled:
+                        // it is not run here too. It comes back when that
+                        // lease would lapse, to find the outcome.
+                        info!(%holder, until = %crate::messages::timestamp(until), "already running on another replica; not run again here");
+                        let wait = (until - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+                        let delay = Duration::try_from(wait).unwrap_or_default() + Duration::from_secs(1);
+                        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                        return;
+                    }
+                    Executed::NotNow(e) => {
+                        warn!(error = %e, "its lease could not be taken; leaving the command for redelivery");
+                        retry_later(&message).await;
+                        return;
+                    }
+                };
                 match outcomes.create(&envelope.id, codec::to_cbor(&outcome).into()).await {
                     Ok(_) => {
                         replica.handled.fetch_add(1, Ordering::Relaxed);
@@ -425,12 +452,24 @@ pub async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> 
     }
 }
 
+/// How far a command got in this replica.
+enum Executed {
+    Finished(Outcome),
+    /// Another replica holds its lease, until then: it runs there.
+    Running {
+        holder: String,
+        until: OffsetDateTime,
+    },
+    /// Its lease could not be taken or read (NATS trouble): not now.
+    NotNow(BusError),
+}
+
 async fn execute<H: Handler>(
     replica: &Replica,
     handler: &H,
     envelope: &CommandEnvelope,
     delivery: u64,
-) -> Outcome {
+) -> Executed {
     let command = &envelope.command;
     let finish = |actor: Option<String>, verdict: Verdict| Outcome {
         command_id: envelope.id.clone(),
@@ -449,18 +488,37 @@ async fn execute<H: Handler>(
         Ok(claims) => claims,
         Err(VerifyError::Denied { denial, actor }) => {
             warn!(reason = %denial, "command denied");
-            return finish(actor, Verdict::Denied { denial });
+            return Executed::Finished(finish(actor, Verdict::Denied { denial }));
         }
         Err(VerifyError::Bus(e)) => {
-            return finish(
+            return Executed::Finished(finish(
                 None,
                 Verdict::failed(format!("could not verify the token: {e}")),
-            );
+            ));
         }
     };
     let actor = Some(claims.sub.clone());
+    // Before the deadline check: a replica that took the lease may have
+    // acted already, and "not executed" would then be untrue.
+    if let Some(ttl) = handler.lease(command) {
+        let key = topology::command_lease_key(&envelope.id);
+        match lease::claim(&replica.bus, &key, &replica.instance, ttl).await {
+            Ok(Claim::Taken(_)) => {}
+            Ok(Claim::Held { holder, until }) => return Executed::Running { holder, until },
+            Ok(Claim::Lapsed { holder, since, .. }) => {
+                return Executed::Finished(finish(
+                    actor,
+                    Verdict::failed(format!(
+                        "interrupted: {holder} started this command and stopped before it finished (its lease lapsed at {}); it is not run again, since it may have acted: look at the host",
+                        crate::messages::timestamp(since)
+                    )),
+                ));
+            }
+            Err(e) => return Executed::NotNow(e),
+        }
+    }
     if OffsetDateTime::now_utc() > envelope.deadline {
-        return finish(
+        return Executed::Finished(finish(
             actor,
             Verdict::Refused {
                 message: format!(
@@ -468,7 +526,7 @@ async fn execute<H: Handler>(
                     crate::messages::timestamp(envelope.deadline)
                 ),
             },
-        );
+        ));
     }
     let verdict = match command {
         Command::Ping { hold_ms, .. } => {
@@ -492,7 +550,7 @@ async fn execute<H: Handler>(
             handler.handle(&ctx, command).await
         }
     };
-    finish(actor, verdict)
+    Executed::Finished(finish(actor, verdict))
 }
 
 /// Publishes the "command finished" event, which the auditor turns into

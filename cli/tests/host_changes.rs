@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Bare, Up, lab_env};
+use common::{Bare, Up, lab_env, wait_until};
 use fleetroll_bus::audit_log;
 use fleetroll_lab::{Lab, LabConfig, Scenario};
 use fleetroll_orchestrator::overrides::{self, Change, MAX_OVERRIDE_BYTES, OverrideError};
@@ -265,4 +265,87 @@ fn text_from_a_host_reaches_the_terminal_escaped() {
     );
     drop(up);
     lab.down().unwrap();
+}
+
+/// A converge whose replica stalls past the one-second takeover (SIGSTOP,
+/// as a NATS election would hold it) is redelivered to the other replica,
+/// which finds the first one's lease and does not run it: Puppet runs once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_converge_redelivered_while_its_replica_stalls_runs_once() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(1, lab_dir.path())).unwrap();
+    let target = lab.hosts()[0].hostname.clone();
+    let host = lab.host(&target).unwrap();
+    host.set_puppet_duration(Duration::from_secs(6)).unwrap();
+    let mut bare = Bare::start().await;
+    bare.cli.env = lab_env(&lab);
+    let cli = bare.cli.clone();
+    let _prober = cli.spawn(&["worker", "prober"]);
+    let mut first = cli.spawn(&["worker", "orchestrator"]);
+    let log = bare
+        .dir
+        .path()
+        .join(format!("worker_orchestrator-{}.log", std::process::id()));
+    let c = cli.clone();
+    let t = target.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until(
+            "a prober and an orchestrator",
+            Duration::from_secs(30),
+            || c.replicas_of("prober") == 1 && c.replicas_of("orchestrator") == 1,
+        );
+        common::onboard(&c, &[t]);
+    })
+    .await
+    .unwrap();
+    let runs = host.puppet_runs().len();
+
+    // Puppet has started once the converge's output says so.
+    let mut converge = cli.spawn_output(&["converge", "host", &target]);
+    let stdout = converge.stdout.take().unwrap();
+    let (lines, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let compiled = output.iter().find(|line| line.contains("Compiled catalog"));
+    assert!(compiled.is_some(), "the converge printed no Puppet run");
+    let _second = cli.spawn(&["worker", "orchestrator"]);
+    let c = cli.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until("a second orchestrator", Duration::from_secs(30), || {
+            c.replicas_of("orchestrator") == 2
+        });
+    })
+    .await
+    .unwrap();
+    common::kill(&mut first, libc::SIGSTOP);
+    tokio::task::spawn_blocking(move || {
+        wait_until(
+            "the second replica to find the converge running",
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("already running on another replica"))
+            },
+        );
+    })
+    .await
+    .unwrap();
+    common::kill(&mut first, libc::SIGCONT);
+    let done = tokio::task::spawn_blocking(move || converge.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        output.iter().any(|line| line.contains("Applied catalog")),
+        "the rest of the run's output"
+    );
+    assert_eq!(host.puppet_runs().len(), runs + 1, "Puppet ran once");
 }

@@ -11,7 +11,7 @@ use fleetroll_bus::messages::audit::{
     AuditList, AuditQuery, AuditRecord, ListedRecord, OverrideSnapshot,
 };
 use fleetroll_bus::messages::auth::{Revocation, VerifyingKeyRecord};
-use fleetroll_bus::messages::command::{Command, CommandEnvelope, Outcome};
+use fleetroll_bus::messages::command::{Command, CommandEnvelope, LeaseRecord, Outcome};
 use fleetroll_bus::messages::event::Event;
 use fleetroll_bus::messages::host::{
     Drift, DriftSummary, HostHistory, HostIntent, HostKeyPin, HostList, HostName, HostQuery,
@@ -60,6 +60,7 @@ const TYPES: &[fn(&[u8])] = &[
     check::<HostHistory>,
     check::<HostIntent>,
     check::<HostKeyPin>,
+    check::<LeaseRecord>,
     check::<HostList>,
     check::<HostName>,
     check::<HostQuery>,

@@ -474,3 +474,17 @@ pub enum Denial {
     #[error("no signing key is published on this mesh: run `fleetroll auth init`")]
     NoSigningKey,
 }
+
+/// A lease in the leases bucket ([`crate::topology::LEASES`]): who holds
+/// it, and for how long after the entry's server-side time it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The worker replica (and job) carrying the side effect out.
+    pub holder: String,
+    pub ttl_ms: u64,
+}
+
+impl Message for LeaseRecord {
+    const KIND: &'static str = "lease";
+    const VERSION: u16 = 1;
+}
