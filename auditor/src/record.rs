@@ -47,6 +47,7 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
             outcome,
             actor,
             command_id,
+            attempt,
         } => {
             let action = match outcome {
                 ApplyOutcome::Removed { .. } => "override_remove",
@@ -62,12 +63,15 @@ pub fn draft(event: &Event) -> Option<(String, AuditRecord)> {
                     Some("the host is disabled".to_string()),
                     Vec::new(),
                 ),
+                // Never announced: the retry's own result is.
+                ApplyOutcome::Retrying { .. } => return None,
             };
             Some((
                 subjects::audit_host_change(
                     rollout,
                     action.trim_start_matches("override_"),
                     *stage,
+                    *attempt,
                     hostname,
                 ),
                 AuditRecord {
@@ -259,6 +263,7 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::HostConverge { hostname }, _)
         | (Command::HostReboot { hostname }, _) => vec![hostname.clone()],
         (_, Some(Reply::StageStarted { hosts, .. }))
+        | (_, Some(Reply::Retrying { hosts, .. }))
         | (
             _,
             Some(Reply::RollingBack {
@@ -270,6 +275,7 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::RolloutStart { .. }, _)
         | (Command::RolloutAdvance { .. }, _)
         | (Command::RolloutPause { .. }, _)
+        | (Command::RolloutRetry { .. }, _)
         | (Command::RolloutResume { .. }, _)
         | (Command::RolloutRollback { .. }, _)
         | (Command::RolloutHalt { .. }, _)

@@ -160,3 +160,27 @@ pub async fn release(bus: &Bus, lease: Lease) -> Result<(), BusError> {
         Err(e) => Err(BusError::js("releasing a lease", e)),
     }
 }
+
+/// Runs `work` while holding `lease`, renewing it four times per `ttl`,
+/// so that it lapses only if this replica dies or loses NATS for `ttl`.
+pub async fn hold<F: std::future::Future>(
+    bus: &Bus,
+    lease: &mut Lease,
+    holder: &str,
+    ttl: Duration,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(ttl / 4);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = tick.tick() => {
+                if let Err(e) = renew(bus, lease, holder, ttl).await {
+                    tracing::warn!(lease = %lease.key, error = %e, "lease not renewed");
+                }
+            }
+        }
+    }
+}

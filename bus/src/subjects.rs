@@ -84,9 +84,19 @@ pub fn command_output(command_id: &str) -> String {
 pub const COMMAND_OUTPUT: &str = "fleetroll.out.>";
 
 /// The audit record of a rollout's change on one host (`verb`: apply,
-/// remove).
-pub fn audit_host_change(rollout: &str, verb: &str, stage: u32, hostname: &str) -> String {
-    format!("fleetroll.audit.host.{rollout}.{verb}.{stage}.{hostname}")
+/// remove), for each try of it (`attempt`: 0 first, then one per `rollout
+/// retry`).
+pub fn audit_host_change(
+    rollout: &str,
+    verb: &str,
+    stage: u32,
+    attempt: u32,
+    hostname: &str,
+) -> String {
+    match attempt {
+        0 => format!("fleetroll.audit.host.{rollout}.{verb}.{stage}.{hostname}"),
+        n => format!("fleetroll.audit.host.{rollout}.{verb}.{stage}.retry{n}.{hostname}"),
+    }
 }
 
 /// The audit record of a rollout paused by its blast radius, per stage.

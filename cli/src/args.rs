@@ -331,6 +331,14 @@ pub enum RolloutCommand {
     Resume {
         id: String,
     },
+    /// Try again the hosts whose write (or removal) failed, in the current
+    /// stage: all of them, or those named with --host.
+    Retry {
+        id: String,
+        /// A host to try again (repeatable); without it, every failed host.
+        #[arg(long)]
+        host: Vec<String>,
+    },
     /// Stop the rollout for good; --remove-overrides removes what it applied.
     Rollback {
         id: String,

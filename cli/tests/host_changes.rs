@@ -61,23 +61,31 @@ async fn overrides_are_written_once_verified_and_snapshotted_first() {
 
     // A host without an override: its absence is snapshotted, then the
     // contents are written exactly, once.
-    let change = overrides::apply(&pool, &bus, &name(1), TRICKY)
+    let change = overrides::apply(&pool, &bus, &name(1), TRICKY, "job-1")
         .await
         .unwrap();
     let Change::Changed { snapshot: id } = change else {
         panic!("{change:?}")
     };
-    let before = snapshot(id).await;
+    let before = snapshot(id.clone()).await;
     assert_eq!(before.hostname, name(1));
     assert_eq!(before.occasion, "before apply");
     assert_eq!(before.content(), None, "there was no override");
     let path = host(1).override_path();
     assert_eq!(host(1).file(path).unwrap().as_deref(), Some(TRICKY));
+    // Another try of the same job (its reply lost, say) writes nothing and
+    // finds the snapshot the first one took; another job's finds none.
     assert_eq!(
-        overrides::apply(&pool, &bus, &name(1), TRICKY)
+        overrides::apply(&pool, &bus, &name(1), TRICKY, "job-1")
             .await
             .unwrap(),
-        Change::AlreadyThere
+        Change::AlreadyThere { snapshot: Some(id) }
+    );
+    assert_eq!(
+        overrides::apply(&pool, &bus, &name(1), TRICKY, "job-2")
+            .await
+            .unwrap(),
+        Change::AlreadyThere { snapshot: None }
     );
     assert_eq!(host(1).override_writes().unwrap(), 1, "written once");
     assert_eq!(
@@ -88,7 +96,7 @@ async fn overrides_are_written_once_verified_and_snapshotted_first() {
     // A host with someone's override: its contents are kept, then replaced;
     // removing keeps the new ones, and a second removal changes nothing.
     let Change::Changed { snapshot: id } =
-        overrides::apply(&pool, &bus, &name(2), b"PUPPET_BRANCH=new\n")
+        overrides::apply(&pool, &bus, &name(2), b"PUPPET_BRANCH=new\n", "job-3")
             .await
             .unwrap()
     else {
@@ -98,7 +106,9 @@ async fn overrides_are_written_once_verified_and_snapshotted_first() {
         snapshot(id).await.content().as_deref(),
         Some(&b"PUPPET_BRANCH=old_experiment\n"[..])
     );
-    let Change::Changed { snapshot: id } = overrides::remove(&pool, &bus, &name(2)).await.unwrap()
+    let Change::Changed { snapshot: id } = overrides::remove(&pool, &bus, &name(2), "job-4")
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -110,12 +120,12 @@ async fn overrides_are_written_once_verified_and_snapshotted_first() {
     );
     assert_eq!(host(2).file(host(2).override_path()).unwrap(), None);
     assert_eq!(
-        overrides::remove(&pool, &bus, &name(2)).await.unwrap(),
-        Change::AlreadyThere
+        overrides::remove(&pool, &bus, &name(2), "job-5").await.unwrap(),
+        Change::AlreadyThere { snapshot: None }
     );
 
     // Without sudo nothing is written, and the error says why.
-    let refused = overrides::apply(&pool, &bus, &name(3), b"X=1\n").await;
+    let refused = overrides::apply(&pool, &bus, &name(3), b"X=1\n", "job-6").await;
     assert!(
         matches!(refused, Err(OverrideError::SudoRefused(_))),
         "{refused:?}"
@@ -123,7 +133,7 @@ async fn overrides_are_written_once_verified_and_snapshotted_first() {
     assert_eq!(host(3).file(host(3).override_path()).unwrap(), None);
 
     // A macOS host keeps its override elsewhere.
-    overrides::apply(&pool, &bus, &name(4), b"PUPPET_BRANCH=mac\n")
+    overrides::apply(&pool, &bus, &name(4), b"PUPPET_BRANCH=mac\n", "job-7")
         .await
         .unwrap();
     assert_eq!(
@@ -138,10 +148,44 @@ async fn overrides_are_written_once_verified_and_snapshotted_first() {
     // Too large: refused before anything is read or written.
     let huge = vec![b'x'; MAX_OVERRIDE_BYTES + 1];
     assert!(matches!(
-        overrides::apply(&pool, &bus, &name(1), &huge).await,
+        overrides::apply(&pool, &bus, &name(1), &huge, "job-8").await,
         Err(OverrideError::TooLarge(_))
     ));
     assert_eq!(host(1).override_writes().unwrap(), 1);
+
+    // Someone's override larger than a command's output once was (68 KiB):
+    // snapshotted whole before it is replaced, not cut.
+    let big: Vec<u8> = (0..200 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    host(5).set_override(Some(&big)).unwrap();
+    let Change::Changed { snapshot: id } =
+        overrides::apply(&pool, &bus, &name(5), b"PUPPET_BRANCH=x\n", "job-9")
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(snapshot(id).await.content(), Some(big));
+
+    // One larger than a snapshot holds on this mesh: left as it is, with
+    // an error that names its size; removing is refused alike.
+    let most = overrides::snapshot_limit(&bus);
+    let huge_file = vec![b'y'; most + 1];
+    host(5).set_override(Some(&huge_file)).unwrap();
+    let writes = host(5).override_writes().unwrap();
+    for refused in [
+        overrides::apply(&pool, &bus, &name(5), b"PUPPET_BRANCH=x\n", "job-10").await,
+        overrides::remove(&pool, &bus, &name(5), "job-11").await,
+    ] {
+        let Err(e @ OverrideError::TooLargeToSnapshot { .. }) = refused else {
+            panic!("{refused:?}")
+        };
+        assert!(e.to_string().contains(&format!("{} bytes", most + 1)), "{e}");
+    }
+    assert_eq!(host(5).override_writes().unwrap(), writes, "left untouched");
+    assert_eq!(
+        host(5).file(host(5).override_path()).unwrap().map(|f| f.len()),
+        Some(most + 1)
+    );
     drop(pool);
     lab.down().unwrap();
 }

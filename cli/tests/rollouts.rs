@@ -852,6 +852,7 @@ async fn a_result_recorded_by_a_replica_that_died_unannounced_is_still_audited()
         outcome: ApplyOutcome::Applied { snapshot: None },
         at: time::OffsetDateTime::now_utc(),
         by: "orchestrator-that-died".into(),
+        attempt: 0,
     };
     worker
         .kv(&topology::ROLLOUT_HOSTS)

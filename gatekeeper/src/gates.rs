@@ -16,7 +16,7 @@ use fleetroll_bus::host_index::HostIndex;
 use fleetroll_bus::messages::event::EventDetail;
 use fleetroll_bus::messages::host::HostRecord;
 use fleetroll_bus::messages::rollout::{
-    ApplyOutcome, Baseline, GateEvaluation, GateResult, GateVerdict, HostApply, Rollout,
+    ApplyOutcome, Baseline, GateEvaluation, GateResult, GateVerdict, HeldBack, HostApply, Rollout,
     RolloutState, StageStatus,
 };
 use fleetroll_bus::messages::workload::{RunResult, TaskRun};
@@ -137,6 +137,7 @@ async fn judge(
         at: now,
         gates: evaluate(rollout, &stage.hosts, &evidence, &baseline, workload),
         baseline,
+        holding_back: holding_back(rollout, &evidence),
     };
     gates_bucket
         .put(&rollout.id, codec::to_cbor(&evaluation).into())
@@ -187,7 +188,55 @@ async fn judge(
         .await;
     }
     blast_radius(bus, rollout, &evidence, source).await?;
-    succeed_if_done(bus, rollout, &evidence, source).await
+    if rollout.remaining().is_empty() && evaluation.holding_back.is_empty() {
+        succeed(bus, rollout, source).await?;
+    }
+    Ok(())
+}
+
+/// Once every target is in a stage, the hosts that keep the rollout from
+/// having succeeded (SPEC 5: every target applied and healthy), each with
+/// why; none before that.
+fn holding_back(rollout: &Rollout, evidence: &Evidence) -> Vec<HeldBack> {
+    if !rollout.remaining().is_empty() {
+        return Vec::new();
+    }
+    let why = |host: &String| -> Option<String> {
+        let result = evidence.results.get(host);
+        match result.map(|r| &r.outcome) {
+            None => return Some("its change is not written yet".into()),
+            Some(ApplyOutcome::Retrying { .. }) => {
+                return Some("its change is being written again".into());
+            }
+            Some(ApplyOutcome::Failed { error }) => {
+                return Some(format!(
+                    "its change could not be written ({error}); `fleetroll rollout retry {} --host {host}` tries again",
+                    rollout.id
+                ));
+            }
+            Some(ApplyOutcome::SkippedDisabled) => {
+                return Some("it is disabled, so its change was not written".into());
+            }
+            Some(ApplyOutcome::Applied { .. } | ApplyOutcome::Removed { .. }) => {}
+        }
+        match evidence.records.get(host).and_then(|r| r.healthy) {
+            Some(true) => None,
+            Some(false) => {
+                Some("not healthy (Puppet has not applied the change, or no recent work)".into())
+            }
+            None => Some("its health is not known yet (no probe or workload since)".into()),
+        }
+    };
+    rollout
+        .targets
+        .iter()
+        .filter_map(|host| {
+            why(host).map(|why| HeldBack {
+                hostname: host.clone(),
+                why,
+            })
+        })
+        .collect()
 }
 
 /// Why a changed host counts as failing, if it does.
@@ -744,28 +793,7 @@ fn evaluate(
 }
 
 /// SUCCEEDED: every target host has the change, and is healthy.
-async fn succeed_if_done(
-    bus: &Bus,
-    rollout: &Rollout,
-    evidence: &Evidence<'_>,
-    source: &str,
-) -> Result<(), BusError> {
-    if !rollout.remaining().is_empty() {
-        return Ok(());
-    }
-    let done = rollout.targets.iter().all(|h| {
-        evidence
-            .results
-            .get(h)
-            .is_some_and(|r| matches!(r.outcome, ApplyOutcome::Applied { .. }))
-            && evidence
-                .records
-                .get(h)
-                .is_some_and(|r| r.healthy == Some(true))
-    });
-    if !done {
-        return Ok(());
-    }
+async fn succeed(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusError> {
     // A compare-and-swap: an operator's pause or rollback meanwhile wins.
     let succeeded = rollout_store::update(bus, &rollout.id, |current| {
         if current.state != RolloutState::Running {

@@ -121,6 +121,7 @@ impl Handler for Orchestrator {
             }
             Command::RolloutResume { id } => rollouts::pause_or_resume(ctx, id, None).await,
             Command::RolloutHalt { reason } => rollouts::halt(ctx, reason).await,
+            Command::RolloutRetry { id, hosts } => rollouts::retry(ctx, id, hosts).await,
             Command::RolloutFinalize { id } => rollouts::finalize(ctx, id).await,
             Command::RolloutRollback {
                 id,
@@ -166,12 +167,12 @@ where
             async move { Ok::<_, QueryError>(rollouts::list(&bus).await?) }
         })
         .await?;
-    let b = bus.clone();
+    let (b, i) = (bus.clone(), index.clone());
     queries
         .serve(queries::ROLLOUTS_GET, move |_claims, q: RolloutId| {
-            let bus = b.clone();
+            let (bus, index) = (b.clone(), i.clone());
             async move {
-                rollouts::status(&bus, &q.id)
+                rollouts::status(&bus, &index, &q.id)
                     .await?
                     .ok_or_else(|| QueryError::NotFound(format!("no rollout `{}`", q.id)))
             }

@@ -12,7 +12,14 @@ sha() {
 }
 case "$1" in
   read)
-    if [ -e "$f" ]; then printf "present\n"; cat "$f"; else printf "absent\n"; fi
+    # The size first: a file larger than the caller can keep whole ($2
+    # bytes) is not sent at all, so a cut copy is never taken for it.
+    if [ -e "$f" ]; then
+      n=$(wc -c <"$f" | tr -d " ")
+      if [ "$n" -gt "$2" ]; then printf "toolarge %s\n" "$n"; else printf "present %s\n" "$n"; cat "$f"; fi
+    else
+      printf "absent\n"
+    fi
     ;;
   apply)
     d=$(dirname "$f")

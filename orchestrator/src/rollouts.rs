@@ -5,6 +5,7 @@
 //! A command redelivered after its transition finds the stage it started
 //! (by command id) and only queues that stage's jobs again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::jetstream::kv;
@@ -17,8 +18,8 @@ use fleetroll_bus::hostname;
 use fleetroll_bus::messages::command::{Reply, Verdict};
 use fleetroll_bus::messages::event::EventDetail;
 use fleetroll_bus::messages::rollout::{
-    ApplyJob, ApplyOutcome, Decision, GateConfig, GateEvaluation, HostApply, Rollout, RolloutList,
-    RolloutPlan, RolloutState, RolloutStatus, Stage, StageStatus, stage_order,
+    ApplyJob, ApplyOutcome, Decision, GateConfig, GateEvaluation, HeldBack, HostApply, Rollout,
+    RolloutList, RolloutPlan, RolloutState, RolloutStatus, Stage, StageStatus, stage_order,
 };
 use fleetroll_bus::worker::CommandContext;
 use fleetroll_bus::{subjects, topology};
@@ -34,31 +35,43 @@ use fleetroll_bus::rollout_store::{self, load, store};
 /// queued, so giving up early would leave it applying half its hosts.
 const QUEUE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Queues one job per host: applying the change, or (`remove`) removing
-/// the override. Each job has a message id, so queueing again after a
-/// failure queues nothing twice.
+/// Queues one job per host, for `command` (the command that asks for
+/// them): applying the change, or (`remove`) removing the override. See
+/// [`queue`].
 async fn queue_jobs(
     bus: &Bus,
+    command: &str,
     rollout: &str,
     stage: u32,
     hosts: &[String],
     remove: bool,
 ) -> Result<(), BusError> {
-    let began = std::time::Instant::now();
-    for host in hosts {
-        let job = ApplyJob {
+    let jobs: Vec<ApplyJob> = hosts
+        .iter()
+        .map(|host| ApplyJob {
             rollout: rollout.to_string(),
             stage,
             hostname: host.clone(),
             remove,
-        };
+            attempt: 0,
+        })
+        .collect();
+    queue(bus, command, &jobs).await
+}
+
+/// Queues jobs for `command`. Each has a message id made of the job and
+/// the command, so a command queueing again (redelivered, or after a
+/// failure) queues nothing twice, while another command (a resume after a
+/// pause, a retry) queues afresh even within the duplicate window.
+async fn queue(bus: &Bus, command: &str, jobs: &[ApplyJob]) -> Result<(), BusError> {
+    let began = std::time::Instant::now();
+    for job in jobs {
         let mut headers = async_nats::HeaderMap::new();
-        let verb = if remove { "remove" } else { "apply" };
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{verb}-{rollout}-{stage}-{host}").as_str(),
-        );
-        let payload = codec::to_cbor(&job);
+        let verb = if job.remove { "remove" } else { "apply" };
+        let (rollout, stage, host) = (&job.rollout, job.stage, &job.hostname);
+        let id = format!("{verb}-{rollout}-{stage}-{host}-{}-{command}", job.attempt);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        let payload = codec::to_cbor(job);
         loop {
             let queued = async {
                 bus.js
@@ -114,7 +127,16 @@ async fn launch(
     stage: &Stage,
     decided_on: Option<(GateConfig, Option<GateEvaluation>)>,
 ) -> Verdict {
-    if let Err(e) = queue_jobs(&ctx.bus, rollout, stage.number, &stage.hosts, false).await {
+    if let Err(e) = queue_jobs(
+        &ctx.bus,
+        &ctx.command_id,
+        rollout,
+        stage.number,
+        &stage.hosts,
+        false,
+    )
+    .await
+    {
         // The stage is recorded, but NATS stayed away for `QUEUE_PATIENCE`:
         // `rollout pause` and `resume` queue the hosts still without a
         // result.
@@ -469,8 +491,15 @@ pub async fn pause_or_resume(ctx: &CommandContext, id: &str, pause: Option<&str>
         match store(&ctx.bus, &rollout, read.revision).await {
             Ok(true) => {
                 if let Some(stage) = &requeue
-                    && let Err(e) =
-                        queue_jobs(&ctx.bus, id, stage.number, &stage.hosts, false).await
+                    && let Err(e) = queue_jobs(
+                        &ctx.bus,
+                        &ctx.command_id,
+                        id,
+                        stage.number,
+                        &stage.hosts,
+                        false,
+                    )
+                    .await
                 {
                     return Verdict::failed(e);
                 }
@@ -519,6 +548,142 @@ pub async fn halt(ctx: &CommandContext, reason: &str) -> Verdict {
     }
 }
 
+/// Queues another try of the hosts whose write failed in the current stage
+/// (or, rolling back or finalizing, whose removal failed): every such host,
+/// or those `named`. Each is marked as retrying (its failure kept in the
+/// mark) before its job is queued, so the stage waits for it again and a
+/// redelivery of this command queues the same tries, no more.
+pub async fn retry(ctx: &CommandContext, id: &str, named: &[String]) -> Verdict {
+    for host in named {
+        if let Err(e) = hostname::validate(host) {
+            return Verdict::invalid(format!("--host: {e}"));
+        }
+    }
+    let bus = &ctx.bus;
+    'again: loop {
+        let read = match load(bus, id).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return no_such(id),
+            Err(e) => return Verdict::failed(e),
+        };
+        let mut rollout = read.rollout;
+        let results = match results(bus, id).await {
+            Ok(results) => results,
+            Err(e) => return Verdict::failed(e),
+        };
+        let (remove, scope) = match (rollout.state, rollout.current_stage()) {
+            (RolloutState::Running, Some(stage)) => (false, stage.hosts.clone()),
+            (RolloutState::RollingBack | RolloutState::Finalizing, _) => {
+                (true, removal_scope(&rollout, &results))
+            }
+            (state, _) => {
+                return Verdict::Refused {
+                    message: format!(
+                        "rollout {id} is {}; hosts are tried again in a running rollout (resume a paused one first), or in one rolling back or finalizing",
+                        state.as_str()
+                    ),
+                };
+            }
+        };
+        let key = |host: &str| match remove {
+            true => topology::rollout_removal_key(id, host),
+            false => topology::rollout_host_key(id, host),
+        };
+        let retriable = |host: &String| {
+            results.get(&key(host)).is_some_and(|r| {
+                matches!(
+                    r.outcome,
+                    ApplyOutcome::Failed { .. } | ApplyOutcome::Retrying { .. }
+                )
+            })
+        };
+        let selected: Vec<String> = if named.is_empty() {
+            scope.iter().filter(|h| retriable(h)).cloned().collect()
+        } else {
+            if let Some(host) = named.iter().find(|h| !scope.contains(h) || !retriable(h)) {
+                return Verdict::Refused {
+                    message: format!(
+                        "{host} has no failed {} to try again in rollout {id}",
+                        if remove {
+                            "removal"
+                        } else {
+                            "write in the current stage"
+                        }
+                    ),
+                };
+            }
+            named.to_vec()
+        };
+        if selected.is_empty() {
+            return Verdict::Refused {
+                message: format!("no host of rollout {id} has failed: nothing to try again"),
+            };
+        }
+        let store_results = match bus.kv(&topology::ROLLOUT_HOSTS).await {
+            Ok(store) => store,
+            Err(e) => return Verdict::failed(e),
+        };
+        let mut jobs = Vec::new();
+        for host in &selected {
+            let k = key(host);
+            let entry = match store_results.entry(k.as_str()).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => continue 'again,
+                Err(e) => return Verdict::failed(BusError::js("reading a rollout result", e)),
+            };
+            let Ok(mut result) = codec::from_cbor::<HostApply>(&entry.value) else {
+                return Verdict::failed(format!("the result of {host} is unreadable"));
+            };
+            if let ApplyOutcome::Failed { error } = &result.outcome {
+                result.outcome = ApplyOutcome::Retrying {
+                    previous: error.clone(),
+                };
+                result.attempt += 1;
+                result.at = OffsetDateTime::now_utc();
+                result.by = ctx.instance.clone();
+                match store_results
+                    .update(k.as_str(), codec::to_cbor(&result).into(), entry.revision)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue 'again,
+                    Err(e) => {
+                        return Verdict::failed(BusError::js("marking a host for retry", e));
+                    }
+                }
+            }
+            jobs.push(ApplyJob {
+                rollout: id.to_string(),
+                stage: result.stage,
+                hostname: host.clone(),
+                remove,
+                attempt: result.attempt,
+            });
+        }
+        if !remove
+            && let Some(stage) = rollout.stages.last_mut()
+            && stage.status == StageStatus::WaitingForAssessment
+        {
+            stage.status = StageStatus::Applying;
+            rollout.updated_at = OffsetDateTime::now_utc();
+            match store(bus, &rollout, read.revision).await {
+                Ok(true) => {}
+                Ok(false) => continue 'again,
+                Err(e) => return Verdict::failed(e),
+            }
+        }
+        if let Err(e) = queue(bus, &ctx.command_id, &jobs).await {
+            return Verdict::failed(e);
+        }
+        return Verdict::Done {
+            reply: Reply::Retrying {
+                id: id.to_string(),
+                hosts: selected,
+            },
+        };
+    }
+}
+
 fn done_pausing(id: &str, paused: bool) -> Verdict {
     let id = id.to_string();
     Verdict::Done {
@@ -530,28 +695,86 @@ fn done_pausing(id: &str, paused: bool) -> Verdict {
     }
 }
 
-/// The hosts on which the rollout wrote (or found) its change.
-pub async fn applied_hosts(bus: &Bus, rollout: &Rollout) -> Result<Vec<String>, BusError> {
-    let results = bus.kv(&topology::ROLLOUT_HOSTS).await?;
-    let mut applied = Vec::new();
-    for host in rollout.stages.iter().flat_map(|s| &s.hosts) {
-        let key = topology::rollout_host_key(&rollout.id, host);
-        let Some(bytes) = results
-            .get(&key)
-            .await
-            .map_err(|e| BusError::js("reading a rollout result", e))?
-        else {
-            continue;
-        };
-        if let Ok(HostApply {
-            outcome: ApplyOutcome::Applied { .. },
-            ..
-        }) = codec::from_cbor(&bytes)
-        {
-            applied.push(host.clone());
-        }
+/// What happened on each host of the rollout so far, by result key
+/// ([`topology::rollout_host_key`], [`topology::rollout_removal_key`]).
+pub async fn results(bus: &Bus, id: &str) -> Result<HashMap<String, HostApply>, BusError> {
+    let prefix = topology::rollout_host_key(id, "");
+    Ok(bus
+        .snapshot::<HostApply>(&topology::ROLLOUT_HOSTS)
+        .await?
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .collect())
+}
+
+/// The hosts a decided removal covers: for a finalize every target; for a
+/// rollback with `--remove-overrides` every host of every started stage
+/// where the write may have landed, recorded or not (a write can land and
+/// its reply be lost, or its replica die before recording it), so all but
+/// those left alone as disabled. Removing is idempotent, so a host where
+/// nothing landed costs one read.
+pub fn removal_scope(rollout: &Rollout, results: &HashMap<String, HostApply>) -> Vec<String> {
+    if rollout.finalize.is_some() {
+        return rollout.targets.clone();
     }
-    Ok(applied)
+    if !rollout
+        .rollback
+        .as_ref()
+        .is_some_and(|d| d.remove_overrides)
+    {
+        return Vec::new();
+    }
+    let skipped = |host: &String| {
+        results
+            .get(&topology::rollout_host_key(&rollout.id, host))
+            .is_some_and(|r| r.outcome == ApplyOutcome::SkippedDisabled)
+    };
+    let mut hosts: Vec<String> = rollout
+        .stages
+        .iter()
+        .flat_map(|s| &s.hosts)
+        .filter(|h| !skipped(h))
+        .cloned()
+        .collect();
+    hosts.dedup();
+    hosts
+}
+
+/// Hosts of a removal not yet seen clean, each with why: no removal
+/// recorded yet, a removal that failed, or no probe since the removal
+/// showing the override gone. Empty: the rollout is rolled back (or
+/// finalized).
+pub fn not_clean(
+    rollout: &Rollout,
+    results: &HashMap<String, HostApply>,
+    record: impl Fn(&str) -> Option<fleetroll_bus::messages::host::HostRecord>,
+) -> Vec<(String, String)> {
+    removal_scope(rollout, results)
+        .into_iter()
+        .filter_map(|host| {
+            let removal = results.get(&topology::rollout_removal_key(&rollout.id, &host));
+            let why = match removal.map(|r| (&r.outcome, r.at)) {
+                None => "its removal has not run yet".to_string(),
+                Some((ApplyOutcome::Failed { error }, _)) => format!("its removal failed: {error}"),
+                Some((_, removed_at)) => {
+                    let seen = record(&host).map(|r| r.observation);
+                    match seen {
+                        Some(o)
+                            if o.probed_at.is_some_and(|at| at > removed_at)
+                                && o.override_present == Some(false) =>
+                        {
+                            return None;
+                        }
+                        Some(o) if o.probed_at.is_some_and(|at| at > removed_at) => {
+                            "a probe since the removal still finds an override".to_string()
+                        }
+                        _ => "no probe since the removal yet".to_string(),
+                    }
+                }
+            };
+            Some((host, why))
+        })
+        .collect()
 }
 
 /// Stops a rollout for good; with `remove_overrides`, queues the removal of
@@ -573,21 +796,16 @@ pub async fn rollback(
             Err(e) => return Verdict::failed(e),
         };
         let mut rollout = read.rollout;
-        let applied = match applied_hosts(&ctx.bus, &rollout).await {
-            Ok(applied) => applied,
-            Err(e) => return Verdict::failed(e),
-        };
         let stage = rollout.current_stage().map_or(0, |s| s.number);
-        let removing = if remove_overrides {
-            applied
-        } else {
-            Vec::new()
+        let results = match results(&ctx.bus, id).await {
+            Ok(results) => results,
+            Err(e) => return Verdict::failed(e),
         };
         if rollout.rollback.is_some() {
             // Rolled back already (or this very command, redelivered): the
             // removals are queued again, which changes nothing done.
-            if remove_overrides
-                && let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await
+            let removing = removal_scope(&rollout, &results);
+            if let Err(e) = queue_jobs(&ctx.bus, &ctx.command_id, id, stage, &removing, true).await
             {
                 return Verdict::failed(e);
             }
@@ -617,9 +835,12 @@ pub async fn rollback(
         if let Some(stage) = rollout.stages.last_mut() {
             stage.status = StageStatus::RolledBack;
         }
+        let removing = removal_scope(&rollout, &results);
         match store(&ctx.bus, &rollout, read.revision).await {
             Ok(true) => {
-                if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
+                if let Err(e) =
+                    queue_jobs(&ctx.bus, &ctx.command_id, id, stage, &removing, true).await
+                {
                     return Verdict::failed(e);
                 }
                 let _ = events::rollout(
@@ -662,7 +883,8 @@ pub async fn finalize(ctx: &CommandContext, id: &str) -> Verdict {
         };
         if rollout.finalize.is_some() {
             // This very command, redelivered: queue the removals again.
-            if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
+            if let Err(e) = queue_jobs(&ctx.bus, &ctx.command_id, id, stage, &removing, true).await
+            {
                 return Verdict::failed(e);
             }
             return finalizing(removing);
@@ -687,7 +909,9 @@ pub async fn finalize(ctx: &CommandContext, id: &str) -> Verdict {
         });
         match store(&ctx.bus, &rollout, read.revision).await {
             Ok(true) => {
-                if let Err(e) = queue_jobs(&ctx.bus, id, stage, &removing, true).await {
+                if let Err(e) =
+                    queue_jobs(&ctx.bus, &ctx.command_id, id, stage, &removing, true).await
+                {
                     return Verdict::failed(e);
                 }
                 let _ = events::rollout(
@@ -723,10 +947,11 @@ fn rolling_back(id: &str, removing: Vec<String>) -> Verdict {
 /// How often rolling-back rollouts are checked for clean hosts.
 const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A rolling-back rollout is rolled back once a probe newer than the
-/// rollback shows no override on any host it applied; a finalizing one is
-/// finalized once they show none on any target host. Every replica runs
-/// this; the compare-and-swap lets one of them record it.
+/// A rolling-back rollout is rolled back, and a finalizing one finalized,
+/// once every host its removal covers ([`removal_scope`]) has its removal
+/// recorded and a probe since shows no override there ([`not_clean`]).
+/// Every replica runs this; the compare-and-swap lets one of them record
+/// it.
 pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result<(), BusError> {
     loop {
         tokio::time::sleep(SETTLE_EVERY).await;
@@ -743,25 +968,25 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
                 RolloutState::RollingBack | RolloutState::Finalizing
             )
         }) {
-            let Some(since) = rollout.removal().map(|r| r.at) else {
-                continue;
+            let done = match rollout.state {
+                RolloutState::Finalizing => RolloutState::Finalized,
+                _ => RolloutState::RolledBack,
             };
-            let (hosts, done) = match rollout.state {
-                RolloutState::Finalizing => (rollout.targets.clone(), RolloutState::Finalized),
-                _ => (
-                    applied_hosts(&bus, &rollout).await?,
-                    RolloutState::RolledBack,
-                ),
+            let results = match results(&bus, &rollout.id).await {
+                Ok(results) => results,
+                Err(e) => {
+                    warn!(rollout = %rollout.id, error = %e, "cannot read its hosts' results");
+                    continue;
+                }
             };
-            let mut clean = true;
+            let hosts = removal_scope(&rollout, &results);
+            let mut records = HashMap::new();
             for host in &hosts {
-                let record = index.get(host).await.ok().flatten();
-                clean &= record.is_some_and(|r| {
-                    r.observation.override_present == Some(false)
-                        && r.observation.probed_at.is_some_and(|at| at > since)
-                });
+                if let Ok(Some(record)) = index.get(host).await {
+                    records.insert(host.clone(), record);
+                }
             }
-            if !clean {
+            if !not_clean(&rollout, &results, |h| records.get(h).cloned()).is_empty() {
                 continue;
             }
             let settled = rollout_store::update(&bus, &rollout.id, |current| {
@@ -772,7 +997,14 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
                 current.updated_at = OffsetDateTime::now_utc();
                 true
             })
-            .await?;
+            .await;
+            let settled = match settled {
+                Ok(settled) => settled,
+                Err(e) => {
+                    warn!(rollout = %rollout.id, error = %e, "cannot record it settled");
+                    continue;
+                }
+            };
             if settled.is_some() {
                 tracing::info!(rollout = %rollout.id, hosts = hosts.len(), state = done.as_str(), "every host clean");
                 let _ = events::rollout(
@@ -793,19 +1025,21 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
     }
 }
 
-/// The stage's hosts with no result yet.
+/// The stage's hosts with no result yet (a retry counts as none).
 pub async fn unfinished_hosts(bus: &Bus, rollout: &str, stage: &Stage) -> Vec<String> {
-    let Ok(results) = bus.kv(&topology::ROLLOUT_HOSTS).await else {
+    let Ok(results) = results(bus, rollout).await else {
         return stage.hosts.clone();
     };
-    let mut unfinished = Vec::new();
-    for host in &stage.hosts {
-        let key = topology::rollout_host_key(rollout, host);
-        if !matches!(results.get(&key).await, Ok(Some(_))) {
-            unfinished.push(host.clone());
-        }
-    }
-    unfinished
+    stage
+        .hosts
+        .iter()
+        .filter(|host| {
+            results
+                .get(&topology::rollout_host_key(rollout, host))
+                .is_none_or(|r| matches!(r.outcome, ApplyOutcome::Retrying { .. }))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Every rollout, newest first.
@@ -819,23 +1053,39 @@ pub async fn list(bus: &Bus) -> Result<RolloutList, BusError> {
     Ok(RolloutList { rollouts })
 }
 
-/// A rollout with its hosts' results.
-pub async fn status(bus: &Bus, id: &str) -> Result<Option<RolloutStatus>, BusError> {
+/// A rollout with its hosts' results, and, while it removes its
+/// overrides, which hosts are not seen clean yet.
+pub async fn status(
+    bus: &Bus,
+    index: &HostIndex,
+    id: &str,
+) -> Result<Option<RolloutStatus>, BusError> {
     let Some(read) = load(bus, id).await? else {
         return Ok(None);
     };
-    let prefix = topology::rollout_host_key(id, "");
-    let hosts = bus
-        .snapshot::<HostApply>(&topology::ROLLOUT_HOSTS)
-        .await?
-        .into_iter()
-        .filter(|(key, _)| key.starts_with(&prefix))
-        .map(|(_, result)| result)
-        .collect();
+    let rollout = read.rollout;
+    let results = results(bus, id).await?;
+    let mut not_clean_hosts = Vec::new();
+    if matches!(
+        rollout.state,
+        RolloutState::RollingBack | RolloutState::Finalizing
+    ) {
+        let mut records = HashMap::new();
+        for host in removal_scope(&rollout, &results) {
+            if let Ok(Some(record)) = index.get(&host).await {
+                records.insert(host, record);
+            }
+        }
+        not_clean_hosts = not_clean(&rollout, &results, |h| records.get(h).cloned())
+            .into_iter()
+            .map(|(hostname, why)| HeldBack { hostname, why })
+            .collect();
+    }
     Ok(Some(RolloutStatus {
         evaluation: evaluation(bus, id).await?,
-        rollout: read.rollout,
-        hosts,
+        rollout,
+        hosts: results.into_values().collect(),
+        not_clean: not_clean_hosts,
     }))
 }
 
@@ -875,10 +1125,13 @@ mod tests {
             .unwrap();
         let hosts: Vec<String> = (0..5).map(|i| format!("h{i}.example.com")).collect();
 
-        let (queued, ()) = tokio::join!(queue_jobs(&bus, "ro-test", 1, &hosts, false), async {
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            setup::ensure(&bus, Replicas(1)).await.unwrap();
-        });
+        let (queued, ()) = tokio::join!(
+            queue_jobs(&bus, "command-1", "ro-test", 1, &hosts, false),
+            async {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                setup::ensure(&bus, Replicas(1)).await.unwrap();
+            }
+        );
         queued.unwrap();
         let stream = bus
             .js

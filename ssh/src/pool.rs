@@ -200,7 +200,10 @@ impl Pool {
                     detail,
                 };
                 if e.kind() != kv::CreateErrorKind::AlreadyExists {
-                    return Err(not_pinned(format!("pinning the key it offers failed: {e}")));
+                    return Err(RunError::Bus(BusError::js(
+                        format!("pinning the host key of {hostname}, so not using the connection"),
+                        e,
+                    )));
                 }
                 match read_pin(&keys, hostname).await? {
                     Some(winner) if crate::same_key(&winner.key, &offered) => {}
@@ -244,10 +247,12 @@ async fn read_pin(keys: &kv::Store, hostname: &str) -> Result<Option<HostKeyPin>
         host: hostname.to_string(),
         detail,
     };
-    let Some(bytes) = keys
-        .get(hostname)
-        .await
-        .map_err(|e| refuse(format!("its pinned host key cannot be read: {e}")))?
+    let Some(bytes) = keys.get(hostname).await.map_err(|e| {
+        RunError::Bus(BusError::js(
+            format!("reading the pinned host key of {hostname}, so not connecting"),
+            e,
+        ))
+    })?
     else {
         return Ok(None);
     };

@@ -115,6 +115,13 @@ pub enum Command {
     RolloutHalt {
         reason: String,
     },
+    /// Try again the hosts whose write failed in the current stage (or,
+    /// while rolling back or finalizing, whose removal failed): all of
+    /// them, or the ones named.
+    RolloutRetry {
+        id: String,
+        hosts: Vec<String>,
+    },
     /// Stop the rollout for good; with `remove_overrides`, remove the
     /// overrides it applied (it is rolled back once a fresh probe shows
     /// every host clean).
@@ -174,6 +181,7 @@ impl Command {
             | Command::RolloutResume { .. }
             | Command::RolloutRollback { .. }
             | Command::RolloutHalt { .. }
+            | Command::RolloutRetry { .. }
             | Command::RolloutFinalize { .. } => WorkerKind::Orchestrator,
         }
     }
@@ -204,6 +212,7 @@ impl Command {
             Command::RolloutRollback { .. } => "rollout_rollback",
             Command::RolloutHalt { .. } => "rollout_halt",
             Command::RolloutFinalize { .. } => "rollout_finalize",
+            Command::RolloutRetry { .. } => "rollout_retry",
         }
     }
 
@@ -233,6 +242,7 @@ impl Command {
             | Command::RolloutPause { id, .. }
             | Command::RolloutResume { id }
             | Command::RolloutRollback { id, .. }
+            | Command::RolloutRetry { id, .. }
             | Command::RolloutFinalize { id } => Some(id),
             _ => None,
         }
@@ -428,6 +438,11 @@ pub enum Reply {
     RollingBack {
         id: String,
         removing: Vec<String>,
+    },
+    /// These hosts are queued for another try.
+    Retrying {
+        id: String,
+        hosts: Vec<String>,
     },
     /// The host went down and answered again.
     Rebooted {

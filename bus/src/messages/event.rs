@@ -70,6 +70,9 @@ pub enum EventDetail {
         /// Who started the stage, and with which command.
         actor: String,
         command_id: String,
+        /// Which try of the host ([`super::rollout::HostApply::attempt`]).
+        #[serde(default)]
+        attempt: u32,
     },
 }
 

@@ -332,6 +332,10 @@ pub struct HostApply {
     pub at: OffsetDateTime,
     /// The orchestrator replica that did it.
     pub by: String,
+    /// 0 for the stage's own try; each `rollout retry` of the host counts
+    /// one up.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 impl Message for HostApply {
@@ -356,6 +360,11 @@ pub enum ApplyOutcome {
     Removed {
         snapshot: Option<String>,
     },
+    /// Failed, and an operator asked for another try (`rollout retry`),
+    /// now queued as [`HostApply::attempt`]: no result yet.
+    Retrying {
+        previous: String,
+    },
 }
 
 /// A request to apply a rollout's change on one host, taken by whichever
@@ -368,6 +377,9 @@ pub struct ApplyJob {
     /// Remove the override instead (rollback).
     #[serde(default)]
     pub remove: bool,
+    /// Which try of the host this is ([`HostApply::attempt`]).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 impl Message for ApplyJob {
@@ -414,6 +426,10 @@ pub struct RolloutStatus {
     /// The gatekeeper's latest evaluation, when there is one.
     #[serde(default)]
     pub evaluation: Option<GateEvaluation>,
+    /// Rolling back or finalizing: the hosts not yet seen clean, each with
+    /// why (the rollout is rolled back, or finalized, once there are none).
+    #[serde(default)]
+    pub not_clean: Vec<HeldBack>,
 }
 
 impl Message for RolloutStatus {
@@ -485,6 +501,18 @@ pub struct GateEvaluation {
     pub at: OffsetDateTime,
     pub baseline: Baseline,
     pub gates: Vec<GateResult>,
+    /// Once every target is in a stage: the hosts that keep the rollout
+    /// from having succeeded, each with why (not written, failed, not
+    /// healthy). Empty then means it has succeeded.
+    #[serde(default)]
+    pub holding_back: Vec<HeldBack>,
+}
+
+/// A host that keeps a rollout from having succeeded, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBack {
+    pub hostname: String,
+    pub why: String,
 }
 
 impl GateEvaluation {

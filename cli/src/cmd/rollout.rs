@@ -1,10 +1,12 @@
 //! `fleetroll rollout`: plan, start, watch over and steer a rollout.
 
 use crate::term::{say, tell};
+use fleetroll_bus::hostname;
 use fleetroll_bus::messages::NoParams;
 use fleetroll_bus::messages::command::{Command, Reply, Verdict};
 use fleetroll_bus::messages::rollout::{
-    ApplyOutcome, GateConfig, RolloutId, RolloutList, RolloutPlan, RolloutStatus,
+    ApplyOutcome, GateConfig, HeldBack, RolloutId, RolloutList, RolloutPlan, RolloutState,
+    RolloutStatus,
 };
 use fleetroll_bus::messages::timestamp;
 use fleetroll_bus::subjects::queries;
@@ -77,6 +79,24 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
             } = &outcome.verdict
             {
                 say!("paused {id}");
+            }
+            Ok(report_failure(&outcome))
+        }
+        RolloutCommand::Retry { id, host } => {
+            for h in &host {
+                hostname::validate(h).map_err(|e| fail(exit::INVALID, format!("--host: {e}")))?;
+            }
+            let outcome =
+                send(ctx, Command::RolloutRetry { id, hosts: host }, COMMAND_WAIT).await?;
+            if let Verdict::Done {
+                reply: Reply::Retrying { id, hosts },
+            } = &outcome.verdict
+            {
+                say!(
+                    "{id}: trying {} host(s) again: {}",
+                    hosts.len(),
+                    hosts.join(", ")
+                );
             }
             Ok(report_failure(&outcome))
         }
@@ -308,6 +328,9 @@ fn print_status(status: &RolloutStatus) {
                     ApplyOutcome::Removed { snapshot: None } => "removed (already gone)".into(),
                     ApplyOutcome::Failed { error } => format!("FAILED: {error}"),
                     ApplyOutcome::SkippedDisabled => "skipped (disabled)".into(),
+                    ApplyOutcome::Retrying { previous } => {
+                        format!("retrying (try {}; it failed: {previous})", h.attempt + 1)
+                    }
                 })
                 .collect();
             let result = if results.is_empty() {
@@ -344,5 +367,24 @@ fn print_status(status: &RolloutStatus) {
     let remaining = r.remaining().len();
     if remaining > 0 {
         say!("not yet   {remaining} host(s)");
+    }
+    // Why a rollout is not yet where its gates or removals would take it.
+    let held: &[HeldBack] = match r.state {
+        RolloutState::Running => status
+            .evaluation
+            .as_ref()
+            .map_or(&[], |e| e.holding_back.as_slice()),
+        _ => &status.not_clean,
+    };
+    if !held.is_empty() {
+        let what = match r.state {
+            RolloutState::Running => "not succeeded",
+            RolloutState::Finalizing => "not finalized",
+            _ => "not rolled back",
+        };
+        say!("{what}: {} host(s) hold it back", held.len());
+        for h in held {
+            say!("  {:<36} {}", h.hostname, h.why);
+        }
     }
 }

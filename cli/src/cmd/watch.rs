@@ -50,6 +50,7 @@ pub fn describe(event: &Event) -> String {
                 ApplyOutcome::Removed { .. } => "removed".to_string(),
                 ApplyOutcome::Failed { error } => format!("FAILED: {error}"),
                 ApplyOutcome::SkippedDisabled => "skipped (disabled)".to_string(),
+                ApplyOutcome::Retrying { .. } => "retrying".to_string(),
             };
             format!("{at}  {rollout}  host   stage {stage} {hostname} {what}")
         }
