@@ -221,6 +221,12 @@ const CASES: &[Case] = &[
     (&["watch", "rollout", "ro.*"], 1, &["ro.*"]),
     (&["watch", "rollout", "ro-nothing"], 1, &["ro-nothing"]),
     (&["rollout", "resume", "ro-nothing"], 1, &["ro-nothing"]),
+    (&["rollout", "retry", "ro-nothing"], 1, &["ro-nothing"]),
+    (
+        &["rollout", "retry", "ro-nothing", "--host", "a;b"],
+        1,
+        &["--host", "';'"],
+    ),
     (&["rollout", "list", "--bogus"], 1, &["--bogus"]),
     (&["host", "enable", "bad!host"], 1, &["bad!host"]),
     (

@@ -528,67 +528,199 @@ fn drive(cli: &Cli, lab: &Lab, plan: &Plan, names: &[String]) -> String {
     id
 }
 
-fn run(plan: Plan) {
-    let lab_dir = tempfile::tempdir().unwrap();
-    // Collecting 300 hosts' workload lags on a loaded machine: a host
-    // counts as working (healthy) for 5 minutes after its last job.
-    let scenario = Scenario::parse("[defaults]\njobs_per_minute = 60\n", false).unwrap();
-    let lab = Lab::start(LabConfig::new(plan.hosts, lab_dir.path()).scenario(scenario)).unwrap();
-    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+/// The cluster serves one test at a time: its nodes listen on the fixed
+/// ports of their configuration files.
+static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    // Kept when the run fails: the workers' and nodes' logs are in it.
-    let data = tempfile::Builder::new()
-        .prefix("chaos-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+/// A lab of `hosts` (with the scenario's defaults), the cluster, two
+/// workers of every kind, and the hosts onboarded.
+struct Mesh {
+    lab: Lab,
+    _lab_dir: tempfile::TempDir,
+    names: Vec<String>,
+    data: tempfile::TempDir,
+    kept: KeepOnPanic,
+    cluster: Cluster,
+    cli: Cli,
+    runtime: tokio::runtime::Runtime,
+    workers: Workers,
+}
+
+impl Mesh {
+    fn start(hosts: usize, scenario: &str) -> Mesh {
+        let lab_dir = tempfile::tempdir().unwrap();
+        let scenario = Scenario::parse(scenario, false).unwrap();
+        let lab = Lab::start(LabConfig::new(hosts, lab_dir.path()).scenario(scenario)).unwrap();
+        let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+
+        // Kept when the run fails: the workers' and nodes' logs are in it.
+        let data = tempfile::Builder::new()
+            .prefix("chaos-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let kept = KeepOnPanic(data.path().to_path_buf());
+        let cluster = Cluster::start(data.path());
+        std::fs::write(
+            data.path().join("fleetroll.toml"),
+            format!(
+                "[workload]\nroot_url = {}\nprovisioner = {}\ninterval = \"2s\"\nactive_window = \"5m\"\n",
+                serde_json::to_string(lab.taskcluster_url()).unwrap(),
+                serde_json::to_string(&lab.info().taskcluster_provisioner).unwrap(),
+            ),
+        )
         .unwrap();
-    let kept = KeepOnPanic(data.path().to_path_buf());
-    let mut cluster = Cluster::start(data.path());
-    std::fs::write(
-        data.path().join("fleetroll.toml"),
-        format!(
-            "[workload]\nroot_url = {}\nprovisioner = {}\ninterval = \"2s\"\nactive_window = \"5m\"\n",
-            serde_json::to_string(lab.taskcluster_url()).unwrap(),
-            serde_json::to_string(&lab.info().taskcluster_provisioner).unwrap(),
-        ),
+        let mut cli = Cli::new(data.path());
+        cli.nats_url = Some(Cluster::url());
+        cli.env = lab_env(&lab);
+        cli.env.push(("FLEETROLL_REPLICAS".into(), "3".into()));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        wait_until("the nodes to listen", Duration::from_secs(30), || {
+            CLIENT_PORTS
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        });
+        // Streams can be made once the cluster has elected its JetStream leader.
+        runtime.block_on(async {
+            let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
+            let began = Instant::now();
+            while let Err(e) = setup::ensure(&bus, Replicas(3)).await {
+                assert!(
+                    began.elapsed() < Duration::from_secs(60),
+                    "the cluster: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        cli.init_auth();
+
+        let workers = Workers::start(&cli);
+        wait_until(
+            "two replicas of every kind",
+            Duration::from_secs(60),
+            || KINDS.iter().all(|k| cli.replicas_of(k) == 2),
+        );
+        // Onboarding, retried: 300 hosts on a loaded machine may outlast
+        // one query's patience.
+        let mut add = vec!["inventory", "seed", "add"];
+        add.extend(names.iter().map(String::as_str));
+        until_done(&cli, &add, || false);
+        until_done(&cli, &["inventory", "refresh", "--seed", "all"], || false);
+        Mesh {
+            lab,
+            _lab_dir: lab_dir,
+            names,
+            data,
+            kept,
+            cluster,
+            cli,
+            runtime,
+            workers,
+        }
+    }
+
+    /// Stops everything; the data dir goes unless the test failed.
+    fn stop(self) {
+        drop(self.workers);
+        drop(self.cluster);
+        std::mem::forget(self.kept);
+        self.lab.down().unwrap();
+    }
+}
+
+/// A NATS node lost while a stage's hosts are being written (the leader of
+/// the snapshot stream, while every host's snapshot is being stored): each
+/// write is done once, none is recorded as failed for the mesh's own
+/// trouble, and the rollout succeeds.
+#[test]
+fn a_nats_node_lost_during_a_stages_writes() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    // Slow hosts: every host is between reading its override and storing
+    // the snapshot when the node goes.
+    let mut mesh = Mesh::start(8, "[defaults]\njobs_per_minute = 60\nslow = \"3s\"\n");
+    let cli = mesh.cli.clone();
+    let id = until_done(
+        &cli,
+        &[
+            "rollout",
+            "create",
+            "--target",
+            "hostname:lab-*",
+            "--canary",
+            "8",
+            "--change",
+            std::str::from_utf8(CHANGE).unwrap().trim_end(),
+        ],
+        || false,
     )
-    .unwrap();
-    let mut cli = Cli::new(data.path());
-    cli.nats_url = Some(Cluster::url());
-    cli.env = lab_env(&lab);
-    cli.env.push(("FLEETROLL_REPLICAS".into(), "3".into()));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    wait_until("the nodes to listen", Duration::from_secs(30), || {
-        CLIENT_PORTS
-            .iter()
-            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    .trim()
+    .to_string();
+    let bus = mesh.runtime.block_on(common::connect_as(
+        &Cluster::url(),
+        mesh.data.path(),
+        Role::Worker,
+    ));
+    let leader = mesh.runtime.block_on(async {
+        let mut stream = bus.js.get_stream(topology::SNAPSHOTS.name).await.unwrap();
+        let info = stream.info().await.unwrap();
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap()
     });
-    // Streams can be made once the cluster has elected its JetStream leader.
-    runtime.block_on(async {
-        let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
-        let began = Instant::now();
-        while let Err(e) = setup::ensure(&bus, Replicas(3)).await {
-            assert!(
-                began.elapsed() < Duration::from_secs(60),
-                "the cluster: {e}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
+    let node = leader
+        .strip_prefix("fleetroll_n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap()
+        - 1;
+    let start = cli.run(&["rollout", "start", &id]);
+    assert_eq!(start.code, 0, "{start:?}");
+    mesh.cluster.kill_node(node);
+    eprintln!("chaos: killed {leader}, the snapshot stream's leader");
+    std::thread::sleep(Duration::from_secs(15));
+    mesh.cluster.start_node(node);
+
+    let mut hosts = Vec::new();
+    wait_until("the stage applied", Duration::from_secs(300), || {
+        let stage = stages(&cli, &id).and_then(|s| s.first().cloned());
+        match stage {
+            Some(s) if s["status"] == "waiting_for_assessment" => {
+                hosts = stage_hosts(&s);
+                true
+            }
+            _ => false,
         }
     });
-    cli.init_auth();
+    let results = status(&cli, &id).unwrap()["hosts"].clone();
+    for result in results.as_array().unwrap() {
+        assert_eq!(result["outcome"]["result"], "applied", "{result:#}");
+    }
+    converge(&cli, &hosts);
+    wait_until("the rollout succeeded", Duration::from_secs(300), || {
+        status(&cli, &id).is_some_and(|s| s["rollout"]["state"] == "succeeded")
+    });
+    for name in &mesh.names {
+        let host = mesh.lab.host(name).unwrap();
+        assert_eq!(host.override_writes().unwrap(), 1, "{name} written once");
+    }
+    drop(bus);
+    mesh.stop();
+}
 
-    let mut workers = Workers::start(&cli);
-    wait_until(
-        "two replicas of every kind",
-        Duration::from_secs(60),
-        || KINDS.iter().all(|k| cli.replicas_of(k) == 2),
-    );
-    // Onboarding before the chaos, retried: 300 hosts on a loaded machine
-    // may outlast one query's patience.
-    let mut add = vec!["inventory", "seed", "add"];
-    add.extend(names.iter().map(String::as_str));
-    until_done(&cli, &add, || false);
-    until_done(&cli, &["inventory", "refresh", "--seed", "all"], || false);
-
+fn run(plan: Plan) {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = "[defaults]\njobs_per_minute = 60\n";
+    let mesh = Mesh::start(plan.hosts, scenario);
+    let Mesh {
+        lab,
+        _lab_dir,
+        names,
+        data,
+        kept,
+        mut cluster,
+        cli,
+        runtime,
+        mut workers,
+    } = mesh;
     let stop = AtomicBool::new(false);
     let began = Instant::now();
     let (id, kills) = std::thread::scope(|scope| {

@@ -120,7 +120,9 @@ async fn overrides_are_written_once_verified_and_snapshotted_first() {
     );
     assert_eq!(host(2).file(host(2).override_path()).unwrap(), None);
     assert_eq!(
-        overrides::remove(&pool, &bus, &name(2), "job-5").await.unwrap(),
+        overrides::remove(&pool, &bus, &name(2), "job-5")
+            .await
+            .unwrap(),
         Change::AlreadyThere { snapshot: None }
     );
 
@@ -179,11 +181,17 @@ async fn overrides_are_written_once_verified_and_snapshotted_first() {
         let Err(e @ OverrideError::TooLargeToSnapshot { .. }) = refused else {
             panic!("{refused:?}")
         };
-        assert!(e.to_string().contains(&format!("{} bytes", most + 1)), "{e}");
+        assert!(
+            e.to_string().contains(&format!("{} bytes", most + 1)),
+            "{e}"
+        );
     }
     assert_eq!(host(5).override_writes().unwrap(), writes, "left untouched");
     assert_eq!(
-        host(5).file(host(5).override_path()).unwrap().map(|f| f.len()),
+        host(5)
+            .file(host(5).override_path())
+            .unwrap()
+            .map(|f| f.len()),
         Some(most + 1)
     );
     drop(pool);

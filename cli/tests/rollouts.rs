@@ -905,3 +905,135 @@ async fn a_result_recorded_by_a_replica_that_died_unannounced_is_still_audited()
         .await
         .unwrap();
 }
+
+/// Creates a rollout of CHANGE over `target` and starts it; its id.
+fn started(cli: &Cli, target: &str, canary: &str) -> String {
+    let create = cli.run(&[
+        "rollout",
+        "create",
+        "--target",
+        target,
+        "--canary",
+        canary,
+        "--change",
+        "PUPPET_BRANCH=feature_xyz",
+    ]);
+    assert_eq!(create.code, 0, "{create:?}");
+    let id = create.stdout.trim().to_string();
+    let start = cli.run(&["rollout", "start", &id]);
+    assert_eq!(start.code, 0, "{start:?}");
+    id
+}
+
+/// A write that landed and whose reply was lost (the host went silent
+/// right after the rename) has no result when the operator rolls back; the
+/// rollback removes the override all the same (its own reply lost too),
+/// and the rollout is rolled back only once a probe shows the host clean.
+#[test]
+fn a_write_whose_reply_was_lost_is_removed_by_the_rollback() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(2, lab_dir.path())).unwrap();
+    let up = Up::start_with("[ssh]\nexec_timeout = \"3s\"\n", lab_env(&lab));
+    let cli = &up.cli;
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    common::onboard(cli, &names);
+    let silent = lab.host(&names[0]).unwrap();
+    silent.set_lose_reply_after_override_change(true).unwrap();
+
+    let id = started(cli, &format!("hostname:{}", names[0]), "1");
+    wait_until("the write to land", Duration::from_secs(30), || {
+        silent.override_writes().unwrap() == 1
+    });
+    let rollback = cli.run(&[
+        "rollout",
+        "rollback",
+        &id,
+        "--remove-overrides",
+        "--confirm",
+        "--reason",
+        "the canary went silent",
+    ]);
+    assert_eq!(rollback.code, 0, "{rollback:?}");
+    wait_until("rolled back", Duration::from_secs(90), || {
+        status(cli, &id)["rollout"]["state"] == "rolled_back"
+    });
+    assert_eq!(
+        silent.file(silent.override_path()).unwrap(),
+        None,
+        "the override is gone from the host"
+    );
+    let audit = cli
+        .run(&["audit", "list", "--rollout", &id, "--json"])
+        .json();
+    let removal = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["record"]["action"] == "override_remove")
+        .unwrap_or_else(|| panic!("the removal is audited: {audit:#}"));
+    assert_eq!(removal["record"]["outcome"], "done", "{removal:#}");
+    assert_eq!(
+        removal["record"]["snapshots"].as_array().map(Vec::len),
+        Some(1),
+        "the snapshot before the removal: {removal:#}"
+    );
+}
+
+/// A host whose write failed (sudo refused) keeps a rollout from having
+/// succeeded, and `rollout status` says so, naming it and why; once the
+/// host is mended, `rollout retry` writes it, and both tries are audited.
+#[test]
+fn a_failed_host_is_named_and_retried() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(2, lab_dir.path())).unwrap();
+    let up = Up::start_with("", lab_env(&lab));
+    let cli = &up.cli;
+    let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
+    common::onboard(cli, &names);
+    let broken = lab.host(&names[0]).unwrap();
+    broken.set_sudo(false).unwrap();
+
+    let id = started(cli, "hostname:lab-*", "2");
+    wait_stage_waiting(cli, &id, 1);
+    let mut shown = String::new();
+    wait_until("the failed host named", Duration::from_secs(60), || {
+        shown = cli.run(&["rollout", "status", &id]).stdout;
+        shown.contains("not succeeded: ")
+    });
+    let line = shown
+        .lines()
+        .find(|l| l.contains(&names[0]) && l.contains("could not be written"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(line.contains("sudo"), "{line}");
+    assert!(line.contains("fleetroll rollout retry"), "{line}");
+
+    let nothing = cli.run(&["rollout", "retry", &id, "--host", &names[1]]);
+    assert_eq!(nothing.code, 4, "{} was written: {nothing:?}", names[1]);
+
+    broken.set_sudo(true).unwrap();
+    let retry = cli.run(&["rollout", "retry", &id]);
+    assert_eq!(retry.code, 0, "{retry:?}");
+    assert!(retry.stdout.contains(&names[0]), "{retry:?}");
+    wait_until("the retried write", Duration::from_secs(60), || {
+        broken.file(broken.override_path()).unwrap().as_deref() == Some(CHANGE)
+    });
+    wait_stage_waiting(cli, &id, 1);
+    wait_until("both tries audited", Duration::from_secs(30), || {
+        let audit = cli
+            .run(&["audit", "list", "--host", &names[0], "--json"])
+            .json();
+        let outcomes: Vec<String> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["record"]["action"] == "override_apply")
+            .map(|r| r["record"]["outcome"].as_str().unwrap().to_string())
+            .collect();
+        let retried = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["record"]["action"] == "rollout_retry");
+        outcomes == ["failed", "done"] && retried
+    });
+}

@@ -114,7 +114,22 @@ pub(crate) fn write_sudoers(host: &HostLayout, allowed: bool) -> Result<(), LabE
     } else {
         "# fleetroll-lab: sudo refused on this host\n".to_string()
     };
-    crate::puppet::write_atomic(&host.sudoers(), text.as_bytes(), 0o440)
+    // In place, not renamed over: the file is bind-mounted into every
+    // session, and a session already open must see the new policy too, as
+    // on a real host.
+    let path = host.sudoers();
+    if path.exists() {
+        use std::io::Write as _;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .ctx(|| format!("open {}", path.display()))?;
+        return file
+            .write_all(text.as_bytes())
+            .ctx(|| format!("write {}", path.display()));
+    }
+    crate::puppet::write_atomic(&path, text.as_bytes(), 0o440)
 }
 
 /// The per-host settings the scripts source (`/usr/local/sbin/.fleetroll-lab-host`).

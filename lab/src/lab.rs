@@ -977,6 +977,12 @@ impl HostHandle<'_> {
     }
 
     /// Whether `sudo -n` works for the SSH user (new connections).
+    /// Commands run to their end, but one that changed the override file
+    /// never answers: the write landed and its reply was lost.
+    pub fn set_lose_reply_after_override_change(&self, on: bool) -> Result<(), LabError> {
+        hostfs::set_flag(&self.rt().layout, "lose_reply_after_override_change", on)
+    }
+
     pub fn set_sudo(&self, allowed: bool) -> Result<(), LabError> {
         self.rt().lock().cfg.sudo = allowed;
         hostfs::write_sudoers(&self.rt().layout, allowed)
