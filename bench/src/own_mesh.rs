@@ -71,7 +71,7 @@ impl OwnMesh {
                 .credentials(server.credentials(role).clone())
         };
         let worker = Bus::connect(as_role(Role::Worker)).await?;
-        setup::ensure(&worker, Replicas::default()).await?;
+        setup::ensure(&worker, Replicas::default(), Default::default()).await?;
         let relops = Bus::connect(as_role(Role::Relops)).await?;
         let mut mesh = OwnMesh {
             data_dir: data_dir.to_path_buf(),

@@ -267,7 +267,7 @@ impl EmbeddedServer {
         let options = ConnectOptions::new(server.url(), "fleetroll-sandbox")
             .credentials(server.credentials(Role::Worker).clone());
         let bus = crate::connect::Bus::connect(options).await?;
-        crate::setup::ensure(&bus, crate::setup::Replicas(1)).await?;
+        crate::setup::ensure(&bus, crate::setup::Replicas(1), Default::default()).await?;
         Ok((server, bus))
     }
 
@@ -275,26 +275,24 @@ impl EmbeddedServer {
     /// run) and waits until it accepts JetStream requests.
     pub async fn start(options: &EmbeddedOptions) -> Result<EmbeddedServer, EmbeddedError> {
         let binary = find_nats_server(options.nats_server.as_deref())?;
-        let port = match options.port {
-            0 => free_port().map_err(|source| EmbeddedError::Io {
-                path: PathBuf::from("127.0.0.1:0"),
-                source,
-            })?,
-            port => port,
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
         // Binding first turns nats-server's generic start-up failure into a
-        // clear "port in use" before anything is spawned.
-        match TcpListener::bind(addr) {
-            Ok(probe) => drop(probe),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                return Err(EmbeddedError::PortInUse { addr });
-            }
-            Err(e) => {
-                return Err(EmbeddedError::Io {
-                    path: PathBuf::from(addr.to_string()),
-                    source: e,
-                });
+        // clear "port in use" before anything is spawned. Port 0 is the
+        // server's own pick (-1 to nats-server), read back from its ports
+        // file: a port picked here and handed over could be taken by
+        // someone else in between.
+        if options.port != 0 {
+            match TcpListener::bind(addr) {
+                Ok(probe) => drop(probe),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    return Err(EmbeddedError::PortInUse { addr });
+                }
+                Err(e) => {
+                    return Err(EmbeddedError::Io {
+                        path: PathBuf::from(addr.to_string()),
+                        source: e,
+                    });
+                }
             }
         }
         let users = ServerUsers::load_or_create(&options.data_dir.join(CREDENTIALS_DIR))?;
@@ -317,12 +315,23 @@ impl EmbeddedServer {
             .map_err(io(&log))?;
         let log_err = log_file.try_clone().map_err(io(&log))?;
 
+        let ports_dir = dir.join("ports");
+        if ports_dir.exists() {
+            std::fs::remove_dir_all(&ports_dir).map_err(io(&ports_dir))?;
+        }
+        std::fs::create_dir_all(&ports_dir).map_err(io(&ports_dir))?;
+        let port = match options.port {
+            0 => "-1".to_string(),
+            port => port.to_string(),
+        };
         let mut command = Command::new(&binary);
         command
             .arg("-c")
             .arg(&config)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .env("FLEETROLL_NATS_HOST", "127.0.0.1")
-            .env("FLEETROLL_NATS_PORT", port.to_string())
+            .env("FLEETROLL_NATS_PORT", port)
             .env("FLEETROLL_NATS_STORE", &dir)
             .envs(users.server_env())
             .stdin(Stdio::null())
@@ -342,12 +351,52 @@ impl EmbeddedServer {
         let child = command.spawn().map_err(io(&binary))?;
         let mut server = EmbeddedServer {
             child,
-            url: format!("nats://{addr}"),
+            url: String::new(),
             log,
             users,
         };
-        server.wait_ready(Duration::from_secs(20)).await?;
+        let limit = Duration::from_secs(20);
+        server.url = server.client_url(&ports_dir, limit).await?;
+        server.wait_ready(limit).await?;
         Ok(server)
+    }
+
+    /// The client URL the server listens on, from the ports file it writes
+    /// once it does.
+    async fn client_url(
+        &mut self,
+        ports_dir: &Path,
+        limit: Duration,
+    ) -> Result<String, EmbeddedError> {
+        #[derive(serde::Deserialize)]
+        struct Ports {
+            nats: Vec<String>,
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(EmbeddedError::Crashed {
+                    status: status.to_string(),
+                    log: self.log.clone(),
+                    tail: log_tail(&self.log),
+                });
+            }
+            let written = std::fs::read_dir(ports_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".ports"))
+                .find_map(|e| std::fs::read(e.path()).ok())
+                .and_then(|bytes| serde_json::from_slice::<Ports>(&bytes).ok())
+                .and_then(|ports| ports.nats.into_iter().next());
+            if let Some(url) = written {
+                return Ok(url);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(EmbeddedError::NotReady(limit, self.log.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), EmbeddedError> {
@@ -413,10 +462,6 @@ impl EmbeddedServer {
             let _ = self.child.kill().await;
         }
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
 fn log_tail(path: &Path) -> String {

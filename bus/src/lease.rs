@@ -7,9 +7,11 @@
 //!
 //! A lease holds for its time to live after the entry's server-side
 //! timestamp, judged on the server's clock (the measured skew taken off),
-//! so replicas with different clocks agree on when it lapses. Command
-//! leases are taken for longer than the command can run and never renewed;
-//! host leases are short and renewed while the holder works.
+//! so replicas with different clocks agree on when it lapses. The holder
+//! renews it while it works ([`hold`]), so one that dies is known within
+//! the time to live, not after the longest the work could take. A host
+//! lease is released when the work is done; a command's is left to lapse,
+//! and says the command ran.
 
 use std::time::Duration;
 

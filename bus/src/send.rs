@@ -42,6 +42,14 @@ pub enum SendError {
     },
     #[error("the command stream is missing: is the mesh set up? (`fleetroll up` creates it)")]
     NoStream,
+    #[error(
+        "the command stream {stream} is full ({used} of its {limit} limit), so the command was refused and nothing was done: raise `[storage] max_bytes` (docs/configuration.md), or wait for old commands to age out"
+    )]
+    StreamFull {
+        stream: &'static str,
+        used: String,
+        limit: String,
+    },
 }
 
 /// Wraps a command in a fresh envelope whose deadline is `patience` away.
@@ -102,15 +110,33 @@ pub async fn publish(bus: &Bus, envelope: &CommandEnvelope) -> Result<bool, Send
                 .await?
                 .await
         })
-        .await?
-        .map_err(|e| {
-            if e.kind() == PublishErrorKind::StreamNotFound {
-                SendError::NoStream
-            } else {
-                BusError::js("publishing the command", e).into()
-            }
-        })?;
+        .await?;
+    let ack = match ack {
+        Ok(ack) => ack,
+        Err(e) if e.kind() == PublishErrorKind::StreamNotFound => return Err(SendError::NoStream),
+        Err(e) if e.to_string().contains("maximum bytes exceeded") => {
+            return Err(full(bus).await);
+        }
+        Err(e) => return Err(BusError::js("publishing the command", e).into()),
+    };
     Ok(ack.duplicate)
+}
+
+/// The refusal of a full command stream, with how full it is.
+async fn full(bus: &Bus) -> SendError {
+    let name = topology::COMMANDS.name;
+    let sizes = async {
+        let mut stream = bus.js.get_stream(name).await.ok()?;
+        let info = stream.info().await.ok()?;
+        Some((info.state.bytes, info.config.max_bytes))
+    };
+    let (used, limit) = sizes.await.unwrap_or_default();
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    SendError::StreamFull {
+        stream: name,
+        used: mib(used),
+        limit: mib(u64::try_from(limit).unwrap_or_default()),
+    }
 }
 
 /// Waits for the outcome of command `id`, which `kind` workers execute.

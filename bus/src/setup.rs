@@ -2,11 +2,11 @@
 //! starts first (`fleetroll up`, any worker) creates them; everyone else
 //! finds them as they are.
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{consumer, kv, stream};
 
 use crate::connect::{Bus, BusError};
 use crate::messages::WorkerKind;
-use crate::topology::{self, BucketDef, JobQueue, StreamDef};
+use crate::topology::{self, BucketDef, JobQueue, Storage, StreamDef};
 
 /// How many copies of each stream and bucket the server keeps: 1 for the
 /// embedded single node, 3 on a cluster.
@@ -19,7 +19,7 @@ impl Default for Replicas {
     }
 }
 
-fn stream_config(def: &StreamDef, replicas: Replicas) -> stream::Config {
+fn stream_config(def: &StreamDef, replicas: Replicas, storage: Storage) -> stream::Config {
     stream::Config {
         name: def.name.to_string(),
         subjects: def.subjects.iter().map(|s| s.to_string()).collect(),
@@ -36,6 +36,12 @@ fn stream_config(def: &StreamDef, replicas: Replicas) -> stream::Config {
             -1
         },
         allow_direct: true,
+        max_bytes: storage.limit(def.share),
+        discard: if def.discard_old {
+            stream::DiscardPolicy::Old
+        } else {
+            stream::DiscardPolicy::New
+        },
         retention: if def.work_queue {
             stream::RetentionPolicy::WorkQueue
         } else {
@@ -45,9 +51,10 @@ fn stream_config(def: &StreamDef, replicas: Replicas) -> stream::Config {
     }
 }
 
-fn bucket_config(def: &BucketDef, replicas: Replicas) -> kv::Config {
+fn bucket_config(def: &BucketDef, replicas: Replicas, storage: Storage) -> kv::Config {
     kv::Config {
         bucket: def.name.to_string(),
+        max_bytes: storage.limit(def.share),
         description: def.description.to_string(),
         history: def.history,
         max_age: def.max_age,
@@ -87,21 +94,21 @@ pub fn job_consumer_config(queue: &JobQueue) -> consumer::pull::Config {
 }
 
 /// Creates whatever is missing of the streams and buckets, and the worker
-/// consumers. Streams and buckets that exist are left as they are: the
-/// first component to start decides the replica count, and a replica
-/// started later with other settings never scales a cluster's streams down.
+/// consumers. Streams and buckets that exist keep their replica count (the
+/// first component to start decides it, and a replica started later with
+/// other settings never scales a cluster's streams down), but take the
+/// size limits of `storage` (where the server lets this user change them:
+/// nobody may reconfigure the audit log or the snapshots at run time).
 ///
 /// Consumers are created here rather than when a worker first starts so that
 /// commands sent before any replica of a kind ever ran are still delivered.
-pub async fn ensure(bus: &Bus, replicas: Replicas) -> Result<(), BusError> {
+pub async fn ensure(bus: &Bus, replicas: Replicas, storage: Storage) -> Result<(), BusError> {
     for def in topology::STREAMS {
-        bus.js
-            .get_or_create_stream(stream_config(&def, replicas))
-            .await
-            .map_err(|e| BusError::js(format!("creating stream {}", def.name), e))?;
+        let config = stream_config(&def, replicas, storage);
+        ensure_stream(bus, &def, config).await?;
     }
     for def in topology::BUCKETS {
-        ensure_bucket(&bus.js, &def, replicas).await?;
+        ensure_bucket(bus, &def, replicas, storage).await?;
     }
     for kind in WorkerKind::ALL {
         worker_consumer(bus, kind).await?;
@@ -110,6 +117,55 @@ pub async fn ensure(bus: &Bus, replicas: Replicas) -> Result<(), BusError> {
         job_consumer(bus, &queue).await?;
     }
     Ok(())
+}
+
+/// Creates the stream, or brings an existing one's size limit and discard
+/// policy to `config`'s.
+async fn ensure_stream(bus: &Bus, def: &StreamDef, config: stream::Config) -> Result<(), BusError> {
+    let mut stream = bus
+        .js
+        .get_or_create_stream(config.clone())
+        .await
+        .map_err(|e| BusError::js(format!("creating stream {}", def.name), e))?;
+    let current = stream
+        .info()
+        .await
+        .map_err(|e| BusError::js(format!("reading stream {}", def.name), e))?
+        .config
+        .clone();
+    resize(bus, &format!("stream {}", def.name), current, |c| {
+        (c.max_bytes, c.discard) = (config.max_bytes, config.discard)
+    })
+    .await
+}
+
+/// Updates a stream's configuration as `change` says, when that changes
+/// it. A protected stream the server does not let this user reconfigure
+/// keeps its limits (with a warning): whoever holds that right sets them.
+async fn resize(
+    bus: &Bus,
+    what: &str,
+    current: stream::Config,
+    change: impl FnOnce(&mut stream::Config),
+) -> Result<(), BusError> {
+    let mut wanted = current.clone();
+    change(&mut wanted);
+    if wanted == current {
+        return Ok(());
+    }
+    let subject = format!("$JS.API.STREAM.UPDATE.{}", current.name);
+    match bus
+        .unless_refused(what, &subject, bus.js.update_stream(wanted))
+        .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(BusError::js(format!("resizing {what}"), e)),
+        Err(BusError::NotPermitted { .. }) => {
+            tracing::warn!("{what} keeps its size limit: these credentials may not reconfigure it");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens the durable consumer of one worker kind's commands.
@@ -143,15 +199,31 @@ async fn open_consumer(
 }
 
 async fn ensure_bucket(
-    js: &jetstream::Context,
+    bus: &Bus,
     def: &BucketDef,
     replicas: Replicas,
+    storage: Storage,
 ) -> Result<(), BusError> {
-    if js.get_key_value(def.name).await.is_ok() {
-        return Ok(());
+    let config = bucket_config(def, replicas, storage);
+    if bus.js.get_key_value(def.name).await.is_err() {
+        bus.js
+            .create_key_value(config.clone())
+            .await
+            .map_err(|e| BusError::js(format!("creating bucket {}", def.name), e))?;
     }
-    js.create_key_value(bucket_config(def, replicas))
+    let mut stream = bus
+        .js
+        .get_stream(def.stream_name())
         .await
-        .map(|_| ())
-        .map_err(|e| BusError::js(format!("creating bucket {}", def.name), e))
+        .map_err(|e| BusError::js(format!("opening bucket {}", def.name), e))?;
+    let current = stream
+        .info()
+        .await
+        .map_err(|e| BusError::js(format!("reading bucket {}", def.name), e))?
+        .config
+        .clone();
+    resize(bus, &format!("bucket {}", def.name), current, |c| {
+        c.max_bytes = config.max_bytes
+    })
+    .await
 }

@@ -50,6 +50,25 @@ pub struct StoreStatus {
     pub messages: u64,
     pub bytes: u64,
     pub replicas: usize,
+    /// Its size limit; none when it has none.
+    pub max_bytes: Option<u64>,
+    /// What happens when it is full: "old" (the oldest go) or "new" (new
+    /// writes are refused).
+    pub discard: String,
+}
+
+impl StoreStatus {
+    /// How full it is, 0 to 1; none without a limit.
+    pub fn usage(&self) -> Option<f64> {
+        self.max_bytes
+            .filter(|&m| m > 0)
+            .map(|m| self.bytes as f64 / m as f64)
+    }
+
+    /// Whether it is past [`topology::STORE_WARNING`] of its limit.
+    pub fn nearly_full(&self) -> bool {
+        self.usage().is_some_and(|u| u >= topology::STORE_WARNING)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +187,12 @@ async fn store_status(bus: &Bus, name: &str, stream: &str) -> Result<StoreStatus
                 messages: info.state.messages,
                 bytes: info.state.bytes,
                 replicas: info.config.num_replicas,
+                max_bytes: u64::try_from(info.config.max_bytes).ok(),
+                discard: match info.config.discard {
+                    async_nats::jetstream::stream::DiscardPolicy::Old => "old",
+                    async_nats::jetstream::stream::DiscardPolicy::New => "new",
+                }
+                .to_string(),
             })
         }
         Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => Ok(StoreStatus {
@@ -176,6 +201,8 @@ async fn store_status(bus: &Bus, name: &str, stream: &str) -> Result<StoreStatus
             messages: 0,
             bytes: 0,
             replicas: 0,
+            max_bytes: None,
+            discard: String::new(),
         }),
         Err(e) => Err(BusError::js(format!("stream info {stream}"), e)),
     }

@@ -18,6 +18,12 @@ pub struct StreamDef {
     pub per_subject: i64,
     /// A work queue: a message is gone once a consumer acknowledges it.
     pub work_queue: bool,
+    /// Its part of the store, in thousandths ([`Storage`]).
+    pub share: u64,
+    /// When full, drop the oldest messages (history, task runs, periodic
+    /// jobs) rather than refuse new ones (commands, events, the audit log,
+    /// snapshots, apply jobs: nothing of those is ever dropped).
+    pub discard_old: bool,
 }
 
 /// The command stream. Commands are kept as long as their outcomes so that
@@ -30,6 +36,8 @@ pub const COMMANDS: StreamDef = StreamDef {
     immutable: false,
     per_subject: 0,
     work_queue: false,
+    share: 60,
+    discard_old: false,
 };
 
 pub const EVENTS: StreamDef = StreamDef {
@@ -40,6 +48,8 @@ pub const EVENTS: StreamDef = StreamDef {
     immutable: false,
     per_subject: 0,
     work_queue: false,
+    share: 100,
+    discard_old: false,
 };
 
 pub const AUDIT: StreamDef = StreamDef {
@@ -50,6 +60,8 @@ pub const AUDIT: StreamDef = StreamDef {
     immutable: true,
     per_subject: 0,
     work_queue: false,
+    share: 150,
+    discard_old: false,
 };
 
 /// The last observations of every host, for history and "what changed".
@@ -61,6 +73,8 @@ pub const HOST_HISTORY: StreamDef = StreamDef {
     immutable: false,
     per_subject: 50,
     work_queue: false,
+    share: 200,
+    discard_old: true,
 };
 
 /// Probe jobs, shared by every prober replica: each host is probed once
@@ -73,6 +87,8 @@ pub const PROBE_JOBS: StreamDef = StreamDef {
     immutable: false,
     per_subject: 0,
     work_queue: true,
+    share: 20,
+    discard_old: true,
 };
 
 /// Workload sweeps: one job per cycle, taken by one prober replica.
@@ -84,6 +100,8 @@ pub const WORKLOAD_JOBS: StreamDef = StreamDef {
     immutable: false,
     per_subject: 0,
     work_queue: true,
+    share: 5,
+    discard_old: true,
 };
 
 /// Every task run a workload source reported resolved, per host: jobs per
@@ -96,6 +114,8 @@ pub const TASK_RUNS: StreamDef = StreamDef {
     immutable: false,
     per_subject: 0,
     work_queue: false,
+    share: 150,
+    discard_old: true,
 };
 
 /// Override snapshots: what a host's override file held (or that there was
@@ -109,6 +129,8 @@ pub const SNAPSHOTS: StreamDef = StreamDef {
     immutable: true,
     per_subject: 0,
     work_queue: false,
+    share: 100,
+    discard_old: false,
 };
 
 /// Apply jobs: one per host of a rollout stage, shared by every
@@ -121,6 +143,8 @@ pub const APPLY_JOBS: StreamDef = StreamDef {
     immutable: false,
     per_subject: 0,
     work_queue: true,
+    share: 20,
+    discard_old: false,
 };
 
 /// Messages the mesh gave up on (SPEC 10): what nats-server announces
@@ -134,6 +158,8 @@ pub const SET_ASIDE: StreamDef = StreamDef {
     immutable: false,
     per_subject: 0,
     work_queue: false,
+    share: 10,
+    discard_old: true,
 };
 
 pub const STREAMS: [StreamDef; 10] = [
@@ -218,6 +244,9 @@ pub struct BucketDef {
     pub history: i64,
     /// Zero keeps entries forever.
     pub max_age: Duration,
+    /// Its part of the store, in thousandths ([`Storage`]); a full bucket
+    /// refuses new writes.
+    pub share: u64,
 }
 
 impl BucketDef {
@@ -232,6 +261,7 @@ pub const SEEDS: BucketDef = BucketDef {
     description: "inventory seeds: hostnames operators said exist",
     history: 5,
     max_age: Duration::ZERO,
+    share: 5,
 };
 
 /// Worker heartbeats; an entry not refreshed for a minute is gone.
@@ -240,6 +270,7 @@ pub const WORKERS: BucketDef = BucketDef {
     description: "worker replica heartbeats",
     history: 1,
     max_age: Duration::from_secs(60),
+    share: 2,
 };
 
 /// One outcome per command id: the reply, and the proof a command ran.
@@ -248,6 +279,7 @@ pub const OUTCOMES: BucketDef = BucketDef {
     description: "command outcomes by command id",
     history: 1,
     max_age: Duration::from_secs(7 * 24 * 3600),
+    share: 30,
 };
 
 /// The verifying key and revocations.
@@ -256,6 +288,7 @@ pub const AUTH: BucketDef = BucketDef {
     description: "token verifying key and revocations",
     history: 5,
     max_age: Duration::ZERO,
+    share: 2,
 };
 
 /// The prober's latest observation of each host, by hostname.
@@ -264,6 +297,7 @@ pub const HOSTS: BucketDef = BucketDef {
     description: "latest observation per host",
     history: 1,
     max_age: Duration::ZERO,
+    share: 50,
 };
 
 /// SSH host keys pinned on first contact, by hostname.
@@ -272,6 +306,7 @@ pub const HOST_KEYS: BucketDef = BucketDef {
     description: "pinned SSH host keys",
     history: 5,
     max_age: Duration::ZERO,
+    share: 5,
 };
 
 /// What operators said about each host: expected role, population, disabled.
@@ -280,6 +315,7 @@ pub const HOST_INTENT: BucketDef = BucketDef {
     description: "operator assignments per host",
     history: 5,
     max_age: Duration::ZERO,
+    share: 5,
 };
 
 pub const POPULATIONS: BucketDef = BucketDef {
@@ -287,6 +323,7 @@ pub const POPULATIONS: BucketDef = BucketDef {
     description: "populations by name",
     history: 5,
     max_age: Duration::ZERO,
+    share: 2,
 };
 
 /// The gatekeeper's drift verdict per host.
@@ -295,6 +332,7 @@ pub const DRIFT: BucketDef = BucketDef {
     description: "drift per host",
     history: 1,
     max_age: Duration::ZERO,
+    share: 10,
 };
 
 /// What the workload source last said about each host, by hostname.
@@ -303,6 +341,7 @@ pub const WORKLOAD: BucketDef = BucketDef {
     description: "workload source view per host",
     history: 1,
     max_age: Duration::ZERO,
+    share: 20,
 };
 
 /// Rollouts by id; every change a compare-and-swap.
@@ -311,6 +350,7 @@ pub const ROLLOUTS: BucketDef = BucketDef {
     description: "rollouts by id",
     history: 10,
     max_age: Duration::ZERO,
+    share: 5,
 };
 
 /// What happened on each host of a rollout, by `<rollout>.<host>`.
@@ -319,6 +359,7 @@ pub const ROLLOUT_HOSTS: BucketDef = BucketDef {
     description: "per-host results of rollouts",
     history: 1,
     max_age: Duration::ZERO,
+    share: 20,
 };
 
 /// The gatekeeper's latest evaluation of each rollout, by rollout id.
@@ -327,6 +368,7 @@ pub const GATES: BucketDef = BucketDef {
     description: "gate evaluations by rollout",
     history: 5,
     max_age: Duration::ZERO,
+    share: 5,
 };
 
 /// Who is carrying out a side effect now ([`crate::lease`]): a command
@@ -337,6 +379,7 @@ pub const LEASES: BucketDef = BucketDef {
     description: "side effects in progress: command and host leases",
     history: 1,
     max_age: Duration::from_secs(7 * 24 * 3600),
+    share: 5,
 };
 
 /// Key of the lease of a command that acts on a host.
@@ -424,6 +467,32 @@ pub fn consumer_name(kind: WorkerKind) -> String {
 /// worker).
 pub const TAKEOVER_WAIT: Duration = Duration::from_secs(1);
 
+/// The JetStream store the mesh's streams and buckets share: each gets its
+/// [`StreamDef::share`] or [`BucketDef::share`] of it as its size limit, so
+/// no one of them (host history, task runs) can fill the store and leave
+/// commands and the audit log no room. The shares add up to less than the
+/// whole (`nats-config/` gives JetStream 20 GB; the default is 16 GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Storage {
+    pub bytes: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { bytes: 16 << 30 }
+    }
+}
+
+impl Storage {
+    /// The size limit of a stream or bucket with this share.
+    pub fn limit(&self, share: u64) -> i64 {
+        (self.bytes / 1000 * share) as i64
+    }
+}
+
+/// Of the store, above this usage `fleetroll status` warns.
+pub const STORE_WARNING: f64 = 0.8;
+
 /// Deliveries of a command or job before the server gives up on it (and
 /// announces it on [`SET_ASIDE`]): with [`REDELIVERY_BACKOFF`], retried
 /// for more than an hour.
@@ -446,3 +515,21 @@ pub const REDELIVERY_BACKOFF: [Duration; 8] = [
 
 /// How long the duplicate window of the command stream lasts.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every stream and bucket has a share, and together they leave room.
+    #[test]
+    fn the_shares_fit_in_the_store() {
+        let streams: u64 = STREAMS.iter().map(|s| s.share).sum();
+        let buckets: u64 = BUCKETS.iter().map(|b| b.share).sum();
+        assert!(streams + buckets <= 1000, "{streams} + {buckets}");
+        assert!(STREAMS.iter().all(|s| s.share > 0));
+        assert!(BUCKETS.iter().all(|b| b.share > 0));
+        for kept in [COMMANDS, EVENTS, AUDIT, SNAPSHOTS, APPLY_JOBS] {
+            assert!(!kept.discard_old, "{} never drops a message", kept.name);
+        }
+    }
+}

@@ -51,12 +51,11 @@ pub trait Handler: Send + Sync + 'static {
         command: &Command,
     ) -> impl Future<Output = Verdict> + Send;
 
-    /// For a command with a side effect on a host (converge, reboot): how
-    /// long it can run at most. Its replica then takes a lease on the
-    /// command for that long before acting ([`crate::lease`]), and a
-    /// replica the command is redelivered to meanwhile does not act.
-    fn lease(&self, _command: &Command) -> Option<Duration> {
-        None
+    /// Whether the command acts on a host (converge, reboot): its replica
+    /// then holds a lease on it while it runs ([`crate::lease`]), and a
+    /// replica it is redelivered to meanwhile does not run it again.
+    fn acts_on_host(&self, _command: &Command) -> bool {
+        false
     }
 }
 
@@ -244,19 +243,18 @@ async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream:
                 outcome
             }
             None => {
-                let executed =
-                    with_progress(&message, execute(replica, handler, &envelope, delivery)).await;
+                let executed = with_progress(
+                    &message,
+                    execute(replica, handler, &outcomes, &envelope, delivery),
+                )
+                .await;
                 let outcome = match executed {
                     Executed::Finished(outcome) => outcome,
-                    Executed::Running { holder, until } => {
-                        // Redelivered while the replica that took it stalled:
-                        // it is not run here too. It comes back when that
-                        // lease would lapse, to find the outcome.
-                        info!(%holder, until = %crate::messages::timestamp(until), "already running on another replica; not run again here");
-                        let wait = (until - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-                        let delay = Duration::try_from(wait).unwrap_or_default() + Duration::from_secs(1);
-                        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-                        return;
+                    // Another replica ran it, while this one waited on its
+                    // lease.
+                    Executed::Recorded(outcome) => {
+                        info!(handled_by = %outcome.handled_by, "ran on another replica; re-announcing its outcome");
+                        return announce_and_ack(replica, &envelope, &outcome, &message).await;
                     }
                     Executed::NotNow(e) => {
                         warn!(error = %e, "its lease could not be taken; leaving the command for redelivery");
@@ -286,18 +284,28 @@ async fn process<H: Handler>(replica: &Replica, handler: &H, message: jetstream:
                 }
             }
         };
-        if let Err(e) = announce(replica, &envelope, &outcome).await {
-            // The audit log is made from this event: without it the command
-            // stays unacknowledged, and its redelivery announces again.
-            warn!(error = %e, "outcome not announced; leaving the command for redelivery");
-            return;
-        }
-        if let Err(e) = message.double_ack().await {
-            warn!(error = %e, "ack failed; a redelivery will find the outcome");
-        }
+        announce_and_ack(replica, &envelope, &outcome, &message).await
     }
     .instrument(span)
     .await
+}
+
+/// Announces a recorded outcome, then acknowledges the command.
+async fn announce_and_ack(
+    replica: &Replica,
+    envelope: &CommandEnvelope,
+    outcome: &Outcome,
+    message: &jetstream::Message,
+) {
+    if let Err(e) = announce(replica, envelope, outcome).await {
+        // The audit log is made from this event: without it the command
+        // stays unacknowledged, and its redelivery announces again.
+        warn!(error = %e, "outcome not announced; leaving the command for redelivery");
+        return;
+    }
+    if let Err(e) = message.double_ack().await {
+        warn!(error = %e, "ack failed; a redelivery will find the outcome");
+    }
 }
 
 /// Gives up on a message for good: the server stops delivering it and
@@ -455,18 +463,20 @@ pub async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> 
 /// How far a command got in this replica.
 enum Executed {
     Finished(Outcome),
-    /// Another replica holds its lease, until then: it runs there.
-    Running {
-        holder: String,
-        until: OffsetDateTime,
-    },
+    /// Another replica ran it (this one waited on its lease): its outcome.
+    Recorded(Outcome),
     /// Its lease could not be taken or read (NATS trouble): not now.
     NotNow(BusError),
 }
 
+/// How long a command's lease holds without renewal: its holder renews it
+/// while it runs, so a replica that dies mid-command is known within this.
+const COMMAND_LEASE: Duration = Duration::from_secs(60);
+
 async fn execute<H: Handler>(
     replica: &Replica,
     handler: &H,
+    outcomes: &kv::Store,
     envelope: &CommandEnvelope,
     delivery: u64,
 ) -> Executed {
@@ -500,22 +510,40 @@ async fn execute<H: Handler>(
     let actor = Some(claims.sub.clone());
     // Before the deadline check: a replica that took the lease may have
     // acted already, and "not executed" would then be untrue.
-    if let Some(ttl) = handler.lease(command) {
+    let mut lease = None;
+    if handler.acts_on_host(command) {
         let key = topology::command_lease_key(&envelope.id);
-        match lease::claim(&replica.bus, &key, &replica.instance, ttl).await {
-            Ok(Claim::Taken(_)) => {}
-            Ok(Claim::Held { holder, until }) => return Executed::Running { holder, until },
-            Ok(Claim::Lapsed { holder, since, .. }) => {
-                return Executed::Finished(finish(
-                    actor,
-                    Verdict::failed(format!(
-                        "interrupted: {holder} started this command and stopped before it finished (its lease lapsed at {}); it is not run again, since it may have acted: look at the host",
-                        crate::messages::timestamp(since)
-                    )),
-                ));
+        let mut said = false;
+        lease = loop {
+            match lease::claim(&replica.bus, &key, &replica.instance, COMMAND_LEASE).await {
+                Ok(Claim::Taken(taken)) => break Some(taken),
+                Err(e) => return Executed::NotNow(e),
+                // Redelivered while the replica running it stalled: it is
+                // not run here too; this one waits for its outcome.
+                Ok(Claim::Held { holder, .. }) => {
+                    if !said {
+                        info!(%holder, "already running on another replica; not run again here");
+                        said = true;
+                    }
+                }
+                Ok(Claim::Lapsed { holder, since, .. }) => {
+                    if let Some(outcome) = recorded_outcome(outcomes, &envelope.id).await {
+                        return Executed::Recorded(outcome);
+                    }
+                    return Executed::Finished(finish(
+                        actor,
+                        Verdict::failed(format!(
+                            "interrupted: {holder} started this command and stopped before it finished (its lease lapsed at {}); it is not run again, since it may have acted: look at the host, and ask again if need be",
+                            crate::messages::timestamp(since)
+                        )),
+                    ));
+                }
             }
-            Err(e) => return Executed::NotNow(e),
-        }
+            if let Some(outcome) = recorded_outcome(outcomes, &envelope.id).await {
+                return Executed::Recorded(outcome);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
     }
     if OffsetDateTime::now_utc() > envelope.deadline {
         return Executed::Finished(finish(
@@ -547,7 +575,16 @@ async fn execute<H: Handler>(
                 instance: replica.instance.clone(),
                 bus: replica.bus.clone(),
             };
-            handler.handle(&ctx, command).await
+            match lease.as_mut() {
+                // Renewed while it runs, and left to lapse after: it says
+                // the command ran.
+                Some(held) => {
+                    let holder = replica.instance.clone();
+                    let running = handler.handle(&ctx, command);
+                    lease::hold(&replica.bus, held, &holder, COMMAND_LEASE, running).await
+                }
+                None => handler.handle(&ctx, command).await,
+            }
         }
     };
     Executed::Finished(finish(actor, verdict))

@@ -238,7 +238,7 @@ async fn the_three_node_cluster_keeps_three_replicas() {
     // The cluster needs a meta leader before it takes R3 streams.
     let mut created = Err(None);
     for _ in 0..60 {
-        match setup::ensure(&bus, Replicas(3)).await {
+        match setup::ensure(&bus, Replicas(3), Default::default()).await {
             Ok(()) => {
                 created = Ok(());
                 break;
@@ -271,7 +271,9 @@ async fn the_three_node_cluster_keeps_three_replicas() {
         );
     }
     // A second `ensure` with other settings leaves the cluster's streams alone.
-    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    setup::ensure(&bus, Replicas(1), Default::default())
+        .await
+        .unwrap();
     let info = bus
         .js
         .get_stream(topology::COMMANDS.name)

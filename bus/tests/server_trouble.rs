@@ -88,7 +88,9 @@ async fn the_host_index_keeps_up_after_its_watch_breaks() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let bus = connect(&server).await;
-    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    setup::ensure(&bus, Replicas(1), Default::default())
+        .await
+        .unwrap();
     let index = HostIndex::start(bus.clone());
     put(&bus, "before.example.com").await;
     wait_for(&index, "before.example.com", Duration::from_secs(10))
@@ -114,7 +116,9 @@ async fn a_missing_bucket_is_named_and_a_silent_server_is_no_missing_bucket() {
         matches!(missing, BusError::MissingBucket { bucket } if bucket == topology::HOSTS.name),
         "{missing}"
     );
-    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    setup::ensure(&bus, Replicas(1), Default::default())
+        .await
+        .unwrap();
     let fresh = connect(&server).await;
     let (_, opened) = tokio::join!(freeze(&server, Duration::from_secs(14)), async {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -134,7 +138,9 @@ async fn a_job_queue_is_served_again_after_the_server_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let bus = connect(&server).await;
-    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    setup::ensure(&bus, Replicas(1), Default::default())
+        .await
+        .unwrap();
     let (ran, mut runs) = tokio::sync::mpsc::unbounded_channel();
     let serving = tokio::spawn({
         let bus = bus.clone();

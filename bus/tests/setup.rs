@@ -36,7 +36,9 @@ async fn ensure_brings_an_older_meshs_consumers_up_to_date() {
     config.backoff = Vec::new();
     probes.update_consumer(config).await.unwrap();
 
-    setup::ensure(&bus, Replicas(1)).await.unwrap();
+    setup::ensure(&bus, Replicas(1), Default::default())
+        .await
+        .unwrap();
     let name = topology::consumer_name(WorkerKind::Orchestrator);
     let mut worker = commands
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)

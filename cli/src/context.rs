@@ -27,8 +27,32 @@ pub struct Settings {
     pub refresh: RefreshSettings,
     #[serde(default)]
     pub orchestrator: fleetroll_orchestrator::OrchestratorSettings,
+    #[serde(default)]
+    pub storage: StorageSettings,
     /// Where workload comes from (Taskcluster); none, none collected.
     pub workload: Option<fleetroll_prober::workload::WorkloadSettings>,
+}
+
+/// The `[storage]` section: the JetStream store the mesh's streams and
+/// buckets share, each with its part as its size limit.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// "16 GiB", "512 MiB": no more than the server's `max_file_store`.
+    #[serde(default = "default_store")]
+    pub max_bytes: bytesize::ByteSize,
+}
+
+fn default_store() -> bytesize::ByteSize {
+    bytesize::ByteSize::b(fleetroll_bus::topology::Storage::default().bytes)
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            max_bytes: default_store(),
+        }
+    }
 }
 
 /// The `[refresh]` section.
@@ -156,6 +180,12 @@ impl Context {
 
     pub fn replicas(&self) -> fleetroll_bus::setup::Replicas {
         fleetroll_bus::setup::Replicas(self.global.replicas.into())
+    }
+
+    pub fn storage(&self) -> fleetroll_bus::topology::Storage {
+        fleetroll_bus::topology::Storage {
+            bytes: self.settings.storage.max_bytes.as_u64(),
+        }
     }
 
     pub fn url_file(&self) -> PathBuf {

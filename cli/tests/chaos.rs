@@ -538,8 +538,9 @@ struct Mesh {
     lab: Lab,
     _lab_dir: tempfile::TempDir,
     names: Vec<String>,
-    data: tempfile::TempDir,
-    kept: KeepOnPanic,
+    /// The data dir: workers' and nodes' logs, node stores; copied aside
+    /// when the test fails.
+    data: KeptOnPanic,
     cluster: Cluster,
     cli: Cli,
     runtime: tokio::runtime::Runtime,
@@ -558,7 +559,6 @@ impl Mesh {
             .prefix("chaos-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let kept = KeepOnPanic(data.path().to_path_buf());
         let cluster = Cluster::start(data.path());
         std::fs::write(
             data.path().join("fleetroll.toml"),
@@ -583,7 +583,7 @@ impl Mesh {
         runtime.block_on(async {
             let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
             let began = Instant::now();
-            while let Err(e) = setup::ensure(&bus, Replicas(3)).await {
+            while let Err(e) = setup::ensure(&bus, Replicas(3), Default::default()).await {
                 assert!(
                     began.elapsed() < Duration::from_secs(60),
                     "the cluster: {e}"
@@ -609,8 +609,7 @@ impl Mesh {
             lab,
             _lab_dir: lab_dir,
             names,
-            data,
-            kept,
+            data: KeptOnPanic(data),
             cluster,
             cli,
             runtime,
@@ -622,7 +621,6 @@ impl Mesh {
     fn stop(self) {
         drop(self.workers);
         drop(self.cluster);
-        std::mem::forget(self.kept);
         self.lab.down().unwrap();
     }
 }
@@ -715,7 +713,6 @@ fn run(plan: Plan) {
         _lab_dir,
         names,
         data,
-        kept,
         mut cluster,
         cli,
         runtime,
@@ -882,20 +879,25 @@ fn run(plan: Plan) {
     drop(bus);
     drop(workers);
     drop(cluster);
-    std::mem::forget(kept);
     lab.down().unwrap();
 }
 
-/// Copies the run's data dir (logs, node stores) aside when the test fails.
-struct KeepOnPanic(PathBuf);
+/// A temporary dir, copied aside (before it goes) when the test fails.
+struct KeptOnPanic(tempfile::TempDir);
 
-impl Drop for KeepOnPanic {
+impl KeptOnPanic {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for KeptOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let aside = self.0.with_extension("failed");
+            let aside = self.0.path().with_extension("failed");
             let copied = Command::new("cp")
                 .arg("-a")
-                .arg(&self.0)
+                .arg(self.0.path())
                 .arg(&aside)
                 .status();
             eprintln!(

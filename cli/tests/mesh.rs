@@ -150,7 +150,7 @@ fn up_keeps_its_data_across_restarts_and_refuses_a_taken_port() {
     .unwrap();
     std::fs::write(dir.path().join("token"), expired).unwrap();
 
-    let up = Up::start_in(dir, port);
+    let up = Up::start_in(dir, 0);
     let list = up.cli.run(&["inventory", "seed", "list", "--json"]);
     assert_eq!(list.code, 0, "{list:?}");
     assert_eq!(list.json()[0]["hostname"], "kept.example.com");
@@ -248,4 +248,116 @@ fn auth_init_keeps_an_existing_key_and_tokens_come_from_the_environment_too() {
     let write = cli.run(&["inventory", "seed", "add", "x.example.com"]);
     assert_eq!(write.code, 5, "{write:?}");
     assert!(write.stderr.contains("role `readonly`"), "{write:?}");
+}
+
+/// Every stream and bucket has its part of the store as a size limit:
+/// host history that outgrows its part drops its oldest, and never takes
+/// the commands' room; a full command stream refuses new commands with a
+/// clear error, `status` warns, and every command it took is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_store_refuses_clearly_and_loses_no_audit_record() {
+    use fleetroll_bus::token::Role;
+    let up = tokio::task::spawn_blocking(|| {
+        Up::start_with("[storage]\nmax_bytes = \"64 MiB\"\n", Vec::new())
+    })
+    .await
+    .unwrap();
+    let store = |json: &serde_json::Value, name: &str| {
+        json["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let cli = up.cli.clone();
+    let status = tokio::task::spawn_blocking(move || cli.run(&["status", "--json"]).json())
+        .await
+        .unwrap();
+    let commands = store(&status, "FLEETROLL_CMD");
+    assert_eq!(
+        commands["max_bytes"],
+        64 * 1024 * 1024 / 1000 * 60,
+        "{commands}"
+    );
+    assert_eq!(commands["discard"], "new");
+    assert_eq!(store(&status, "FLEETROLL_HOST_HISTORY")["discard"], "old");
+
+    // Host history three times its part: the oldest go, nothing is refused.
+    let chunk = vec![b'h'; 512 * 1024];
+    let worker = up.bus_as(Role::Worker).await;
+    for i in 0..80 {
+        worker
+            .js
+            .publish(
+                format!("fleetroll.history.h{i}.example.com"),
+                chunk.clone().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let cli = up.cli.clone();
+    let (history, ping) = tokio::task::spawn_blocking(move || {
+        let status = cli.run(&["status", "--json"]).json();
+        (store(&status, "FLEETROLL_HOST_HISTORY"), cli.run(&["ping"]))
+    })
+    .await
+    .unwrap();
+    assert!(
+        history["bytes"].as_u64() <= history["max_bytes"].as_u64(),
+        "{history}"
+    );
+    assert_eq!(ping.code, 0, "commands keep their room: {ping:?}");
+
+    // Commands until the stream refuses even a small one.
+    let relops = up.bus_as(Role::Relops).await;
+    let mut taken = 0;
+    for size in [512 * 1024, 16 * 1024, 256] {
+        let refusal = loop {
+            let stored = async {
+                relops
+                    .js
+                    .publish("fleetroll.cmd.prober.ping", vec![b'c'; size].into())
+                    .await?
+                    .await
+            };
+            match stored.await {
+                Ok(_) => taken += 1,
+                Err(e) => break e.to_string(),
+            }
+            assert!(taken < 1000, "the command stream never filled");
+        };
+        assert!(refusal.contains("maximum bytes"), "{refusal}");
+    }
+    let cli = up.cli.clone();
+    tokio::task::spawn_blocking(move || {
+        let ping = cli.run(&["ping", "--worker", "prober"]);
+        assert_eq!(ping.code, 2, "{ping:?}");
+        assert!(ping.stderr.contains("FLEETROLL_CMD is full"), "{ping:?}");
+        let status = cli.run(&["status"]);
+        assert!(
+            status
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("WARNING") && l.contains("FLEETROLL_CMD")),
+            "{status:?}"
+        );
+        // Every command the stream took (each set aside as junk) has its
+        // audit record.
+        wait_until("every command audited", Duration::from_secs(60), || {
+            let audit = cli.run(&["audit", "list", "--json"]).json();
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["record"]["action"] == "message_set_aside")
+                .count()
+                == taken
+        });
+    })
+    .await
+    .unwrap();
 }

@@ -284,21 +284,31 @@ impl Browser {
                 "{binary} is missing: `make test` installs Debian's chromium and chromium-driver"
             );
         }
-        let port = common::free_port();
-        let driver = std::process::Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        // A free port can be taken by someone else before chromedriver
+        // binds it: then it exits, and another port is tried.
+        let (driver, server) = (0..5)
+            .find_map(|_| {
+                let port = common::free_port();
+                let mut driver = std::process::Command::new("/usr/bin/chromedriver")
+                    .arg(format!("--port={port}"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let server = format!("http://127.0.0.1:{port}");
+                let mut exited = false;
+                wait_until("chromedriver", Duration::from_secs(20), || {
+                    exited = driver.try_wait().unwrap().is_some();
+                    exited
+                        || agent()
+                            .get(&format!("{server}/status"))
+                            .call()
+                            .is_ok_and(|r| r.status() == 200)
+                });
+                (!exited).then_some((driver, server))
+            })
+            .expect("chromedriver would not start");
         let profile = tempfile::tempdir().unwrap();
-        let server = format!("http://127.0.0.1:{port}");
-        wait_until("chromedriver", Duration::from_secs(20), || {
-            agent()
-                .get(&format!("{server}/status"))
-                .call()
-                .is_ok_and(|r| r.status() == 200)
-        });
         let args = [
             "--headless=new",
             "--no-sandbox",
@@ -462,13 +472,9 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
         "127.0.0.1:0",
         "--web-require-token",
     ]);
-    let metrics_port = common::free_port();
-    let _prober = cli.spawn(&[
-        "worker",
-        "prober",
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics_port}"),
-    ]);
+    let prober_args = ["worker", "prober", "--metrics-listen", "127.0.0.1:0"];
+    let _prober = cli.spawn(&prober_args);
+    let prober_log = cli.log_of(&prober_args);
     let data_dir = bare.dir.path().to_path_buf();
     let c = cli.clone();
     let (web, names, id, lab) = tokio::task::spawn_blocking(move || {
@@ -495,8 +501,14 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
         ]);
         assert_eq!(create.code, 0, "{create:?}");
         let id = create.stdout.trim().to_string();
-        // The prober process counts its probes on its own /metrics.
-        let (status, text) = get(&format!("http://127.0.0.1:{metrics_port}/metrics"));
+        // The prober process counts its probes on its own /metrics, where
+        // it says it serves them.
+        let metrics = std::fs::read_to_string(&prober_log)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("metrics: ").map(str::to_string))
+            .expect("the prober names its metrics address");
+        let (status, text) = get(&metrics);
         assert_eq!(status, 200);
         let probes = sample(
             &parse_prometheus(&text),

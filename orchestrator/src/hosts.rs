@@ -119,11 +119,6 @@ async fn answers(pool: &Pool, host: &str) -> bool {
 /// How long the reboot command may take to answer.
 const REBOOT_COMMAND: Duration = Duration::from_secs(30);
 
-/// The longest a reboot can take: the command, going down, coming back.
-pub fn reboot_limit(settings: &OrchestratorSettings) -> Duration {
-    REBOOT_COMMAND + GOING_DOWN + settings.reboot_timeout
-}
-
 /// Reboots the host and waits until it has gone down and answers again.
 pub async fn reboot(
     ctx: &CommandContext,

@@ -135,17 +135,13 @@ impl Handler for Orchestrator {
         }
     }
 
-    fn lease(&self, command: &Command) -> Option<Duration> {
-        match command {
-            Command::HostConverge { .. } => Some(self.settings.converge_timeout + LEASE_MARGIN),
-            Command::HostReboot { .. } => Some(hosts::reboot_limit(&self.settings) + LEASE_MARGIN),
-            _ => None,
-        }
+    fn acts_on_host(&self, command: &Command) -> bool {
+        matches!(
+            command,
+            Command::HostConverge { .. } | Command::HostReboot { .. }
+        )
     }
 }
-
-/// How much longer than a converge or reboot can take its lease holds.
-const LEASE_MARGIN: Duration = Duration::from_secs(120);
 
 /// Runs one orchestrator replica until `shutdown` resolves.
 pub async fn run<S, T>(

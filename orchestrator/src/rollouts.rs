@@ -1129,7 +1129,9 @@ mod tests {
             queue_jobs(&bus, "command-1", "ro-test", 1, &hosts, false),
             async {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                setup::ensure(&bus, Replicas(1)).await.unwrap();
+                setup::ensure(&bus, Replicas(1), Default::default())
+                    .await
+                    .unwrap();
             }
         );
         queued.unwrap();

@@ -63,24 +63,57 @@ fn print_stores_and_workers(mesh: &MeshStatus) {
     );
     say!();
     say!(
-        "{:<28} {:>9} {:>11} {:>8}",
+        "{:<28} {:>9} {:>11} {:>8} {:>11} {:>5}  WHEN FULL",
         "STREAM / BUCKET",
         "MESSAGES",
         "BYTES",
-        "REPLICAS"
+        "REPLICAS",
+        "LIMIT",
+        "USED"
     );
     for store in mesh.streams.iter().chain(&mesh.buckets) {
-        if store.exists {
-            say!(
-                "{:<28} {:>9} {:>11} {:>8}",
-                store.name,
-                store.messages,
-                store.bytes,
-                store.replicas
-            );
-        } else {
+        if !store.exists {
             say!("{:<28} {:>9}", store.name, "missing");
+            continue;
         }
+        let limit = store
+            .max_bytes
+            .map_or("none".to_string(), |m| bytesize::ByteSize::b(m).to_string());
+        let used = store
+            .usage()
+            .map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0));
+        let when_full = match store.discard.as_str() {
+            "old" => "oldest dropped",
+            _ => "writes refused",
+        };
+        say!(
+            "{:<28} {:>9} {:>11} {:>8} {:>11} {:>5}  {when_full}{}",
+            store.name,
+            store.messages,
+            store.bytes,
+            store.replicas,
+            limit,
+            used,
+            if store.nearly_full() {
+                "  WARNING: nearly full"
+            } else {
+                ""
+            }
+        );
+    }
+    let full: Vec<&str> = mesh
+        .streams
+        .iter()
+        .chain(&mesh.buckets)
+        .filter(|s| s.nearly_full() && s.discard != "old")
+        .map(|s| s.name.as_str())
+        .collect();
+    if !full.is_empty() {
+        say!(
+            "WARNING: {} past {:.0}% of its limit; when full it refuses new writes (raise [storage] max_bytes, see docs/configuration.md)",
+            full.join(", "),
+            fleetroll_bus::topology::STORE_WARNING * 100.0
+        );
     }
     say!();
     say!("{:<13} {:>8}  LAST HEARTBEAT", "WORKER", "REPLICAS");

@@ -48,7 +48,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let mut options = ConnectOptions::new(url.clone(), "fleetroll-up").credentials(worker);
     options.wait_for_server = server.is_none();
     let bus = Bus::connect(options).await?;
-    setup::ensure(&bus, ctx.replicas()).await?;
+    setup::ensure(&bus, ctx.replicas(), ctx.storage()).await?;
     if server.is_some() {
         std::fs::write(ctx.url_file(), &url)
             .with_context(|| format!("writing {}", ctx.url_file().display()))?;
@@ -78,7 +78,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
             tokio::spawn(workers::supervise(
                 kind,
                 bus.clone(),
-                ctx.replicas(),
+                (ctx.replicas(), ctx.storage()),
                 config.clone(),
                 stop_rx.clone(),
             ))

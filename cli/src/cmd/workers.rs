@@ -12,6 +12,7 @@ use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, ConnectOptions};
 use fleetroll_bus::setup::{self, Replicas};
 use fleetroll_bus::token::Role;
+use fleetroll_bus::topology::Storage;
 use fleetroll_web::Web;
 use tokio::sync::watch;
 use tracing::warn;
@@ -73,13 +74,13 @@ async fn run_once(
 pub async fn supervise(
     kind: WorkerKind,
     bus: Bus,
-    replicas: Replicas,
+    (replicas, storage): (Replicas, Storage),
     config: WorkerConfig,
     stop: watch::Receiver<bool>,
 ) {
     loop {
         let started = async {
-            setup::ensure(&bus, replicas).await?;
+            setup::ensure(&bus, replicas, storage).await?;
             run_once(kind, bus.clone(), config.clone(), stop.clone()).await
         };
         match started.await {
@@ -138,7 +139,8 @@ pub async fn run(
             }
         });
     }
-    let replica = tokio::spawn(supervise(kind, bus, ctx.replicas(), config, stop_rx));
+    let shape = (ctx.replicas(), ctx.storage());
+    let replica = tokio::spawn(supervise(kind, bus, shape, config, stop_rx));
     stop_signal().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), replica).await;

@@ -140,11 +140,7 @@ impl Cli {
     /// Starts a long-running command (`up`, `worker`); its output goes to
     /// files in the data dir so a chatty process never blocks on a pipe.
     pub fn spawn(&self, args: &[&str]) -> Proc {
-        let log = self.data_dir.join(format!(
-            "{}-{}.log",
-            args.join("_").replace('/', "_"),
-            std::process::id()
-        ));
+        let log = self.log_of(args);
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -159,6 +155,15 @@ impl Cli {
                 .spawn()
                 .expect("spawning fleetroll"),
         )
+    }
+
+    /// Where [`Cli::spawn`] keeps the output of the command `args`.
+    pub fn log_of(&self, args: &[&str]) -> PathBuf {
+        self.data_dir.join(format!(
+            "{}-{}.log",
+            args.join("_").replace('/', "_"),
+            std::process::id()
+        ))
     }
 
     /// Starts a command whose output the test reads when it ends.
@@ -246,7 +251,7 @@ pub struct Up {
 impl Up {
     pub fn start() -> Up {
         let dir = tempfile::tempdir().unwrap();
-        Up::start_in(dir, free_port())
+        Up::start_in(dir, 0)
     }
 
     /// A mesh with this `fleetroll.toml` and environment (SSH settings for
@@ -256,23 +261,45 @@ impl Up {
         std::fs::write(dir.path().join("fleetroll.toml"), settings).unwrap();
         let mut cli = Cli::new(dir.path());
         cli.env = env;
-        Up::start_cli(dir, free_port(), cli)
+        Up::start_cli(dir, 0, cli)
     }
 
+    /// `up` on its data dir, on `port`; 0 lets the server pick one (a port
+    /// picked here could be taken by another test before the server binds
+    /// it).
     pub fn start_in(dir: tempfile::TempDir, port: u16) -> Up {
         let cli = Cli::new(dir.path());
         Up::start_cli(dir, port, cli)
     }
 
     fn start_cli(dir: tempfile::TempDir, port: u16, cli: Cli) -> Up {
-        remember(&format!("nats://127.0.0.1:{port}"), dir.path());
-        let child = cli.spawn(&[
+        let url_file = dir.path().join("nats.url");
+        let _ = std::fs::remove_file(&url_file);
+        let mut child = cli.spawn(&[
             "up",
             "--nats-port",
             &port.to_string(),
             "--web-listen",
             "127.0.0.1:0",
         ]);
+        // The server's port, once `up` says where it runs.
+        let mut url = String::new();
+        wait_until("up to name its NATS URL", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "fleetroll up exited with {status}; its log is in {}",
+                    cli.data_dir.display()
+                );
+            }
+            url = std::fs::read_to_string(&url_file).unwrap_or_default();
+            !url.is_empty()
+        });
+        remember(&url, dir.path());
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {url}"));
         let mut up = Up {
             child,
             dir: Some(dir),
@@ -370,7 +397,7 @@ impl Bare {
         .unwrap();
         remember(server.url(), dir.path());
         let bus = connect_as(server.url(), dir.path(), Role::Worker).await;
-        fleetroll_bus::setup::ensure(&bus, Default::default())
+        fleetroll_bus::setup::ensure(&bus, Default::default(), Default::default())
             .await
             .unwrap();
         let mut cli = Cli::new(dir.path());
