@@ -247,17 +247,21 @@ fn converge_streams_its_output_and_reboot_waits_for_the_host() {
     );
 
     // Both are audited, with the host.
-    std::thread::sleep(Duration::from_secs(1));
-    let audit = cli.run(&["audit", "list", "--host", &target, "--json"]);
-    assert_eq!(audit.code, 0, "{audit:?}");
-    let actions: Vec<String> = audit
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["record"]["action"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(actions, ["seed_add", "host_converge", "host_reboot"]);
+    let actions = || -> Vec<String> {
+        let audit = cli.run(&["audit", "list", "--host", &target, "--json"]);
+        assert_eq!(audit.code, 0, "{audit:?}");
+        audit
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["record"]["action"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_until("both audited", Duration::from_secs(30), || {
+        actions().len() >= 3
+    });
+    assert_eq!(actions(), ["seed_add", "host_converge", "host_reboot"]);
     drop(up);
     lab.down().unwrap();
 }

@@ -804,7 +804,22 @@ async fn a_prober_killed_mid_refresh_leaves_nothing_unprobed() {
         assert_eq!(cli.run(&add).code, 0);
         let refresh_started = time::OffsetDateTime::now_utc();
         let refresh = cli.spawn_output(&["inventory", "refresh", "--seed", "all", "--json"]);
-        std::thread::sleep(Duration::from_millis(2500));
+        // Mid-refresh: once its first hosts are probed.
+        common::wait_until("the refresh under way", Duration::from_secs(60), || {
+            let listed = cli.run(&["host", "list", "--json"]);
+            listed.code == 0
+                && listed.json().as_array().is_some_and(|hosts| {
+                    hosts.iter().any(|h| {
+                        h["probed_at"].as_str().is_some_and(|at| {
+                            time::OffsetDateTime::parse(
+                                at,
+                                &time::format_description::well_known::Rfc3339,
+                            )
+                            .is_ok_and(|at| at >= refresh_started)
+                        })
+                    })
+                })
+        });
         common::kill(&mut first, libc::SIGKILL);
         let _ = first.wait();
         let output = refresh.wait_with_output().unwrap();

@@ -18,6 +18,47 @@ fn status(cli: &Cli, id: &str) -> Value {
     run.json()
 }
 
+/// The rollout's audit records, once `ready` finds in them what the test
+/// waits for (the auditor writes a moment after the event).
+fn audited<T>(cli: &Cli, id: &str, ready: impl Fn(&[Value]) -> Option<T>) -> T {
+    let mut found = None;
+    wait_until(
+        &format!("the audit records of {id}"),
+        Duration::from_secs(30),
+        || {
+            let audit = cli.run(&["audit", "list", "--rollout", id, "--json"]);
+            let records: Vec<Value> = audit
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["record"].clone())
+                .collect();
+            found = ready(&records);
+            found.is_some()
+        },
+    );
+    found.expect("found")
+}
+
+/// Waits until the workload source has reported at least `runs` finished
+/// task runs of every one of `hosts` (a baseline needs them).
+fn wait_runs(cli: &Cli, hosts: &[String], runs: usize) {
+    wait_until(
+        "task runs before the rollout",
+        Duration::from_secs(60),
+        || {
+            hosts.iter().all(|h| {
+                let shown = cli.run(&["host", "show", h, "--json"]);
+                shown.code == 0
+                    && shown.json()["workload"]["recorded"]
+                        .as_array()
+                        .is_some_and(|r| r.len() >= runs)
+            })
+        },
+    );
+}
+
 fn wait_stage_waiting(cli: &Cli, id: &str, stage: usize) {
     wait_until(
         &format!("stage {stage} of {id} waiting for assessment"),
@@ -102,8 +143,8 @@ fn a_canary_then_forced_batches_write_each_host_once() {
     assert_eq!(normal.code, 4, "{normal:?}");
     let no_reason = cli.run(&["rollout", "advance", &id, "--batch-size", "2", "--force"]);
     assert_eq!(no_reason.code, 1, "{no_reason:?}");
-    let mut watching = cli.spawn_output(&["watch", "rollout", &id]);
-    std::thread::sleep(Duration::from_millis(500));
+    let watching = cli.follow(&["watch", "rollout", &id]);
+    watching.wait_stderr("watching rollout", Duration::from_secs(30));
     let forced = cli.run(&[
         "rollout",
         "advance",
@@ -117,10 +158,17 @@ fn a_canary_then_forced_batches_write_each_host_once() {
     assert_eq!(forced.code, 0, "{forced:?}");
     wait_stage_waiting(cli, &id, 2);
     // `watch` saw the stage go, host by host.
-    std::thread::sleep(Duration::from_millis(500));
-    common::kill(&mut watching, libc::SIGTERM);
-    let watched =
-        String::from_utf8_lossy(&watching.wait_with_output().unwrap().stdout).into_owned();
+    watching.wait_stdout(
+        "the stage watched to its end",
+        Duration::from_secs(30),
+        |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("stage  2 waiting_for_assessment"))
+        },
+    );
+    let watched = watching.stdout().join("\n");
+    drop(watching);
     assert!(
         watched.contains("stage  2 applying (2 host(s))"),
         "{watched}"
@@ -475,7 +523,7 @@ fn a_bad_branch_fails_its_success_rate_gate_and_only_a_forced_advance_goes() {
     common::onboard(cli, &names);
     lab.set_branch_bad("feature_bad", true);
     // Jobs before the rollout make the baseline.
-    std::thread::sleep(Duration::from_secs(6));
+    wait_runs(cli, &names, 4);
     let run = cli.run(&[
         "rollout",
         "create",
@@ -546,16 +594,12 @@ fn a_bad_branch_fails_its_success_rate_gate_and_only_a_forced_advance_goes() {
     ]);
     assert_eq!(forced.code, 0, "{forced:?}");
 
-    std::thread::sleep(Duration::from_secs(1));
-    let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
-    let advance = audit
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["record"].clone())
-        .find(|r| r["action"] == "rollout_advance" && r["outcome"] == "done")
-        .expect("the forced advance is audited");
+    let advance = audited(cli, &id, |records| {
+        records
+            .iter()
+            .find(|r| r["action"] == "rollout_advance" && r["outcome"] == "done")
+            .cloned()
+    });
     assert_eq!(advance["force"], true);
     assert_eq!(advance["reason"], "known flaky suite, accepted");
     assert_eq!(advance["gate_config"]["min_jobs_per_host"], 3.0);
@@ -627,17 +671,27 @@ fn too_many_failing_hosts_pause_the_rollout_by_itself() {
     assert!(reason.contains("role gecko-t-linux-talos ("), "{reason}");
     // The gatekeeper announces a fresh pause again on its next passes (3 s
     // apart), in case it died before the first announcement: still one
-    // record.
-    std::thread::sleep(Duration::from_secs(7));
-    let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
-    let pauses: Vec<Value> = audit
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["record"].clone())
-        .filter(|r| r["action"] == "rollout_auto_pause")
-        .collect();
+    // record, however many passes look.
+    let pauses_now = || -> Vec<Value> {
+        let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
+        audit
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["record"].clone())
+            .filter(|r| r["action"] == "rollout_auto_pause")
+            .collect()
+    };
+    wait_until("the pause audited", Duration::from_secs(30), || {
+        !pauses_now().is_empty()
+    });
+    let watched_since = std::time::Instant::now();
+    let mut pauses = pauses_now();
+    while watched_since.elapsed() < Duration::from_secs(7) {
+        assert_eq!(pauses.len(), 1, "the pause is audited once: {pauses:#?}");
+        pauses = pauses_now();
+    }
     assert_eq!(pauses.len(), 1, "the pause is audited once: {pauses:#?}");
     let paused = &pauses[0];
     let failing: usize = reason["blast radius: ".len()..]
@@ -677,7 +731,7 @@ fn a_good_branch_passes_its_gates_succeeds_and_is_finalized() {
     let cli = &up.cli;
     let names: Vec<String> = lab.hosts().iter().map(|h| h.hostname.clone()).collect();
     common::onboard(cli, &names);
-    std::thread::sleep(Duration::from_secs(4));
+    wait_runs(cli, &names, 3);
     let run = cli.run(&[
         "rollout",
         "create",
@@ -738,15 +792,16 @@ fn a_good_branch_passes_its_gates_succeeds_and_is_finalized() {
     }
     let again = cli.run(&["rollout", "rollback", &id, "--confirm", "--reason", "x"]);
     assert_eq!(again.code, 4, "finalize is irreversible: {again:?}");
-    std::thread::sleep(Duration::from_secs(1));
-    let audit = cli.run(&["audit", "list", "--rollout", &id, "--json"]);
-    let records: Vec<Value> = audit
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["record"].clone())
-        .collect();
+    let records = audited(cli, &id, |records| {
+        let removed = records
+            .iter()
+            .filter(|r| r["action"] == "override_remove")
+            .count();
+        let refused = records
+            .iter()
+            .any(|r| r["action"] == "rollout_rollback" && r["outcome"] == "refused");
+        (removed == 3 && refused).then(|| records.to_vec())
+    });
     let advance = records
         .iter()
         .find(|r| r["action"] == "rollout_advance" && r["outcome"] == "done")

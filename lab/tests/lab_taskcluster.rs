@@ -66,6 +66,15 @@ fn recent_results(lab: &Lab, short: &str) -> Vec<(SystemTime, String)> {
         .collect()
 }
 
+/// Waits (up to 30 s) until `check` holds.
+fn wait(what: &str, check: impl FnMut() -> bool) {
+    let mut check = check;
+    assert!(
+        wait_for(Duration::from_secs(30), || check().then_some(())).is_some(),
+        "timed out waiting for {what}"
+    );
+}
+
 /// Results of tasks started after `t` and resolved (not running).
 fn resolved_after(lab: &Lab, short: &str, t: SystemTime) -> Vec<String> {
     recent_results(lab, short)
@@ -79,7 +88,9 @@ fn resolved_after(lab: &Lab, short: &str, t: SystemTime) -> Vec<String> {
 fn job_results_follow_the_applied_branch() {
     let dir = lab_dir();
     let lab = start(4, dir.path(), SCENARIO);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait("ten jobs on lab-0002", || {
+        recent_results(&lab, "lab-0002").len() >= 10
+    });
 
     // The queue's worker listing for the role's pool.
     let (status, list) = queue(
@@ -134,9 +145,10 @@ fn job_results_follow_the_applied_branch() {
     let out = ssh(&lab, &h2, "sudo -n run-puppet.sh");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let applied = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait("five jobs since the bad branch", || {
+        resolved_after(&lab, "lab-0002", applied).len() >= 5
+    });
     let after = resolved_after(&lab, "lab-0002", applied);
-    assert!(after.len() >= 5, "{after:?}");
     assert!(after.iter().all(|s| s == "failed"), "{after:?}");
     // The neighbour is unaffected.
     let other = resolved_after(&lab, "lab-0001", applied);
@@ -149,7 +161,9 @@ fn job_results_follow_the_applied_branch() {
         Some(2)
     );
     let fixed = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait("a job since the fix", || {
+        !resolved_after(&lab, "lab-0002", fixed).is_empty()
+    });
     let again = resolved_after(&lab, "lab-0002", fixed);
     assert!(
         !again.is_empty() && again.iter().all(|s| s == "completed"),
@@ -164,7 +178,9 @@ fn job_results_follow_the_applied_branch() {
         Some(6)
     );
     let broke = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(1200));
+    wait("a job since Puppet broke", || {
+        !resolved_after(&lab, "lab-0003", broke).is_empty()
+    });
     let broken = resolved_after(&lab, "lab-0003", broke);
     assert!(
         !broken.is_empty() && broken.iter().all(|s| s == "failed"),
@@ -174,7 +190,9 @@ fn job_results_follow_the_applied_branch() {
     // Marking a branch bad at run time affects jobs from then on.
     lab.set_branch_bad("master", true);
     let marked = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(1200));
+    wait("a job since master went bad", || {
+        !resolved_after(&lab, "lab-0001", marked).is_empty()
+    });
     let now_bad = resolved_after(&lab, "lab-0001", marked);
     assert!(
         !now_bad.is_empty() && now_bad.iter().all(|s| s == "failed"),
@@ -186,15 +204,20 @@ fn job_results_follow_the_applied_branch() {
 fn reboots_and_quarantine_stop_jobs() {
     let dir = lab_dir();
     let lab = start(4, dir.path(), SCENARIO);
-    std::thread::sleep(Duration::from_millis(800));
+    // A task running on lab-0001, for the reboot to cut short.
+    wait("a task running on lab-0001", || {
+        recent_results(&lab, "lab-0001")
+            .last()
+            .is_some_and(|(_, state)| state == "running")
+    });
     let h1 = lab.hosts()[0].hostname.clone();
     let host = lab.host(&h1).unwrap();
 
     host.reboot().unwrap();
     let rebooted = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(800));
-    let w = worker(&lab, "lab-0001");
-    assert_eq!(w["state"], "stopped");
+    wait("lab-0001 stopped", || {
+        worker(&lab, "lab-0001")["state"] == "stopped"
+    });
     // The task running at the reboot ended in exception; none started since.
     let results = recent_results(&lab, "lab-0001");
     assert!(
@@ -209,8 +232,12 @@ fn reboots_and_quarantine_stop_jobs() {
     assert_eq!(wm["state"], "stopped");
 
     host.wait_reachable(Duration::from_secs(20)).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(worker(&lab, "lab-0001")["state"], "running");
+    wait("lab-0001 running again", || {
+        worker(&lab, "lab-0001")["state"] == "running"
+            && recent_results(&lab, "lab-0001")
+                .iter()
+                .any(|(started, _)| *started > rebooted)
+    });
     let back = recent_results(&lab, "lab-0001");
     assert!(back.iter().any(|(started, _)| {
         started
@@ -223,7 +250,13 @@ fn reboots_and_quarantine_stop_jobs() {
     let until = SystemTime::now() + Duration::from_secs(3600);
     lab.host(&h2).unwrap().set_quarantine(Some(until));
     let q = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(600));
+    wait("lab-0002 listed quarantined", || {
+        let (_, list) = queue(
+            &lab,
+            "provisioners/releng-hardware/worker-types/gecko-t-linux-talos/workers?quarantined=true",
+        );
+        list["workers"].as_array().is_some_and(|w| !w.is_empty())
+    });
     let (_, list) = queue(
         &lab,
         "provisioners/releng-hardware/worker-types/gecko-t-linux-talos/workers?quarantined=true",

@@ -482,3 +482,61 @@ pub fn lab_env(lab: &fleetroll_lab::Lab) -> Vec<(String, String)> {
         ),
     ]
 }
+
+/// A running command whose output lines the test reads as they come.
+pub struct Following {
+    pub child: Proc,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Following {
+    /// Every stdout line so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until a stderr line contains `text` (a command saying it is
+    /// ready: `watching ...`).
+    pub fn wait_stderr(&self, text: &str, limit: Duration) {
+        wait_until(&format!("`{text}` on stderr"), limit, || {
+            self.stderr.lock().unwrap().iter().any(|l| l.contains(text))
+        });
+    }
+
+    /// Waits until stdout lines satisfy `check`.
+    pub fn wait_stdout(&self, what: &str, limit: Duration, check: impl Fn(&[String]) -> bool) {
+        wait_until(what, limit, || check(&self.stdout.lock().unwrap()));
+    }
+}
+
+impl Cli {
+    /// Starts a command and follows its output, line by line.
+    pub fn follow(&self, args: &[&str]) -> Following {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning fleetroll");
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let k = kept.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    k.lock().unwrap().push(line);
+                }
+            });
+            kept
+        };
+        let stdout = lines(Box::new(child.stdout.take().unwrap()));
+        let stderr = lines(Box::new(child.stderr.take().unwrap()));
+        Following {
+            child: Proc(child),
+            stdout,
+            stderr,
+        }
+    }
+}
