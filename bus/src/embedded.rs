@@ -374,12 +374,8 @@ impl EmbeddedServer {
         }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(EmbeddedError::Crashed {
-                    status: status.to_string(),
-                    log: self.log.clone(),
-                    tail: log_tail(&self.log),
-                });
+            if let Some(crashed) = self.crashed() {
+                return Err(crashed);
             }
             let written = std::fs::read_dir(ports_dir)
                 .into_iter()
@@ -399,15 +395,21 @@ impl EmbeddedServer {
         }
     }
 
+    /// Why the server is gone, if it exited.
+    fn crashed(&mut self) -> Option<EmbeddedError> {
+        let status = self.child.try_wait().ok().flatten()?;
+        Some(EmbeddedError::Crashed {
+            status: status.to_string(),
+            log: self.log.clone(),
+            tail: log_tail(&self.log),
+        })
+    }
+
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), EmbeddedError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(EmbeddedError::Crashed {
-                    status: status.to_string(),
-                    log: self.log.clone(),
-                    tail: log_tail(&self.log),
-                });
+            if let Some(crashed) = self.crashed() {
+                return Err(crashed);
             }
             let check = ConnectOptions::new(self.url.as_str(), "fleetroll-up-ready")
                 .credentials(self.users.get(Role::Worker).clone())

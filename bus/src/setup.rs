@@ -127,13 +127,7 @@ async fn ensure_stream(bus: &Bus, def: &StreamDef, config: stream::Config) -> Re
         .get_or_create_stream(config.clone())
         .await
         .map_err(|e| BusError::js(format!("creating stream {}", def.name), e))?;
-    let current = stream
-        .info()
-        .await
-        .map_err(|e| BusError::js(format!("reading stream {}", def.name), e))?
-        .config
-        .clone();
-    resize(bus, &format!("stream {}", def.name), current, |c| {
+    resize(bus, &format!("stream {}", def.name), &mut stream, |c| {
         (c.max_bytes, c.discard) = (config.max_bytes, config.discard)
     })
     .await
@@ -145,9 +139,15 @@ async fn ensure_stream(bus: &Bus, def: &StreamDef, config: stream::Config) -> Re
 async fn resize(
     bus: &Bus,
     what: &str,
-    current: stream::Config,
+    stream: &mut stream::Stream,
     change: impl FnOnce(&mut stream::Config),
 ) -> Result<(), BusError> {
+    let current = stream
+        .info()
+        .await
+        .map_err(|e| BusError::js(format!("reading {what}"), e))?
+        .config
+        .clone();
     let mut wanted = current.clone();
     change(&mut wanted);
     if wanted == current {
@@ -216,13 +216,7 @@ async fn ensure_bucket(
         .get_stream(def.stream_name())
         .await
         .map_err(|e| BusError::js(format!("opening bucket {}", def.name), e))?;
-    let current = stream
-        .info()
-        .await
-        .map_err(|e| BusError::js(format!("reading bucket {}", def.name), e))?
-        .config
-        .clone();
-    resize(bus, &format!("bucket {}", def.name), current, |c| {
+    resize(bus, &format!("bucket {}", def.name), &mut stream, |c| {
         c.max_bytes = config.max_bytes
     })
     .await
