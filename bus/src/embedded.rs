@@ -150,7 +150,7 @@ const LOCAL_TOOLS_BIN: &str = ".tools/nats/bin/nats-server";
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
     #[error(
-        "nats-server not found: set `nats_server` / FLEETROLL_NATS_SERVER, run `make setup` to install it into .tools/, or put it on PATH"
+        "nats-server not found: name it with --nats-server or FLEETROLL_NATS_SERVER, run `make setup` to install it into .tools/, or put it on PATH"
     )]
     NotFound,
     #[error("nats-server at {0} does not exist or is not executable")]

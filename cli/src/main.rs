@@ -15,12 +15,6 @@ use crate::args::{Cli, ConvergeCommand, InventoryCommand, RebootCommand, Top, Wa
 use crate::context::Context;
 
 fn main() -> ExitCode {
-    // A reader that stops early (`fleetroll host list | head`) ends this
-    // process quietly, as it does any Unix tool, instead of a panic about a
-    // broken pipe.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version go to stdout with 0; a bad command line is
@@ -35,6 +29,18 @@ fn main() -> ExitCode {
             });
         }
     };
+    // A reader that stops early (`fleetroll host list | head`) ends a
+    // one-shot command quietly, as it does any Unix tool, instead of a panic
+    // about a broken pipe. The long-running ones keep ignoring SIGPIPE (the
+    // Rust default): a worker must never die of a peer that went away.
+    if !matches!(
+        cli.command,
+        Top::Up(_) | Top::Worker { .. } | Top::Serve(_) | Top::Monitor { .. }
+    ) {
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // A one-shot command says itself, once, why NATS failed it (refused
     // credentials, unreachable); async-nats's own log would say it twice.
     // The monitor owns the terminal: a log line would draw over its table.

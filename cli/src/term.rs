@@ -54,15 +54,22 @@ impl ByteEscaper {
     }
 }
 
-/// `println!` for a person: the line is [`escape`]d.
+/// `println!` for a person: the line is [`escape`]d. A closed stdout is
+/// no reason to stop (a worker whose output nobody reads goes on).
 macro_rules! say {
-    () => { println!() };
-    ($($arg:tt)*) => { println!("{}", $crate::term::escape(&format!($($arg)*))) };
+    () => { $crate::term::line(&mut std::io::stdout(), "") };
+    ($($arg:tt)*) => { $crate::term::line(&mut std::io::stdout(), &format!($($arg)*)) };
 }
 
 /// `eprintln!` for a person: the line is [`escape`]d.
 macro_rules! tell {
-    ($($arg:tt)*) => { eprintln!("{}", $crate::term::escape(&format!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::term::line(&mut std::io::stderr(), &format!($($arg)*)) };
+}
+
+/// Writes `text`, escaped, as a line; a write that fails (nobody reads
+/// any more) is dropped.
+pub fn line(out: &mut impl std::io::Write, text: &str) {
+    let _ = writeln!(out, "{}", escape(text));
 }
 
 pub(crate) use {say, tell};

@@ -361,3 +361,37 @@ async fn a_full_store_refuses_clearly_and_loses_no_audit_record() {
     .await
     .unwrap();
 }
+
+/// A worker whose output nobody reads any more (its pipe closed, as when
+/// whatever started it went away) goes on working: neither SIGPIPE nor a
+/// failed write ends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_outlives_a_closed_stdout() {
+    let bare = common::Bare::start().await;
+    let cli = bare.cli.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut worker = cli
+            .command(&["worker", "prober", "--metrics-listen", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Closed before the worker says where its metrics are.
+        drop(worker.stdout.take());
+        wait_until("the prober live", Duration::from_secs(30), || {
+            cli.replicas_of("prober") == 1
+        });
+        let ping = cli.run(&["ping", "--worker", "prober"]);
+        assert_eq!(ping.code, 0, "{ping:?}");
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "the worker ended: {:?}",
+            worker.try_wait()
+        );
+        let _ = worker.kill();
+        let _ = worker.wait();
+    })
+    .await
+    .unwrap();
+}
