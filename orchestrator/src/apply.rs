@@ -424,7 +424,13 @@ async fn announce(
     .await
 }
 
-/// Queues a full probe of the host, after something changed it.
+/// How long queueing a probe keeps trying: longer than a NATS election
+/// (the probe stream has no leader meanwhile).
+const PROBE_QUEUE_PATIENCE: Duration = Duration::from_secs(90);
+
+/// Queues a full probe of the host, after something changed it. The change
+/// is done by then and shows only in that probe, so a bus that cannot take
+/// the job right now is asked again, with backoff, for a while.
 pub async fn request_probe(bus: &Bus, hostname: &str, origin: String) -> Result<(), BusError> {
     let probe = ProbeJob {
         hostname: hostname.to_string(),
@@ -432,13 +438,29 @@ pub async fn request_probe(bus: &Bus, hostname: &str, origin: String) -> Result<
         origin,
         fast: false,
     };
-    bus.js
-        .publish(subjects::probe_job(hostname), codec::to_cbor(&probe).into())
-        .await
-        .map_err(|e| BusError::js("queueing a probe", e))?
-        .await
-        .map_err(|e| BusError::js("queueing a probe", e))?;
-    Ok(())
+    let payload = codec::to_cbor(&probe);
+    let deadline = tokio::time::Instant::now() + PROBE_QUEUE_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let stored = async {
+            bus.js
+                .publish(subjects::probe_job(hostname), payload.clone().into())
+                .await
+                .map_err(|e| BusError::js("queueing a probe", e))?
+                .await
+                .map_err(|e| BusError::js("queueing a probe", e))
+        }
+        .await;
+        match stored {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + pause > deadline => return Err(e),
+            Err(e) => {
+                warn!(host = hostname, error = %e, "queueing a probe failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+        }
+    }
 }
 
 /// Moves the job's stage to "waiting for assessment" once every host of it
