@@ -30,7 +30,7 @@ PY
 # and any extra `fleetroll worker` started with this data dir uses them.
 mkdir -p "$FLEETROLL_DATA_DIR"
 python3 - "$FLEETROLL_DATA_DIR/fleetroll.toml" <<'PY'
-import json, sys
+import json, os, sys
 lab = json.load(open(".data/lab.json"))
 with open(sys.argv[1], "w") as f:
     f.write("[ssh]\n")
@@ -42,6 +42,13 @@ with open(sys.argv[1], "w") as f:
     f.write(f"root_url = {json.dumps(lab['taskcluster_url'])}\n")
     f.write(f"provisioner = {json.dumps(lab['taskcluster_provisioner'])}\n")
     f.write("interval = \"5s\"\n")
+    # The double's own client, so that `host quarantine` works in the demo.
+    client = lab["taskcluster_client"]
+    token = ".data/taskcluster-token"
+    with os.fdopen(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as t:
+        t.write(client["access_token"])
+    f.write(f"client_id = {json.dumps(client['client_id'])}\n")
+    f.write(f"access_token_file = {json.dumps(os.path.abspath(token))}\n")
 PY
 
 step "fleetroll up (log: $log)"
@@ -81,6 +88,10 @@ step "workload from the Taskcluster double, and drift"
 sleep 6
 run fleetroll host list --filter 'healthy:true' 2>&1 | tail -1
 run fleetroll host list --drift-type any
+quarantined=$(python3 -c 'import json; print(json.load(open(".data/lab.json"))["hosts"][1]["hostname"])')
+run fleetroll host quarantine "$quarantined" --until 2h --reason "demo: a flaky disk" --confirm
+run fleetroll host show "$quarantined" | grep '^tc '
+run fleetroll host unquarantine "$quarantined" --confirm
 step "rollouts: a good branch from canary to finalize, then a bad branch rolled back"
 status_of() { fleetroll rollout status "$1" --json; }
 state_of() { status_of "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["state"])'; }

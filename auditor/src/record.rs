@@ -260,6 +260,8 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::HostClearExpectedRole { hostname }, _)
         | (Command::HostDisable { hostname, .. }, _)
         | (Command::HostEnable { hostname }, _)
+        | (Command::HostQuarantine { hostname, .. }, _)
+        | (Command::HostUnquarantine { hostname }, _)
         | (Command::HostConverge { hostname }, _)
         | (Command::HostReboot { hostname }, _) => vec![hostname.clone()],
         (_, Some(Reply::StageStarted { hosts, .. }))

@@ -11,7 +11,10 @@ use fleetroll_bus::messages::host::{
     HostRecord, Observation, Population, PopulationList, ProbeJob,
 };
 use fleetroll_bus::messages::rollout::GateEvaluation;
-use fleetroll_bus::messages::workload::{RunResult, TaskRun, Workload, WorkloadSweep};
+use fleetroll_bus::messages::workload::{
+    ExpectedPool, PoolRule, Quarantine, RUN_REASONS, RunCount, RunResult, TaskRun, Workload,
+    WorkloadSweep,
+};
 use fleetroll_bus::messages::{Heartbeat, NoParams, Seed, SeedList, WorkerKind};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -243,13 +246,25 @@ fn every_host_and_workload_message_round_trips() {
     });
     let workload = Workload {
         source: "taskcluster".into(),
-        worker_pool: Some("releng-hardware/gecko-t-linux-talos".into()),
+        expected_pool: Some(ExpectedPool {
+            pool: "releng-hardware/gecko-t-linux-talos-1804".into(),
+            rule: PoolRule::Table,
+        }),
+        worker_pool: Some("releng-hardware/gecko-t-linux-talos-1804".into()),
+        worker_group: Some("mdc1".into()),
         worker_id: "h1".into(),
-        state: Some("running".into()),
+        state: Some("standalone".into()),
+        capacity: Some(0),
+        provider_id: Some("none".into()),
         last_active: Some(at()),
         first_claim: Some(at()),
         latest_task: Some("fN1SbArXTPSVFNUvaOlinQ/0".into()),
-        quarantined_until: None,
+        quarantine: Some(Quarantine {
+            until: at(),
+            by: Some("mozilla-auth0/ad|Mozilla-LDAP|relops".into()),
+            at: Some(at()),
+            reason: Some("bad disk".into()),
+        }),
         collected_at: at(),
         error: None,
         recorded: vec!["fN1SbArXTPSVFNUvaOlinQ/0".into()],
@@ -402,4 +417,58 @@ fn bytes_after_a_message_are_refused() {
     assert!(codec::from_cbor::<HostQuery>(&padded).is_err());
     let padded = [codec::to_json(&query), b" x".to_vec()].concat();
     assert!(codec::from_json::<HostQuery>(&padded).is_err());
+}
+
+#[test]
+fn runs_count_by_who_caused_their_end() {
+    let run = |result, reason: Option<&str>| TaskRun {
+        hostname: "h1".into(),
+        worker_pool: "releng-hardware/gecko-t-linux-talos-1804".into(),
+        task_id: "fN1SbArXTPSVFNUvaOlinQ".into(),
+        run_id: 0,
+        result,
+        reason: reason.map(String::from),
+        started: None,
+        resolved: at(),
+    };
+    use RunResult::*;
+    let cases = [
+        (Completed, Some("completed"), RunCount::Success),
+        (Failed, Some("failed"), RunCount::Failure),
+        (Exception, Some("claim-expired"), RunCount::Failure),
+        (Exception, Some("worker-shutdown"), RunCount::Failure),
+        (Exception, Some("internal-error"), RunCount::Failure),
+        (Exception, Some("canceled"), RunCount::NotTheHost),
+        (Exception, Some("superseded"), RunCount::NotTheHost),
+        (Exception, Some("deadline-exceeded"), RunCount::NotTheHost),
+        (Exception, Some("malformed-payload"), RunCount::NotTheHost),
+        (
+            Exception,
+            Some("resource-unavailable"),
+            RunCount::NotTheHost,
+        ),
+        // What cannot be judged counts against the host.
+        (Exception, Some("a-reason-added-later"), RunCount::Failure),
+        (Exception, None, RunCount::Failure),
+        (Completed, None, RunCount::Success),
+    ];
+    for (result, reason, expected) in cases {
+        assert_eq!(run(result, reason).counts_as(), expected, "{reason:?}");
+    }
+    // Every reason Taskcluster's task-status schema names is in the table.
+    for reason in [
+        "completed",
+        "failed",
+        "deadline-exceeded",
+        "canceled",
+        "claim-expired",
+        "worker-shutdown",
+        "malformed-payload",
+        "resource-unavailable",
+        "internal-error",
+        "intermittent-task",
+        "superseded",
+    ] {
+        assert!(RUN_REASONS.iter().any(|(r, _)| *r == reason), "{reason}");
+    }
 }

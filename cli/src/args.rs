@@ -204,6 +204,28 @@ pub enum HostCommand {
         #[arg(long)]
         confirm: bool,
     },
+    /// Quarantine the host's Taskcluster worker: it claims no work until then.
+    /// Needs the prober to have Taskcluster credentials.
+    Quarantine {
+        hostname: String,
+        /// When it ends: a duration from now (8h, 3d) or an RFC 3339 time
+        /// (2026-12-05T14:00:00Z).
+        #[arg(long, value_parser = parse_until)]
+        until: time::OffsetDateTime,
+        /// Why; kept in Taskcluster's quarantine note and the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Without it: say what would happen, change nothing.
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Lift the quarantine of the host's Taskcluster worker.
+    Unquarantine {
+        hostname: String,
+        /// Without it: say what would happen, change nothing.
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 #[derive(Args)]
@@ -481,6 +503,19 @@ fn parse_kind(s: &str) -> Result<WorkerKind, String> {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
+}
+
+/// A duration from now, or an RFC 3339 time.
+fn parse_until(s: &str) -> Result<time::OffsetDateTime, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        let d = time::Duration::try_from(d).map_err(|e| format!("`{s}`: {e}"))?;
+        return time::OffsetDateTime::now_utc()
+            .checked_add(d)
+            .ok_or_else(|| format!("`{s}` is too far away"));
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| {
+        format!("`{s}` is neither a duration like 8h or 3d nor a time like 2026-12-05T14:00:00Z")
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -85,13 +85,22 @@ impl Default for RefreshSettings {
 }
 
 impl Settings {
-    pub fn prober(&self) -> fleetroll_prober::ProberSettings {
-        fleetroll_prober::ProberSettings {
+    /// The prober's settings, its workload source resolved from
+    /// `[workload]` and Taskcluster's variables.
+    pub fn prober(&self) -> anyhow::Result<fleetroll_prober::ProberSettings> {
+        let workload = match &self.workload {
+            Some(w) => Some(
+                w.resolve(|name| std::env::var(name).ok())
+                    .map_err(|e| fail(exit::INVALID, format!("the workload source: {e:#}")))?,
+            ),
+            None => None,
+        };
+        Ok(fleetroll_prober::ProberSettings {
             ssh: self.ssh.clone(),
             full_interval: self.refresh.full_interval,
             fast_interval: self.refresh.fast_interval,
-            workload: self.workload.clone(),
-        }
+            workload,
+        })
     }
 
     pub fn orchestrator(&self) -> fleetroll_orchestrator::OrchestratorSettings {

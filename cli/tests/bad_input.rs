@@ -200,6 +200,62 @@ const CASES: &[Case] = &[
         &["--confirm"],
     ),
     (&["host", "repin", "a.example.com"], 4, &["--confirm"]),
+    (
+        &[
+            "host",
+            "quarantine",
+            "a.example.com",
+            "--until",
+            "8h",
+            "--reason",
+            "r",
+        ],
+        4,
+        &["--confirm"],
+    ),
+    (
+        &["host", "unquarantine", "a.example.com"],
+        4,
+        &["--confirm"],
+    ),
+    (
+        &[
+            "host",
+            "quarantine",
+            "a.example.com",
+            "--until",
+            "next tuesday",
+            "--reason",
+            "r",
+            "--confirm",
+        ],
+        1,
+        &["next tuesday"],
+    ),
+    (
+        &["host", "quarantine", "a.example.com", "--until", "8h"],
+        1,
+        &["--reason"],
+    ),
+    (
+        &[
+            "host",
+            "quarantine",
+            "bad!host",
+            "--until",
+            "8h",
+            "--reason",
+            "r",
+            "--confirm",
+        ],
+        1,
+        &["bad!host"],
+    ),
+    (
+        &["host", "unquarantine", "unknown.example.com", "--confirm"],
+        1,
+        &["unknown.example.com"],
+    ),
     (&["host", "disable", "a.example.com"], 1, &["--reason"]),
     (
         &[

@@ -52,6 +52,21 @@ role = "gecko-t-osx-1400"
     Scenario::parse(&text, false).unwrap()
 }
 
+/// GETs a JSON document from the Taskcluster double.
+fn http_get_json(url: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_json().unwrap_or(Value::Null),
+    )
+}
+
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
@@ -986,19 +1001,34 @@ async fn a_fast_refresh_reads_only_hosts_whose_state_changed() {
     }
 }
 
+/// Workload from a double shaped like Firefox CI: Linux `-1804` and
+/// `-2404` pools, a host moved by `WORKER_TYPE_OVERRIDE`, one quarantined
+/// with a reason, a share of runs canceled or superseded, short pages, and
+/// a fifth of all requests failing with 502 while drift settles.
 #[tokio::test(flavor = "multi_thread")]
-async fn workload_from_taskcluster_drift_health_and_task_runs() {
+async fn workload_from_a_firefox_ci_shaped_taskcluster() {
     let scenario = Scenario::parse(
         r#"
 [defaults]
 role = "gecko_t_linux_talos"
 jobs_per_minute = 30
+job_reasons = { canceled = 0.2, superseded = 0.1 }
+[taskcluster]
+max_page_size = 2
+expired_workers = 2
 [[hosts]]
 names = ["lab-0002"]
 job_failure_rate = 1.0
+job_reasons = {}
 [[hosts]]
 names = ["lab-0003"]
 role = "gecko_t_osx_1400"
+[[hosts]]
+names = ["lab-0006"]
+role = "gecko_t_linux_2404_talos"
+[[hosts]]
+names = ["lab-0007"]
+override = "PUPPET_BRANCH=staging\nWORKER_TYPE_OVERRIDE='gecko-t-linux-talos-1804-staging'\n"
 "#,
         false,
     )
@@ -1006,28 +1036,40 @@ role = "gecko_t_osx_1400"
     let lab_dir = tempfile::tempdir().unwrap();
     let lab = tokio::task::spawn_blocking(move || {
         (
-            Lab::start(LabConfig::new(5, lab_dir.path()).scenario(scenario)).unwrap(),
+            Lab::start(LabConfig::new(7, lab_dir.path()).scenario(scenario)).unwrap(),
             lab_dir,
         )
     })
     .await
     .unwrap();
     let (lab, _lab_dir) = (std::sync::Arc::new(lab.0), lab.1);
+    lab.set_taskcluster_fail_rate(0.2).unwrap();
+    // Only the root URL in the file: the rest is Firefox CI's defaults and
+    // the lab client's credentials in Taskcluster's own variables.
     let settings = format!(
-        "[workload]\nroot_url = {}\nprovisioner = {}\ninterval = \"2s\"\nactive_window = \"1m\"\n",
+        "[workload]\nroot_url = {}\ninterval = \"2s\"\nactive_window = \"1m\"\n",
         toml_string(lab.taskcluster_url()),
-        toml_string(&lab.info().taskcluster_provisioner),
     );
-    let env = lab_env(&lab);
+    let mut env = lab_env(&lab);
+    let client = lab.taskcluster_client();
+    env.push(("TASKCLUSTER_CLIENT_ID".into(), client.client_id.clone()));
+    env.push((
+        "TASKCLUSTER_ACCESS_TOKEN".into(),
+        client.access_token.clone(),
+    ));
     let up = tokio::task::spawn_blocking(move || Up::start_with(&settings, env))
         .await
         .unwrap();
     let name = |n: usize| lab.hosts()[n - 1].hostname.clone();
-    lab.host(&name(4)).unwrap().set_quarantine(Some(
-        std::time::SystemTime::now() + Duration::from_secs(3600),
-    ));
+    lab.host(&name(4))
+        .unwrap()
+        .quarantine(
+            Some(std::time::SystemTime::now() + Duration::from_secs(3600)),
+            Some("disk errors on sda"),
+        )
+        .unwrap();
     let cli = up.cli.clone();
-    let hosts: Vec<String> = (1..=5).map(name).collect();
+    let hosts: Vec<String> = (1..=7).map(name).collect();
     tokio::task::spawn_blocking(move || {
         let mut add = vec!["inventory", "seed", "add", "ghost.fleetroll.test"];
         add.extend(hosts.iter().map(String::as_str));
@@ -1050,7 +1092,8 @@ role = "gecko_t_osx_1400"
     .unwrap();
 
     // Drift of each workload kind names exactly its host, once the
-    // disabled host has worked since it was disabled.
+    // disabled host has worked since it was disabled; while requests fail,
+    // no host ever goes missing wrongly, and none loses its pool.
     let cli = up.cli.clone();
     let expected: Vec<(&str, Vec<String>)> = vec![
         ("tc-missing", vec!["ghost".into()]),
@@ -1059,7 +1102,26 @@ role = "gecko_t_osx_1400"
     ];
     let listed = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(90);
+        let mut sweeps_seen = std::collections::BTreeSet::new();
         loop {
+            let listed = cli.run(&["host", "list", "--json"]).json();
+            for (host, record) in by_host(&listed) {
+                let w = &record["workload"];
+                assert!(
+                    w.is_null() || w["error"].is_null(),
+                    "{host} lost its workload to a failed request: {w:#}"
+                );
+                if w["collected_at"].is_string() {
+                    sweeps_seen.insert(w["collected_at"].to_string());
+                }
+                let missing = record["drift"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|t| t == "tc-missing"));
+                assert!(
+                    !missing || host == "ghost",
+                    "{host} is wrongly missing: {record:#}"
+                );
+            }
             let got: Vec<(&str, Vec<String>)> = expected
                 .iter()
                 .map(|(t, _)| {
@@ -1069,8 +1131,8 @@ role = "gecko_t_osx_1400"
                     )
                 })
                 .collect();
-            if got == expected {
-                return cli.run(&["host", "list", "--json"]).json();
+            if got == expected && sweeps_seen.len() >= 3 {
+                return listed;
             }
             assert!(
                 Instant::now() < deadline,
@@ -1081,6 +1143,7 @@ role = "gecko_t_osx_1400"
     })
     .await
     .unwrap();
+    lab.set_taskcluster_fail_rate(0.0).unwrap();
     let hosts = by_host(&listed);
     let workload = |h: &str| &hosts[h]["workload"];
     assert_eq!(
@@ -1088,27 +1151,144 @@ role = "gecko_t_osx_1400"
         "{:#}",
         hosts["lab-0001"]
     );
-    assert_eq!(workload("lab-0001")["state"], "running");
+    assert_eq!(workload("lab-0001")["state"], "standalone");
     assert_eq!(
         workload("lab-0001")["worker_pool"],
-        format!("{}/gecko-t-linux-talos", lab.info().taskcluster_provisioner)
+        "releng-hardware/gecko-t-linux-talos-1804"
     );
-    assert!(workload("lab-0004")["quarantined_until"].is_string());
+    assert_eq!(workload("lab-0001")["expected_pool"]["rule"], "table");
+    assert_eq!(
+        workload("lab-0006")["worker_pool"],
+        "releng-hardware/gecko-t-linux-talos-2404"
+    );
+    assert_eq!(
+        workload("lab-0007")["worker_pool"],
+        "releng-hardware/gecko-t-linux-talos-1804-staging",
+        "the override's pool wins: {:#}",
+        workload("lab-0007")
+    );
+    assert_eq!(
+        workload("lab-0007")["expected_pool"]["rule"],
+        "worker_type_override"
+    );
+    assert!(
+        !hosts["lab-0007"]["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "tc-mismatch"),
+        "{:#}",
+        hosts["lab-0007"]
+    );
     assert_eq!(
         hosts["lab-0004"]["healthy"], false,
         "a quarantined host does no work"
     );
     assert!(workload("ghost")["worker_pool"].is_null());
-    let healthy = up.cli.run(&[
-        "host",
-        "list",
-        "--filter",
-        "healthy:true AND tc_state:running",
-        "--json",
-    ]);
+
+    // The quarantine and why, in host show and the query language.
+    let cli = up.cli.clone();
+    let (first, quarantined_host, moved_host) = (name(1), name(4), name(7));
+    let (shown, text, quarantined, moved) = tokio::task::spawn_blocking(move || {
+        (
+            cli.run(&["host", "show", &quarantined_host, "--json"])
+                .json(),
+            cli.run(&["host", "show", &quarantined_host]),
+            hosts_of(&cli.run(&["host", "list", "--filter", "tc_quarantined:true", "--json"])),
+            cli.run(&["host", "show", &moved_host]),
+        )
+    })
+    .await
+    .unwrap();
+    let quarantine = &shown["workload"]["quarantine"];
+    assert_eq!(quarantine["reason"], "disk errors on sda", "{shown:#}");
+    assert_eq!(quarantine["by"], client.client_id.as_str());
+    assert!(quarantine["until"].is_string());
     assert!(
-        hosts_of(&healthy).contains(&"lab-0001".to_string()),
-        "{healthy:?}"
+        text.stdout.contains("tc quarantine") && text.stdout.contains("disk errors on sda"),
+        "{text:?}"
+    );
+    assert_eq!(quarantined, vec!["lab-0004".to_string()]);
+    assert!(
+        moved
+            .stdout
+            .contains("named by WORKER_TYPE_OVERRIDE in the override file"),
+        "{moved:?}"
+    );
+
+    // Quarantining through fleetroll reaches Taskcluster, signed with the
+    // prober's credentials, and is audited; lifting it too.
+    let cli = up.cli.clone();
+    let (set, lifted, audit) = tokio::task::spawn_blocking(move || {
+        let set = cli.run(&[
+            "host",
+            "quarantine",
+            &first,
+            "--until",
+            "2h",
+            "--reason",
+            "flaky \u{1b}[31mGPU",
+            "--confirm",
+        ]);
+        let shown = cli.run(&["host", "show", &first, "--json"]).json();
+        let lifted = cli.run(&["host", "unquarantine", &first, "--confirm"]);
+        let audit = cli
+            .run(&["audit", "list", "--host", &first, "--json"])
+            .json();
+        ((set, shown), lifted, audit)
+    })
+    .await
+    .unwrap();
+    let (set, shown) = set;
+    assert_eq!(set.code, 0, "{set:?}");
+    assert!(
+        set.stdout.contains(&format!("quarantined {}", name(1))),
+        "{set:?}"
+    );
+    assert!(
+        shown["workload"]["quarantine"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("flaky \u{1b}[31mGPU (by ")),
+        "{shown:#}"
+    );
+    assert_eq!(lifted.code, 0, "{lifted:?}");
+    let (status, worker) = http_get_json(&format!(
+        "{}/api/worker-manager/v1/provisioners/releng-hardware/worker-types/gecko-t-linux-talos-1804/workers/{}/lab-0001",
+        lab.taskcluster_url().trim_end_matches('/'),
+        lab.info().taskcluster_worker_group
+    ));
+    assert_eq!(status, 200, "{worker}");
+    let notes = worker["quarantineDetails"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["clientId"] == client.client_id.as_str()
+                && n["quarantineInfo"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with("flaky \u{1b}[31mGPU"))),
+        "{worker:#}"
+    );
+    assert!(
+        notes.iter().any(|n| n["quarantineInfo"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("lifted by "))),
+        "{worker:#}"
+    );
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["record"]["action"].as_str().unwrap_or(""),
+                r["record"]["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(actions.contains(&("host_quarantine", "done")), "{audit:#}");
+    assert!(
+        actions.contains(&("host_unquarantine", "done")),
+        "{audit:#}"
     );
 
     // Every finished job is recorded once per host, with its result.
@@ -1127,7 +1307,9 @@ role = "gecko_t_osx_1400"
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     assert!(
-        ok_runs.iter().all(|r| r["result"] == "completed"),
+        ok_runs.iter().all(|r| r["result"] == "completed"
+            || (r["result"] == "exception"
+                && (r["reason"] == "canceled" || r["reason"] == "superseded"))),
         "{ok_runs:#?}"
     );
     assert!(
@@ -1145,4 +1327,60 @@ role = "gecko_t_osx_1400"
         assert_eq!(ids.len(), total, "a run recorded twice: {runs:#?}");
     }
     assert!(task_runs(&bus, "ghost.fleetroll.test").await.is_empty());
+}
+
+/// Without Taskcluster credentials the prober cannot set a quarantine:
+/// the command is refused (exit 5), says why, changes nothing in
+/// Taskcluster, and the refusal is audited.
+#[test]
+fn a_quarantine_without_taskcluster_credentials_is_refused() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(1, lab_dir.path())).unwrap();
+    let settings = format!(
+        "[workload]\nroot_url = {}\ninterval = \"1s\"\n",
+        toml_string(lab.taskcluster_url()),
+    );
+    let up = Up::start_with(&settings, lab_env(&lab));
+    let host = lab.hosts()[0].hostname.clone();
+    assert_eq!(up.cli.run(&["inventory", "seed", "add", &host]).code, 0);
+    assert_eq!(up.cli.run(&["host", "refresh", &host]).code, 0);
+    common::wait_until("the worker to be found", Duration::from_secs(60), || {
+        up.cli.run(&["host", "show", &host, "--json"]).json()["workload"]["worker_pool"].is_string()
+    });
+    let refused = up.cli.run(&[
+        "host",
+        "quarantine",
+        &host,
+        "--until",
+        "1h",
+        "--reason",
+        "r",
+        "--confirm",
+    ]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(
+        refused.stderr.contains("no Taskcluster credentials"),
+        "{refused:?}"
+    );
+    let pool = lab.host(&host).unwrap().worker_pool().unwrap();
+    let (provisioner, worker_type) = pool.split_once('/').unwrap();
+    let (status, listed) = http_get_json(&format!(
+        "{}/api/queue/v1/provisioners/{provisioner}/worker-types/{worker_type}/workers",
+        lab.taskcluster_url().trim_end_matches('/')
+    ));
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed["workers"][0]["quarantineUntil"].is_null(),
+        "{listed:#}"
+    );
+    let audit = up
+        .cli
+        .run(&["audit", "list", "--host", &host, "--json"])
+        .json();
+    assert!(
+        audit.as_array().unwrap().iter().any(|r| {
+            r["record"]["action"] == "host_quarantine" && r["record"]["outcome"] == "denied"
+        }),
+        "{audit:#}"
+    );
 }

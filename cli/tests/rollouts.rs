@@ -720,7 +720,13 @@ fn too_many_failing_hosts_pause_the_rollout_by_itself() {
 #[test]
 fn a_good_branch_passes_its_gates_succeeds_and_is_finalized() {
     let lab_dir = tempfile::tempdir().unwrap();
-    let scenario = Scenario::parse("[defaults]\njobs_per_minute = 120\n", false).unwrap();
+    // Runs canceled or superseded are not the hosts' doing: they must not
+    // lower the success rate the gate compares.
+    let scenario = Scenario::parse(
+        "[defaults]\njobs_per_minute = 120\njob_reasons = { canceled = 0.3, superseded = 0.1 }\n",
+        false,
+    )
+    .unwrap();
     let lab = Lab::start(LabConfig::new(3, lab_dir.path()).scenario(scenario)).unwrap();
     let settings = format!(
         "[workload]\nroot_url = {}\nprovisioner = {}\ninterval = \"1s\"\nactive_window = \"1m\"\n",
@@ -769,6 +775,46 @@ fn a_good_branch_passes_its_gates_succeeds_and_is_finalized() {
         Duration::from_secs(90),
         all_pass,
     );
+    let rate_gate = || {
+        status(cli, &id)["evaluation"]["gates"]
+            .as_array()
+            .and_then(|g| {
+                g.iter()
+                    .find(|g| g["name"] == "tc_success_rate_drop")
+                    .cloned()
+            })
+            .unwrap_or_default()
+    };
+    // Once some of the canary's runs were canceled or superseded, they are
+    // counted apart and the rate stays whole.
+    wait_until(
+        "runs left out of the canary's rate",
+        Duration::from_secs(60),
+        || {
+            rate_gate()["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("not the host's doing, left out"))
+        },
+    );
+    let rate = rate_gate();
+    assert!(
+        rate["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("success rate 100.0%"))
+            && rate["verdict"] == "pass",
+        "{rate:#}"
+    );
+    let evaluation = status(cli, &id)["evaluation"].clone();
+    assert!(
+        evaluation["baseline"]["not_the_host"].as_u64().unwrap() > 0,
+        "{evaluation:#}"
+    );
+    assert_eq!(
+        evaluation["baseline"]["success_rate"], 1.0,
+        "{evaluation:#}"
+    );
+    let shown = cli.run(&["rollout", "status", &id]);
+    assert!(shown.stdout.contains("left out ("), "{shown:?}");
     let advance = cli.run(&["rollout", "advance", &id, "--batch-size", "2"]);
     assert_eq!(advance.code, 0, "a normal advance: {advance:?}");
     wait_stage_waiting(cli, &id, 2);

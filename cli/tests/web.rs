@@ -461,6 +461,21 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
     // Workers as their own processes, so that one kind can be stopped.
     let mut bare = common::Bare::start().await;
     bare.cli.env = lab_env(&lab);
+    std::fs::write(
+        bare.dir.path().join("fleetroll.toml"),
+        format!(
+            "[workload]\nroot_url = {}\ninterval = \"1s\"\n",
+            serde_json::to_string(lab.taskcluster_url()).unwrap()
+        ),
+    )
+    .unwrap();
+    lab.host("lab-0002")
+        .unwrap()
+        .quarantine(
+            Some(std::time::SystemTime::now() + Duration::from_secs(7200)),
+            Some("fan failure, ticket 4711"),
+        )
+        .unwrap();
     let cli = bare.cli.clone();
     let _orchestrator = cli.spawn(&["worker", "orchestrator"]);
     let _auditor = cli.spawn(&["worker", "auditor"]);
@@ -578,6 +593,32 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
             browser.count("#hosts-table tbody tr") == 1
         });
         assert!(browser.text("#hosts-table").contains("lab-0004"));
+
+        // A host's page says which pool it works in and why it is
+        // quarantined.
+        let quarantined = names_.iter().find(|n| n.starts_with("lab-0002")).unwrap();
+        let page = format!("{web}#/hosts/{quarantined}");
+        browser.go(&page);
+        // The page shows what was known when it loaded: it is loaded again
+        // until the workload sweep has seen the quarantine.
+        wait_until(
+            "the quarantine on the host page",
+            Duration::from_secs(30),
+            || {
+                let rendered = browser.count("#host-detail") == 1;
+                let shown = rendered
+                    && browser
+                        .text("#host-detail")
+                        .contains("fan failure, ticket 4711");
+                if rendered && !shown {
+                    browser.go(&format!("{web}#/hosts"));
+                    browser.go(&page);
+                }
+                shown
+            },
+        );
+        let detail = browser.text("#host-detail");
+        assert!(detail.contains("named by the role's name"), "{detail}");
 
         // A rollout's page shows a new event without a reload.
         browser.go(&format!("{web}#/rollouts/{id_}"));

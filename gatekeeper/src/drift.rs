@@ -76,15 +76,11 @@ pub fn drift_of(
         }
     }
     if let Some(w) = workload.filter(|w| w.error.is_none()) {
-        // The role the host should work as: what operators expect, else
-        // what it says it is. Taskcluster spells `_` as `-`.
-        let role = intent
-            .expected_role
-            .as_deref()
-            .or(observation.role.as_deref());
-        match (w.worker_type(), role) {
+        // The prober named the pool the host should be in (its override's
+        // WORKER_TYPE_OVERRIDE, else its expected or reported role's pool).
+        match (&w.worker_pool, &w.expected_pool) {
             (None, _) => types.push(DriftType::TcMissing),
-            (Some(worker_type), Some(role)) if worker_type != role.replace('_', "-") => {
+            (Some(found), Some(expected)) if *found != expected.pool => {
                 types.push(DriftType::TcMismatch)
             }
             _ => {}
@@ -299,6 +295,7 @@ fn decode<T: codec::Message>(entry: &kv::Entry) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetroll_bus::messages::workload::{ExpectedPool, PoolRule};
 
     #[test]
     fn each_drift_type_from_its_evidence() {
@@ -338,13 +335,20 @@ mod tests {
     fn worker(pool: Option<&str>, last_active: Option<OffsetDateTime>) -> Workload {
         Workload {
             source: "taskcluster".into(),
+            expected_pool: Some(ExpectedPool {
+                pool: "releng-hardware/gecko-t-linux-talos-1804".into(),
+                rule: PoolRule::Table,
+            }),
             worker_pool: pool.map(str::to_string),
+            worker_group: pool.map(|_| "mdc1".to_string()),
             worker_id: "h".into(),
-            state: Some("running".into()),
+            state: Some("standalone".into()),
+            capacity: Some(0),
+            provider_id: Some("none".into()),
             last_active,
             first_claim: None,
             latest_task: None,
-            quarantined_until: None,
+            quarantine: None,
             collected_at: OffsetDateTime::now_utc(),
             error: None,
             recorded: Vec::new(),
@@ -364,7 +368,7 @@ mod tests {
         o.applied = Some(true);
         let mut intent = HostIntent::default();
         let recent = Some(now - time::Duration::minutes(2));
-        let home = worker(Some("releng-hardware/gecko-t-linux-talos"), recent);
+        let home = worker(Some("releng-hardware/gecko-t-linux-talos-1804"), recent);
         assert!(drift_of(&o, &intent, Some(&home), &settings, now).is_empty());
         assert_eq!(healthy_of(&o, Some(&home), &settings, now), Some(true));
         assert_eq!(
@@ -374,7 +378,7 @@ mod tests {
         );
 
         let idle = worker(
-            Some("releng-hardware/gecko-t-linux-talos"),
+            Some("releng-hardware/gecko-t-linux-talos-1804"),
             Some(now - time::Duration::hours(2)),
         );
         assert_eq!(healthy_of(&o, Some(&idle), &settings, now), Some(false));
@@ -391,17 +395,21 @@ mod tests {
             drift_of(&o, &intent, Some(&elsewhere), &settings, now),
             [DriftType::TcMismatch]
         );
-        intent.expected_role = Some("gecko-t-osx-1015".into());
-        assert_eq!(
-            drift_of(&o, &intent, Some(&elsewhere), &settings, now),
-            [DriftType::Role],
-            "the pool matches what operators expect"
+        let moved = Workload {
+            expected_pool: Some(ExpectedPool {
+                pool: "releng-hardware/gecko-t-osx-1015".into(),
+                rule: PoolRule::WorkerTypeOverride,
+            }),
+            ..elsewhere.clone()
+        };
+        assert!(
+            drift_of(&o, &intent, Some(&moved), &settings, now).is_empty(),
+            "the pool is the one the override names"
         );
         let unasked = Workload {
             error: Some("HTTP 500".into()),
             ..missing
         };
-        intent.expected_role = None;
         assert!(
             drift_of(&o, &intent, Some(&unasked), &settings, now).is_empty(),
             "no answer is no evidence"

@@ -5,7 +5,7 @@
 //! normal advance on it) and published when a verdict changes. A rollout
 //! whose every target host is applied and healthy has succeeded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use fleetroll_bus::messages::rollout::{
     ApplyOutcome, Baseline, GateEvaluation, GateResult, GateVerdict, HeldBack, HostApply, Rollout,
     RolloutState, StageStatus,
 };
-use fleetroll_bus::messages::workload::{RunResult, TaskRun};
+use fleetroll_bus::messages::workload::{RunCount, RunResult, TaskRun};
 use fleetroll_bus::rollout_store;
 use fleetroll_bus::topology;
 use time::OffsetDateTime;
@@ -252,12 +252,9 @@ fn failure(result: &HostApply, evidence: &Evidence) -> Option<String> {
     if puppet.is_some_and(|p| p.success == Some(false) && p.ts.is_some_and(|t| t > result.at)) {
         return Some("Puppet failed".into());
     }
-    let runs = runs_since_applied(&result.hostname, evidence);
-    let failed = runs
-        .iter()
-        .filter(|r| r.result != RunResult::Completed)
-        .count();
-    (runs.len() >= 2 && failed * 2 > runs.len()).then(|| "most jobs fail".into())
+    let tally = Tally::of(runs_since_applied(&result.hostname, evidence).into_iter());
+    let failed = tally.failed + tally.host_exceptions;
+    (tally.counted() >= 2 && failed * 2 > tally.counted()).then(|| "most jobs fail".into())
 }
 
 /// A stage whose failing hosts passed the blast radius.
@@ -493,7 +490,8 @@ async fn observe(
         .filter(|r| r.resolved > finalized)
         .collect();
     let needed = (rollout.targets.len() as f64 * rollout.plan.gates.min_jobs_per_host).ceil();
-    let (Some(rate), total) = success_rate(since.into_iter()) else {
+    let tally = Tally::of(since.into_iter());
+    let (Some(rate), total) = (tally.rate(), tally.counted()) else {
         return Ok(());
     };
     let drop = (baseline - rate) * 100.0;
@@ -521,13 +519,72 @@ async fn observe(
     Ok(())
 }
 
-fn success_rate<'a>(runs: impl Iterator<Item = &'a TaskRun>) -> (Option<f64>, u64) {
-    let (mut completed, mut total) = (0u64, 0u64);
-    for run in runs {
-        total += 1;
-        completed += u64::from(run.result == RunResult::Completed);
+/// Runs counted the way the success rate counts them.
+#[derive(Debug, Default, PartialEq)]
+struct Tally {
+    completed: u64,
+    failed: u64,
+    /// Exceptions the host may have caused (claim-expired, worker-shutdown, ...).
+    host_exceptions: u64,
+    /// Left out of the rate, by reason.
+    not_the_host: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn of<'a>(runs: impl Iterator<Item = &'a TaskRun>) -> Tally {
+        let mut tally = Tally::default();
+        for run in runs {
+            match (run.counts_as(), run.result) {
+                (RunCount::Success, _) => tally.completed += 1,
+                (RunCount::Failure, RunResult::Exception) => tally.host_exceptions += 1,
+                (RunCount::Failure, _) => tally.failed += 1,
+                (RunCount::NotTheHost, _) => {
+                    let reason = run.reason.clone().unwrap_or_else(|| "exception".into());
+                    *tally.not_the_host.entry(reason).or_default() += 1;
+                }
+            }
+        }
+        tally
     }
-    ((total > 0).then(|| completed as f64 / total as f64), total)
+
+    /// The runs the rate counts.
+    fn counted(&self) -> u64 {
+        self.completed + self.failed + self.host_exceptions
+    }
+
+    fn left_out(&self) -> u64 {
+        self.not_the_host.values().sum()
+    }
+
+    fn rate(&self) -> Option<f64> {
+        let counted = self.counted();
+        (counted > 0).then(|| self.completed as f64 / counted as f64)
+    }
+
+    /// `38 completed, 1 failed, 1 host exception; 5 left out (3 canceled,
+    /// 2 superseded)`.
+    fn breakdown(&self) -> String {
+        let mut text = format!(
+            "{} completed, {} failed, {} host exception{}",
+            self.completed,
+            self.failed,
+            self.host_exceptions,
+            if self.host_exceptions == 1 { "" } else { "s" }
+        );
+        if !self.not_the_host.is_empty() {
+            let reasons: Vec<String> = self
+                .not_the_host
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            text.push_str(&format!(
+                "; {} not the host's doing, left out ({})",
+                self.left_out(),
+                reasons.join(", ")
+            ));
+        }
+        text
+    }
 }
 
 fn online_fraction(hosts: &[String], evidence: &Evidence) -> Option<f64> {
@@ -559,11 +616,12 @@ fn baseline(rollout: &Rollout, evidence: &Evidence<'_>, workload: bool) -> Basel
             .flatten()
             .filter(move |r| r.resolved <= started && r.resolved >= started - evidence.window)
     });
-    let (success_rate, runs) = success_rate(before);
+    let tally = Tally::of(before);
     Baseline {
         taken_at: evidence.now,
-        success_rate,
-        runs,
+        success_rate: tally.rate(),
+        runs: tally.counted(),
+        not_the_host: tally.left_out(),
         online_fraction: if workload {
             online_fraction(&rollout.targets, evidence)
         } else {
@@ -666,12 +724,12 @@ fn evaluate(
         ),
     ];
     let enough = gates.iter().all(|g| g.verdict == GateVerdict::Pass);
-    let (current, runs) = success_rate(
+    let tally = Tally::of(
         stage
             .iter()
             .flat_map(|h| runs_since_applied(h, evidence).into_iter()),
     );
-    gates.push(match (enough, baseline.success_rate, current) {
+    gates.push(match (enough, baseline.success_rate, tally.rate()) {
         (true, Some(before), Some(now)) => {
             let drop = (before - now) * 100.0;
             let verdict = if drop <= config.tc_success_rate_drop {
@@ -685,9 +743,12 @@ fn evaluate(
                 Some(drop),
                 config.tc_success_rate_drop,
                 format!(
-                    "success rate {:.1}% over {runs} runs, baseline {:.1}%",
+                    "success rate {:.1}% over {} runs ({}), baseline {:.1}% over {} runs",
                     now * 100.0,
-                    before * 100.0
+                    tally.counted(),
+                    tally.breakdown(),
+                    before * 100.0,
+                    baseline.runs
                 ),
             )
         }
@@ -821,4 +882,47 @@ async fn succeed(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
         .await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(result: RunResult, reason: &str) -> TaskRun {
+        TaskRun {
+            hostname: "h".into(),
+            worker_pool: "releng-hardware/gecko-t-linux-talos-1804".into(),
+            task_id: "fN1SbArXTPSVFNUvaOlinQ".into(),
+            run_id: 0,
+            result,
+            reason: Some(reason.into()),
+            started: None,
+            resolved: OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[test]
+    fn runs_that_are_not_the_hosts_doing_are_left_out_of_the_rate() {
+        use RunResult::*;
+        let mut runs = vec![run(Completed, "completed"); 8];
+        runs.push(run(Failed, "failed"));
+        runs.push(run(Exception, "worker-shutdown"));
+        let before = Tally::of(runs.iter());
+        runs.extend([
+            run(Exception, "canceled"),
+            run(Exception, "canceled"),
+            run(Exception, "superseded"),
+            run(Exception, "deadline-exceeded"),
+        ]);
+        let tally = Tally::of(runs.iter());
+        assert_eq!(tally.rate(), before.rate());
+        assert_eq!(tally.rate(), Some(0.8));
+        assert_eq!((tally.counted(), tally.left_out()), (10, 4));
+        assert_eq!(
+            tally.breakdown(),
+            "8 completed, 1 failed, 1 host exception; 4 not the host's doing, left out (2 canceled, 1 deadline-exceeded, 1 superseded)"
+        );
+        let only_canceled = Tally::of([run(Exception, "canceled")].iter());
+        assert_eq!(only_canceled.rate(), None, "nothing to judge");
+    }
 }

@@ -1,6 +1,6 @@
 //! The [`Lab`] handle: start a lab, drive its hosts, tear it down on drop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -121,8 +121,83 @@ pub struct LabInfo {
     pub taskcluster_provisioner: String,
     /// Worker group of every lab worker.
     pub taskcluster_worker_group: String,
+    /// Role → worker pool (`provisioner/workerType`) of the double; roles
+    /// not in it work in `<provisioner>/<role with _ spelled ->`.
+    #[serde(default)]
+    pub taskcluster_pools: BTreeMap<String, String>,
+    /// The lab's own Taskcluster client (Hawk credentials) at the double.
+    #[serde(default)]
+    pub taskcluster_client: TaskclusterClient,
     /// The hosts.
     pub hosts: Vec<LabHost>,
+}
+
+/// Taskcluster credentials the double accepts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskclusterClient {
+    /// The clientId (`project/fleetroll/lab`).
+    pub client_id: String,
+    /// Its access token, the Hawk key.
+    pub access_token: String,
+    /// The scopes it holds.
+    pub scopes: Vec<String>,
+}
+
+/// The lab's own client: the scenario's entry for its id if there is one,
+/// else a fresh token (Taskcluster's shape: two slugids) and the default
+/// scopes.
+fn lab_client(spec: &crate::scenario::TaskclusterSpec) -> TaskclusterClient {
+    use base64::Engine;
+    let id = crate::scenario::LAB_CLIENT_ID;
+    if let Some(c) = spec.clients.get(id) {
+        return TaskclusterClient {
+            client_id: id.to_string(),
+            access_token: c.access_token.clone(),
+            scopes: c.scopes.clone(),
+        };
+    }
+    let slug =
+        || base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    TaskclusterClient {
+        client_id: id.to_string(),
+        access_token: format!("{}{}", slug(), slug()),
+        scopes: crate::scenario::LAB_CLIENT_SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    }
+}
+
+/// The double's clients: the scenario's, and the lab's own.
+fn clients(
+    spec: &crate::scenario::TaskclusterSpec,
+    lab: &TaskclusterClient,
+) -> crate::taskcluster::auth::Clients {
+    use crate::taskcluster::auth::{Client, Clients};
+    let mut by_id: BTreeMap<String, Client> = spec
+        .clients
+        .iter()
+        .map(|(id, c)| {
+            (
+                id.clone(),
+                Client {
+                    access_token: c.access_token.clone(),
+                    scopes: c.scopes.clone(),
+                },
+            )
+        })
+        .collect();
+    by_id.insert(
+        lab.client_id.clone(),
+        Client {
+            access_token: lab.access_token.clone(),
+            scopes: lab.scopes.clone(),
+        },
+    );
+    Clients {
+        by_id,
+        anonymous: spec.anonymous_scopes.clone(),
+    }
 }
 
 /// A running lab. Dropping it stops the lab and removes every trace of it
@@ -397,6 +472,7 @@ impl Lab {
                 })
             })
         })?;
+        let mut pools_at_start = std::collections::BTreeMap::new();
         for index in 0..config.hosts {
             let (short, fqdn) = name(index);
             let addr = slot.addr(index);
@@ -413,6 +489,23 @@ impl Lab {
             by_name.insert(short.clone(), index);
             by_name.insert(fqdn.clone(), index);
             let (want_listen, _) = watch::channel(!cfg.unreachable);
+            let initial_pool = crate::taskcluster::pool_of(
+                &scenario.taskcluster,
+                &cfg.role,
+                cfg.override_content.as_deref().map(str::as_bytes),
+            );
+            if let Some(pool) = &initial_pool {
+                pools_at_start
+                    .entry(pool.clone())
+                    .or_insert_with(Vec::new)
+                    .push(short.clone());
+            }
+            let ledger = crate::taskcluster::new_ledger(
+                &scenario.taskcluster,
+                started,
+                initial_pool,
+                &short,
+            );
             rts.push(HostRt {
                 index,
                 short,
@@ -423,9 +516,9 @@ impl Lab {
                 mount_plan: Arc::new(plan),
                 want_listen,
                 state: Mutex::new(HostState {
+                    tc: ledger,
                     cfg,
                     rebooting: false,
-                    quarantine_until: None,
                     listening: false,
                     downtime: Vec::new(),
                     runs: Vec::new(),
@@ -492,6 +585,13 @@ impl Lab {
         for b in &scenario.puppet.bad_branches {
             bad.set(b.as_bytes(), true, SystemTime::UNIX_EPOCH);
         }
+        let tc_client = lab_client(&scenario.taskcluster);
+        let tc = crate::taskcluster::TcState::new(
+            clients(&scenario.taskcluster, &tc_client),
+            tc_client.client_id.clone(),
+            scenario.taskcluster.fail_rate,
+            crate::taskcluster::expired_rows(&scenario.taskcluster, started, &pools_at_start),
+        );
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             id: id.clone(),
@@ -503,6 +603,7 @@ impl Lab {
             puppet: scenario.puppet.clone(),
             taskcluster: scenario.taskcluster.clone(),
             bad_branches: Mutex::new(bad),
+            tc,
             shutdown,
             stopping: AtomicBool::new(false),
             sshd_log,
@@ -531,6 +632,8 @@ impl Lab {
             taskcluster_url: tc_url,
             taskcluster_provisioner: scenario.taskcluster.provisioner.clone(),
             taskcluster_worker_group: scenario.taskcluster.worker_group.clone(),
+            taskcluster_pools: scenario.taskcluster.pools.clone(),
+            taskcluster_client: tc_client,
             hosts,
         };
         let mut lab = Lab {
@@ -639,6 +742,24 @@ impl Lab {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .set(branch.as_bytes(), bad, SystemTime::now());
+    }
+
+    /// Answers this share (0..=1) of the Taskcluster double's requests from
+    /// now on with a load balancer's 502 (an HTML page, not Taskcluster's
+    /// JSON error).
+    pub fn set_taskcluster_fail_rate(&self, rate: f64) -> Result<(), LabError> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(LabError::Config(format!(
+                "Taskcluster fail rate {rate} must be in [0, 1]"
+            )));
+        }
+        self.shared.tc.set_fail_rate(rate);
+        Ok(())
+    }
+
+    /// The lab's own Taskcluster client (clientId, access token, scopes).
+    pub fn taskcluster_client(&self) -> &TaskclusterClient {
+        &self.info.taskcluster_client
     }
 
     /// Stops the lab now, reporting cleanup errors (drop does the same,
@@ -999,6 +1120,7 @@ impl HostHandle<'_> {
             0o644,
         )?;
         self.rt().lock().cfg.role = role.to_string();
+        crate::taskcluster::refresh_pool(&self.lab.shared, self.rt());
         Ok(())
     }
 
@@ -1034,24 +1156,50 @@ impl HostHandle<'_> {
         }
     }
 
-    /// Quarantines the worker until `until` (no jobs meanwhile), or lifts
-    /// the quarantine with `None`.
+    /// Quarantines the worker in the pool it works in now until `until`
+    /// (it claims nothing meanwhile), or lifts the quarantine with `None`,
+    /// as the lab's own client with no reason given. Does nothing when the
+    /// queue does not know the worker in that pool yet (a host moved while
+    /// it was down); [`HostHandle::quarantine`] says so.
     pub fn set_quarantine(&self, until: Option<SystemTime>) {
-        let now = SystemTime::now();
-        let mut st = self.rt().lock();
-        for d in &mut st.downtime {
-            if d.reason == DownReason::Quarantine && d.end.is_none_or(|e| e > now) {
-                d.end = Some(now);
-            }
-        }
-        st.quarantine_until = until;
-        if let Some(until) = until.filter(|&u| u > now) {
-            st.downtime.push(runtime::Downtime {
-                start: now,
-                end: Some(until),
-                reason: DownReason::Quarantine,
-            });
-        }
+        let _ = self.quarantine(until, None);
+    }
+
+    /// Quarantines the worker in the pool it works in now (or lifts it with
+    /// `None`, setting the date to now, as Taskcluster does), recording a
+    /// details entry by the lab's client with `reason` (`[unspecified]`
+    /// without one), exactly as a `quarantineWorker` call would.
+    pub fn quarantine(
+        &self,
+        until: Option<SystemTime>,
+        reason: Option<&str>,
+    ) -> Result<(), LabError> {
+        let until = until.unwrap_or_else(SystemTime::now);
+        let shared = &self.lab.shared;
+        crate::taskcluster::quarantine_host(
+            shared,
+            self.rt(),
+            None,
+            until,
+            crate::taskcluster::reply::tc_date(until),
+            &shared.tc.lab_client_id,
+            reason.filter(|r| !r.is_empty()).unwrap_or("[unspecified]"),
+        )
+        .map(|_| ())
+        .map_err(|_| {
+            LabError::Config(format!(
+                "{}: the queue does not know this worker in its current pool yet",
+                self.rt().short
+            ))
+        })
+    }
+
+    /// The worker pool (`provisioner/workerType`) the host works in now, by
+    /// its role and its override file's `WORKER_TYPE_OVERRIDE`; `None` when
+    /// that is no valid task queue id (the host then claims nothing).
+    pub fn worker_pool(&self) -> Option<String> {
+        crate::taskcluster::refresh_pool(&self.lab.shared, self.rt());
+        self.rt().lock().tc.current_pool().map(|p| p.to_string())
     }
 
     /// Reboots the host as `sudo reboot` on it would; returns once it is down.

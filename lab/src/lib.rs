@@ -45,15 +45,16 @@ mod taskcluster;
 pub use down::{Leftovers, down, leftovers};
 pub use error::LabError;
 pub use lab::{
-    HostHandle, HostStatus, Lab, LabConfig, LabHost, LabInfo, LabMode, PuppetRunRecord, is_running,
-    read_info,
+    HostHandle, HostStatus, Lab, LabConfig, LabHost, LabInfo, LabMode, PuppetRunRecord,
+    TaskclusterClient, is_running, read_info,
 };
 pub use procs::{ProcInfo, lab_processes, mounts_mentioning};
 pub use puppet::{git_sha, sha256_hex};
 pub use runtime::{OverrideEvent, OverrideEventKind};
 pub use scenario::{
-    DEFAULT_PUPPET_REPO, HostConfig, HostGroup, HostSelector, HostSpec, MetadataMode, Os,
-    PuppetSpec, Scenario, TaskclusterSpec,
+    ANONYMOUS_SCOPES, ClientSpec, DEFAULT_PUPPET_REPO, HostConfig, HostGroup, HostSelector,
+    HostSpec, LAB_CLIENT_ID, LAB_CLIENT_SCOPES, MetadataMode, Os, PuppetSpec, Scenario,
+    TaskclusterSpec,
 };
 pub use scripts::WRITE_PUPPET_STATE;
 pub use system::LAB_USER;

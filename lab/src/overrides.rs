@@ -129,6 +129,8 @@ fn read_events(shared: Arc<Shared>, fd: i32, by_wd: HashMap<i32, usize>) {
                 .lock()
                 .override_events
                 .push(OverrideEvent { at: now, kind });
+            // The host works where its override now says.
+            crate::taskcluster::refresh_pool(&shared, &shared.hosts[index]);
         }
     }
     // SAFETY: closing our own fd once.

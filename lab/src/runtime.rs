@@ -23,7 +23,6 @@ use crate::scenario::{HostConfig, Os, PuppetSpec, TaskclusterSpec};
 pub(crate) enum DownReason {
     Unreachable,
     Reboot,
-    Quarantine,
 }
 
 /// An interval during which the host took no jobs.
@@ -65,7 +64,8 @@ pub enum OverrideEventKind {
 pub(crate) struct HostState {
     pub cfg: HostConfig,
     pub rebooting: bool,
-    pub quarantine_until: Option<SystemTime>,
+    /// The host's record with the Taskcluster double's queue.
+    pub tc: crate::taskcluster::ledger::Ledger,
     /// Whether a listener is bound right now (what setters wait for).
     pub listening: bool,
     pub downtime: Vec<Downtime>,
@@ -167,6 +167,8 @@ pub(crate) struct Shared {
     pub puppet: PuppetSpec,
     pub taskcluster: TaskclusterSpec,
     pub bad_branches: Mutex<BadBranches>,
+    /// The Taskcluster double's own state (clients, failures, old workers).
+    pub tc: crate::taskcluster::TcState,
     pub shutdown: watch::Sender<bool>,
     pub stopping: AtomicBool,
     pub sshd_log: File,
@@ -176,7 +178,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn log(&self, msg: impl AsRef<str>) {
         use std::io::Write;
-        let ts = crate::taskcluster::api::tc_date(SystemTime::now());
+        let ts = crate::taskcluster::reply::tc_date(SystemTime::now());
         let mut f = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(f, "{ts} {}", msg.as_ref());
     }

@@ -128,6 +128,10 @@ pub struct HostSpec {
     pub jobs_per_minute: Option<f64>,
     /// Fraction of jobs that fail for no reason (flaky tests), 0..=1.
     pub job_failure_rate: Option<f64>,
+    /// Share of jobs resolved with each Taskcluster `reasonResolved`
+    /// (`canceled = 0.1`); the shares add up to at most 1, the rest of the
+    /// jobs end as usual.
+    pub job_reasons: Option<BTreeMap<String, f64>>,
 }
 
 impl HostSpec {
@@ -148,7 +152,8 @@ impl HostSpec {
             reboot_duration,
             puppet_duration,
             jobs_per_minute,
-            job_failure_rate
+            job_failure_rate,
+            job_reasons
         );
     }
 }
@@ -197,16 +202,64 @@ impl Default for PuppetSpec {
     }
 }
 
+/// A Taskcluster client of the double.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    /// The client's access token (the Hawk key).
+    pub access_token: String,
+    /// Scopes the client holds (a trailing `*` matches any suffix).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// The client every lab has, unless the scenario names it with its own
+/// token and scopes.
+pub const LAB_CLIENT_ID: &str = "project/fleetroll/lab";
+
+/// The scopes of the lab's own client.
+pub const LAB_CLIENT_SCOPES: [&str; 1] = ["queue:quarantine-worker:*"];
+
+/// What anonymous requests may do: read workers and task statuses.
+pub const ANONYMOUS_SCOPES: [&str; 5] = [
+    "queue:list-workers:*",
+    "queue:get-worker:*",
+    "queue:status:*",
+    "worker-manager:list-workers:*",
+    "worker-manager:get-worker:*",
+];
+
 /// Shape of the Taskcluster double.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskclusterSpec {
-    /// The provisioner (first half of every worker pool id).
+    /// The provisioner of roles the pool table does not name.
     pub provisioner: String,
     /// The worker group every lab worker belongs to.
     pub worker_group: String,
     /// Whether jobs fail while the host's last Puppet run failed.
     pub fail_on_puppet_failure: bool,
+    /// Role → worker pool (`provisioner/workerType`). Firefox CI's Linux
+    /// hardware pools, with the scenario's entries added over them; other
+    /// roles work in `<provisioner>/<role with _ spelled ->`.
+    #[serde(deserialize_with = "pools_over_defaults")]
+    pub pools: BTreeMap<String, String>,
+    /// The most workers one page of a listing holds (the real APIs: 1000).
+    pub max_page_size: usize,
+    /// Workers per pool that expired long ago but still take their place
+    /// in the queue's pages (it drops them after paging).
+    pub expired_workers: usize,
+    /// Share of requests answered 502 by the "load balancer", 0..=1.
+    pub fail_rate: f64,
+    /// Retries (automatic reruns) each new task has.
+    pub task_retries: u32,
+    /// How often the queue writes a worker's `lastDateActive`.
+    #[serde(deserialize_with = "duration")]
+    pub worker_info_update_frequency: Duration,
+    /// Clients by clientId, besides the lab's own.
+    pub clients: BTreeMap<String, ClientSpec>,
+    /// Scopes of the anonymous role (every caller holds them).
+    pub anonymous_scopes: Vec<String>,
 }
 
 impl Default for TaskclusterSpec {
@@ -215,8 +268,92 @@ impl Default for TaskclusterSpec {
             provisioner: "releng-hardware".to_string(),
             worker_group: "mdc1".to_string(),
             fail_on_puppet_failure: true,
+            pools: crate::taskcluster::pools::firefox_ci_pools(),
+            max_page_size: 1000,
+            expired_workers: 0,
+            fail_rate: 0.0,
+            task_retries: 5,
+            worker_info_update_frequency: Duration::from_secs(30 * 60),
+            clients: BTreeMap::new(),
+            anonymous_scopes: ANONYMOUS_SCOPES.iter().map(|s| s.to_string()).collect(),
         }
     }
+}
+
+impl TaskclusterSpec {
+    fn validate(&self) -> Result<(), String> {
+        use crate::taskcluster::{pools, scopes};
+        if !pools::generic_id(&self.provisioner) {
+            return Err(format!(
+                "taskcluster.provisioner {:?} is not a Taskcluster identifier",
+                self.provisioner
+            ));
+        }
+        if !pools::generic_id(&self.worker_group) {
+            return Err(format!(
+                "taskcluster.worker_group {:?} is not a Taskcluster identifier",
+                self.worker_group
+            ));
+        }
+        for (role, pool) in &self.pools {
+            if !valid_role(role) || pools::PoolId::parse(pool).is_none() {
+                return Err(format!(
+                    "taskcluster.pools.{role:?} = {pool:?}: need a role and a task queue id (provisioner/worker-type)"
+                ));
+            }
+        }
+        if self.max_page_size == 0 {
+            return Err("taskcluster.max_page_size must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err(format!(
+                "taskcluster.fail_rate {} must be in [0, 1]",
+                self.fail_rate
+            ));
+        }
+        if self.task_retries > 49 {
+            return Err("taskcluster.task_retries must be at most 49 (50 runs)".into());
+        }
+        if self.worker_info_update_frequency < Duration::from_millis(1) {
+            return Err("taskcluster.worker_info_update_frequency must be at least 1ms".into());
+        }
+        for (id, c) in &self.clients {
+            if !valid_client_id(id) {
+                return Err(format!("taskcluster.clients: {id:?} is not a clientId"));
+            }
+            if c.access_token.is_empty() || c.access_token.contains('"') {
+                return Err(format!("taskcluster.clients.{id:?}: bad access_token"));
+            }
+            if let Some(s) = c.scopes.iter().find(|s| !scopes::valid(s)) {
+                return Err(format!("taskcluster.clients.{id:?}: bad scope {s:?}"));
+            }
+        }
+        if let Some(s) = self.anonymous_scopes.iter().find(|s| !scopes::valid(s)) {
+            return Err(format!("taskcluster.anonymous_scopes: bad scope {s:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// Taskcluster's clientId pattern: `^[A-Za-z0-9!@/:.+|_-]+$`.
+fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!@/:.+|_-".contains(&b))
+}
+
+fn pools_over_defaults<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let mut pools = crate::taskcluster::pools::firefox_ci_pools();
+    pools.extend(BTreeMap::<String, String>::deserialize(d)?);
+    Ok(pools)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 /// A whole scenario.
@@ -261,6 +398,8 @@ pub struct HostConfig {
     pub jobs_per_minute: f64,
     /// Fraction of jobs failing at random.
     pub job_failure_rate: f64,
+    /// Share of jobs resolved with each `reasonResolved`.
+    pub job_reasons: BTreeMap<String, f64>,
 }
 
 #[derive(Deserialize)]
@@ -337,6 +476,7 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.taskcluster.validate()?;
         for (branch, code) in &self.puppet.broken_branches {
             if matches!(code, 0 | 2) || !(1..=255).contains(code) {
                 return Err(format!(
@@ -354,6 +494,9 @@ impl Scenario {
                 && !(0.0..=1.0).contains(&f)
             {
                 return Err(format!("job_failure_rate {f} must be in [0, 1]"));
+            }
+            if let Some(reasons) = &spec.job_reasons {
+                validate_reasons(reasons)?;
             }
             if let Some(role) = &spec.role
                 && !valid_role(role)
@@ -399,6 +542,7 @@ impl Scenario {
             puppet_duration: spec.puppet_duration.unwrap_or(Duration::ZERO),
             jobs_per_minute: spec.jobs_per_minute.unwrap_or(6.0),
             job_failure_rate: spec.job_failure_rate.unwrap_or(0.0),
+            job_reasons: spec.job_reasons.unwrap_or_default(),
         }
     }
 
@@ -415,6 +559,26 @@ impl Scenario {
             .map(String::as_str)
             .collect()
     }
+}
+
+fn validate_reasons(reasons: &BTreeMap<String, f64>) -> Result<(), String> {
+    use crate::taskcluster::jobs::REASONS_RESOLVED;
+    for (reason, share) in reasons {
+        if !REASONS_RESOLVED.contains(&reason.as_str()) {
+            return Err(format!(
+                "job_reasons: {reason:?} is not a reasonResolved (one of {})",
+                REASONS_RESOLVED.join(", ")
+            ));
+        }
+        if !(share.is_finite() && (0.0..=1.0).contains(share)) {
+            return Err(format!("job_reasons.{reason}: {share} must be in [0, 1]"));
+        }
+    }
+    let total: f64 = reasons.values().sum();
+    if total > 1.0 + 1e-9 {
+        return Err(format!("job_reasons add up to {total}, more than 1"));
+    }
+    Ok(())
 }
 
 /// Taskcluster identifiers: 1 to 38 characters of `[a-zA-Z0-9_-]`.
@@ -478,6 +642,59 @@ mod tests {
         assert!(Scenario::parse("[puppet]\nbroken_branches = { \"b\" = 2 }\n", false).is_err());
         assert!(Scenario::parse("[defaults]\nrole = \"a b\"\n", false).is_err());
         assert!(Scenario::parse("[defaults]\nslow = \"soon\"\n", false).is_err());
+    }
+
+    #[test]
+    fn taskcluster_knobs_and_job_reasons() {
+        let s = Scenario::parse(
+            r#"
+            [defaults]
+            job_reasons = { canceled = 0.1, superseded = 0.05 }
+            [taskcluster]
+            pools = { gecko_t_osx_1400_r8 = "releng-hardware/gecko-t-osx-1400-r8-staging" }
+            max_page_size = 3
+            expired_workers = 2
+            fail_rate = 0.25
+            worker_info_update_frequency = "2s"
+            anonymous_scopes = ["queue:list-workers:*"]
+            [taskcluster.clients."project/ops"]
+            access_token = "tok"
+            scopes = ["queue:quarantine-worker:releng-hardware/*"]
+            "#,
+            false,
+        )
+        .unwrap();
+        let tc = &s.taskcluster;
+        assert_eq!(
+            tc.pools["gecko_t_linux_talos"], "releng-hardware/gecko-t-linux-talos-1804",
+            "the Firefox CI defaults stay"
+        );
+        assert_eq!(
+            tc.pools["gecko_t_osx_1400_r8"],
+            "releng-hardware/gecko-t-osx-1400-r8-staging"
+        );
+        assert_eq!(tc.max_page_size, 3);
+        assert_eq!(tc.expired_workers, 2);
+        assert_eq!(tc.worker_info_update_frequency, Duration::from_secs(2));
+        assert_eq!(tc.clients["project/ops"].access_token, "tok");
+        let h = s.host_config(0, "lab-0001", "x");
+        assert_eq!(h.job_reasons["canceled"], 0.1);
+        let d = TaskclusterSpec::default();
+        assert_eq!(d.max_page_size, 1000);
+        assert_eq!(d.worker_info_update_frequency, Duration::from_secs(1800));
+        assert_eq!(d.pools.len(), 4);
+
+        for bad in [
+            "[defaults]\njob_reasons = { cancelled = 0.1 }\n",
+            "[defaults]\njob_reasons = { canceled = 0.6, failed = 0.6 }\n",
+            "[defaults]\njob_reasons = { canceled = -0.1 }\n",
+            "[taskcluster]\nfail_rate = 2.0\n",
+            "[taskcluster]\nmax_page_size = 0\n",
+            "[taskcluster]\npools = { x = \"nopool\" }\n",
+            "[taskcluster.clients.\"a b\"]\naccess_token = \"t\"\n",
+        ] {
+            assert!(Scenario::parse(bad, false).is_err(), "{bad}");
+        }
     }
 
     #[test]

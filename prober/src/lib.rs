@@ -16,6 +16,7 @@ mod intent;
 mod jobs;
 pub mod observe;
 pub mod probe;
+mod quarantine;
 mod seeds;
 pub mod workload;
 
@@ -37,6 +38,9 @@ use fleetroll_bus::host_index::HostIndex;
 struct Prober {
     fleet: Arc<Fleet>,
     index: Arc<HostIndex>,
+    /// The workload source, when one is configured: quarantines are set
+    /// through it.
+    source: Option<workload::Taskcluster>,
 }
 
 impl Handler for Prober {
@@ -79,8 +83,33 @@ impl Handler for Prober {
                 intent::set_disabled(ctx, hostname, Some(reason)).await
             }
             Command::HostEnable { hostname } => intent::set_disabled(ctx, hostname, None).await,
+            Command::HostQuarantine {
+                hostname,
+                until,
+                reason,
+            } => {
+                quarantine::set(
+                    ctx,
+                    self.source.as_ref(),
+                    hostname,
+                    Some(*until),
+                    Some(reason),
+                )
+                .await
+            }
+            Command::HostUnquarantine { hostname } => {
+                quarantine::set(ctx, self.source.as_ref(), hostname, None, None).await
+            }
             other => Verdict::invalid(format!("the prober does not execute `{}`", other.name())),
         }
+    }
+
+    /// A quarantine changes Taskcluster and notes it there: once.
+    fn acts_on_host(&self, command: &Command) -> bool {
+        matches!(
+            command,
+            Command::HostQuarantine { .. } | Command::HostUnquarantine { .. }
+        )
     }
 }
 
@@ -94,7 +123,7 @@ pub struct ProberSettings {
     /// probe where its state changed).
     pub fast_interval: std::time::Duration,
     /// Where workload comes from; none configured, none collected.
-    pub workload: Option<workload::WorkloadSettings>,
+    pub workload: Option<workload::WorkloadConfig>,
 }
 
 impl Default for ProberSettings {
@@ -169,26 +198,20 @@ where
         })
         .await?;
     let fleet = Arc::new(Fleet::new(bus.clone(), settings.ssh));
+    let source = settings.workload.as_ref().map(|w| w.source.clone());
     let collecting = async {
         match &settings.workload {
-            Some(w) => {
-                let source = workload::Taskcluster::new(
-                    &w.root_url,
-                    &w.provisioner,
-                    std::time::Duration::from_secs(30),
-                );
-                tokio::try_join!(
-                    workload::work(bus.clone(), source),
-                    workload::schedule(bus.clone(), w.interval)
-                )
-                .map(|_| ())
-            }
+            Some(w) => tokio::try_join!(
+                workload::work(bus.clone(), w.source.clone(), w.pools.clone()),
+                workload::schedule(bus.clone(), w.interval)
+            )
+            .map(|_| ()),
             None => std::future::pending().await,
         }
     };
     tokio::select! {
         _ = count_hosts(index.clone()) => Ok(()),
-        result = worker::run_replica(replica, Arc::new(Prober { fleet: fleet.clone(), index }), shutdown) => result,
+        result = worker::run_replica(replica, Arc::new(Prober { fleet: fleet.clone(), index, source }), shutdown) => result,
         result = jobs::work(bus.clone(), fleet) => result,
         result = jobs::schedule(bus.clone(), settings.full_interval, false) => result,
         result = jobs::schedule(bus.clone(), settings.fast_interval, true) => result,

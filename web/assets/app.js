@@ -183,6 +183,24 @@ async function hosts(gen, params) {
   render();
 }
 
+const POOL_RULES = {
+  worker_type_override: "WORKER_TYPE_OVERRIDE in the override file",
+  table: "the role's entry in the pool table",
+  role_name: "the role's name",
+};
+
+function tcPool(w) {
+  const expected = w.expected_pool
+    ? `expected ${w.expected_pool.pool}, named by ${POOL_RULES[w.expected_pool.rule] || w.expected_pool.rule}`
+    : "no pool expected";
+  return `${w.worker_pool || "not found"} (${expected})`;
+}
+
+function tcQuarantine(q) {
+  const who = q.by ? ` by ${q.by}` : "";
+  return `until ${q.until}${who}: ${q.reason || "(no reason given)"}`;
+}
+
 async function host(gen, name) {
   const [record, history] = await Promise.allSettled([
     api("/hosts/" + encodeURIComponent(name)), api("/hosts/" + encodeURIComponent(name) + "/history")]);
@@ -201,6 +219,8 @@ async function host(gen, name) {
       ["drift", (r.drift || []).join(", ") || "none"],
       ["disabled", r.disabled ? `yes: ${r.disabled_reason || ""} (${r.disabled_by || "?"})` : "no"],
       ["workload", r.workload ? `${r.workload.state || "?"}, last active ${ago(r.workload.last_active)}` : "—"],
+      ["tc pool", r.workload ? tcPool(r.workload) : "—"],
+      ["tc quarantine", r.workload && r.workload.quarantine ? tcQuarantine(r.workload.quarantine) : "no"],
       ["last seen / probed", `${ago(r.last_seen)} / ${ago(r.probed_at)}`],
       ["last error", r.last_error ? `${r.last_error} (${ago(r.last_error_at)})` : "none"],
     ];

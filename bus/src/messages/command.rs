@@ -74,6 +74,18 @@ pub enum Command {
     HostEnable {
         hostname: String,
     },
+    /// Quarantine the host's worker in the workload source (Taskcluster):
+    /// it claims no work until `until`.
+    HostQuarantine {
+        hostname: String,
+        #[serde(with = "time::serde::rfc3339")]
+        until: OffsetDateTime,
+        reason: String,
+    },
+    /// Lift the quarantine of the host's worker.
+    HostUnquarantine {
+        hostname: String,
+    },
     /// Run the host's converge command (Puppet) now; its output is
     /// published live on [`crate::subjects::command_output`].
     HostConverge {
@@ -170,7 +182,9 @@ impl Command {
             | Command::HostSetExpectedRole { .. }
             | Command::HostClearExpectedRole { .. }
             | Command::HostDisable { .. }
-            | Command::HostEnable { .. } => WorkerKind::Prober,
+            | Command::HostEnable { .. }
+            | Command::HostQuarantine { .. }
+            | Command::HostUnquarantine { .. } => WorkerKind::Prober,
             Command::TokenRevoke { .. } => WorkerKind::Auditor,
             Command::HostConverge { .. }
             | Command::HostReboot { .. }
@@ -201,6 +215,8 @@ impl Command {
             Command::HostClearExpectedRole { .. } => "host_clear_expected_role",
             Command::HostDisable { .. } => "host_disable",
             Command::HostEnable { .. } => "host_enable",
+            Command::HostQuarantine { .. } => "host_quarantine",
+            Command::HostUnquarantine { .. } => "host_unquarantine",
             Command::TokenRevoke { .. } => "token_revoke",
             Command::HostConverge { .. } => "host_converge",
             Command::HostReboot { .. } => "host_reboot",
@@ -220,6 +236,7 @@ impl Command {
     pub fn reason(&self) -> Option<&str> {
         match self {
             Command::HostDisable { reason, .. }
+            | Command::HostQuarantine { reason, .. }
             | Command::TokenRevoke { reason, .. }
             | Command::RolloutPause { reason, .. }
             | Command::RolloutRollback { reason, .. }
@@ -444,6 +461,20 @@ pub enum Reply {
         id: String,
         hosts: Vec<String>,
     },
+    /// The host's worker is quarantined until `until`, as the workload
+    /// source answered.
+    Quarantined {
+        hostname: String,
+        /// `<pool>/<group>/<id>`.
+        worker: String,
+        #[serde(with = "time::serde::rfc3339")]
+        until: OffsetDateTime,
+    },
+    /// The host's worker is out of quarantine.
+    Unquarantined {
+        hostname: String,
+        worker: String,
+    },
     /// The host went down and answered again.
     Rebooted {
         hostname: String,
@@ -488,6 +519,10 @@ pub enum Denial {
     ClockSkew { skew_ms: i64 },
     #[error("no signing key is published on this mesh: run `fleetroll auth init`")]
     NoSigningKey,
+    /// The workload source (Taskcluster) would not let fleetroll do it:
+    /// no credentials, or too few scopes.
+    #[error("{detail}")]
+    WorkloadSource { detail: String },
 }
 
 /// A lease in the leases bucket ([`crate::topology::LEASES`]): who holds

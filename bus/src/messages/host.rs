@@ -587,10 +587,7 @@ impl<'a> HostView<'a> {
                 .and_then(|w| w.last_active)
                 .map_or(Value::Null, Value::Time),
             "tc_quarantined" => self.workload.map_or(Value::Null, |w| {
-                Value::Bool(
-                    w.quarantined_until
-                        .is_some_and(|q| q > OffsetDateTime::now_utc()),
-                )
+                Value::Bool(w.quarantined_at(OffsetDateTime::now_utc()))
             }),
             other => self.observation.field(other),
         }

@@ -483,10 +483,16 @@ pub struct GateResult {
 pub struct Baseline {
     #[serde(with = "time::serde::rfc3339")]
     pub taken_at: OffsetDateTime,
-    /// Completed runs out of all resolved runs, over the window before the
-    /// start, on every target host; none without runs.
+    /// Successes out of the runs the rate counts (see
+    /// [`crate::messages::workload::RUN_REASONS`]), over the window before
+    /// the start, on every target host; none without such runs.
     pub success_rate: Option<f64>,
+    /// The runs the rate counts.
     pub runs: u64,
+    /// Runs left out of the rate: exceptions that were not the host's
+    /// doing (canceled, superseded, ...).
+    #[serde(default)]
+    pub not_the_host: u64,
     /// Fraction of the targets active in the workload source.
     pub online_fraction: Option<f64>,
 }

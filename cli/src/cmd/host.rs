@@ -8,6 +8,8 @@ use fleetroll_bus::messages::command::{Command, HostSelection, Reply, Verdict};
 use fleetroll_bus::messages::host::{
     DriftSummary, HostHistory, HostList, HostName, HostQuery, HostRecord,
 };
+use fleetroll_bus::messages::timestamp;
+use fleetroll_bus::messages::workload::Workload;
 use fleetroll_bus::messages::{NoParams, SeedList};
 use fleetroll_bus::subjects::queries;
 
@@ -92,6 +94,69 @@ pub async fn run(ctx: &Context, command: HostCommand) -> anyhow::Result<u8> {
             json,
         } => refresh(ctx, hostnames, false, fast, json).await,
         HostCommand::Repin { hostname, confirm } => repin(ctx, hostname, confirm).await,
+        HostCommand::Quarantine {
+            hostname,
+            until,
+            reason,
+            confirm,
+        } => quarantine(ctx, hostname, Some((until, reason)), confirm).await,
+        HostCommand::Unquarantine { hostname, confirm } => {
+            quarantine(ctx, hostname, None, confirm).await
+        }
+    }
+}
+
+/// Quarantines the host's worker until a time, for a reason, or (`None`)
+/// lifts its quarantine.
+async fn quarantine(
+    ctx: &Context,
+    hostname: String,
+    until: Option<(time::OffsetDateTime, String)>,
+    confirm: bool,
+) -> anyhow::Result<u8> {
+    let name = hostname::validate(&hostname).map_err(|e| fail(exit::INVALID, e.to_string()))?;
+    if !confirm {
+        match &until {
+            Some((until, _)) => say!(
+                "would quarantine the Taskcluster worker of {name} until {}: it claims no work until then",
+                timestamp(*until)
+            ),
+            None => say!("would lift the quarantine of the Taskcluster worker of {name}"),
+        }
+        say!("run again with --confirm to do it");
+        return Ok(exit::REFUSED);
+    }
+    let command = match until {
+        Some((until, reason)) => Command::HostQuarantine {
+            hostname: name,
+            until,
+            reason,
+        },
+        None => Command::HostUnquarantine { hostname: name },
+    };
+    let outcome = send(ctx, command, COMMAND_WAIT).await?;
+    match &outcome.verdict {
+        Verdict::Done {
+            reply:
+                Reply::Quarantined {
+                    hostname,
+                    worker,
+                    until,
+                },
+        } => {
+            say!(
+                "quarantined {hostname} (worker {worker}) until {}",
+                timestamp(*until)
+            );
+            Ok(exit::OK)
+        }
+        Verdict::Done {
+            reply: Reply::Unquarantined { hostname, worker },
+        } => {
+            say!("lifted the quarantine of {hostname} (worker {worker})");
+            Ok(exit::OK)
+        }
+        _ => Ok(report_failure(&outcome)),
     }
 }
 
@@ -293,8 +358,36 @@ async fn show(ctx: &Context, hostname: String, json: bool) -> anyhow::Result<u8>
                 say!("{key:<22} {}", value);
             }
         }
+        if let Some(w) = &host.workload {
+            say_pool(w);
+        }
     }
     Ok(exit::OK)
+}
+
+/// The workload source's pool and quarantine, in words.
+fn say_pool(w: &Workload) {
+    let expected = w.expected_pool.as_ref().map_or_else(
+        || "no pool expected: no role known".to_string(),
+        |p| format!("expected {}, named by {}", p.pool, p.rule.describe()),
+    );
+    match &w.worker_pool {
+        Some(pool) => say!("{:<22} {pool} ({expected})", "tc pool"),
+        None => say!("{:<22} not found ({expected})", "tc pool"),
+    }
+    if let Some(q) = w.quarantine.as_ref() {
+        say!(
+            "{:<22} until {}{}{}: {}",
+            "tc quarantine",
+            timestamp(q.until),
+            q.by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            q.at.map(|a| format!(" at {}", timestamp(a)))
+                .unwrap_or_default(),
+            q.reason.as_deref().unwrap_or("(no reason given)")
+        );
+    }
 }
 
 pub async fn refresh(

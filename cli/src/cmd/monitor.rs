@@ -63,12 +63,13 @@ pub enum Column {
     Sha,
     Applied,
     Workload,
+    Quarantine,
     Healthy,
     Age,
 }
 
 impl Column {
-    pub const ALL: [Column; 11] = [
+    pub const ALL: [Column; 12] = [
         Column::Host,
         Column::Os,
         Column::Role,
@@ -78,6 +79,7 @@ impl Column {
         Column::Sha,
         Column::Applied,
         Column::Workload,
+        Column::Quarantine,
         Column::Healthy,
         Column::Age,
     ];
@@ -93,6 +95,7 @@ impl Column {
             Column::Sha => "GIT SHA",
             Column::Applied => "APPLIED",
             Column::Workload => "WORKLOAD",
+            Column::Quarantine => "TC_QUAR",
             Column::Healthy => "HEALTHY",
             Column::Age => "DATA AGE",
         }
@@ -187,7 +190,7 @@ impl Cell {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRow {
     pub hostname: String,
-    pub cells: [Cell; 11],
+    pub cells: [Cell; 12],
 }
 
 impl HostRow {
@@ -340,6 +343,7 @@ pub fn host_row(record: &HostRecord, now: OffsetDateTime, active_window: Duratio
         None => Cell::unknown("-"),
     };
     let workload = workload_cell(record, now, active_window);
+    let quarantine = quarantine_cell(record, now);
     let age = match h.probed_at {
         Some(at) => {
             let age = age_secs(at, now);
@@ -366,9 +370,28 @@ pub fn host_row(record: &HostRecord, now: OffsetDateTime, active_window: Duratio
             sha,
             yes_no(h.applied, Tone::Warn),
             workload,
+            quarantine,
             yes_no(record.healthy, Tone::Bad),
             age,
         ],
+    }
+}
+
+/// How long the worker's quarantine still lasts.
+fn quarantine_cell(record: &HostRecord, now: OffsetDateTime) -> Cell {
+    let Some(w) = record.workload.as_ref().filter(|w| w.worker_pool.is_some()) else {
+        return Cell::unknown("-");
+    };
+    match w.quarantine.as_ref().filter(|q| q.until > now) {
+        Some(q) => {
+            let left = age_secs(now, q.until);
+            Cell::new(
+                format!("{} left", short_age(left)),
+                Tone::Bad,
+                Some(Key::Num(left)),
+            )
+        }
+        None => Cell::new("no", Tone::Plain, Some(Key::Num(0))),
     }
 }
 
@@ -380,9 +403,6 @@ fn workload_cell(record: &HostRecord, now: OffsetDateTime, active_window: Durati
     };
     if w.worker_pool.is_none() {
         return Cell::new("not in source", Tone::Warn, None);
-    }
-    if w.quarantined_until.is_some_and(|q| q > now) {
-        return Cell::new("quarantined", Tone::Bad, None);
     }
     let state = w.state.as_deref().unwrap_or("?");
     match w.last_active {
@@ -1145,7 +1165,7 @@ async fn fetch_owned(ctx: &Context, mut bus: Option<Bus>, request: Request) -> F
 mod tests {
     use super::*;
     use fleetroll_bus::messages::host::{HostIntent, Observation, PuppetSource, PuppetState};
-    use fleetroll_bus::messages::workload::Workload;
+    use fleetroll_bus::messages::workload::{Quarantine, Workload};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     use time::macros::datetime;
@@ -1180,13 +1200,17 @@ mod tests {
     fn workload(last_active: Option<OffsetDateTime>) -> Workload {
         Workload {
             source: "taskcluster".into(),
-            worker_pool: Some("releng-hardware/gecko-t-linux-talos".into()),
+            expected_pool: None,
+            worker_pool: Some("releng-hardware/gecko-t-linux-talos-1804".into()),
+            worker_group: Some("mdc1".into()),
             worker_id: "lab-0001".into(),
-            state: Some("running".into()),
+            state: Some("standalone".into()),
+            capacity: Some(0),
+            provider_id: Some("none".into()),
             last_active,
             first_claim: None,
             latest_task: None,
-            quarantined_until: None,
+            quarantine: None,
             collected_at: NOW,
             error: None,
             recorded: Vec::new(),
@@ -1288,13 +1312,22 @@ mod tests {
         assert_eq!(text(&row, Column::Puppet), ("12m FAILED", Tone::Bad));
         assert_eq!(text(&row, Column::Age), ("30m", Tone::Warn));
         assert_eq!(text(&row, Column::Role).1, Tone::Warn);
-        assert_eq!(text(&row, Column::Workload), ("running 3h", Tone::Warn));
+        assert_eq!(text(&row, Column::Workload), ("standalone 3h", Tone::Warn));
+        assert_eq!(text(&row, Column::Quarantine), ("no", Tone::Plain));
 
-        r.workload = Some(workload(Some(NOW - time::Duration::minutes(2))));
+        let mut quarantined = workload(Some(NOW - time::Duration::minutes(2)));
+        quarantined.quarantine = Some(Quarantine {
+            until: NOW + time::Duration::hours(5),
+            by: Some("relops".into()),
+            at: Some(NOW),
+            reason: Some("bad disk".into()),
+        });
+        r.workload = Some(quarantined);
         r.observation.probed_at = Some(NOW - time::Duration::hours(5));
         r.observation.sshable = Some(false);
         let row = host_row(&r, NOW, HOUR);
-        assert_eq!(text(&row, Column::Workload), ("running 2m", Tone::Good));
+        assert_eq!(text(&row, Column::Workload), ("standalone 2m", Tone::Good));
+        assert_eq!(text(&row, Column::Quarantine), ("5h left", Tone::Bad));
         assert_eq!(text(&row, Column::Age), ("5h", Tone::Bad));
         assert_eq!(text(&row, Column::Host).1, Tone::Bad);
     }

@@ -26,6 +26,9 @@ pub struct WorkerConfig {
     pub settings: Settings,
     /// Needed to run an auditor.
     pub auditor: Option<AuditorSettings>,
+    /// Needed to run a prober: the settings with the workload source
+    /// resolved (credentials read, pool table checked).
+    pub prober: Option<fleetroll_prober::ProberSettings>,
 }
 
 impl WorkerConfig {
@@ -35,6 +38,11 @@ impl WorkerConfig {
             settings: ctx.settings.clone(),
             auditor: if kinds.contains(&WorkerKind::Auditor) {
                 Some(ctx.auditor()?)
+            } else {
+                None
+            },
+            prober: if kinds.contains(&WorkerKind::Prober) {
+                Some(ctx.settings.prober()?)
             } else {
                 None
             },
@@ -51,7 +59,12 @@ async fn run_once(
     let shutdown = stopped(stop);
     let settings = config.settings;
     match kind {
-        WorkerKind::Prober => fleetroll_prober::run(bus, settings.prober(), shutdown).await?,
+        WorkerKind::Prober => {
+            let prober = config
+                .prober
+                .ok_or_else(|| anyhow::anyhow!("no prober settings given to the prober"))?;
+            fleetroll_prober::run(bus, prober, shutdown).await?
+        }
         WorkerKind::Gatekeeper => {
             fleetroll_gatekeeper::run(bus, settings.drift(), settings.workload.is_some(), shutdown)
                 .await?

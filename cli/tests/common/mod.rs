@@ -122,6 +122,15 @@ impl Cli {
             .env_remove("FLEETROLL_TOKEN")
             .env_remove("FLEETROLL_NATS_URL")
             .env_remove("FLEETROLL_NATS_CREDENTIALS");
+        // A Taskcluster client of the shell running the tests is not the lab's.
+        for name in [
+            "TASKCLUSTER_ROOT_URL",
+            "TASKCLUSTER_CLIENT_ID",
+            "TASKCLUSTER_ACCESS_TOKEN",
+            "TASKCLUSTER_CERTIFICATE",
+        ] {
+            command.env_remove(name);
+        }
         for (k, v) in &self.env {
             command.env(k, v);
         }

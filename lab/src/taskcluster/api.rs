@@ -1,431 +1,419 @@
-//! HTTP endpoints of the Taskcluster double (a subset of the queue and
-//! worker-manager APIs, same paths and JSON shapes as the real services).
+//! The double's HTTP front: routes, the load balancer in front of it, and
+//! what lib-api does before a method runs (parse the body, authenticate and
+//! check scopes, validate URL parameters and the query string), in that
+//! order, with the same errors.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::jobs::{History, Job, RunState, Schedule};
-use super::slugid;
-use crate::runtime::{HostRt, Shared};
+use super::auth::{Caller, Signed};
+use super::hashids;
+use super::reply::{self, Call, Code};
+use super::scopes;
+use crate::runtime::Shared;
 
-/// Taskcluster's date format: ISO 8601 with milliseconds, UTC.
-pub(crate) fn tc_date(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    let f = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    dt.format(&f).unwrap_or_default()
-}
+/// A ready answer refusing a request (boxed: responses are big).
+pub(crate) type Refused = Box<Response>;
+
+/// Bodies larger than lib-api's input limit are refused.
+const INPUT_LIMIT: usize = 10 * 1024 * 1024;
 
 /// Routes of the double.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let q = "/api/queue/v1";
+    let wm = "/api/worker-manager/v1";
+    let nf = no_such_path;
     Router::new()
-        .route("/api/queue/v1/ping", get(ping))
-        .route("/api/worker-manager/v1/ping", get(ping))
+        .route(&format!("{q}/ping"), get(ping).fallback(nf))
+        .route(&format!("{wm}/ping"), get(ping).fallback(nf))
+        .route(&format!("{q}/__lbheartbeat__"), get(heartbeat).fallback(nf))
+        .route(&format!("{wm}/__lbheartbeat__"), get(heartbeat).fallback(nf))
         .route(
-            "/api/queue/v1/provisioners/{provisioner}/worker-types/{worker_type}/workers",
-            get(list_workers),
+            &format!("{q}/provisioners/{{provisionerId}}/worker-types/{{workerType}}/workers"),
+            get(super::queue::list_workers).fallback(nf),
         )
         .route(
-            "/api/queue/v1/provisioners/{provisioner}/worker-types/{worker_type}/workers/{group}/{worker}",
-            get(get_worker),
+            &format!(
+                "{q}/provisioners/{{provisionerId}}/worker-types/{{workerType}}/workers/{{workerGroup}}/{{workerId}}"
+            ),
+            get(super::queue::get_worker)
+                .put(super::queue::quarantine_worker)
+                .fallback(nf),
         )
-        .route("/api/queue/v1/task/{task_id}/status", get(task_status))
-        .route("/api/worker-manager/v1/workers/{*rest}", get(worker_manager))
-        .fallback(not_found)
+        .route(
+            &format!("{q}/task/{{taskId}}/status"),
+            get(super::queue::task_status).fallback(nf),
+        )
+        .route(
+            &format!("{wm}/provisioners/{{provisionerId}}/worker-types/{{workerType}}/workers"),
+            get(super::worker_manager::list_workers).fallback(nf),
+        )
+        .route(
+            &format!(
+                "{wm}/provisioners/{{provisionerId}}/worker-types/{{workerType}}/workers/{{workerGroup}}/{{workerId}}"
+            ),
+            get(super::worker_manager::get_worker).fallback(nf),
+        )
+        .route(
+            &format!("{wm}/workers/{{*rest}}"),
+            get(super::worker_manager::managed_workers).fallback(nf),
+        )
+        .fallback(nf)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            load_balancer,
+        ))
         .with_state(shared)
 }
 
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    let body = json!({
-        "code": code,
-        "message": message,
-        "requestInfo": {"method": "GET", "params": {}, "payload": {}, "time": tc_date(SystemTime::now())},
-    });
-    (status, Json(body)).into_response()
-}
-
-async fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        "no such endpoint in the fleetroll-lab Taskcluster double".into(),
-    )
-}
-
-async fn ping() -> Json<Value> {
-    Json(json!({"alive": true, "uptime": 0}))
-}
-
-/// The worker type hosts of a role work as: Taskcluster spells a Puppet
-/// role's `_` as `-` (`gecko_t_linux_talos` works in `gecko-t-linux-talos`).
-fn worker_type(role: &str) -> String {
-    role.replace('_', "-")
-}
-
-/// Everything an answer about one worker needs, taken under its lock.
-struct WorkerView {
-    role: String,
-    available: bool,
-    quarantine_until: Option<SystemTime>,
-    recent: Vec<Job>,
-    first: Option<Job>,
-}
-
-fn schedule(shared: &Shared, host: &HostRt, jobs_per_minute: f64) -> Schedule {
-    Schedule::new(shared.started, jobs_per_minute, &host.short)
-}
-
-fn view(shared: &Shared, host: &HostRt, now: SystemTime, recent: usize) -> WorkerView {
-    shared.refresh_runs(host);
-    let bad = shared
-        .bad_branches
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let st = host.lock();
-    let s = schedule(shared, host, st.cfg.jobs_per_minute);
-    let h = History {
-        down: &st.downtime,
-        runs: &st.runs,
-        bad: &bad,
-        fail_on_puppet_failure: shared.taskcluster.fail_on_puppet_failure,
-        failure_rate: st.cfg.job_failure_rate,
-        host: &host.short,
-    };
-    WorkerView {
-        role: worker_type(&st.cfg.role),
-        available: h.available(now),
-        quarantine_until: st.quarantine_until.filter(|&q| q > now),
-        recent: h.recent(&s, now, recent),
-        first: h.first(&s, now),
+/// The load balancer: answers its share of requests with a 502 of its own
+/// before any service sees them.
+async fn load_balancer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if shared.tc.fails_next() {
+        return reply::bad_gateway();
     }
+    next.run(req).await
 }
 
-fn task_id(shared: &Shared, host: &HostRt, job: &Job) -> String {
-    slugid::encode(&shared.id, host.index as u16, job.k as u32)
+async fn no_such_path() -> Response {
+    reply::no_such_path()
 }
 
-fn task_run(shared: &Shared, host: &HostRt, job: &Job) -> Value {
-    json!({"taskId": task_id(shared, host, job), "runId": 0})
+async fn ping(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let uptime = SystemTime::now()
+        .duration_since(shared.started)
+        .unwrap_or_default()
+        .as_secs_f64();
+    Json(json!({"alive": true, "uptime": uptime}))
 }
 
-fn pool_hosts<'a>(shared: &'a Shared, provisioner: &str, worker_type: &str) -> Vec<&'a HostRt> {
-    if provisioner != shared.taskcluster.provisioner {
-        return Vec::new();
+async fn heartbeat() -> Json<Value> {
+    Json(json!({}))
+}
+
+/// A request, read whole.
+pub(crate) struct Req {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub(crate) async fn read(req: Request) -> Result<Req, Refused> {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, INPUT_LIMIT)
+            .await
+            .map_err(|_| Box::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response()))?;
+        Ok(Req {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        })
     }
-    let mut hosts: Vec<&HostRt> = shared
-        .hosts
-        .iter()
-        .filter(|h| self::worker_type(&h.lock().cfg.role) == worker_type)
-        .collect();
-    hosts.sort_by(|a, b| a.short.cmp(&b.short));
-    hosts
-}
 
-/// One page of `items` per Taskcluster's `limit` / `continuationToken`
-/// query parameters; the error is a ready 400 answer, boxed because it is big.
-fn page<T>(
-    items: Vec<T>,
-    q: &HashMap<String, String>,
-) -> Result<(Vec<T>, Option<String>), Box<Response>> {
-    let bad = |message: String| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestArguments",
-            message,
-        ))
-    };
-    let limit = match q.get("limit") {
-        None => 1000,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|&l| l > 0)
-            .map(|l| l.min(1000))
-            .ok_or_else(|| bad(format!("bad limit {l:?}")))?,
-    };
-    let start = match q.get("continuationToken") {
-        None => 0,
-        Some(t) => URL_SAFE_NO_PAD
-            .decode(t)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<usize>().ok())
-            .ok_or_else(|| bad("bad continuationToken".into()))?,
-    };
-    let total = items.len();
-    let items: Vec<T> = items.into_iter().skip(start).take(limit).collect();
-    let next = (start + limit < total).then(|| URL_SAFE_NO_PAD.encode((start + limit).to_string()));
-    Ok((items, next))
-}
-
-fn last_active(v: &WorkerView) -> Option<SystemTime> {
-    v.recent.first().map(|j| j.claimed)
-}
-
-async fn list_workers(
-    State(shared): State<Arc<Shared>>,
-    Path((provisioner, worker_type)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let now = SystemTime::now();
-    let want_quarantined = match q.get("quarantined").map(String::as_str) {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestArguments",
-                format!("quarantined must be true or false, not {other:?}"),
-            );
-        }
-    };
-    let mut workers = Vec::new();
-    for host in pool_hosts(&shared, &provisioner, &worker_type) {
-        let v = view(&shared, host, now, 1);
-        if want_quarantined.is_some_and(|w| w != v.quarantine_until.is_some()) {
-            continue;
-        }
-        let mut w = json!({
-            "workerGroup": shared.taskcluster.worker_group,
-            "workerId": host.short,
-            "firstClaim": tc_date(v.first.as_ref().map_or(shared.started, |j| j.claimed)),
-            "state": if v.available { "running" } else { "stopped" },
-        });
-        if let Some(job) = v.recent.first() {
-            w["latestTask"] = task_run(&shared, host, job);
-        }
-        if let Some(t) = last_active(&v) {
-            w["lastDateActive"] = json!(tc_date(t));
-        }
-        if let Some(q) = v.quarantine_until {
-            w["quarantineUntil"] = json!(tc_date(q));
-        }
-        workers.push(w);
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-    match page(workers, &q) {
-        Ok((workers, next)) => {
-            let mut body = json!({"workers": workers});
-            if let Some(t) = next {
-                body["continuationToken"] = json!(t);
+
+    fn content_type(&self) -> Option<&str> {
+        self.header(header::CONTENT_TYPE)
+    }
+
+    /// Whether the body is JSON by its content type (type-is semantics).
+    fn is_json(&self) -> bool {
+        self.content_type()
+            .and_then(|c| c.split(';').next())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"))
+    }
+
+    /// Host and port the way Hawk's `parseHost` and lib-api find them.
+    fn host_port(&self) -> (String, u16) {
+        let raw = self
+            .header(header::HOST)
+            .or_else(|| self.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .trim();
+        let (name, mut port) = match raw.rsplit_once(':') {
+            Some((n, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                (n.to_string(), p.parse().unwrap_or(80))
             }
-            Json(body).into_response()
-        }
-        Err(r) => *r,
-    }
-}
-
-fn find_worker<'a>(
-    shared: &'a Shared,
-    provisioner: &str,
-    worker_type: &str,
-    group: &str,
-    worker: &str,
-) -> Option<&'a HostRt> {
-    if group != shared.taskcluster.worker_group {
-        return None;
-    }
-    pool_hosts(shared, provisioner, worker_type)
-        .into_iter()
-        .find(|h| h.short == worker)
-}
-
-async fn get_worker(
-    State(shared): State<Arc<Shared>>,
-    Path((provisioner, worker_type, group, worker)): Path<(String, String, String, String)>,
-) -> Response {
-    let now = SystemTime::now();
-    let Some(host) = find_worker(&shared, &provisioner, &worker_type, &group, &worker) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            format!(
-                "Worker with workerId `{worker}`, workerGroup `{group}`, worker-type `{worker_type}` and provisionerId `{provisioner}` not found. Are you sure it was created?"
-            ),
-        );
-    };
-    let v = view(&shared, host, now, 20);
-    // The queue lists recent tasks oldest first.
-    let recent: Vec<Value> = v
-        .recent
-        .iter()
-        .rev()
-        .map(|j| task_run(&shared, host, j))
-        .collect();
-    let mut body = json!({
-        "provisionerId": provisioner,
-        "workerType": worker_type,
-        "taskQueueId": format!("{provisioner}/{worker_type}"),
-        "workerGroup": group,
-        "workerId": worker,
-        "recentTasks": recent,
-        "expires": tc_date(now + Duration::from_secs(86_400)),
-        "firstClaim": tc_date(v.first.as_ref().map_or(shared.started, |j| j.claimed)),
-        "quarantineDetails": [],
-        "actions": [],
-        "state": if v.available { "running" } else { "stopped" },
-    });
-    if let Some(t) = last_active(&v) {
-        body["lastDateActive"] = json!(tc_date(t));
-    }
-    if let Some(q) = v.quarantine_until {
-        body["quarantineUntil"] = json!(tc_date(q));
-    }
-    Json(body).into_response()
-}
-
-async fn task_status(State(shared): State<Arc<Shared>>, Path(task): Path<String>) -> Response {
-    let now = SystemTime::now();
-    let missing = || {
-        error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            format!("`{task}` does not correspond to a task that exists."),
-        )
-    };
-    let Some((index, k)) = slugid::decode(&shared.id, &task) else {
-        return missing();
-    };
-    let Some(host) = shared.hosts.get(usize::from(index)) else {
-        return missing();
-    };
-    shared.refresh_runs(host);
-    let (job, role) = {
-        let bad = shared
-            .bad_branches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let st = host.lock();
-        let s = schedule(&shared, host, st.cfg.jobs_per_minute);
-        let h = History {
-            down: &st.downtime,
-            runs: &st.runs,
-            bad: &bad,
-            fail_on_puppet_failure: shared.taskcluster.fail_on_puppet_failure,
-            failure_rate: st.cfg.job_failure_rate,
-            host: &host.short,
+            _ => (raw.to_string(), 80),
         };
-        (h.job(&s, u64::from(k), now), worker_type(&st.cfg.role))
-    };
-    let Some(job) = job else {
-        return missing();
-    };
-    let provisioner = &shared.taskcluster.provisioner;
-    let mut run = json!({
-        "runId": 0,
-        "state": job.state.as_str(),
-        "reasonCreated": "scheduled",
-        "workerGroup": shared.taskcluster.worker_group,
-        "workerId": host.short,
-        "takenUntil": tc_date(job.claimed + Duration::from_secs(1200)),
-        "scheduled": tc_date(job.claimed - Duration::from_millis(500)),
-        "started": tc_date(job.claimed),
-    });
-    if let (Some(at), Some(reason)) = (job.resolved, job.reason_resolved) {
-        run["resolved"] = json!(tc_date(at));
-        run["reasonResolved"] = json!(reason);
+        if let Some(p) = self
+            .headers
+            .get("x-forwarded-port")
+            .and_then(|v| v.to_str().ok())
+        {
+            port = p.trim().parse().unwrap_or(port);
+        } else if self
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            == Some("https")
+        {
+            port = 443;
+        }
+        (name, port)
     }
-    let group = slugid::derive(&[
-        shared.id.as_bytes(),
-        host.short.as_bytes(),
-        &(job.k / 100).to_be_bytes(),
-    ]);
-    let body = json!({"status": {
-        "taskId": task,
-        "provisionerId": provisioner,
-        "workerType": role,
-        "taskQueueId": format!("{provisioner}/{role}"),
-        "schedulerId": "fleetroll-lab",
-        "projectId": "none",
-        "taskGroupId": group,
-        "deadline": tc_date(job.claimed + Duration::from_secs(86_400)),
-        "expires": tc_date(job.claimed + Duration::from_secs(28 * 86_400)),
-        "retriesLeft": if job.state == RunState::Exception { 4 } else { 5 },
-        "state": job.state.as_str(),
-        "runs": [run],
-    }});
-    Json(body).into_response()
+
+    fn resource(&self) -> &str {
+        self.uri
+            .path_and_query()
+            .map_or(self.uri.path(), |p| p.as_str())
+    }
 }
 
-fn wm_worker(shared: &Shared, host: &HostRt, v: &WorkerView, now: SystemTime) -> Value {
-    let provisioner = &shared.taskcluster.provisioner;
-    json!({
-        "workerPoolId": format!("{provisioner}/{}", v.role),
-        "workerGroup": shared.taskcluster.worker_group,
-        "workerId": host.short,
-        "providerId": "static",
-        "created": tc_date(shared.started),
-        "expires": tc_date(now + Duration::from_secs(86_400)),
-        "state": if v.available { "running" } else { "stopped" },
-        "capacity": 1,
-        "lastModified": tc_date(shared.started),
-        "lastChecked": tc_date(now),
+/// A URL parameter and the pattern lib-api checks it against.
+pub(crate) struct Param<'a> {
+    pub name: &'static str,
+    pub value: &'a str,
+    pub valid: fn(&str) -> bool,
+    pub pattern: &'static str,
+}
+
+/// A query-string parameter an endpoint accepts.
+#[derive(Clone, Copy)]
+pub(crate) struct QueryParam {
+    pub name: &'static str,
+    pub valid: fn(&str) -> bool,
+    pub pattern: &'static str,
+}
+
+/// The query parameters of paged listings (`paginateResults.query`).
+pub(crate) const PAGING: [QueryParam; 2] = [
+    QueryParam {
+        name: "continuationToken",
+        valid: |v| !v.is_empty(),
+        pattern: "/./",
+    },
+    QueryParam {
+        name: "limit",
+        valid: |v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
+        pattern: "/^[0-9]+$/",
+    },
+];
+
+/// One API method's declaration, as far as the checks before it go.
+pub(crate) struct Endpoint<'a> {
+    pub name: &'static str,
+    /// The scope required, with the URL parameters filled in.
+    pub scope: String,
+    /// Whether the method declares it as `{AllOf: [scope]}` rather than a
+    /// bare string (it shows in the 403 message).
+    pub all_of: bool,
+    pub params: Vec<Param<'a>>,
+    pub query: &'a [QueryParam],
+}
+
+/// What passed the checks.
+pub(crate) struct Admitted {
+    pub caller: Caller,
+    pub call_params: Value,
+    pub body: Value,
+    pub query: Vec<(String, String)>,
+}
+
+impl Admitted {
+    pub(crate) fn call(&self, name: &'static str) -> Call<'static> {
+        Call {
+            name,
+            params: self.call_params.clone(),
+            payload: self.body.clone(),
+        }
+    }
+
+    pub(crate) fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs lib-api's checks for `ep`; the error is the answer to send.
+pub(crate) fn admit(shared: &Shared, req: &Req, ep: &Endpoint<'_>) -> Result<Admitted, Refused> {
+    let call_params = Value::Object(
+        ep.params
+            .iter()
+            .map(|p| (p.name.to_string(), json!(p.value)))
+            .collect::<Map<_, _>>(),
+    );
+    let call = |payload: Value| Call {
+        name: ep.name,
+        params: call_params.clone(),
+        payload,
+    };
+    // parseBody: only JSON bodies are read; anything else counts as none.
+    let text: &[u8] = if req.is_json() { &req.body } else { b"" };
+    let body = if text.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice::<Value>(text) {
+            Ok(v @ (Value::Object(_) | Value::Array(_))) => v,
+            Ok(_) => {
+                return Err(Box::new(reply::error(
+                    &call(json!({})),
+                    Code::MalformedPayload,
+                    "Failed to parse JSON: Must be an object or array",
+                )));
+            }
+            Err(e) => {
+                return Err(Box::new(reply::error(
+                    &call(json!({})),
+                    Code::MalformedPayload,
+                    &format!("Failed to parse JSON: {e}"),
+                )));
+            }
+        }
+    };
+    let call = call(body.clone());
+
+    let (host, port) = req.host_port();
+    let signed = Signed {
+        method: req.method.as_str(),
+        resource: req.resource(),
+        host: &host,
+        port,
+        authorization: req.header(header::AUTHORIZATION),
+        content_type: req.content_type(),
+        body: text,
+    };
+    let caller = shared
+        .tc
+        .clients
+        .authenticate(&signed, SystemTime::now())
+        .map_err(|m| Box::new(reply::error(&call, Code::AuthenticationFailed, &m)))?;
+    if !scopes::satisfies(&caller.scopes, &ep.scope) {
+        let required = if ep.all_of {
+            format!("{{\n  \"AllOf\": [\n    \"{}\"\n  ]\n}}", ep.scope)
+        } else {
+            ep.scope.clone()
+        };
+        let message = match &caller.client_id {
+            Some(id) => format!(
+                "Client ID {id} does not have sufficient scopes and is missing the following scopes:\n\n```\n{}\n```\n\nThis request requires the client to satisfy the following scope expression:\n\n```\n{required}\n```",
+                ep.scope
+            ),
+            None => format!(
+                "This request requires Taskcluster credentials that satisfy the following scope expression:\n\n```\n{required}\n```"
+            ),
+        };
+        return Err(Box::new(reply::error(
+            &call,
+            Code::InsufficientScopes,
+            &message,
+        )));
+    }
+
+    let bad_params: Vec<String> = ep
+        .params
+        .iter()
+        .filter(|p| !(p.valid)(p.value))
+        .map(|p| {
+            format!(
+                "URL parameter '{}' given as '{}' must match regular expression: '{}'",
+                p.name, p.value, p.pattern
+            )
+        })
+        .collect();
+    if !bad_params.is_empty() {
+        return Err(Box::new(reply::error(
+            &call,
+            Code::InvalidRequestArguments,
+            &format!("Invalid URL patterns:\n{}", bad_params.join("\n")),
+        )));
+    }
+
+    let query = Query::<Vec<(String, String)>>::try_from_uri(&req.uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    for (i, (key, value)) in query.iter().enumerate() {
+        let Some(qp) = ep.query.iter().find(|qp| qp.name == key) else {
+            if key != "bewit" {
+                errors.push(format!("Query-string parameter: {key} is not supported!"));
+            }
+            continue;
+        };
+        if query[..i].iter().any(|(k, _)| k == key) {
+            errors.push(format!("Query-string parameter: {key} must be a string!"));
+        } else if !(qp.valid)(value) {
+            errors.push(format!(
+                "Query-string parameter: {key}=\"{value}\" does not match expression: {}",
+                qp.pattern
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Box::new(reply::error(
+            &call,
+            Code::InvalidRequestArguments,
+            &errors.join("\n"),
+        )));
+    }
+    Ok(Admitted {
+        caller,
+        call_params,
+        body,
+        query,
     })
 }
 
-/// `GET /workers/<workerPoolId>` (listWorkersForWorkerPool) and
-/// `GET /workers/<workerPoolId>:/<workerGroup>/<workerId>` (worker).
-async fn worker_manager(
-    State(shared): State<Arc<Shared>>,
-    Path(rest): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let now = SystemTime::now();
-    if let Some((pool, who)) = rest.split_once(":/") {
-        let (Some((provisioner, worker_type)), Some((group, worker))) =
-            (pool.split_once('/'), who.split_once('/'))
-        else {
-            return not_found().await;
-        };
-        let Some(host) = find_worker(&shared, provisioner, worker_type, group, worker) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                "Worker not found".into(),
-            );
-        };
-        let v = view(&shared, host, now, 1);
-        return Json(wm_worker(&shared, host, &v, now)).into_response();
-    }
-    let Some((provisioner, worker_type)) = rest.split_once('/') else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            "Worker Pool does not exist".into(),
-        );
+/// One page of `rows` per `limit` and `continuationToken`, as
+/// `paginateResults` cuts it: at most `max` rows, and a token whenever
+/// more rows follow.
+pub(crate) fn page<T>(
+    rows: Vec<T>,
+    adm: &Admitted,
+    max: usize,
+    call: &Call<'_>,
+) -> Result<(Vec<T>, Option<String>), Refused> {
+    let size = adm
+        .query("limit")
+        .map_or(max, |l| l.parse::<usize>().unwrap_or(usize::MAX))
+        .min(max);
+    let offset = match adm.query("continuationToken") {
+        None => 0,
+        Some(t) => hashids::decode_offset(t).map_err(|_| {
+            Box::new(reply::error(
+                call,
+                Code::InputError,
+                "Invalid continuation token",
+            ))
+        })?,
     };
-    let hosts = pool_hosts(&shared, provisioner, worker_type);
-    if hosts.is_empty() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            "Worker Pool does not exist".into(),
-        );
-    }
-    let workers: Vec<Value> = hosts
+    let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+    let mut rows: Vec<T> = rows
         .into_iter()
-        .map(|h| wm_worker(&shared, h, &view(&shared, h, now, 1), now))
+        .skip(offset)
+        .take(size.saturating_add(1))
         .collect();
-    match page(workers, &q) {
-        Ok((workers, next)) => {
-            let mut body = json!({"workers": workers});
-            if let Some(t) = next {
-                body["continuationToken"] = json!(t);
-            }
-            Json(body).into_response()
-        }
-        Err(r) => *r,
+    let token = if rows.len() > size {
+        rows.truncate(size);
+        hashids::encode_offset((offset + size) as u64)
+    } else {
+        None
+    };
+    Ok((rows, token))
+}
+
+/// `{workers, continuationToken?}`.
+pub(crate) fn listing(workers: Vec<Value>, token: Option<String>) -> Response {
+    let mut body = json!({"workers": workers});
+    if let Some(t) = token {
+        body["continuationToken"] = json!(t);
     }
+    Json(body).into_response()
 }

@@ -1,18 +1,54 @@
-//! The job model behind the double, computed from time instead of stored.
+//! When a host claims work and how each run ends.
 //!
-//! Host h runs job k from `epoch + offset_h + k * period` for one period.
-//! The job is claimed only if the host was available at that moment; it ends
-//! in `exception` (worker-shutdown) if the host goes away before it ends,
-//! else `failed` when the host was in a bad Puppet state at claim time (or at
-//! random, at the host's failure rate), else `completed`. Because outcomes
-//! depend only on recorded history, a job's result never changes once
-//! resolved, however late it is asked about.
+//! Host h may claim at `epoch + offset_h + k * period` (slot k) and a run
+//! lasts one period. How a run ends is decided by what happened, never by
+//! when the double is asked: it ends in `exception` (`worker-shutdown`) if
+//! the host goes away before the end; otherwise the host's `job_reasons`
+//! shares draw a reason (deterministically per host, task and run); else it
+//! fails when the host was in a bad Puppet state at claim time, or at random
+//! at the host's failure rate; else it completes.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
 use crate::runtime::{BadBranches, Downtime, PuppetRun};
+
+/// Every `reasonResolved` the queue knows (task-status.yml), in the order
+/// `job_reasons` shares are drawn.
+pub(crate) const REASONS_RESOLVED: [&str; 11] = [
+    "completed",
+    "failed",
+    "deadline-exceeded",
+    "canceled",
+    "claim-expired",
+    "worker-shutdown",
+    "malformed-payload",
+    "resource-unavailable",
+    "internal-error",
+    "intermittent-task",
+    "superseded",
+];
+
+/// The state a run resolved with `reason` is in.
+pub(crate) fn state_for(reason: &str) -> RunState {
+    match reason {
+        "completed" => RunState::Completed,
+        "failed" => RunState::Failed,
+        _ => RunState::Exception,
+    }
+}
+
+/// The `reasonCreated` of the run the queue adds after a run resolved with
+/// `reason`, for the reasons it retries by itself.
+pub(crate) fn retry_created(reason: &str) -> Option<&'static str> {
+    match reason {
+        "worker-shutdown" | "claim-expired" => Some("retry"),
+        "intermittent-task" => Some("task-retry"),
+        _ => None,
+    }
+}
 
 /// When a host's jobs are claimed.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +58,7 @@ pub(crate) struct Schedule {
     pub period: Duration,
 }
 
-fn hash64(parts: &[&[u8]]) -> u64 {
+pub(crate) fn hash64(parts: &[&[u8]]) -> u64 {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());
@@ -30,6 +66,10 @@ fn hash64(parts: &[&[u8]]) -> u64 {
     }
     let d = h.finalize();
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+fn unit(parts: &[&[u8]]) -> f64 {
+    hash64(parts) as f64 / u64::MAX as f64
 }
 
 impl Schedule {
@@ -49,16 +89,20 @@ impl Schedule {
         self.epoch + self.offset + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    /// The latest slot claimed at or before `t`.
-    pub(crate) fn last_slot(&self, t: SystemTime) -> Option<u64> {
-        let since = t.duration_since(self.epoch + self.offset).ok()?;
-        Some((since.as_nanos() / self.period.as_nanos().max(1)) as u64)
+    /// The first slot claimed at or after `t`.
+    pub(crate) fn slot_at_or_after(&self, t: SystemTime) -> u64 {
+        let Ok(since) = t.duration_since(self.epoch + self.offset) else {
+            return 0;
+        };
+        let p = self.period.as_nanos().max(1);
+        u64::try_from(since.as_nanos().div_ceil(p)).unwrap_or(u64::MAX)
     }
 }
 
-/// How a job run ended (or that it has not).
+/// How a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunState {
+    Pending,
     Running,
     Completed,
     Failed,
@@ -68,6 +112,7 @@ pub(crate) enum RunState {
 impl RunState {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            RunState::Pending => "pending",
             RunState::Running => "running",
             RunState::Completed => "completed",
             RunState::Failed => "failed",
@@ -76,38 +121,36 @@ impl RunState {
     }
 }
 
-/// One claimed job.
-#[derive(Debug, Clone)]
-pub(crate) struct Job {
-    pub k: u64,
-    pub claimed: SystemTime,
-    pub resolved: Option<SystemTime>,
-    pub state: RunState,
-    pub reason_resolved: Option<&'static str>,
-}
-
-/// What a host went through, as far as jobs care.
+/// What a host went through, as far as its runs care.
 pub(crate) struct History<'a> {
     pub down: &'a [Downtime],
     pub runs: &'a [PuppetRun],
     pub bad: &'a BadBranches,
     pub fail_on_puppet_failure: bool,
     pub failure_rate: f64,
+    pub reasons: &'a BTreeMap<String, f64>,
     pub host: &'a str,
 }
 
-/// How far back or forward to look for a claimed job before giving up.
-const SCAN_LIMIT: u64 = 200_000;
-
 impl History<'_> {
-    pub(crate) fn available(&self, t: SystemTime) -> bool {
+    /// Whether the host was up (not rebooting, reachable) at `t`.
+    pub(crate) fn up(&self, t: SystemTime) -> bool {
         !self
             .down
             .iter()
             .any(|d| d.start <= t && d.end.is_none_or(|e| t < e))
     }
 
-    /// Whether jobs claimed at `t` fail because of Puppet.
+    /// The first moment after `t` the host goes away, if it does by `until`.
+    pub(crate) fn goes_down(&self, t: SystemTime, until: SystemTime) -> Option<SystemTime> {
+        self.down
+            .iter()
+            .map(|d| d.start)
+            .filter(|&s| t < s && s < until)
+            .min()
+    }
+
+    /// Whether runs claimed at `t` fail because of Puppet.
     pub(crate) fn bad_at(&self, t: SystemTime) -> bool {
         let Some(run) = self.runs.iter().rfind(|r| r.at <= t) else {
             return false;
@@ -116,94 +159,42 @@ impl History<'_> {
             || self.bad.bad_at(&run.branch, t)
     }
 
-    fn flaky(&self, k: u64) -> bool {
-        if self.failure_rate <= 0.0 {
-            return false;
+    /// How run `run` of the task first claimed in slot `task` ends if the
+    /// host stays up, given it was claimed at `claimed`.
+    pub(crate) fn outcome(&self, task: u64, run: u32, claimed: SystemTime) -> &'static str {
+        let (k, r) = (task.to_be_bytes(), run.to_be_bytes());
+        let host = self.host.as_bytes();
+        let u = unit(&[b"reason", host, &k, &r]);
+        let mut acc = 0.0;
+        for reason in REASONS_RESOLVED {
+            acc += self.reasons.get(reason).copied().unwrap_or(0.0);
+            if u < acc {
+                return reason;
+            }
         }
-        let h = hash64(&[b"flaky", self.host.as_bytes(), &k.to_be_bytes()]);
-        (h as f64 / u64::MAX as f64) < self.failure_rate
-    }
-
-    /// Job k as of `now`, if it was claimed.
-    pub(crate) fn job(&self, s: &Schedule, k: u64, now: SystemTime) -> Option<Job> {
-        let claimed = s.claim(k);
-        if claimed > now || !self.available(claimed) {
-            return None;
+        if self.bad_at(claimed)
+            || (self.failure_rate > 0.0 && unit(&[b"flaky", host, &k, &r]) < self.failure_rate)
+        {
+            "failed"
+        } else {
+            "completed"
         }
-        let end = claimed + s.period;
-        let interrupted = self
-            .down
-            .iter()
-            .map(|d| d.start)
-            .filter(|&start| claimed < start && start < end)
-            .min();
-        let (state, resolved, reason) = match interrupted {
-            Some(at) if at <= now => (RunState::Exception, Some(at), Some("worker-shutdown")),
-            _ if now < end => (RunState::Running, None, None),
-            _ if self.bad_at(claimed) || self.flaky(k) => {
-                (RunState::Failed, Some(end), Some("failed"))
-            }
-            _ => (RunState::Completed, Some(end), Some("completed")),
-        };
-        Some(Job {
-            k,
-            claimed,
-            resolved,
-            state,
-            reason_resolved: reason,
-        })
-    }
-
-    /// Up to `n` most recent claimed jobs, newest first.
-    pub(crate) fn recent(&self, s: &Schedule, now: SystemTime, n: usize) -> Vec<Job> {
-        let mut out = Vec::new();
-        let Some(mut k) = s.last_slot(now) else {
-            return out;
-        };
-        for _ in 0..SCAN_LIMIT {
-            if out.len() >= n {
-                break;
-            }
-            if let Some(job) = self.job(s, k, now) {
-                out.push(job);
-            }
-            if k == 0 {
-                break;
-            }
-            k -= 1;
-        }
-        out
-    }
-
-    /// The first job the host ever claimed.
-    pub(crate) fn first(&self, s: &Schedule, now: SystemTime) -> Option<Job> {
-        let last = s.last_slot(now)?;
-        (0..=last.min(SCAN_LIMIT)).find_map(|k| self.job(s, k, now))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::DownReason;
 
     fn t(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
     }
 
-    fn sched() -> Schedule {
-        Schedule {
-            epoch: t(0),
-            offset: Duration::ZERO,
-            period: Duration::from_secs(10),
-        }
-    }
-
     #[test]
-    fn jobs_follow_puppet_state_and_availability() {
+    fn outcomes_follow_puppet_state_and_shares() {
         let runs = vec![
             PuppetRun {
-                at: t(0) - Duration::from_secs(1),
+                at: t(0),
                 exit_code: 2,
                 branch: b"master".to_vec(),
             },
@@ -220,61 +211,82 @@ mod tests {
         ];
         let mut bad = BadBranches::default();
         bad.set(b"bad", true, SystemTime::UNIX_EPOCH);
-        let down = vec![Downtime {
-            start: t(65),
-            end: Some(t(85)),
-            reason: DownReason::Reboot,
-        }];
+        let none = BTreeMap::new();
         let h = History {
-            down: &down,
+            down: &[],
             runs: &runs,
             bad: &bad,
             fail_on_puppet_failure: true,
             failure_rate: 0.0,
+            reasons: &none,
             host: "lab-0001",
         };
-        let s = sched();
-        let now = t(100);
-        let state = |k| h.job(&s, k, now).map(|j| j.state);
-        assert_eq!(state(0), Some(RunState::Completed));
-        assert_eq!(state(2), Some(RunState::Completed)); // claimed at 20, before the bad run
-        assert_eq!(state(3), Some(RunState::Failed)); // claimed at 30: bad branch applied
-        assert_eq!(state(5), Some(RunState::Failed)); // claimed at 50: Puppet failed
-        assert_eq!(state(6), Some(RunState::Exception)); // 60..70, rebooted at 65
-        assert_eq!(state(7), None); // 70: rebooting
-        assert_eq!(state(8), None); // 80: rebooting
-        assert_eq!(state(9), Some(RunState::Failed)); // still broken Puppet
-        assert_eq!(state(10), Some(RunState::Running)); // claimed at 100
-        assert_eq!(state(11), None); // future
-        let recent: Vec<u64> = h.recent(&s, now, 4).iter().map(|j| j.k).collect();
-        assert_eq!(recent, vec![10, 9, 6, 5]);
-        assert_eq!(h.first(&s, now).map(|j| j.k), Some(0));
-        // Asked later, a resolved job keeps its result.
+        assert_eq!(h.outcome(1, 0, t(20)), "completed");
+        assert_eq!(h.outcome(3, 0, t(30)), "failed");
+        assert_eq!(h.outcome(5, 0, t(50)), "failed");
+
+        let shares: BTreeMap<String, f64> = [("canceled", 0.2), ("intermittent-task", 0.1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let h = History {
+            reasons: &shares,
+            runs: &[],
+            ..h
+        };
+        let drawn: Vec<&str> = (0..2000).map(|k| h.outcome(k, 0, t(10))).collect();
+        let count = |r| drawn.iter().filter(|&&d| d == r).count();
+        assert!(
+            (300..500).contains(&count("canceled")),
+            "{}",
+            count("canceled")
+        );
+        assert!((130..270).contains(&count("intermittent-task")));
         assert_eq!(
-            h.job(&s, 3, t(10_000)).map(|j| j.state),
-            Some(RunState::Failed)
+            count("canceled") + count("intermittent-task") + count("completed"),
+            2000
+        );
+        // Deterministic: asked again, the same draw.
+        assert_eq!(
+            drawn,
+            (0..2000)
+                .map(|k| h.outcome(k, 0, t(99)))
+                .collect::<Vec<_>>()
         );
     }
 
     #[test]
     fn failure_rate_is_deterministic_and_roughly_right() {
         let bad = BadBranches::default();
+        let none = BTreeMap::new();
         let h = History {
             down: &[],
             runs: &[],
             bad: &bad,
             fail_on_puppet_failure: true,
             failure_rate: 0.25,
+            reasons: &none,
             host: "lab-0002",
         };
-        let s = sched();
         let failed = (0..1000)
-            .filter(|&k| h.job(&s, k, t(20_000)).unwrap().state == RunState::Failed)
+            .filter(|&k| h.outcome(k, 0, t(1)) == "failed")
             .count();
         assert!((180..320).contains(&failed), "{failed}");
-        let again = (0..1000)
-            .filter(|&k| h.job(&s, k, t(30_000)).unwrap().state == RunState::Failed)
-            .count();
-        assert_eq!(failed, again);
+    }
+
+    #[test]
+    fn slots() {
+        let s = Schedule {
+            epoch: t(0),
+            offset: Duration::ZERO,
+            period: Duration::from_secs(10),
+        };
+        assert_eq!(s.claim(3), t(30));
+        assert_eq!(s.slot_at_or_after(t(30)), 3);
+        assert_eq!(s.slot_at_or_after(t(31)), 4);
+        assert_eq!(s.slot_at_or_after(t(0) - Duration::from_secs(5)), 0);
+        assert_eq!(state_for("superseded"), RunState::Exception);
+        assert_eq!(retry_created("intermittent-task"), Some("task-retry"));
+        assert_eq!(retry_created("canceled"), None);
     }
 }

@@ -1,22 +1,25 @@
-//! Taskcluster as a workload source: the queue's worker and task-status
-//! endpoints. A host's worker is in pool `<provisioner>/<worker type>`,
-//! where the worker type is the host's role (`_` read as `-`, as Taskcluster
-//! spells worker types), and its worker id is the host's short name.
+//! Taskcluster as a workload source, through its official client (its
+//! retries with backoff, its Hawk signing): the queue lists a pool's
+//! workers, their recent tasks and each task's runs; worker-manager adds
+//! each worker's state and its quarantine notes.
 
+pub mod shapes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use fleetroll_bus::messages::workload::{RunId, RunResult};
-use serde::Deserialize;
+use fleetroll_bus::messages::workload::{Quarantine, RunId, RunResult};
+use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
+use tracing::debug;
 
+use self::shapes::{
+    ManagerWorker, ManagerWorkerList, QuarantineDetail, QueueWorker, QueueWorkerList, TaskRunRef,
+    TaskStatusResponse,
+};
+use super::pools::{identifier, split_pool};
 use super::{RunStatus, SourceError, Worker, WorkloadSource};
-
-/// Taskcluster's identifiers (provisioner, worker type, group, worker id).
-fn identifier(s: &str) -> bool {
-    (1..=38).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 /// Task ids are 22-character slugids.
 fn slugid(s: &str) -> bool {
@@ -25,147 +28,259 @@ fn slugid(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Workers asked for per page; the services' own maximum.
+const PAGE: &str = "1000";
+
+/// More pages than any pool has: a service that keeps handing out
+/// continuation tokens is broken, not big.
+const MAX_PAGES: usize = 1000;
+
+/// How to reach a Taskcluster deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    pub root_url: String,
+    /// Without them every call is anonymous, which reads enough; setting a
+    /// quarantine needs them.
+    pub credentials: Option<ClientCredentials>,
+    /// Each request's own limit; retries come on top.
+    pub timeout: Duration,
+}
+
+/// A Taskcluster client's id and access token (and a temporary
+/// credential's certificate).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub access_token: String,
+    pub certificate: Option<String>,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A Taskcluster deployment, by its root URL.
 #[derive(Clone)]
 pub struct Taskcluster {
-    root_url: String,
-    provisioner: String,
-    agent: ureq::Agent,
+    queue: Arc<taskcluster::Queue>,
+    manager: Arc<taskcluster::WorkerManager>,
+    /// The queue as fleetroll's client, for quarantines. Reads stay
+    /// anonymous: the `taskcluster` crate signs a request's path without
+    /// its query string, which Taskcluster refuses (401, bad MAC) on every
+    /// paged listing.
+    signed_queue: Option<Arc<taskcluster::Queue>>,
+    client_id: Option<String>,
+}
+
+impl std::fmt::Debug for Taskcluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Taskcluster")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer's error, sorted by what the caller does about it.
+enum CallError {
+    NotFound,
+    Other(SourceError),
 }
 
 impl Taskcluster {
-    pub fn new(root_url: &str, provisioner: &str, timeout: Duration) -> Taskcluster {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Taskcluster {
-            root_url: root_url.trim_end_matches('/').to_string(),
-            provisioner: provisioner.to_string(),
-            agent,
+    pub fn new(config: &ClientConfig) -> Result<Taskcluster, SourceError> {
+        let builder = taskcluster::ClientBuilder::new(config.root_url.trim_end_matches('/'))
+            .timeout(config.timeout);
+        let setup = |e: anyhow::Error| SourceError::Setup {
+            root_url: config.root_url.clone(),
+            source: e.into(),
+        };
+        let signed_queue = match &config.credentials {
+            Some(c) => Some(Arc::new(
+                taskcluster::Queue::new(builder.clone().credentials(taskcluster::Credentials {
+                    client_id: c.client_id.clone(),
+                    access_token: c.access_token.clone(),
+                    certificate: c.certificate.clone(),
+                }))
+                .map_err(setup)?,
+            )),
+            None => None,
+        };
+        Ok(Taskcluster {
+            queue: Arc::new(taskcluster::Queue::new(builder.clone()).map_err(setup)?),
+            manager: Arc::new(taskcluster::WorkerManager::new(builder).map_err(setup)?),
+            signed_queue,
+            client_id: config.credentials.as_ref().map(|c| c.client_id.clone()),
+        })
+    }
+
+    /// The client id writes are signed with; `None`: anonymous.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// Sets the worker's quarantine (`until` now or earlier lifts it); says
+    /// until when it holds now.
+    pub async fn quarantine(
+        &self,
+        worker: &WorkerRef,
+        until: OffsetDateTime,
+        note: &str,
+    ) -> Result<Option<OffsetDateTime>, SourceError> {
+        let what = format!("quarantining {worker}");
+        let Some(queue) = &self.signed_queue else {
+            return Err(SourceError::NoCredentials { what });
+        };
+        let (provisioner, worker_type) = worker.checked()?;
+        let until = until
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| SourceError::Setup {
+                root_url: String::new(),
+                source: e.into(),
+            })?;
+        let payload = serde_json::json!({"quarantineUntil": until, "quarantineInfo": note});
+        let answer = queue
+            .quarantineWorker(
+                provisioner,
+                worker_type,
+                &worker.group,
+                &worker.worker_id,
+                &payload,
+            )
+            .await;
+        match decode::<QueueWorker>(&what, answer) {
+            Ok(w) => Ok(w.quarantine_until),
+            Err(CallError::NotFound) => Err(SourceError::UnknownWorker(worker.to_string())),
+            Err(CallError::Other(e)) => Err(e),
         }
     }
 
-    /// GETs a queue path; `None` for a 404. Every parameter that reaches a
-    /// path has been checked against Taskcluster's identifier patterns.
-    async fn get<T: serde::de::DeserializeOwned + Send + 'static>(
+    async fn manager_states(
         &self,
-        path: String,
-        query: Vec<(&'static str, String)>,
-    ) -> Result<Option<T>, SourceError> {
-        let url = format!("{}/api/queue/v1/{path}", self.root_url);
-        let agent = self.agent.clone();
-        let shown = url.clone();
-        let call = move || -> Result<Option<T>, SourceError> {
-            let failed = |detail: String| SourceError::Request {
-                url: shown.clone(),
-                detail,
+        provisioner: &str,
+        worker_type: &str,
+    ) -> Result<HashMap<(String, String), shapes::ManagerListedWorker>, SourceError> {
+        let what = format!("listing the workers of {provisioner}/{worker_type} in worker-manager");
+        let mut states = HashMap::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let answer = self
+                .manager
+                .listWorkers(
+                    provisioner,
+                    worker_type,
+                    token.as_deref(),
+                    Some(PAGE),
+                    None,
+                    None,
+                    None,
+                )
+                .await;
+            let page = match decode::<ManagerWorkerList>(&what, answer) {
+                Ok(page) => page,
+                Err(CallError::NotFound) => return Ok(states),
+                Err(CallError::Other(e)) => return Err(e),
             };
-            let mut response = agent
-                .get(&url)
-                .header("Accept", "application/json")
-                .query_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
-                .call()
-                .map_err(|e| failed(e.to_string()))?;
-            let status = response.status().as_u16();
-            if status == 404 {
-                return Ok(None);
+            for w in page.workers {
+                states.insert((w.worker_group.clone(), w.worker_id.clone()), w);
             }
-            if status != 200 {
-                #[derive(Deserialize)]
-                struct TcError {
-                    message: Option<String>,
-                }
-                let message = response
-                    .body_mut()
-                    .read_json::<TcError>()
-                    .ok()
-                    .and_then(|e| e.message)
-                    .unwrap_or_default();
-                return Err(failed(format!(
-                    "HTTP {status}: {}",
-                    message.chars().take(300).collect::<String>()
-                )));
+            match page.continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(states),
             }
-            response
-                .body_mut()
-                .with_config()
-                .limit(16 << 20)
-                .read_json::<T>()
-                .map(Some)
-                .map_err(|e| failed(format!("unreadable answer: {e}")))
-        };
-        tokio::task::spawn_blocking(call)
-            .await
-            .map_err(|e| SourceError::Request {
-                url: path,
-                detail: e.to_string(),
-            })?
+        }
+        Err(SourceError::EndlessPaging { what })
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TaskRef {
-    task_id: String,
-    run_id: u32,
+/// Which worker: its pool, group and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRef {
+    pub pool: String,
+    pub group: String,
+    pub worker_id: String,
 }
 
-impl TaskRef {
+impl WorkerRef {
+    /// The pool's halves, once every part that reaches a URL path is
+    /// checked against Taskcluster's identifier pattern.
+    fn checked(&self) -> Result<(&str, &str), SourceError> {
+        let (provisioner, worker_type) =
+            split_pool(&self.pool).ok_or_else(|| SourceError::BadName(self.pool.clone()))?;
+        for part in [&self.group, &self.worker_id] {
+            if !identifier(part) {
+                return Err(SourceError::BadName(part.clone()));
+            }
+        }
+        Ok((provisioner, worker_type))
+    }
+}
+
+impl std::fmt::Display for WorkerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.pool, self.group, self.worker_id)
+    }
+}
+
+impl From<&Worker> for WorkerRef {
+    fn from(w: &Worker) -> WorkerRef {
+        WorkerRef {
+            pool: w.pool.clone(),
+            group: w.group.clone(),
+            worker_id: w.worker_id.clone(),
+        }
+    }
+}
+
+/// An answer read as `T`, or why not. The client has already retried
+/// server errors and lost connections.
+fn decode<T: DeserializeOwned>(
+    what: &str,
+    answer: Result<serde_json::Value, anyhow::Error>,
+) -> Result<T, CallError> {
+    let value = answer.map_err(
+        |e| match taskcluster::err_status_code(&e).map(|s| s.as_u16()) {
+            Some(404) => CallError::NotFound,
+            Some(401 | 403) => CallError::Other(SourceError::NotAuthorized {
+                what: what.to_string(),
+                source: e.into(),
+            }),
+            _ => CallError::Other(SourceError::Request {
+                what: what.to_string(),
+                source: e.into(),
+            }),
+        },
+    )?;
+    let (read, unmodelled) = shapes::read::<T>(value).map_err(|e| {
+        CallError::Other(SourceError::Unreadable {
+            what: what.to_string(),
+            source: e,
+        })
+    })?;
+    if !unmodelled.is_empty() {
+        debug!(what, fields = ?unmodelled, "Taskcluster answered fields fleetroll does not read");
+    }
+    Ok(read)
+}
+
+impl TaskRunRef {
     fn run_id(&self) -> RunId {
         format!("{}/{}", self.task_id, self.run_id)
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListedWorker {
-    worker_group: String,
-    worker_id: String,
-    state: Option<String>,
-    latest_task: Option<TaskRef>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    last_date_active: Option<OffsetDateTime>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    first_claim: Option<OffsetDateTime>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    quarantine_until: Option<OffsetDateTime>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkerList {
-    workers: Vec<ListedWorker>,
-    continuation_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkerDetail {
-    recent_tasks: Vec<TaskRef>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Run {
-    run_id: u32,
-    state: String,
-    reason_resolved: Option<String>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    started: Option<OffsetDateTime>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    resolved: Option<OffsetDateTime>,
-}
-
-#[derive(Deserialize)]
-struct TaskStatus {
-    runs: Vec<Run>,
-}
-
-#[derive(Deserialize)]
-struct TaskStatusAnswer {
-    status: TaskStatus,
+/// The latest of a worker's quarantine notes.
+fn latest_note(until: OffsetDateTime, details: &[QuarantineDetail]) -> Quarantine {
+    let latest = details.iter().max_by_key(|d| d.updated_at);
+    Quarantine {
+        until,
+        by: latest.map(|d| d.client_id.clone()),
+        at: latest.map(|d| d.updated_at),
+        reason: latest.map(|d| d.quarantine_info.clone()),
+    }
 }
 
 impl WorkloadSource for Taskcluster {
@@ -177,67 +292,103 @@ impl WorkloadSource for Taskcluster {
         hostname.split('.').next().unwrap_or(hostname).to_string()
     }
 
-    fn pool_for_role(&self, role: &str) -> String {
-        format!("{}/{}", self.provisioner, role.replace('_', "-"))
-    }
-
     async fn workers(&self, pool: &str) -> Result<Vec<Worker>, SourceError> {
-        let (provisioner, worker_type) = pool.split_once('/').unwrap_or(("", pool));
-        if !identifier(provisioner) || !identifier(worker_type) {
-            return Err(SourceError::BadName(pool.to_string()));
-        }
-        let mut workers = Vec::new();
+        let (provisioner, worker_type) =
+            split_pool(pool).ok_or_else(|| SourceError::BadName(pool.to_string()))?;
+        let what = format!("listing the workers of {pool}");
+        let mut listed = Vec::new();
         let mut token: Option<String> = None;
+        let mut pages = 0;
         loop {
-            let mut query = vec![("limit", "1000".to_string())];
-            if let Some(t) = token.take() {
-                query.push(("continuationToken", t));
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(SourceError::EndlessPaging { what });
             }
-            let Some(page) = self
-                .get::<WorkerList>(
-                    format!("provisioners/{provisioner}/worker-types/{worker_type}/workers"),
-                    query,
-                )
-                .await?
-            else {
-                return Ok(workers);
+            let answer = self
+                .queue
+                .listWorkers(provisioner, worker_type, token.as_deref(), Some(PAGE), None)
+                .await;
+            // An unknown pool is an empty list, not a 404; a 404 is the
+            // same answer said differently.
+            let page = match decode::<QueueWorkerList>(&what, answer) {
+                Ok(page) => page,
+                Err(CallError::NotFound) => break,
+                Err(CallError::Other(e)) => return Err(e),
             };
-            workers.extend(page.workers.into_iter().map(|w| Worker {
-                pool: pool.to_string(),
-                group: w.worker_group,
-                worker_id: w.worker_id,
-                state: w.state,
-                last_active: w.last_date_active,
-                first_claim: w.first_claim,
-                latest_run: w.latest_task.map(|t| t.run_id()),
-                quarantined_until: w.quarantine_until,
-            }));
+            listed.extend(page.workers);
+            // Expired workers are dropped after paging, so a short page,
+            // even an empty one, is not the last: only a missing token is.
             match page.continuation_token {
                 Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(workers),
+                _ => break,
             }
         }
+        if listed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // State is worth having but not worth losing the pool over.
+        let mut states = match self.manager_states(provisioner, worker_type).await {
+            Ok(states) => states,
+            Err(e) => {
+                tracing::warn!(pool, error = %e, "worker states unknown");
+                HashMap::new()
+            }
+        };
+        Ok(listed
+            .into_iter()
+            .map(|w| {
+                let state = states.remove(&(w.worker_group.clone(), w.worker_id.clone()));
+                Worker {
+                    pool: pool.to_string(),
+                    group: w.worker_group,
+                    worker_id: w.worker_id,
+                    state: state.as_ref().and_then(|s| s.state.clone()),
+                    capacity: state.as_ref().and_then(|s| s.capacity),
+                    provider_id: state.and_then(|s| s.provider_id),
+                    last_active: w.last_date_active,
+                    first_claim: Some(w.first_claim),
+                    latest_run: w.latest_task.as_ref().map(TaskRunRef::run_id),
+                    quarantined_until: w.quarantine_until,
+                }
+            })
+            .collect())
     }
 
     async fn recent_runs(&self, worker: &Worker) -> Result<Vec<RunId>, SourceError> {
-        let (provisioner, worker_type) = worker.pool.split_once('/').unwrap_or(("", ""));
-        for part in [provisioner, worker_type, &worker.group, &worker.worker_id] {
-            if !identifier(part) {
-                return Err(SourceError::BadName(part.to_string()));
-            }
+        let worker = WorkerRef::from(worker);
+        let (provisioner, worker_type) = worker.checked()?;
+        let what = format!("reading worker {worker}");
+        let answer = self
+            .queue
+            .getWorker(provisioner, worker_type, &worker.group, &worker.worker_id)
+            .await;
+        match decode::<QueueWorker>(&what, answer) {
+            Ok(w) => Ok(w.recent_tasks.iter().map(TaskRunRef::run_id).collect()),
+            Err(CallError::NotFound) => Ok(Vec::new()),
+            Err(CallError::Other(e)) => Err(e),
         }
-        let detail = self
-            .get::<WorkerDetail>(
-                format!(
-                    "provisioners/{provisioner}/worker-types/{worker_type}/workers/{}/{}",
-                    worker.group, worker.worker_id
-                ),
-                Vec::new(),
-            )
-            .await?;
-        Ok(detail
-            .map(|d| d.recent_tasks.iter().map(TaskRef::run_id).collect())
-            .unwrap_or_default())
+    }
+
+    async fn quarantine_note(
+        &self,
+        worker: &Worker,
+        until: OffsetDateTime,
+    ) -> Result<Quarantine, SourceError> {
+        let worker = WorkerRef::from(worker);
+        let (provisioner, worker_type) = worker.checked()?;
+        let what = format!("reading the quarantine of {worker} in worker-manager");
+        let answer = self
+            .manager
+            .getWorker(provisioner, worker_type, &worker.group, &worker.worker_id)
+            .await;
+        match decode::<ManagerWorker>(&what, answer) {
+            Ok(w) => Ok(latest_note(
+                until,
+                w.quarantine_details.as_deref().unwrap_or_default(),
+            )),
+            Err(CallError::NotFound) => Ok(latest_note(until, &[])),
+            Err(CallError::Other(e)) => Err(e),
+        }
     }
 
     async fn run(&self, run: &str) -> Result<Option<RunStatus>, SourceError> {
@@ -246,13 +397,14 @@ impl WorkloadSource for Taskcluster {
             .and_then(|(t, r)| Some((t, r.parse::<u32>().ok()?)))
             .filter(|(t, _)| slugid(t))
             .ok_or_else(|| SourceError::BadName(run.to_string()))?;
-        let Some(answer) = self
-            .get::<TaskStatusAnswer>(format!("task/{task_id}/status"), Vec::new())
-            .await?
-        else {
-            return Ok(None);
+        let what = format!("reading the status of task {task_id}");
+        let answer = self.queue.status(task_id).await;
+        let status = match decode::<TaskStatusResponse>(&what, answer) {
+            Ok(answer) => answer.status,
+            Err(CallError::NotFound) => return Ok(None),
+            Err(CallError::Other(e)) => return Err(e),
         };
-        let Some(r) = answer.status.runs.into_iter().find(|r| r.run_id == run_id) else {
+        let Some(r) = status.runs.into_iter().find(|r| r.run_id == run_id) else {
             return Ok(None);
         };
         let result = match r.state.as_str() {
@@ -275,30 +427,51 @@ mod tests {
 
     #[test]
     fn names_that_reach_a_url_path_are_checked() {
-        assert!(identifier("gecko-t-linux-talos"));
-        assert!(identifier("releng_hardware"));
-        assert!(!identifier("a/b"));
-        assert!(!identifier("x;rm -rf /"));
-        assert!(!identifier(""));
-        assert!(!identifier(&"x".repeat(39)));
         assert!(slugid("fN1SbArXTPSVFNUvaOlinQ"));
         assert!(!slugid("../../etc/passwd....."));
+        let bad = WorkerRef {
+            pool: "releng-hardware/gecko-t-linux-talos-1804".into(),
+            group: "mdc1".into(),
+            worker_id: "../x".into(),
+        };
+        assert!(matches!(bad.checked(), Err(SourceError::BadName(_))));
     }
 
     #[test]
-    fn roles_map_to_worker_types_and_hosts_to_worker_ids() {
-        let tc = Taskcluster::new(
-            "http://127.0.0.1:1/",
-            "releng-hardware",
-            Duration::from_secs(1),
-        );
-        assert_eq!(
-            tc.pool_for_role("gecko_t_linux_talos"),
-            "releng-hardware/gecko-t-linux-talos"
-        );
+    fn hosts_map_to_worker_ids() {
+        let tc = Taskcluster::new(&ClientConfig {
+            root_url: "http://127.0.0.1:1/".into(),
+            credentials: None,
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
         assert_eq!(
             tc.worker_id("t-linux64-ms-016.test.releng.mdc1.mozilla.com"),
             "t-linux64-ms-016"
         );
+        assert_eq!(tc.client_id(), None);
+    }
+
+    #[test]
+    fn the_latest_quarantine_note_is_the_one_shown() {
+        let at = |s: i64| OffsetDateTime::from_unix_timestamp(1_800_000_000 + s).unwrap();
+        let note = |who: &str, s: i64, why: &str| QuarantineDetail {
+            client_id: who.into(),
+            quarantine_until: at(s + 3600),
+            updated_at: at(s),
+            quarantine_info: why.into(),
+        };
+        let q = latest_note(
+            at(9000),
+            &[
+                note("a", 10, "first"),
+                note("b", 30, "bad disk"),
+                note("c", 20, "x"),
+            ],
+        );
+        assert_eq!(q.by.as_deref(), Some("b"));
+        assert_eq!(q.reason.as_deref(), Some("bad disk"));
+        assert_eq!(q.until, at(9000));
+        assert_eq!(latest_note(at(1), &[]).reason, None);
     }
 }
