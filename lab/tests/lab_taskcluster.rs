@@ -405,40 +405,37 @@ fn ids(workers: &[Value]) -> Vec<String> {
 }
 
 fn queue_worker(lab: &Lab, pool: &str, short: &str) -> Option<Value> {
-    let (p, wt) = split(pool);
-    let (status, body) = get(
-        lab,
-        &format!("api/queue/v1/provisioners/{p}/worker-types/{wt}/workers/mdc1/{short}"),
-    );
-    match status {
-        200 => {
-            check_queue_worker(&body);
-            Some(body)
-        }
-        404 => {
-            check_error(&body, "ResourceNotFound");
-            None
-        }
-        _ => panic!("getWorker answered {status}: {body}"),
-    }
+    get_worker(lab, "queue", pool, short, check_queue_worker)
 }
 
 fn wm_worker(lab: &Lab, pool: &str, short: &str) -> Option<Value> {
+    get_worker(lab, "worker-manager", pool, short, check_wm_worker)
+}
+
+/// A service's getWorker: the worker, checked by `check`, or `None` for
+/// the 404 the service gives an unknown worker.
+fn get_worker(
+    lab: &Lab,
+    service: &str,
+    pool: &str,
+    short: &str,
+    check: fn(&Value),
+) -> Option<Value> {
     let (p, wt) = split(pool);
     let (status, body) = get(
         lab,
-        &format!("api/worker-manager/v1/provisioners/{p}/worker-types/{wt}/workers/mdc1/{short}"),
+        &format!("api/{service}/v1/provisioners/{p}/worker-types/{wt}/workers/mdc1/{short}"),
     );
     match status {
         200 => {
-            check_wm_worker(&body);
+            check(&body);
             Some(body)
         }
         404 => {
             check_error(&body, "ResourceNotFound");
             None
         }
-        _ => panic!("wm getWorker answered {status}: {body}"),
+        _ => panic!("{service} getWorker answered {status}: {body}"),
     }
 }
 
