@@ -6,6 +6,7 @@
 pub mod shapes;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,36 +165,77 @@ impl Taskcluster {
         worker_type: &str,
     ) -> Result<HashMap<(String, String), shapes::ManagerListedWorker>, SourceError> {
         let what = format!("listing the workers of {provisioner}/{worker_type} in worker-manager");
-        let mut states = HashMap::new();
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let answer = self
-                .manager
-                .listWorkers(
-                    provisioner,
-                    worker_type,
-                    token.as_deref(),
-                    Some(PAGE),
-                    None,
-                    None,
-                    None,
-                )
-                .await;
-            let page = match decode::<ManagerWorkerList>(&what, answer) {
-                Ok(page) => page,
-                Err(CallError::NotFound) => return Ok(states),
-                Err(CallError::Other(e)) => return Err(e),
-            };
-            for w in page.workers {
-                states.insert((w.worker_group.clone(), w.worker_id.clone()), w);
+        let listed = every_page::<ManagerWorkerList, _, _>(&what, |token| {
+            let manager = &self.manager;
+            async move {
+                manager
+                    .listWorkers(
+                        provisioner,
+                        worker_type,
+                        token.as_deref(),
+                        Some(PAGE),
+                        None,
+                        None,
+                        None,
+                    )
+                    .await
             }
-            match page.continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(states),
-            }
-        }
-        Err(SourceError::EndlessPaging { what })
+        })
+        .await?;
+        Ok(listed
+            .into_iter()
+            .map(|w| ((w.worker_group.clone(), w.worker_id.clone()), w))
+            .collect())
     }
+}
+
+/// A listing's page: its items, and the token for the next one.
+trait Page: DeserializeOwned {
+    type Item;
+    fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
+}
+
+impl Page for QueueWorkerList {
+    type Item = shapes::QueueListedWorker;
+    fn into_parts(self) -> (Vec<Self::Item>, Option<String>) {
+        (self.workers, self.continuation_token)
+    }
+}
+
+impl Page for ManagerWorkerList {
+    type Item = shapes::ManagerListedWorker;
+    fn into_parts(self) -> (Vec<Self::Item>, Option<String>) {
+        (self.workers, self.continuation_token)
+    }
+}
+
+/// Every item of a paged listing, `fetch` asking for the page after a
+/// token. Expired workers are dropped after paging, so a short page, even
+/// an empty one, is not the last: only a missing token is. An unknown pool
+/// is an empty list, and a 404 is the same answer said differently.
+async fn every_page<P, F, Fut>(what: &str, mut fetch: F) -> Result<Vec<P::Item>, SourceError>
+where
+    P: Page,
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, anyhow::Error>>,
+{
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let (page, next) = match decode::<P>(what, fetch(token.take()).await) {
+            Ok(page) => page.into_parts(),
+            Err(CallError::NotFound) => return Ok(items),
+            Err(CallError::Other(e)) => return Err(e),
+        };
+        items.extend(page);
+        match next {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(items),
+        }
+    }
+    Err(SourceError::EndlessPaging {
+        what: what.to_string(),
+    })
 }
 
 /// Which worker: its pool, group and id.
@@ -296,33 +338,15 @@ impl WorkloadSource for Taskcluster {
         let (provisioner, worker_type) =
             split_pool(pool).ok_or_else(|| SourceError::BadName(pool.to_string()))?;
         let what = format!("listing the workers of {pool}");
-        let mut listed = Vec::new();
-        let mut token: Option<String> = None;
-        let mut pages = 0;
-        loop {
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(SourceError::EndlessPaging { what });
+        let listed = every_page::<QueueWorkerList, _, _>(&what, |token| {
+            let queue = &self.queue;
+            async move {
+                queue
+                    .listWorkers(provisioner, worker_type, token.as_deref(), Some(PAGE), None)
+                    .await
             }
-            let answer = self
-                .queue
-                .listWorkers(provisioner, worker_type, token.as_deref(), Some(PAGE), None)
-                .await;
-            // An unknown pool is an empty list, not a 404; a 404 is the
-            // same answer said differently.
-            let page = match decode::<QueueWorkerList>(&what, answer) {
-                Ok(page) => page,
-                Err(CallError::NotFound) => break,
-                Err(CallError::Other(e)) => return Err(e),
-            };
-            listed.extend(page.workers);
-            // Expired workers are dropped after paging, so a short page,
-            // even an empty one, is not the last: only a missing token is.
-            match page.continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
-            }
-        }
+        })
+        .await?;
         if listed.is_empty() {
             return Ok(Vec::new());
         }
