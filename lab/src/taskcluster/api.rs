@@ -109,8 +109,17 @@ pub(crate) struct Req {
     pub body: Bytes,
 }
 
+/// Handlers take the request read whole, or answer the refusal.
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Req {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _: &S) -> Result<Req, Response> {
+        Req::read(req).await.map_err(|refused| *refused)
+    }
+}
+
 impl Req {
-    pub(crate) async fn read(req: Request) -> Result<Req, Refused> {
+    async fn read(req: Request) -> Result<Req, Refused> {
         let (parts, body) = req.into_parts();
         let body = axum::body::to_bytes(body, INPUT_LIMIT)
             .await

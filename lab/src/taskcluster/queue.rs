@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -92,12 +92,8 @@ pub(crate) fn row(shared: &Shared, pool: &PoolId, group: &str, id: &str) -> Opti
 pub(crate) async fn list_workers(
     State(shared): State<Arc<Shared>>,
     Path((provisioner, worker_type)): Path<(String, String)>,
-    req: Request,
+    req: Req,
 ) -> Response {
-    let req = match Req::read(req).await {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
     const QUERY: [QueryParam; 3] = [
         PAGING[0],
         PAGING[1],
@@ -183,12 +179,8 @@ fn worker_endpoint<'a>(
 pub(crate) async fn get_worker(
     State(shared): State<Arc<Shared>>,
     Path((p, wt, g, id)): Path<(String, String, String, String)>,
-    req: Request,
+    req: Req,
 ) -> Response {
-    let req = match Req::read(req).await {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
     let ep = worker_endpoint("getWorker", "get-worker", &p, &wt, &g, &id);
     let adm = match api::admit(&shared, &req, &ep) {
         Ok(a) => a,
@@ -264,12 +256,8 @@ fn quarantine_request(body: &Value) -> Result<(String, SystemTime, Option<String
 pub(crate) async fn quarantine_worker(
     State(shared): State<Arc<Shared>>,
     Path((p, wt, g, id)): Path<(String, String, String, String)>,
-    req: Request,
+    req: Req,
 ) -> Response {
-    let req = match Req::read(req).await {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
     let ep = worker_endpoint("quarantineWorker", "quarantine-worker", &p, &wt, &g, &id);
     let adm = match api::admit(&shared, &req, &ep) {
         Ok(a) => a,
@@ -365,12 +353,8 @@ fn root_url(req: &Req) -> String {
 pub(crate) async fn task_status(
     State(shared): State<Arc<Shared>>,
     Path(task): Path<String>,
-    req: Request,
+    req: Req,
 ) -> Response {
-    let req = match Req::read(req).await {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
     let ep = Endpoint {
         name: "status",
         scope: format!("queue:status:{task}"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
 use super::api::{self, Endpoint, PAGING, Param, QueryParam, Req};
@@ -40,12 +40,8 @@ fn pool_param(value: &str) -> Param<'_> {
 pub(crate) async fn list_workers(
     State(shared): State<Arc<Shared>>,
     Path((provisioner, worker_type)): Path<(String, String)>,
-    req: Request,
+    req: Req,
 ) -> Response {
-    let req = match Req::read(req).await {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
     const QUERY: [QueryParam; 5] = [
         PAGING[0],
         PAGING[1],
@@ -107,12 +103,8 @@ pub(crate) async fn list_workers(
 pub(crate) async fn get_worker(
     State(shared): State<Arc<Shared>>,
     Path((p, wt, g, id)): Path<(String, String, String, String)>,
-    req: Request,
+    req: Req,
 ) -> Response {
-    let req = match Req::read(req).await {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
     let ep = Endpoint {
         name: "getWorker",
         scope: format!("worker-manager:get-worker:{p}/{wt}/{g}/{id}"),
@@ -146,11 +138,7 @@ pub(crate) async fn get_worker(
 /// with a `:` after the pool id, and `workers/<workerPoolId>`
 /// (listWorkersForWorkerPool), matched in that order on the raw path as
 /// Express does (a pool id with an unencoded `/` is two segments).
-pub(crate) async fn managed_workers(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let req = match Req::read(req).await {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+pub(crate) async fn managed_workers(State(shared): State<Arc<Shared>>, req: Req) -> Response {
     let raw = req
         .uri
         .path()
