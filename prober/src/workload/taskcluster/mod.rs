@@ -136,12 +136,10 @@ impl Taskcluster {
             return Err(SourceError::NoCredentials { what });
         };
         let (provisioner, worker_type) = worker.checked()?;
+        // Only a year RFC 3339 cannot write fails here.
         let until = until
             .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| SourceError::Setup {
-                root_url: String::new(),
-                source: e.into(),
-            })?;
+            .map_err(|_| SourceError::BadName(until.to_string()))?;
         let payload = serde_json::json!({"quarantineUntil": until, "quarantineInfo": note});
         let answer = queue
             .quarantineWorker(
