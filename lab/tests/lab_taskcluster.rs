@@ -439,6 +439,27 @@ fn get_worker(
     }
 }
 
+/// Waits until `witness` has claimed well after `since`, by when
+/// `quarantined` would have too; asserts `quarantined` claimed nothing
+/// after it.
+fn claims_nothing_since(lab: &Lab, quarantined: &str, witness: &str, since: SystemTime) {
+    wait(
+        &format!("{witness} claiming well past the quarantine"),
+        || {
+            recent_results(lab, TALOS, witness).iter().any(|(t, _)| {
+                t.duration_since(since)
+                    .is_ok_and(|d| d > Duration::from_millis(500))
+            })
+        },
+    );
+    assert!(
+        recent_results(lab, TALOS, quarantined)
+            .iter()
+            .all(|(t, _)| *t <= since),
+        "{quarantined} claimed work while quarantined"
+    );
+}
+
 fn status(lab: &Lab, task: &str) -> Value {
     let (code, body) = get(lab, &format!("api/queue/v1/task/{task}/status"));
     assert_eq!(code, 200, "{body}");
@@ -661,19 +682,7 @@ fn a_reboot_retries_the_task_and_quarantine_stops_claims() {
     );
     // Wait until lab-0003 has claimed well after the quarantine, so
     // lab-0002 would have too.
-    wait("lab-0003 claiming past the quarantine", || {
-        recent_results(&lab, TALOS, "lab-0003")
-            .iter()
-            .any(|(t, _)| {
-                t.duration_since(q)
-                    .is_ok_and(|d| d > Duration::from_millis(500))
-            })
-    });
-    assert!(
-        recent_results(&lab, TALOS, "lab-0002")
-            .iter()
-            .all(|(s, _)| *s <= q)
-    );
+    claims_nothing_since(&lab, "lab-0002", "lab-0003", q);
     let details = wm_worker(&lab, TALOS, "lab-0002").unwrap()["quarantineDetails"].clone();
     assert_eq!(details.as_array().unwrap().len(), 1, "{details}");
     assert_eq!(details[0]["clientId"], "project/fleetroll/lab");
@@ -1252,19 +1261,7 @@ scopes = ["queue:quarantine-worker:releng-hardware/gecko-t-linux-netperf-1804/*"
     assert!(format!("{e:#}").contains("ResourceNotFound"), "{e:#}");
 
     // While quarantined lab-0001 claims nothing; lifted, it claims again.
-    wait("lab-0002 claiming well past the quarantine", || {
-        recent_results(&lab, TALOS, "lab-0002")
-            .iter()
-            .any(|(t, _)| {
-                t.duration_since(q)
-                    .is_ok_and(|d| d > Duration::from_millis(500))
-            })
-    });
-    assert!(
-        recent_results(&lab, TALOS, "lab-0001")
-            .iter()
-            .all(|(t, _)| *t <= q)
-    );
+    claims_nothing_since(&lab, "lab-0001", "lab-0002", q);
     let lift = quarantine_body(SystemTime::now(), None);
     rt.block_on(queue.quarantineWorker(p, wt, "mdc1", "lab-0001", &lift))
         .unwrap();
