@@ -15,11 +15,13 @@ use tokio::sync::watch;
 
 use crate::error::{IoContext, LabError};
 use crate::hostfs::{self, HostIdentity};
+use crate::hostkey::HostKeyKind;
 use crate::layout::LabLayout;
 use crate::namespace::MountPlan;
 use crate::puppet::{branch_key, write_atomic};
 use crate::runtime::{
-    self, BadBranches, DownReason, HostRt, HostState, OverrideEvent, OverrideEventKind, Shared,
+    self, BadBranches, DownReason, Endpoint, HostRt, HostState, OverrideEvent, OverrideEventKind,
+    Shared,
 };
 use crate::scenario::{MetadataMode, Os, Scenario};
 use crate::slots::{self, Slot, SlotRecord};
@@ -42,6 +44,10 @@ pub struct LabConfig {
     /// `fleetroll.test` for the first lab on the machine, `lab<N>.fleetroll.test`
     /// for concurrent ones, so their names never collide in /etc/hosts.
     pub domain: Option<String>,
+    /// Put the hosts behind a bastion: they listen only in a private
+    /// network namespace, which `bastion.<domain>` (a real sshd, the only
+    /// thing listening where clients run) forwards into.
+    pub bastion: bool,
 }
 
 impl LabConfig {
@@ -53,7 +59,14 @@ impl LabConfig {
             port: 0,
             scenario: Scenario::default(),
             domain: None,
+            bastion: false,
         }
+    }
+
+    /// Puts the hosts behind a bastion (see [`LabConfig::bastion`]).
+    pub fn bastion(mut self, on: bool) -> LabConfig {
+        self.bastion = on;
+        self
     }
 
     /// Sets the scenario.
@@ -113,8 +126,16 @@ pub struct LabInfo {
     pub ssh_port: u16,
     /// Private key to log in with.
     pub identity_file: PathBuf,
-    /// known_hosts covering every host, for strict host key checking.
+    /// known_hosts covering every host (and the bastion), for strict host
+    /// key checking.
     pub known_hosts_file: PathBuf,
+    /// OpenSSH client config for the hosts (through the bastion when there
+    /// is one): `ssh -F <it> lab-0001.<domain>`.
+    #[serde(default)]
+    pub ssh_config_file: PathBuf,
+    /// The jump host, when the hosts are behind one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bastion: Option<BastionInfo>,
     /// Base URL of the Taskcluster double (its `rootUrl`).
     pub taskcluster_url: String,
     /// Provisioner of every worker pool (`<provisioner>/<role>`).
@@ -130,6 +151,20 @@ pub struct LabInfo {
     pub taskcluster_client: TaskclusterClient,
     /// The hosts.
     pub hosts: Vec<LabHost>,
+}
+
+/// The jump host of a lab whose hosts are behind one: the same user, key
+/// and port as the hosts; it forwards to them and runs nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BastionInfo {
+    /// `bastion.<domain>`, resolvable through /etc/hosts.
+    pub hostname: String,
+    /// Its loopback address (127.S.0.254).
+    pub address: Ipv4Addr,
+    /// Its SSH port (the hosts' port).
+    pub port: u16,
+    /// Its own host key (`type base64`), also in the lab's known_hosts.
+    pub public_key: String,
 }
 
 /// Taskcluster credentials the double accepts.
@@ -244,6 +279,23 @@ fn check_dir_chars(dir: &Path) -> Result<(), LabError> {
     Ok(())
 }
 
+/// The domain ends up in /etc/hosts and the lab's ssh_config (as a `Host`
+/// pattern): a plain DNS name, nothing either would read differently.
+fn check_domain(domain: &str) -> Result<(), LabError> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if domain.len() > 200 || !domain.split('.').all(label_ok) {
+        return Err(LabError::Config(format!(
+            "domain {domain:?} is not a DNS name (letters, digits and -, in dot-separated labels)"
+        )));
+    }
+    Ok(())
+}
+
 fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
@@ -326,6 +378,9 @@ impl Lab {
                 slots::MAX_HOSTS,
                 config.hosts
             )));
+        }
+        if let Some(domain) = &config.domain {
+            check_domain(domain)?;
         }
         fs::create_dir_all(&config.dir).ctx(|| format!("create {}", config.dir.display()))?;
         let dir =
@@ -413,7 +468,7 @@ impl Lab {
             .ctx(|| format!("create {}", layout.sshd_log().display()))?;
 
         phases.mark("clean");
-        sshd::setup(&layout, &id)?;
+        sshd::setup(&layout, &id, config.bastion)?;
         phases.mark("keys");
         scripts::install(&layout)?;
         let scenario = &config.scenario;
@@ -527,6 +582,12 @@ impl Lab {
                     override_events: Vec::new(),
                     override_tracking: Ok(()),
                     reboots: 0,
+                    host_key: runtime::PresentedKey {
+                        path: layout.host_key(),
+                        kind: HostKeyKind::Ed25519,
+                        own: false,
+                        certificate: None,
+                    },
                 }),
             });
         }
@@ -545,20 +606,44 @@ impl Lab {
             }
         }
 
-        // Bind everything before returning, so `up` means reachable.
-        let port = if config.port == 0 {
-            let probe = runtime::bind(slot.addr(0), 0)?;
-            probe
+        // Behind a bastion, the hosts listen in a network namespace of their
+        // own and only the bastion listens where clients run.
+        let bastion_fqdn = format!("bastion.{domain}");
+        let bastion_addr = slots::bastion_addr(slot.octet);
+        let fleet_net = if config.bastion {
+            Some(crate::netns::FleetNet::create()?)
+        } else {
+            None
+        };
+        // Bind everything before returning, so `up` means reachable. The port
+        // is chosen where clients run (the fleet's namespace is empty).
+        let bastion_listener = if config.bastion {
+            Some(runtime::bind(bastion_addr, config.port)?)
+        } else {
+            None
+        };
+        let port = match &bastion_listener {
+            Some(l) => l
                 .local_addr()
                 .ctx(|| "read the chosen port".to_string())?
-                .port()
-        } else {
-            config.port
+                .port(),
+            None if config.port == 0 => {
+                let probe = runtime::bind(slot.addr(0), 0)?;
+                probe
+                    .local_addr()
+                    .ctx(|| "read the chosen port".to_string())?
+                    .port()
+            }
+            None => config.port,
+        };
+        let bind_host = |addr: Ipv4Addr| match &fleet_net {
+            Some(net) => net.bind(std::net::SocketAddr::from((addr, port))),
+            None => runtime::bind(addr, port),
         };
         let mut listeners = Vec::with_capacity(rts.len());
         for h in &rts {
             listeners.push(if h.lock().should_listen() {
-                Some(runtime::bind(h.addr, port)?)
+                Some(bind_host(h.addr)?)
             } else {
                 None
             });
@@ -568,10 +653,13 @@ impl Lab {
             h.lock().listening = listening;
         }
 
-        let entries: Vec<(Ipv4Addr, String)> = hosts
+        let mut entries: Vec<(Ipv4Addr, String)> = hosts
             .iter()
             .map(|h| (h.address, h.hostname.clone()))
             .collect();
+        if config.bastion {
+            entries.push((bastion_addr, bastion_fqdn.clone()));
+        }
         phases.mark("listeners");
         hostsfile::add_block(&id, &dir, &entries)?;
         phases.mark("/etc/hosts");
@@ -579,7 +667,37 @@ impl Lab {
             .iter()
             .map(|h| (h.hostname.clone(), h.address))
             .collect();
-        sshd::write_known_hosts(&layout, port, &names)?;
+        let bastion_at = sshd::BastionAddr {
+            fqdn: &bastion_fqdn,
+            addr: bastion_addr,
+        };
+        let bastion_at = config.bastion.then_some(&bastion_at);
+        sshd::write_known_hosts(&layout, port, &names, bastion_at)?;
+        sshd::write_client_config(&layout, &id, &domain, slot.octet, port, bastion_at)?;
+        let bastion = match fleet_net {
+            Some(net) => {
+                sshd::write_bastion_config(&layout, &id, port)?;
+                Some(runtime::Bastion {
+                    mount_plan: Arc::new(MountPlan::for_bastion(&dir, &bastion_fqdn)?),
+                    fqdn: bastion_fqdn.clone(),
+                    addr: bastion_addr,
+                    net,
+                    want_listen: watch::channel(true).0,
+                    listening: AtomicBool::new(true),
+                    sessions: Mutex::new(HashSet::new()),
+                })
+            }
+            None => None,
+        };
+        let bastion_info = match &bastion {
+            Some(b) => Some(BastionInfo {
+                hostname: b.fqdn.clone(),
+                address: b.addr,
+                port,
+                public_key: crate::hostkey::public_key_of(&layout.bastion_host_key())?,
+            }),
+            None => None,
+        };
 
         let mut bad = BadBranches::default();
         for b in &scenario.puppet.bad_branches {
@@ -608,16 +726,18 @@ impl Lab {
             stopping: AtomicBool::new(false),
             sshd_log,
             log: Mutex::new(log),
+            bastion,
         });
         let watcher = overrides::spawn(Arc::clone(&shared));
-        let (thread, handle, tc_url) = match spawn_runtime(Arc::clone(&shared), listeners) {
-            Ok(x) => x,
-            Err(e) => {
-                shared.stopping.store(true, Ordering::SeqCst);
-                let _ = watcher.join();
-                return Err(e);
-            }
-        };
+        let (thread, handle, tc_url) =
+            match spawn_runtime(Arc::clone(&shared), listeners, bastion_listener) {
+                Ok(x) => x,
+                Err(e) => {
+                    shared.stopping.store(true, Ordering::SeqCst);
+                    let _ = watcher.join();
+                    return Err(e);
+                }
+            };
 
         let info = LabInfo {
             id,
@@ -629,6 +749,8 @@ impl Lab {
             ssh_port: port,
             identity_file: layout.client_key(),
             known_hosts_file: layout.known_hosts(),
+            ssh_config_file: layout.ssh_client_config(),
+            bastion: bastion_info,
             taskcluster_url: tc_url,
             taskcluster_provisioner: scenario.taskcluster.provisioner.clone(),
             taskcluster_worker_group: scenario.taskcluster.worker_group.clone(),
@@ -762,6 +884,73 @@ impl Lab {
         &self.info.taskcluster_client
     }
 
+    /// The jump host, when the hosts are behind one ([`LabConfig::bastion`]).
+    pub fn bastion(&self) -> Option<&BastionInfo> {
+        self.info.bastion.as_ref()
+    }
+
+    /// OpenSSH client config for the lab's hosts (user, port, key,
+    /// known_hosts, and `ProxyJump` through the bastion when there is one):
+    /// `ssh -F <it> lab-0001.<domain>`.
+    pub fn ssh_config_file(&self) -> &Path {
+        &self.info.ssh_config_file
+    }
+
+    fn the_bastion(&self) -> Result<&runtime::Bastion, LabError> {
+        self.shared
+            .bastion
+            .as_ref()
+            .ok_or_else(|| LabError::Config("this lab has no bastion".into()))
+    }
+
+    /// Live connections to the bastion (its `sshd -i` processes, one per
+    /// client connection whatever number of hosts it carries); 0 without a
+    /// bastion.
+    pub fn bastion_connections(&self) -> usize {
+        self.shared
+            .bastion
+            .as_ref()
+            .map_or(0, |b| b.lock_sessions().len())
+    }
+
+    /// Kills every live connection to the bastion, as a bastion that
+    /// restarts does: clients must reconnect, and what they ran on hosts
+    /// through it loses its connection. Returns once they are gone.
+    pub fn drop_bastion_connections(&self) -> Result<(), LabError> {
+        let bastion = self.the_bastion()?;
+        runtime::kill_bastion_sessions(&self.shared);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !bastion.lock_sessions().is_empty() {
+            if Instant::now() > deadline {
+                return Err(LabError::Daemon(
+                    "the bastion's connections did not end".into(),
+                ));
+            }
+            // A connection accepted meanwhile is dropped too.
+            runtime::kill_bastion_groups(&self.shared);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Unreachable bastion: connections to it are refused (nothing listens
+    /// on its address), so no host can be reached. Existing connections are
+    /// left alone ([`Lab::drop_bastion_connections`] ends them).
+    pub fn set_bastion_unreachable(&self, on: bool) -> Result<(), LabError> {
+        let bastion = self.the_bastion()?;
+        bastion.want_listen.send_replace(!on);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bastion.listening.load(Ordering::SeqCst) == on {
+            if Instant::now() > deadline {
+                return Err(LabError::Daemon(
+                    "the bastion's listener did not follow".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     /// Stops the lab now, reporting cleanup errors (drop does the same,
     /// silently).
     pub fn down(mut self) -> Result<(), LabError> {
@@ -867,6 +1056,7 @@ type Started = (JoinHandle<()>, tokio::runtime::Handle, String);
 fn spawn_runtime(
     shared: Arc<Shared>,
     listeners: Vec<Option<std::net::TcpListener>>,
+    bastion: Option<std::net::TcpListener>,
 ) -> Result<Started, LabError> {
     let (ready_tx, ready_rx) =
         std::sync::mpsc::channel::<Result<(tokio::runtime::Handle, String), LabError>>();
@@ -886,7 +1076,7 @@ fn spawn_runtime(
                 }
             };
             let handle = rt.handle().clone();
-            rt.block_on(serve(shared, listeners, handle, ready_tx));
+            rt.block_on(serve(shared, listeners, bastion, handle, ready_tx));
             rt.shutdown_timeout(Duration::from_secs(2));
         })
         .ctx(|| "spawn the lab thread".to_string())?;
@@ -908,6 +1098,7 @@ fn spawn_runtime(
 async fn serve(
     shared: Arc<Shared>,
     listeners: Vec<Option<std::net::TcpListener>>,
+    bastion: Option<std::net::TcpListener>,
     handle: tokio::runtime::Handle,
     ready: std::sync::mpsc::Sender<Result<(tokio::runtime::Handle, String), LabError>>,
 ) {
@@ -938,7 +1129,18 @@ async fn serve(
             .await;
     });
     for (index, l) in listeners.into_iter().enumerate() {
-        tokio::spawn(runtime::host_listener(Arc::clone(&shared), index, l));
+        tokio::spawn(runtime::listener(
+            Arc::clone(&shared),
+            Endpoint::Host(index),
+            l,
+        ));
+    }
+    if bastion.is_some() {
+        tokio::spawn(runtime::listener(
+            Arc::clone(&shared),
+            Endpoint::Bastion,
+            bastion,
+        ));
     }
     tokio::spawn(runtime::request_poller(Arc::clone(&shared)));
     let _ = ready.send(Ok((handle, url)));
@@ -953,6 +1155,7 @@ async fn serve(
     {
         let shared = Arc::clone(&shared);
         let _ = tokio::task::spawn_blocking(move || {
+            runtime::kill_bastion_sessions(&shared);
             for index in 0..shared.hosts.len() {
                 runtime::kill_host_sessions_groups(&shared, index);
             }
@@ -961,7 +1164,14 @@ async fn serve(
         .await;
     }
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline && shared.hosts.iter().any(|h| !h.lock().sessions.is_empty()) {
+    let live = |shared: &Shared| {
+        shared.hosts.iter().any(|h| !h.lock().sessions.is_empty())
+            || shared
+                .bastion
+                .as_ref()
+                .is_some_and(|b| !b.lock_sessions().is_empty())
+    };
+    while Instant::now() < deadline && live(&shared) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
@@ -1329,28 +1539,104 @@ impl HostHandle<'_> {
             .collect()
     }
 
-    /// Gives the host a new SSH host key of its own (clients that knew the
-    /// old one see "REMOTE HOST IDENTIFICATION HAS CHANGED").
+    /// Gives the host a new SSH host key of its own, of the type it has now
+    /// (ed25519 unless [`HostHandle::set_host_key`] chose another), without
+    /// certificate: clients that knew the old one see "REMOTE HOST
+    /// IDENTIFICATION HAS CHANGED".
     pub fn rotate_host_key(&self) -> Result<(), LabError> {
-        let path = self.rt().layout.own_host_key();
-        let tmp = path.with_extension("new");
-        sshd::keygen(&tmp, &format!("fleetroll-lab {}", self.rt().fqdn))?;
-        let mut tmp_pub = tmp.as_os_str().to_owned();
-        tmp_pub.push(".pub");
-        let mut final_pub = path.as_os_str().to_owned();
-        final_pub.push(".pub");
-        fs::rename(&tmp_pub, &final_pub).ctx(|| "install new host key".to_string())?;
-        fs::rename(&tmp, &path).ctx(|| "install new host key".to_string())
+        let kind = self.rt().lock().host_key.kind;
+        self.set_host_key(kind).map(|_| ())
+    }
+
+    /// Gives the host a fresh host key of its own of `kind`, which from the
+    /// next connection on is the only key it offers (`HostKeyAlgorithms`
+    /// narrowed to it: `rsa-sha2-512,rsa-sha2-256` for [`HostKeyKind::Rsa`],
+    /// `ssh-rsa` alone for [`HostKeyKind::RsaSha1Only`]). Drops any
+    /// certificate. Returns the public key (`type base64`).
+    pub fn set_host_key(&self, kind: HostKeyKind) -> Result<String, LabError> {
+        let path = self.rt().layout.own_host_key(kind);
+        let tmp = crate::hostkey::with_suffix(&path, ".new");
+        let public = crate::hostkey::generate_key_pair(
+            &tmp,
+            kind,
+            &format!("fleetroll-lab {}", self.rt().fqdn),
+        )?;
+        // Public half first: a connection starting now reads the private
+        // key, which is the old one or the new one, never half of each.
+        fs::rename(
+            crate::hostkey::with_suffix(&tmp, ".pub"),
+            crate::hostkey::with_suffix(&path, ".pub"),
+        )
+        .ctx(|| "install new host key".to_string())?;
+        fs::rename(&tmp, &path).ctx(|| "install new host key".to_string())?;
+        self.rt().lock().host_key = runtime::PresentedKey {
+            path,
+            kind,
+            own: true,
+            certificate: None,
+        };
+        Ok(public)
+    }
+
+    /// Signs the key the host presents now (its own, or the lab's shared
+    /// one) as a host certificate with the CA private key `ca_private_key`
+    /// (`ssh-keygen -s CA -h -I <host> -n <principals> [-V validity]`; no
+    /// principals: valid for any name), and makes the host present it from
+    /// the next connection on, besides the plain key. `validity` is
+    /// ssh-keygen's `-V` (`+52w`, `-1d:+1d`, `20300101:20310101`, ...).
+    pub fn certify_host_key(
+        &self,
+        ca_private_key: &Path,
+        principals: &[&str],
+        validity: Option<&str>,
+    ) -> Result<(), LabError> {
+        let key = self.rt().lock().host_key.clone();
+        let layout = &self.rt().layout;
+        let certificate = layout.host_certificate(&key.path);
+        // ssh-keygen writes <name>-cert.pub next to the public key: sign a
+        // copy, then move the certificate in place in one step.
+        let tmp_pub = layout.dir().join("signing.pub");
+        fs::copy(crate::hostkey::with_suffix(&key.path, ".pub"), &tmp_pub)
+            .ctx(|| format!("copy {}'s public host key", self.rt().short))?;
+        let signed = crate::hostkey::sign_host_key(
+            ca_private_key,
+            &tmp_pub,
+            &format!("fleetroll-lab {}", self.rt().fqdn),
+            principals,
+            validity,
+        );
+        let _ = fs::remove_file(&tmp_pub);
+        signed?;
+        fs::rename(layout.dir().join("signing-cert.pub"), &certificate)
+            .ctx(|| format!("install {}", certificate.display()))?;
+        let mut st = self.rt().lock();
+        // Unless the key changed meanwhile, under this certificate.
+        if st.host_key.path == key.path {
+            st.host_key.certificate = Some(certificate);
+        }
+        Ok(())
     }
 
     /// The host's current public host key (`type base64`).
     pub fn host_public_key(&self) -> Result<String, LabError> {
-        let own = self.rt().layout.own_host_key();
-        let key = if own.exists() {
-            sshd::public_key(&own)?
-        } else {
-            sshd::public_key(&self.lab.shared.layout.host_key())?
-        };
-        Ok(key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        let path = self.rt().lock().host_key.path.clone();
+        crate::hostkey::public_key_of(&path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_plain_dns_names() {
+        for ok in ["fleetroll.test", "lab11.fleetroll.test", "a-b.c0"] {
+            assert!(check_domain(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", ".test", "a..b", "a b", "a\nb", "-a.test", "a*.test", "a.test.",
+        ] {
+            assert!(check_domain(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! <dir>/lab.json                 what `up` prints; also read by `down`
 //! <dir>/lab.log, sshd.log        daemon and sshd diagnostics
 //! <dir>/ssh/                     host key, client identity, sshd_config, known_hosts
+//!                                (and the bastion's host key and sshd_config)
+//! <dir>/ssh_config               OpenSSH client config for the lab's hosts
 //! <dir>/bin/lab-session          the ForceCommand wrapper
 //! <dir>/share/                   shell shims shared by all hosts (run-puppet.sh, reboot, ...)
 //! <dir>/puppet/broken/<key>      exit code of a branch whose Puppet run fails
@@ -65,6 +67,15 @@ impl LabLayout {
     }
     pub(crate) fn sshd_config(&self) -> PathBuf {
         self.ssh_dir().join("sshd_config")
+    }
+    pub(crate) fn bastion_host_key(&self) -> PathBuf {
+        self.ssh_dir().join("bastion_host_ed25519_key")
+    }
+    pub(crate) fn bastion_sshd_config(&self) -> PathBuf {
+        self.ssh_dir().join("bastion_sshd_config")
+    }
+    pub(crate) fn ssh_client_config(&self) -> PathBuf {
+        self.root.join("ssh_config")
     }
     pub(crate) fn bin_dir(&self) -> PathBuf {
         self.root.join("bin")
@@ -136,8 +147,18 @@ impl HostLayout {
             .join("etc/sudoers.d")
             .join(crate::system::SUDOERS_NAME)
     }
-    pub(crate) fn own_host_key(&self) -> PathBuf {
-        self.dir.join("ssh_host_ed25519_key")
+    /// The host's own key of a kind (rotated or set by a test).
+    pub(crate) fn own_host_key(&self, kind: crate::hostkey::HostKeyKind) -> PathBuf {
+        self.dir.join(format!("ssh_host_{}_key", kind.file_stem()))
+    }
+    /// The certificate of the host key at `key` (the host's own, or the
+    /// lab's shared one): always in the host's directory.
+    pub(crate) fn host_certificate(&self, key: &Path) -> PathBuf {
+        let name = key
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.dir.join(format!("{name}-cert.pub"))
     }
 }
 

@@ -9,7 +9,10 @@
 //! applies the host's misbehaviour knobs. The lab's `run-puppet.sh` writes
 //! metadata with the project's reference `write_puppet_state`, `reboot` takes
 //! a host away and Puppet runs at boot, and a Taskcluster double reports each
-//! host's jobs.
+//! host's jobs. With [`LabConfig::bastion`] the hosts listen only in a private
+//! network namespace that a real sshd jump host forwards into; hosts can also
+//! present other host key types or certificates ([`HostHandle::set_host_key`],
+//! [`HostHandle::certify_host_key`]).
 //!
 //! ```no_run
 //! use fleetroll_lab::{Lab, LabConfig};
@@ -27,10 +30,12 @@
 mod down;
 mod error;
 mod hostfs;
+mod hostkey;
 mod hostsfile;
 mod lab;
 mod layout;
 mod namespace;
+mod netns;
 mod overrides;
 mod procs;
 mod puppet;
@@ -44,9 +49,10 @@ mod taskcluster;
 
 pub use down::{Leftovers, down, leftovers};
 pub use error::LabError;
+pub use hostkey::{HostKeyKind, generate_key_pair};
 pub use lab::{
-    HostHandle, HostStatus, Lab, LabConfig, LabHost, LabInfo, LabMode, PuppetRunRecord,
-    TaskclusterClient, is_running, read_info,
+    BastionInfo, HostHandle, HostStatus, Lab, LabConfig, LabHost, LabInfo, LabMode,
+    PuppetRunRecord, TaskclusterClient, is_running, read_info,
 };
 pub use procs::{ProcInfo, lab_processes, mounts_mentioning};
 pub use puppet::{git_sha, sha256_hex};

@@ -38,6 +38,13 @@ enum Command {
         #[arg(long, default_value = ".lab")]
         dir: PathBuf,
     },
+    /// Print the running lab's OpenSSH client config (`ssh -F <dir>/ssh_config
+    /// <host>`), with ProxyJump through the bastion when there is one.
+    SshConfig {
+        /// Lab directory.
+        #[arg(long, default_value = ".lab")]
+        dir: PathBuf,
+    },
     /// Serve a lab in the foreground until SIGTERM (what `up` runs).
     #[command(hide = true)]
     Serve(UpArgs),
@@ -61,6 +68,10 @@ struct UpArgs {
     /// when other labs run).
     #[arg(long)]
     domain: Option<String>,
+    /// Put the hosts behind a jump host, bastion.<domain>: only it can reach
+    /// them (see the printed ssh_config_file).
+    #[arg(long)]
+    bastion: bool,
     /// Seconds to wait for the lab to come up.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -76,7 +87,7 @@ impl UpArgs {
             .scenario(scenario)
             .port(self.port);
         c.domain = self.domain.clone();
-        Ok(c)
+        Ok(c.bastion(self.bastion))
     }
 }
 
@@ -87,6 +98,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Down { dir, timeout } => down(&dir, Duration::from_secs(timeout)),
         Command::Status { dir } => status(&dir),
+        Command::SshConfig { dir } => ssh_config(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,6 +158,9 @@ fn up(mut args: UpArgs) -> Result<(), LabError> {
     }
     if let Some(d) = &args.domain {
         cmd.arg("--domain").arg(d);
+    }
+    if args.bastion {
+        cmd.arg("--bastion");
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log))
@@ -264,4 +279,18 @@ fn status(dir: &Path) -> Result<(), LabError> {
         }
         _ => Err(LabError::NoLab(dir)),
     }
+}
+
+fn ssh_config(dir: &Path) -> Result<(), LabError> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let info = match fleetroll_lab::read_info(&dir) {
+        Ok(info) if fleetroll_lab::is_running(&info) => info,
+        _ => return Err(LabError::NoLab(dir)),
+    };
+    let text = std::fs::read_to_string(&info.ssh_config_file).map_err(|e| LabError::Io {
+        context: format!("read {}", info.ssh_config_file.display()),
+        source: e,
+    })?;
+    print!("{text}");
+    Ok(())
 }

@@ -70,6 +70,20 @@ impl MountPlan {
         Ok(MountPlan { binds, hostname })
     }
 
+    /// The bastion's namespace: the machine's files (its /etc/hosts, so
+    /// host names resolve as for any client) plus the lab directory where
+    /// sessions see it, so sshd reads the same authorized_keys as the
+    /// hosts' whatever the permissions of the directory's ancestors.
+    pub(crate) fn for_bastion(lab_dir: &Path, fqdn: &str) -> Result<MountPlan, LabError> {
+        let binds = vec![(
+            cpath(lab_dir)?,
+            cpath(Path::new(crate::layout::IN_SESSION_ROOT))?,
+        )];
+        let hostname = CString::new(fqdn)
+            .map_err(|_| LabError::Config(format!("host name {fqdn:?} contains NUL")))?;
+        Ok(MountPlan { binds, hostname })
+    }
+
     /// Moves the calling process into a fresh mount and UTS namespace with
     /// the host's files and name.
     ///

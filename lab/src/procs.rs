@@ -1,11 +1,14 @@
 //! Finding and ending a lab's processes.
 //!
 //! Every process a lab starts carries `FLEETROLL_LAB_ID=<id>` in its
-//! environment: sshd gets it from the daemon, sessions from sshd's `SetEnv`,
-//! and root commands keep it through sudo (`env_keep` in the hosts' sudo
-//! policy). Sessions also carry `FLEETROLL_LAB_HOST=<short name>`. A session
-//! runs in its own session id (sshd calls setsid), so a child that scrubbed its
-//! environment is still found through its session.
+//! environment: sshd gets it from the daemon (though its process title
+//! then hides it from /proc), sessions from sshd's `SetEnv`, and root
+//! commands keep it through sudo (`env_keep` in the hosts' sudo policy).
+//! Sessions also carry `FLEETROLL_LAB_HOST=<short name>`. A session runs in
+//! its own session id (sshd calls setsid), so a child that scrubbed its
+//! environment is still found through its session. The bastion's sshd, which
+//! starts no sessions, runs under a marked shell leading a session of its
+//! own (`FLEETROLL_LAB_HOST=bastion`).
 
 use std::collections::HashSet;
 use std::fs;

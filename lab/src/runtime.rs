@@ -14,8 +14,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::error::{IoContext, LabError};
+use crate::hostkey::HostKeyKind;
 use crate::layout::{HostLayout, LabLayout};
 use crate::namespace::MountPlan;
+use crate::netns::FleetNet;
 use crate::scenario::{HostConfig, Os, PuppetSpec, TaskclusterSpec};
 
 /// Why a host was not taking work during an interval.
@@ -76,6 +78,21 @@ pub(crate) struct HostState {
     pub override_events: Vec<OverrideEvent>,
     pub override_tracking: Result<(), String>,
     pub reboots: u64,
+    /// The key this host presents from the next connection on.
+    pub host_key: PresentedKey,
+}
+
+/// The host key a host presents, and its certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct PresentedKey {
+    /// The private key: the lab's shared one, or the host's own.
+    pub path: std::path::PathBuf,
+    pub kind: HostKeyKind,
+    /// The host's own key (rotated or set by a test): sshd gets it with -h
+    /// and offers nothing else.
+    pub own: bool,
+    /// A certificate of that key, presented too.
+    pub certificate: Option<std::path::PathBuf>,
 }
 
 impl HostState {
@@ -173,6 +190,30 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     pub sshd_log: File,
     pub log: Mutex<File>,
+    /// The jump host, when the fleet is behind one.
+    pub bastion: Option<Bastion>,
+}
+
+/// The bastion: a real `sshd -i` per connection, accepted where clients run
+/// and forwarding into the fleet's own network namespace.
+#[derive(Debug)]
+pub(crate) struct Bastion {
+    pub fqdn: String,
+    pub addr: Ipv4Addr,
+    /// The fleet's network, where every host listens.
+    pub net: FleetNet,
+    pub mount_plan: Arc<MountPlan>,
+    pub want_listen: watch::Sender<bool>,
+    pub listening: AtomicBool,
+    /// Process-group ids of its live connections: each is an `sshd -i`
+    /// under a marked shell, in a session of its own (see spawn_sshd).
+    pub sessions: Mutex<HashSet<i32>>,
+}
+
+impl Bastion {
+    pub(crate) fn lock_sessions(&self) -> MutexGuard<'_, HashSet<i32>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Shared {
@@ -247,7 +288,8 @@ fn parse_run(line: &[u8]) -> Option<PuppetRun> {
     })
 }
 
-/// Binds one host's listener (SO_REUSEADDR, as std does on Unix).
+/// Binds a listener in the calling thread's network namespace (SO_REUSEADDR,
+/// as std does on Unix).
 pub(crate) fn bind(addr: Ipv4Addr, port: u16) -> Result<std::net::TcpListener, LabError> {
     let l = std::net::TcpListener::bind(SocketAddr::from((addr, port)))
         .ctx(|| format!("listen on {addr}:{port}"))?;
@@ -256,15 +298,89 @@ pub(crate) fn bind(addr: Ipv4Addr, port: u16) -> Result<std::net::TcpListener, L
     Ok(l)
 }
 
-/// Serves one host: bound while it should be reachable, accepting
-/// connections and handing each to its own `sshd -i`.
-pub(crate) async fn host_listener(
+/// What a listener serves: one host, or the bastion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Host(usize),
+    Bastion,
+}
+
+impl Shared {
+    /// Binds a host's listener: in the fleet's network namespace behind a
+    /// bastion, else where clients run.
+    fn bind_host(&self, addr: Ipv4Addr, port: u16) -> Result<std::net::TcpListener, LabError> {
+        match &self.bastion {
+            Some(b) => b.net.bind(SocketAddr::from((addr, port))),
+            None => bind(addr, port),
+        }
+    }
+
+    fn endpoint_name(&self, ep: Endpoint) -> &str {
+        match ep {
+            Endpoint::Host(i) => &self.hosts[i].short,
+            Endpoint::Bastion => crate::sshd::BASTION_SHORT,
+        }
+    }
+
+    fn want_listen(&self, ep: Endpoint) -> Option<watch::Receiver<bool>> {
+        match ep {
+            Endpoint::Host(i) => Some(self.hosts[i].want_listen.subscribe()),
+            Endpoint::Bastion => self.bastion.as_ref().map(|b| b.want_listen.subscribe()),
+        }
+    }
+
+    fn set_listening(&self, ep: Endpoint, on: bool) {
+        match ep {
+            Endpoint::Host(i) => self.hosts[i].lock().listening = on,
+            Endpoint::Bastion => {
+                if let Some(b) = &self.bastion {
+                    b.listening.store(on, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn bind_endpoint(&self, ep: Endpoint) -> Result<std::net::TcpListener, LabError> {
+        match ep {
+            Endpoint::Host(i) => self.bind_host(self.hosts[i].addr, self.port()),
+            Endpoint::Bastion => match &self.bastion {
+                Some(b) => bind(b.addr, self.port()),
+                None => Err(LabError::Daemon("this lab has no bastion".into())),
+            },
+        }
+    }
+
+    /// Adds (or with `live` false removes) a live `sshd -i` of an endpoint.
+    fn track_session(&self, ep: Endpoint, pid: i32, live: bool) {
+        let update = |set: &mut HashSet<i32>| {
+            if live {
+                set.insert(pid);
+            } else {
+                set.remove(&pid);
+            }
+        };
+        match ep {
+            Endpoint::Host(i) => update(&mut self.hosts[i].lock().sessions),
+            Endpoint::Bastion => {
+                if let Some(b) = &self.bastion {
+                    update(&mut b.lock_sessions());
+                }
+            }
+        }
+    }
+}
+
+/// Serves a host or the bastion: bound while it should be reachable,
+/// accepting connections and handing each to its own `sshd -i`.
+pub(crate) async fn listener(
     shared: Arc<Shared>,
-    index: usize,
+    ep: Endpoint,
     mut initial: Option<std::net::TcpListener>,
 ) {
-    let host = &shared.hosts[index];
-    let mut want = host.want_listen.subscribe();
+    let Some(mut want) = shared.want_listen(ep) else {
+        return;
+    };
+    let name = shared.endpoint_name(ep).to_string();
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         if *shutdown.borrow() {
@@ -272,7 +388,7 @@ pub(crate) async fn host_listener(
         }
         if !*want.borrow_and_update() {
             initial = None;
-            host.lock().listening = false;
+            shared.set_listening(ep, false);
             tokio::select! {
                 r = want.changed() => if r.is_err() { return },
                 _ = shutdown.changed() => return,
@@ -281,10 +397,10 @@ pub(crate) async fn host_listener(
         }
         let std_listener = match initial.take() {
             Some(l) => l,
-            None => match bind(host.addr, shared.port()) {
+            None => match shared.bind_endpoint(ep) {
                 Ok(l) => l,
                 Err(e) => {
-                    shared.log(format!("{}: {e}; retrying", host.short));
+                    shared.log(format!("{name}: {e}; retrying"));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -293,19 +409,19 @@ pub(crate) async fn host_listener(
         let listener = match tokio::net::TcpListener::from_std(std_listener) {
             Ok(l) => l,
             Err(e) => {
-                shared.log(format!("{}: listener: {e}", host.short));
+                shared.log(format!("{name}: listener: {e}"));
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        host.lock().listening = true;
+        shared.set_listening(ep, true);
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
-                    Ok((stream, _)) => accept(&shared, index, stream),
+                    Ok((stream, _)) => accept(&shared, ep, stream),
                     Err(e) => {
                         // Out of descriptors and the like: back off, do not spin.
-                        shared.log(format!("{}: accept: {e}", host.short));
+                        shared.log(format!("{name}: accept: {e}"));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
@@ -316,13 +432,16 @@ pub(crate) async fn host_listener(
             }
         }
         drop(listener);
-        host.lock().listening = false;
+        shared.set_listening(ep, false);
     }
 }
 
-fn accept(shared: &Arc<Shared>, index: usize, stream: tokio::net::TcpStream) {
-    let host = &shared.hosts[index];
-    if host.lock().cfg.blackhole {
+fn accept(shared: &Arc<Shared>, ep: Endpoint, stream: tokio::net::TcpStream) {
+    let blackhole = match ep {
+        Endpoint::Host(i) => shared.hosts[i].lock().cfg.blackhole,
+        Endpoint::Bastion => false,
+    };
+    if blackhole {
         // Accepted, and never a byte back: the client's banner exchange
         // times out, like a host whose sshd is wedged.
         let mut shutdown = shared.shutdown.subscribe();
@@ -340,17 +459,50 @@ fn accept(shared: &Arc<Shared>, index: usize, stream: tokio::net::TcpStream) {
         });
         return;
     }
-    if let Err(e) = spawn_sshd(shared, index, stream) {
-        shared.log(format!("{}: cannot start sshd: {e}", host.short));
+    if let Err(e) = spawn_sshd(shared, ep, stream) {
+        shared.log(format!(
+            "{}: cannot start sshd: {e}",
+            shared.endpoint_name(ep)
+        ));
     }
+}
+
+/// The per-connection sshd options of a host: which key it presents (and
+/// only that one), and its certificate.
+fn host_key_args(host: &HostRt) -> Vec<std::ffi::OsString> {
+    let key = host.lock().host_key.clone();
+    let mut args = Vec::new();
+    if key.own {
+        // Keys given with -h are loaded before the config's; with
+        // HostKeyAlgorithms narrowed to this key's type, it is the only
+        // one offered even when the shared key is of another type.
+        args.push("-h".into());
+        args.push(key.path.clone().into_os_string());
+    }
+    if key.own || key.certificate.is_some() {
+        args.push("-o".into());
+        args.push(
+            format!(
+                "HostKeyAlgorithms={}",
+                key.kind.host_key_algorithms(key.certificate.is_some())
+            )
+            .into(),
+        );
+    }
+    if let Some(cert) = &key.certificate {
+        let mut opt = std::ffi::OsString::from("HostCertificate=");
+        opt.push(cert);
+        args.push("-o".into());
+        args.push(opt);
+    }
+    args
 }
 
 fn spawn_sshd(
     shared: &Arc<Shared>,
-    index: usize,
+    ep: Endpoint,
     stream: tokio::net::TcpStream,
 ) -> Result<(), LabError> {
-    let host = &shared.hosts[index];
     let std_stream = stream.into_std().ctx(|| "detach connection".to_string())?;
     // sshd expects a blocking socket on stdin/stdout.
     std_stream
@@ -363,41 +515,74 @@ fn spawn_sshd(
         .try_clone()
         .ctx(|| "dup sshd log".to_string())?;
 
-    let mut cmd = tokio::process::Command::new(crate::system::SSHD);
-    cmd.arg("-i")
-        .arg("-e")
-        .arg("-f")
-        .arg(shared.layout.sshd_config());
-    let own_key = host.layout.own_host_key();
-    if own_key.exists() {
-        // Keys given with -h are loaded before the config's, so this host
-        // presents its own key.
-        cmd.arg("-h").arg(own_key);
-    }
+    let mut cmd;
+    let (plan, netns) = match ep {
+        Endpoint::Host(index) => {
+            let host = &shared.hosts[index];
+            cmd = tokio::process::Command::new(crate::system::SSHD);
+            cmd.args(["-i", "-e", "-f"])
+                .arg(shared.layout.sshd_config())
+                .args(host_key_args(host))
+                .process_group(0);
+            (Arc::clone(&host.mount_plan), None)
+        }
+        Endpoint::Bastion => {
+            let Some(b) = &shared.bastion else {
+                return Err(LabError::Daemon("this lab has no bastion".into()));
+            };
+            // sshd overwrites its environment with its process title, and
+            // unlike a host's the bastion's connections start no session
+            // that carries the lab's mark. So sshd runs under a shell that
+            // keeps the mark, in a session of its own (set up below): the
+            // lab finds and kills the whole session even after its daemon
+            // died (procs.rs).
+            cmd = tokio::process::Command::new("/bin/sh");
+            cmd.args(["-c", "\"$@\"; exit $?", "fleetroll-lab-bastion"])
+                .arg(crate::system::SSHD)
+                .args(["-i", "-e", "-f"])
+                .arg(shared.layout.bastion_sshd_config())
+                .arg("-h")
+                .arg(shared.layout.bastion_host_key());
+            (Arc::clone(&b.mount_plan), Some(b.net.raw_fd()))
+        }
+    };
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("FLEETROLL_LAB_ID", &shared.id)
-        .env("FLEETROLL_LAB_HOST", &host.short)
+        .env("FLEETROLL_LAB_HOST", shared.endpoint_name(ep))
         .stdin(Stdio::from(sock))
         .stdout(Stdio::from(sock_out))
         .stderr(Stdio::from(stderr))
-        .process_group(0)
         .kill_on_drop(false);
-    let plan = Arc::clone(&host.mount_plan);
-    // SAFETY: `enter` only makes raw syscalls on memory prepared before the
-    // fork (see namespace.rs).
+    // SAFETY: `enter`, `join` and setsid only make raw syscalls on memory
+    // prepared before the fork (see namespace.rs, netns.rs); the
+    // namespace's fd stays open in the parent (Shared owns it) until after
+    // the spawn returns.
     unsafe {
-        cmd.pre_exec(move || plan.enter());
+        cmd.pre_exec(move || {
+            plan.enter()?;
+            // The bastion's connection was accepted where clients run; the
+            // connections it opens for them go to the fleet's network.
+            if let Some(ns) = netns {
+                crate::netns::join(ns)?;
+                // Its own session and process group (the group id is what
+                // the lab kills).
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
     let mut child = cmd.spawn().ctx(|| "spawn sshd -i".to_string())?;
     let Some(pid) = child.id().map(|p| p as i32) else {
         return Ok(());
     };
-    host.lock().sessions.insert(pid);
+    shared.track_session(ep, pid, true);
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let _ = child.wait().await;
-        shared.hosts[index].lock().sessions.remove(&pid);
+        shared.track_session(ep, pid, false);
     });
     Ok(())
 }
@@ -457,6 +642,27 @@ pub(crate) fn kill_host_sessions_groups(shared: &Shared, index: usize) {
             libc::kill(-pgid, libc::SIGKILL);
         }
     }
+}
+
+/// Kills the process groups of the bastion's live connections (their
+/// `sshd -i`, and so the forwarded connections they carry).
+pub(crate) fn kill_bastion_groups(shared: &Shared) {
+    let Some(b) = &shared.bastion else {
+        return;
+    };
+    let groups: Vec<i32> = b.lock_sessions().iter().copied().collect();
+    for pgid in groups {
+        // SAFETY: kill(2) on a process group we started.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Kills the bastion's connections and anything they left running.
+pub(crate) fn kill_bastion_sessions(shared: &Shared) {
+    kill_bastion_groups(shared);
+    crate::procs::kill_lab_processes(&shared.id, Some(crate::sshd::BASTION_SHORT));
 }
 
 /// Kills every connection to a host and what its sessions left running (a

@@ -49,6 +49,12 @@ pub(crate) fn host_addr(octet: u8, index: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, octet, (index / 250) as u8, (index % 250 + 1) as u8)
 }
 
+/// The bastion's address in a slot: hosts' last octet is 1..=250, so this
+/// is never a host's.
+pub(crate) fn bastion_addr(octet: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, octet, 0, 254)
+}
+
 fn slot_path(octet: u8) -> Result<PathBuf, LabError> {
     Ok(run_dir()?.join("slots").join(format!("{octet}.lock")))
 }

@@ -198,3 +198,76 @@ pub fn http_request(
         .unwrap_or_default();
     (status, content_type, body.to_string())
 }
+
+/// Runs `remote` on `host` with the system ssh client and strict host key
+/// checking against `known_hosts` (nothing else trusted).
+pub fn ssh_strict(
+    lab: &Lab,
+    host: &str,
+    remote: &str,
+    known_hosts: &Path,
+    extra: &[&str],
+) -> Output {
+    Command::new("ssh")
+        .arg("-F")
+        .arg("/dev/null")
+        .arg("-i")
+        .arg(lab.identity_file())
+        .arg("-p")
+        .arg(lab.ssh_port().to_string())
+        // ssh keeps the first value it sees for an option: extras first.
+        .args(extra)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg(format!("{}@{}", lab.ssh_user(), host))
+        .arg(remote)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh")
+}
+
+/// The system ssh client with the lab's own client config (`ssh -F
+/// <lab>/ssh_config`: through the bastion when there is one) and strict
+/// host key checking against the lab's known_hosts.
+pub fn ssh_config_command(lab: &Lab, host: &str, remote: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-F")
+        .arg(lab.ssh_config_file())
+        .args(extra)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            lab.known_hosts_file().display()
+        ))
+        .arg(host)
+        .arg(remote)
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `remote` on `host` with the lab's client config.
+pub fn ssh_config(lab: &Lab, host: &str, remote: &str, extra: &[&str]) -> Output {
+    ssh_config_command(lab, host, remote, extra)
+        .output()
+        .expect("run ssh")
+}
