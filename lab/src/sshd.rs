@@ -77,16 +77,7 @@ fn sshd_config(layout: &LabLayout, lab_id: &str) -> String {
     format!(
         "# fleetroll-lab sshd_config, lab {lab_id}: sshd is started per connection (-i)\n\
          HostKey {host_key}\n\
-         PidFile none\n\
-         AuthorizedKeysFile {authorized}\n\
-         StrictModes no\n\
-         PubkeyAuthentication yes\n\
-         PasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\n\
-         HostbasedAuthentication no\n\
-         UsePAM no\n\
-         PermitRootLogin no\n\
-         AllowUsers {LAB_USER}\n\
+         {login}\
          ForceCommand {wrapper}\n\
          PermitUserEnvironment no\n\
          SetEnv FLEETROLL_LAB_ID={lab_id}\n\
@@ -102,8 +93,7 @@ fn sshd_config(layout: &LabLayout, lab_id: &str) -> String {
          LogLevel ERROR\n\
          Subsystem sftp /usr/lib/openssh/sftp-server\n",
         host_key = layout.host_key().display(),
-        // sshd reads these as the user, inside the host's namespace.
-        authorized = layout.in_session().authorized_keys().display(),
+        login = login_policy(layout),
         wrapper = shell_quote(&layout.in_session().session_wrapper().display().to_string()),
     )
 }
@@ -136,16 +126,7 @@ fn bastion_sshd_config(layout: &LabLayout, lab_id: &str, port: u16) -> String {
     // command ever runs, while forwarding (a channel, not a session) works.
     format!(
         "# fleetroll-lab bastion sshd_config, lab {lab_id}: a jump host started per connection (-i)\n\
-         PidFile none\n\
-         AuthorizedKeysFile {authorized}\n\
-         StrictModes no\n\
-         PubkeyAuthentication yes\n\
-         PasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\n\
-         HostbasedAuthentication no\n\
-         UsePAM no\n\
-         PermitRootLogin no\n\
-         AllowUsers {LAB_USER}\n\
+         {login}\
          ForceCommand /usr/sbin/nologin\n\
          PermitTTY no\n\
          PermitUserEnvironment no\n\
@@ -162,7 +143,25 @@ fn bastion_sshd_config(layout: &LabLayout, lab_id: &str, port: u16) -> String {
          PrintLastLog no\n\
          UseDNS no\n\
          LogLevel ERROR\n",
-        // Read as the user, in the bastion's mount namespace (namespace.rs).
+        login = login_policy(layout),
+    )
+}
+
+/// How hosts and the bastion alike let the lab's client in: its key as the
+/// lab user, nothing else. sshd reads authorized_keys as the user, inside
+/// the connection's mount namespace (namespace.rs).
+fn login_policy(layout: &LabLayout) -> String {
+    format!(
+        "PidFile none\n\
+         AuthorizedKeysFile {authorized}\n\
+         StrictModes no\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         HostbasedAuthentication no\n\
+         UsePAM no\n\
+         PermitRootLogin no\n\
+         AllowUsers {LAB_USER}\n",
         authorized = layout.in_session().authorized_keys().display(),
     )
 }

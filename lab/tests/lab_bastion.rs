@@ -290,18 +290,6 @@ fn cli_up_with_a_bastion_and_down() {
     assert!(!hosts.contains(&bastion.hostname), "{hosts}");
 }
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
-}
-
 #[test]
 fn down_ends_bastion_connections_of_a_killed_daemon() {
     let dir = lab_dir();

@@ -203,18 +203,6 @@ fn cli_up_and_down() {
     assert!(String::from_utf8_lossy(&down.stdout).contains("no lab"));
 }
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
-}
-
 #[test]
 fn down_cleans_up_after_a_killed_daemon() {
     let dir = lab_dir();

@@ -271,3 +271,16 @@ pub fn ssh_config(lab: &Lab, host: &str, remote: &str, extra: &[&str]) -> Output
         .output()
         .expect("run ssh")
 }
+
+/// Whether the process is gone but for its zombie (or entirely).
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
