@@ -34,9 +34,9 @@ import json, os, sys
 lab = json.load(open(".data/lab.json"))
 with open(sys.argv[1], "w") as f:
     f.write("[ssh]\n")
-    f.write(f"user = {json.dumps(lab['ssh_user'])}\n")
-    f.write(f"port = {lab['ssh_port']}\n")
-    f.write(f"identity_file = {json.dumps(lab['identity_file'])}\n")
+    # The ssh config the lab writes (User, Port, IdentityFile and its
+    # known_hosts), as an operator's own would be read.
+    f.write(f"config_file = {json.dumps(lab['ssh_config_file'])}\n")
     f.write("\n[drift]\nunreachable_after = \"0s\"\n")
     f.write("\n[workload]\n")
     f.write(f"root_url = {json.dumps(lab['taskcluster_url'])}\n")

@@ -264,6 +264,9 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::HostUnquarantine { hostname }, _)
         | (Command::HostConverge { hostname }, _)
         | (Command::HostReboot { hostname }, _) => vec![hostname.clone()],
+        (_, Some(Reply::PinsImported { pins })) => {
+            pins.iter().map(|p| p.hostname.clone()).collect()
+        }
         (_, Some(Reply::StageStarted { hosts, .. }))
         | (_, Some(Reply::Retrying { hosts, .. }))
         | (
@@ -284,6 +287,7 @@ fn affected_hosts(command: &Command, outcome: &Outcome) -> Vec<String> {
         | (Command::RolloutFinalize { .. }, _)
         | (Command::Ping { .. }, _)
         | (Command::PopulationCreate { .. }, _)
+        | (Command::HostPinImport { .. }, _)
         | (Command::TokenRevoke { .. }, _) => Vec::new(),
     };
     hosts.sort();

@@ -8,7 +8,7 @@ use fleetroll_bus::messages::command::{Command, CommandEnvelope, Denial, Outcome
 use fleetroll_bus::messages::event::{Event, EventDetail};
 use fleetroll_bus::messages::host::{
     Drift, DriftType, HostHistory, HostIntent, HostKeyPin, HostList, HostName, HostQuery,
-    HostRecord, Observation, Population, PopulationList, ProbeJob,
+    HostRecord, Observation, PinSource, Population, PopulationList, ProbeJob,
 };
 use fleetroll_bus::messages::rollout::GateEvaluation;
 use fleetroll_bus::messages::workload::{
@@ -213,10 +213,19 @@ fn every_host_and_workload_message_round_trips() {
     observation.role = Some("gecko_t_linux_talos".into());
     observation.override_contents = Some("PUPPET_BRANCH=\"$(x)\"\n".into());
     round_trips(observation.clone());
+    round_trips(HostKeyPin::first_contact(
+        "ssh-ed25519 AAAA".into(),
+        "SHA256:x".into(),
+        at(),
+    ));
     round_trips(HostKeyPin {
-        key: "ssh-ed25519 AAAA".into(),
-        fingerprint: "SHA256:x".into(),
-        pinned_at: at(),
+        other_keys: vec!["ecdsa-sha2-nistp256 AAAB".into()],
+        cert_authorities: vec!["ssh-ed25519 AAAC".into()],
+        revoked: vec!["ssh-ed25519 AAAD".into()],
+        source: PinSource::KnownHosts {
+            file: "/etc/ssh/ssh_known_hosts".into(),
+        },
+        ..HostKeyPin::first_contact(String::new(), String::new(), at())
     });
     let intent = HostIntent {
         expected_role: Some("r".into()),
@@ -471,4 +480,31 @@ fn runs_count_by_who_caused_their_end() {
     ] {
         assert!(RUN_REASONS.iter().any(|(r, _)| *r == reason), "{reason}");
     }
+}
+
+/// A pin written before known_hosts imports (key, fingerprint, time only)
+/// still decodes: an upgraded mesh keeps its pins.
+#[test]
+fn a_pin_of_the_first_version_still_decodes() {
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    struct FirstPin {
+        key: String,
+        fingerprint: String,
+        #[serde(with = "time::serde::rfc3339")]
+        pinned_at: time::OffsetDateTime,
+    }
+    impl Message for FirstPin {
+        const KIND: &'static str = "host_key_pin";
+        const VERSION: u16 = 1;
+    }
+    let old = codec::to_cbor(&FirstPin {
+        key: "ssh-ed25519 AAAA".into(),
+        fingerprint: "SHA256:x".into(),
+        pinned_at: at(),
+    });
+    let pin: HostKeyPin = codec::from_cbor(&old).unwrap();
+    assert_eq!(
+        pin,
+        HostKeyPin::first_contact("ssh-ed25519 AAAA".into(), "SHA256:x".into(), at())
+    );
 }

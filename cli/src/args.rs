@@ -197,6 +197,17 @@ pub enum HostCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Pin the SSH host keys an OpenSSH known_hosts file gives for the
+    /// inventory's hosts and their jump hosts (hashed names, `[host]:port`,
+    /// `@cert-authority` and `@revoked` lines included).
+    Pin {
+        /// The known_hosts file.
+        #[arg(long = "from-known-hosts", value_name = "FILE")]
+        from_known_hosts: std::path::PathBuf,
+        /// Without it: say what would be pinned, change nothing.
+        #[arg(long)]
+        confirm: bool,
+    },
     /// Forget a host's pinned SSH key (after a reimage); the next probe pins the new one.
     Repin {
         hostname: String,

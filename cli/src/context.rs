@@ -158,21 +158,10 @@ impl Context {
                 ));
             }
         }
-        let ssh = &mut ctx.settings.ssh;
-        if let Ok(user) = std::env::var("FLEETROLL_SSH_USER") {
-            ssh.user = user;
-        }
-        if let Ok(port) = std::env::var("FLEETROLL_SSH_PORT") {
-            ssh.port = port.parse().map_err(|_| {
-                fail(
-                    exit::INVALID,
-                    format!("FLEETROLL_SSH_PORT `{port}` is not a port number"),
-                )
-            })?;
-        }
-        if let Some(key) = std::env::var_os("FLEETROLL_SSH_KEY") {
-            ssh.identity_file = Some(PathBuf::from(key));
-        }
+        ctx.settings
+            .ssh
+            .apply_env(|name| std::env::var_os(name))
+            .map_err(|e| fail(exit::INVALID, e.to_string()))?;
         Ok(ctx)
     }
 

@@ -427,6 +427,27 @@ const FILE_CASES: &[FileCase] = &[
         &["config-binary.toml"],
     ),
     (
+        "known-hosts-junk",
+        Contents::Text("# fleet\nh1.example.com ssh-ed25519 not-base64!\n"),
+        &["host", "pin", "--from-known-hosts", "FILE", "--confirm"],
+        1,
+        &["known-hosts-junk:2", "not a known_hosts entry"],
+    ),
+    (
+        "known-hosts-binary",
+        Contents::Binary,
+        &["host", "pin", "--from-known-hosts", "FILE", "--confirm"],
+        1,
+        &["known-hosts-binary", "UTF-8"],
+    ),
+    (
+        "known-hosts-huge",
+        Contents::Huge,
+        &["host", "pin", "--from-known-hosts", "FILE", "--confirm"],
+        1,
+        &["too large"],
+    ),
+    (
         "token-junk",
         Contents::Text("not.a.token\n"),
         &[

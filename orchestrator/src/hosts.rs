@@ -155,15 +155,15 @@ pub async fn reboot(
             // A reboot may cut the connection before the command answers;
             // a host never reached (connect or login timed out) was not
             // rebooted, and waiting for it to "come back" would hide that.
-            Err((
-                RunError::Ssh(
+            Err((RunError::Ssh(e), _))
+                if matches!(
+                    e.innermost(),
                     SshError::Protocol(_)
-                    | SshError::Timeout {
-                        stage: "command", ..
-                    },
-                ),
-                _,
-            )) => {}
+                        | SshError::Timeout {
+                            stage: "command",
+                            ..
+                        }
+                ) => {}
             Err((e, _)) => return Verdict::failed(format!("rebooting {host}: {e}")),
         }
         while answers(pool, &host).await {

@@ -62,15 +62,15 @@ impl OverrideError {
     /// its reply lost): worth a few more tries before it is the result.
     pub fn is_transient(&self) -> bool {
         use fleetroll_ssh::SshError;
-        matches!(
-            self,
-            OverrideError::Run(
-                RunError::Resolve { .. }
-                    | RunError::Ssh(
-                        SshError::Connect { .. } | SshError::Timeout { .. } | SshError::Protocol(_)
-                    )
-            )
-        )
+        match self {
+            OverrideError::Run(RunError::Resolve { .. }) => true,
+            // Through a jump host too: what counts is the hop that failed.
+            OverrideError::Run(RunError::Ssh(e)) => matches!(
+                e.innermost(),
+                SshError::Connect { .. } | SshError::Timeout { .. } | SshError::Protocol(_)
+            ),
+            _ => false,
+        }
     }
 }
 

@@ -144,19 +144,27 @@ impl Fleet {
                         let sshable = match e {
                             ProbeError::Run(RunError::Resolve { .. } | RunError::Bus(_))
                             | ProbeError::Bus(_) => None,
-                            // It let us in, then never answered.
-                            ProbeError::Run(RunError::Ssh(SshError::Timeout {
-                                stage: "command",
-                                ..
-                            })) => Some(true),
-                            ProbeError::Run(RunError::Ssh(
+                            ProbeError::Run(RunError::Ssh(e)) => match e.innermost() {
+                                // It let us in, then never answered.
+                                SshError::Timeout {
+                                    stage: "command", ..
+                                } => Some(true),
                                 SshError::Connect { .. }
                                 | SshError::Timeout { .. }
-                                | SshError::HostKeyChanged { .. }
-                                | SshError::AuthRefused { .. },
-                            )) => Some(false),
+                                | SshError::HostKey(_)
+                                | SshError::AuthRefused { .. }
+                                | SshError::EncryptedKey { .. }
+                                | SshError::NoIdentity
+                                | SshError::Identity { .. } => Some(false),
+                                _ => Some(true),
+                            },
                             // Not connected to at all.
-                            ProbeError::Run(RunError::Pin { .. }) => Some(false),
+                            ProbeError::Run(
+                                RunError::Pin { .. }
+                                | RunError::Route(_)
+                                | RunError::Config(_)
+                                | RunError::KnownHosts(_),
+                            ) => Some(false),
                             _ => Some(true),
                         };
                         observe::failed(previous, &e.to_string(), sshable, address.clone(), now)
@@ -273,6 +281,11 @@ impl Fleet {
             }));
         }
         Ok((output, address, fingerprint))
+    }
+
+    /// The SSH connections this prober uses.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Forgets a host's pinned key (after a reimage), so the next contact

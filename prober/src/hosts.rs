@@ -130,6 +130,33 @@ pub async fn repin(ctx: &CommandContext, fleet: &Fleet, hostname: &str) -> Verdi
     }
 }
 
+/// Pins what a known_hosts file says about the inventory's hosts and the
+/// jump hosts in front of them.
+pub async fn pin_import(ctx: &CommandContext, fleet: &Fleet, text: &str, file: &str) -> Verdict {
+    let seeds = match seeds::list(&ctx.bus).await {
+        Ok(list) => list
+            .seeds
+            .into_iter()
+            .map(|s| s.hostname)
+            .collect::<Vec<_>>(),
+        Err(e) => return Verdict::failed(e),
+    };
+    match fleet
+        .pool()
+        .import_known_hosts(text, file, &seeds, true)
+        .await
+    {
+        Ok(pins) => {
+            info!(pins = pins.len(), file, "known_hosts imported");
+            Verdict::Done {
+                reply: Reply::PinsImported { pins },
+            }
+        }
+        Err(e @ fleetroll_ssh::pool::RunError::KnownHosts(_)) => Verdict::invalid(e.to_string()),
+        Err(e) => Verdict::failed(e),
+    }
+}
+
 /// Checks that every name is a seed; an unknown one refuses the whole
 /// command.
 pub(crate) async fn known_hosts(bus: &Bus, hostnames: &[String]) -> Result<Vec<String>, Verdict> {

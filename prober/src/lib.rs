@@ -54,6 +54,9 @@ impl Handler for Prober {
                 fast,
             } => hosts::refresh(ctx, hostnames, *all, *fast).await,
             Command::HostRepin { hostname } => hosts::repin(ctx, &self.fleet, hostname).await,
+            Command::HostPinImport { known_hosts, file } => {
+                hosts::pin_import(ctx, &self.fleet, known_hosts, file).await
+            }
             Command::SeedSync { hostnames } => intent::seed_sync(ctx, hostnames).await,
             Command::PopulationCreate {
                 name,

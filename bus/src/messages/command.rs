@@ -45,6 +45,12 @@ pub enum Command {
     HostRepin {
         hostname: String,
     },
+    /// Pin the host keys that an OpenSSH `known_hosts` (its whole text)
+    /// gives for the inventory's hosts; `file` names it in the pins.
+    HostPinImport {
+        known_hosts: String,
+        file: String,
+    },
     /// Make the seeds exactly these hostnames: add the missing, remove the rest.
     SeedSync {
         hostnames: Vec<String>,
@@ -176,6 +182,7 @@ impl Command {
             | Command::SeedRemove { .. }
             | Command::HostRefresh { .. }
             | Command::HostRepin { .. }
+            | Command::HostPinImport { .. }
             | Command::SeedSync { .. }
             | Command::PopulationCreate { .. }
             | Command::HostAssignPopulation { .. }
@@ -208,6 +215,7 @@ impl Command {
             Command::SeedRemove { .. } => "seed_remove",
             Command::HostRefresh { .. } => "host_refresh",
             Command::HostRepin { .. } => "host_repin",
+            Command::HostPinImport { .. } => "host_pin_import",
             Command::SeedSync { .. } => "seed_sync",
             Command::PopulationCreate { .. } => "population_create",
             Command::HostAssignPopulation { .. } => "host_assign_population",
@@ -385,6 +393,27 @@ impl Verdict {
     }
 }
 
+/// One host's pin after a known_hosts import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedPin {
+    pub hostname: String,
+    pub change: PinChange,
+    /// Fingerprints of the keys and certificate authorities now pinned.
+    pub fingerprints: Vec<String>,
+}
+
+/// How an imported pin relates to the one the host had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PinChange {
+    /// Nothing was pinned.
+    New,
+    /// The same keys were pinned already.
+    Unchanged,
+    /// A different pin was replaced; `previous` are its fingerprints.
+    Replaced { previous: Vec<String> },
+}
+
 /// What a command that was carried out answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -402,6 +431,11 @@ pub enum Reply {
     },
     Repinned {
         hostname: String,
+    },
+    /// What an import of known_hosts did, host by host (hosts it had
+    /// nothing for are not listed).
+    PinsImported {
+        pins: Vec<ImportedPin>,
     },
     SeedsSynced {
         added: Vec<String>,

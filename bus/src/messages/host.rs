@@ -158,14 +158,64 @@ impl Message for Observation {
     const VERSION: u16 = 1;
 }
 
-/// A host key pinned on first contact (bucket `fleetroll_hostkeys`).
+/// What a host's SSH key is checked against (bucket `fleetroll_hostkeys`):
+/// the key pinned on first contact, or what an operator imported from an
+/// OpenSSH `known_hosts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostKeyPin {
-    /// OpenSSH public key line.
+    /// OpenSSH public key (`type base64`): the one offered at first contact,
+    /// or the first imported. Empty when only certificate authorities vouch
+    /// for the host.
     pub key: String,
+    /// SHA-256 fingerprint of `key` (empty with it).
     pub fingerprint: String,
     #[serde(with = "time::serde::rfc3339")]
     pub pinned_at: OffsetDateTime,
+    /// Further keys the host may offer (known_hosts lists one per key type).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_keys: Vec<String>,
+    /// CA keys (`@cert-authority`): a host certificate one of them signed,
+    /// valid now and naming the host, is accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cert_authorities: Vec<String>,
+    /// Keys refused outright (`@revoked`), plain or as a certificate's CA.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<String>,
+    #[serde(default)]
+    pub source: PinSource,
+}
+
+/// Where a pin came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PinSource {
+    /// Trusted on first use (`[ssh] first_contact = "trust"`).
+    #[default]
+    FirstContact,
+    /// Matched in a known_hosts file, named as the operator gave it.
+    KnownHosts { file: String },
+}
+
+impl HostKeyPin {
+    /// A key pinned on first contact.
+    pub fn first_contact(key: String, fingerprint: String, at: OffsetDateTime) -> HostKeyPin {
+        HostKeyPin {
+            key,
+            fingerprint,
+            pinned_at: at,
+            other_keys: Vec::new(),
+            cert_authorities: Vec::new(),
+            revoked: Vec::new(),
+            source: PinSource::FirstContact,
+        }
+    }
+
+    /// Every plain key the host may offer.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.key.as_str())
+            .chain(self.other_keys.iter().map(String::as_str))
+            .filter(|k| !k.is_empty())
+    }
 }
 
 impl Message for HostKeyPin {

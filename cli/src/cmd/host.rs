@@ -94,6 +94,10 @@ pub async fn run(ctx: &Context, command: HostCommand) -> anyhow::Result<u8> {
             json,
         } => refresh(ctx, hostnames, false, fast, json).await,
         HostCommand::Repin { hostname, confirm } => repin(ctx, hostname, confirm).await,
+        HostCommand::Pin {
+            from_known_hosts,
+            confirm,
+        } => pin_import(ctx, &from_known_hosts, confirm).await,
         HostCommand::Quarantine {
             hostname,
             until,
@@ -406,15 +410,7 @@ pub async fn refresh(
     let token = ctx.token()?;
     let bus = ctx.connect().await?;
     let total = if all {
-        let seeds: SeedList = fleetroll_bus::query::request(
-            &bus,
-            &token,
-            queries::SEEDS_LIST,
-            &NoParams {},
-            COMMAND_WAIT,
-        )
-        .await?;
-        seeds.seeds.len()
+        seeds(&bus, &token).await?.seeds.len()
     } else {
         hostnames.len()
     };
@@ -487,6 +483,84 @@ async fn show_progress(bus: fleetroll_bus::Bus, command_id: String, total: usize
             bar.set_position(seen.len() as u64);
         }
     }
+}
+
+async fn seeds(bus: &fleetroll_bus::connect::Bus, token: &str) -> anyhow::Result<SeedList> {
+    Ok(
+        fleetroll_bus::query::request(bus, token, queries::SEEDS_LIST, &NoParams {}, COMMAND_WAIT)
+            .await?,
+    )
+}
+
+/// `host pin --from-known-hosts`: the plan is made here against the
+/// mesh's pins; with --confirm the prober makes it again and applies it.
+async fn pin_import(ctx: &Context, file: &std::path::Path, confirm: bool) -> anyhow::Result<u8> {
+    use fleetroll_bus::messages::command::PinChange;
+    // The whole file travels in one command message.
+    const MAX_KNOWN_HOSTS: u64 = 4 << 20;
+    let name = file.display().to_string();
+    let unreadable = |e: std::io::Error| fail(exit::INVALID, format!("cannot read {name}: {e}"));
+    let size = std::fs::metadata(file).map_err(unreadable)?.len();
+    if size > MAX_KNOWN_HOSTS {
+        return Err(fail(
+            exit::INVALID,
+            format!(
+                "{name}: {size} bytes is too large for a known_hosts file (at most {MAX_KNOWN_HOSTS})"
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(file).map_err(unreadable)?;
+    fleetroll_ssh::known_hosts::KnownHosts::parse(&text, &name)
+        .map_err(|e| fail(exit::INVALID, e.to_string()))?;
+    let pins = if confirm {
+        let command = Command::HostPinImport {
+            known_hosts: text,
+            file: name,
+        };
+        let outcome = send(ctx, command, COMMAND_WAIT).await?;
+        match outcome.verdict {
+            Verdict::Done {
+                reply: Reply::PinsImported { pins },
+            } => pins,
+            _ => return Ok(report_failure(&outcome)),
+        }
+    } else {
+        let token = ctx.token()?;
+        let bus = ctx.connect().await?;
+        let seeds = seeds(&bus, &token).await?;
+        let names: Vec<String> = seeds.seeds.into_iter().map(|s| s.hostname).collect();
+        let pool = fleetroll_ssh::pool::Pool::new(bus, ctx.settings.ssh.clone());
+        pool.import_known_hosts(&text, &name, &names, false)
+            .await
+            .map_err(|e| fail(exit::INVALID, e.to_string()))?
+    };
+    let verb = if confirm { "" } else { "would " };
+    for pin in &pins {
+        let what = match &pin.change {
+            PinChange::New => format!("{verb}pin"),
+            PinChange::Unchanged => "already pinned".into(),
+            PinChange::Replaced { previous } => {
+                format!("{verb}replace {} with", previous.join(", "))
+            }
+        };
+        say!("{}: {what} {}", pin.hostname, pin.fingerprints.join(", "));
+    }
+    let changes = pins
+        .iter()
+        .filter(|p| p.change != PinChange::Unchanged)
+        .count();
+    say!(
+        "{} host(s) in {}: {changes} {verb}change",
+        pins.len(),
+        file.display()
+    );
+    if !confirm {
+        if changes > 0 {
+            say!("run again with --confirm to pin them");
+        }
+        return Ok(exit::REFUSED);
+    }
+    Ok(exit::OK)
 }
 
 async fn repin(ctx: &Context, hostname: String, confirm: bool) -> anyhow::Result<u8> {

@@ -480,9 +480,11 @@ pub fn onboard(cli: &Cli, hosts: &[String]) {
     assert_eq!(refresh.code, 0, "{refresh:?}");
 }
 
-/// The SSH environment that points fleetroll at a lab.
+/// The SSH environment that points fleetroll at a lab (and away from the
+/// ssh config of whoever runs the tests).
 pub fn lab_env(lab: &fleetroll_lab::Lab) -> Vec<(String, String)> {
     vec![
+        ("FLEETROLL_SSH_CONFIG".into(), "none".into()),
         ("FLEETROLL_SSH_USER".into(), lab.ssh_user().to_string()),
         ("FLEETROLL_SSH_PORT".into(), lab.ssh_port().to_string()),
         (
