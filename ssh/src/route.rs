@@ -201,7 +201,7 @@ impl Resolver {
             vec![key]
         } else if let Some(key) = entry.and_then(|e| e.identity_file.clone()) {
             vec![key]
-        } else if !config.identity_files.is_empty() {
+        } else if !config.identity_files.is_empty() || config.no_default_identities {
             config.identity_files.clone()
         } else if let Some(key) = &s.identity_file {
             vec![key.clone()]
@@ -382,6 +382,19 @@ Host *
         assert_eq!(
             route.jumps[0].user, "jump",
             "the variables leave jump hosts alone"
+        );
+    }
+
+    #[test]
+    fn identity_file_none_leaves_only_the_agent() {
+        let (r, _dir) = resolver(
+            "Host bare\n    IdentityFile none\n",
+            "identity_file = \"/etc/fleetroll/id\"\n",
+        );
+        assert!(r.route("bare").unwrap().target.identities.files.is_empty());
+        assert_eq!(
+            r.route("other").unwrap().target.identities.files,
+            vec![PathBuf::from("/etc/fleetroll/id")]
         );
     }
 

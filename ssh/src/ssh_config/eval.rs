@@ -364,6 +364,11 @@ impl Eval<'_> {
             expanded.text
         };
 
+        let no_default_identities = self
+            .got
+            .identity_files
+            .iter()
+            .any(|(file, _)| file.eq_ignore_ascii_case("none"));
         let identity_files = std::mem::take(&mut self.got.identity_files)
             .into_iter()
             .filter(|(file, _)| !file.eq_ignore_ascii_case("none"))
@@ -404,6 +409,7 @@ impl Eval<'_> {
             user: got.user,
             port: got.port,
             identity_files,
+            no_default_identities,
             identities_only: got.identities_only,
             identity_agent,
             proxy_jump: got.jump,

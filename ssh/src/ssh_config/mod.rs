@@ -171,10 +171,11 @@ pub struct HostOptions {
     /// Every `IdentityFile` that applies, in order, duplicates dropped, with
     /// `~` and tokens expanded after the whole evaluation (so `%r`, `%h` and
     /// `%p` are the final user, host name and port). `IdentityFile none`
-    /// entries are dropped, as OpenSSH drops them when loading keys (it only
-    /// suppresses OpenSSH's default key files, which an empty list here
-    /// leaves to the caller either way).
+    /// entries are dropped, as OpenSSH drops them when loading keys.
     pub identity_files: Vec<PathBuf>,
+    /// An `IdentityFile none` applied: no default key files (only the
+    /// listed ones and the agent's).
+    pub no_default_identities: bool,
     pub identities_only: Option<bool>,
     pub identity_agent: Option<IdentityAgent>,
     /// The first of `ProxyJump` and `ProxyCommand` wins, as in OpenSSH (a
