@@ -316,23 +316,30 @@ impl Pool {
             }),
             e => e,
         };
-        // A connection that dropped since it was pooled is replaced once.
-        for attempt in 0..2 {
-            let (jump, slot) = Box::pin(self.jump(jumps)).await.map_err(via)?;
-            match jump
-                .live
-                .session
-                .tunnel(host, port, last.connect_timeout)
-                .await
-            {
-                Ok(stream) => return Ok((Box::new(stream), slot)),
-                Err(e) if attempt == 0 && jump.live.session.is_closed() => {
-                    tracing::info!(jump = %last.name, error = %e, "jump host connection dropped; reconnecting");
-                }
-                Err(e) => return Err(via(e.into())),
+        let (jump, slot) = Box::pin(self.jump(jumps)).await.map_err(via)?;
+        let stream = match jump
+            .live
+            .session
+            .tunnel(host, port, last.connect_timeout)
+            .await
+        {
+            Ok(stream) => stream,
+            // A connection that dropped since it was pooled is replaced
+            // at once, not failed on.
+            Err(e) if jump.live.session.is_closed() => {
+                tracing::info!(jump = %last.name, error = %e, "jump host connection dropped; reconnecting");
+                let (jump, fresh_slot) = Box::pin(self.jump(jumps)).await.map_err(via)?;
+                let stream = jump
+                    .live
+                    .session
+                    .tunnel(host, port, last.connect_timeout)
+                    .await
+                    .map_err(|e| via(e.into()))?;
+                return Ok((Box::new(stream), fresh_slot));
             }
-        }
-        unreachable!("the second attempt returns")
+            Err(e) => return Err(via(e.into())),
+        };
+        Ok((Box::new(stream), slot))
     }
 
     /// A connection to the last of `jumps` with a free channel slot: a
@@ -451,8 +458,11 @@ impl Pool {
         let known = KnownHosts::parse(text, file).map_err(|e| RunError::KnownHosts(Arc::new(e)))?;
         let mut endpoints: Vec<Endpoint> = Vec::new();
         for hostname in hostnames {
-            let Ok(route) = self.route(hostname) else {
-                continue;
+            let route = match self.route(hostname) {
+                Ok(route) => route,
+                Err(e @ RunError::Config(_)) => return Err(e),
+                // A host with no route (a ProxyCommand) is not pinned.
+                Err(_) => continue,
             };
             for endpoint in route.jumps.into_iter().chain([route.target]) {
                 if !endpoints.iter().any(|e| e.name == endpoint.name) {
