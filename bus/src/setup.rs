@@ -2,7 +2,7 @@
 //! starts first (`fleetroll up`, any worker) creates them; everyone else
 //! finds them as they are.
 
-use async_nats::jetstream::{consumer, kv, stream};
+use async_nats::jetstream::{consumer, stream};
 
 use crate::connect::{Bus, BusError};
 use crate::messages::WorkerKind;
@@ -51,15 +51,26 @@ fn stream_config(def: &StreamDef, replicas: Replicas, storage: Storage) -> strea
     }
 }
 
-fn bucket_config(def: &BucketDef, replicas: Replicas, storage: Storage) -> kv::Config {
-    kv::Config {
-        bucket: def.name.to_string(),
+/// A bucket's stream, as async-nats makes it for a KV bucket but that it
+/// refuses `Nats-Rollup` headers: any credential that may write one key of
+/// a bucket could otherwise wipe the whole bucket with one message (the
+/// trust root and every revocation with a revocation). fleetroll never
+/// purges a key; it deletes it (a marker, history kept).
+fn bucket_config(def: &BucketDef, replicas: Replicas, storage: Storage) -> stream::Config {
+    stream::Config {
+        name: def.stream_name(),
+        description: Some(def.description.to_string()),
+        subjects: vec![format!("$KV.{}.>", def.name)],
+        max_messages_per_subject: def.history,
         max_bytes: storage.limit(def.share),
-        description: def.description.to_string(),
-        history: def.history,
         max_age: def.max_age,
         storage: stream::StorageType::File,
         num_replicas: replicas.0,
+        allow_rollup: false,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
         ..Default::default()
     }
 }
@@ -161,7 +172,9 @@ async fn resize(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(BusError::js(format!("resizing {what}"), e)),
         Err(BusError::NotPermitted { .. }) => {
-            tracing::warn!("{what} keeps its size limit: these credentials may not reconfigure it");
+            tracing::warn!(
+                "{what} keeps its configuration (size limit, rollups): these credentials may not reconfigure it"
+            );
             Ok(())
         }
         Err(e) => Err(e),
@@ -207,7 +220,7 @@ async fn ensure_bucket(
     let config = bucket_config(def, replicas, storage);
     if bus.js.get_key_value(def.name).await.is_err() {
         bus.js
-            .create_key_value(config.clone())
+            .create_stream(config.clone())
             .await
             .map_err(|e| BusError::js(format!("creating bucket {}", def.name), e))?;
     }
@@ -216,8 +229,11 @@ async fn ensure_bucket(
         .get_stream(def.stream_name())
         .await
         .map_err(|e| BusError::js(format!("opening bucket {}", def.name), e))?;
+    // A bucket an older version made still allows rollups: closed here
+    // where these credentials may reconfigure it.
     resize(bus, &format!("bucket {}", def.name), &mut stream, |c| {
-        c.max_bytes = config.max_bytes
+        c.max_bytes = config.max_bytes;
+        c.allow_rollup = false;
     })
     .await
 }

@@ -489,3 +489,57 @@ async fn the_server_turns_away_a_connection_without_the_right_password() {
     assert_eq!(from_settings.code, 0, "{from_settings:?}");
     drop(elsewhere);
 }
+
+/// A `Nats-Rollup` header on any key a credential may write would erase
+/// the whole bucket: with one revocation, a worker would wipe the verifying
+/// key, every revocation and every audit key. No bucket takes one.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_bucket_takes_a_rollup_so_one_key_cannot_wipe_it() {
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let worker = worker_bus(&up.url()).await;
+    let auth = worker.kv(&topology::AUTH).await.unwrap();
+    let key = auth
+        .entry(auth_keys::VERIFYING_KEY)
+        .await
+        .unwrap()
+        .expect("up published the verifying key");
+    let revocation = codec::to_cbor(&Revocation {
+        revoked_at: time::OffsetDateTime::now_utc(),
+        reason: "test".into(),
+    });
+    let subject = format!(
+        "$KV.{}.{}",
+        topology::AUTH.name,
+        auth_keys::revoked_token("00000000-0000-0000-0000-000000000000")
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Rollup", "all");
+    let wiped = async {
+        worker
+            .js
+            .publish_with_headers(subject.clone(), headers, revocation.into())
+            .await?
+            .await
+    }
+    .await;
+    assert!(wiped.is_err(), "the server took a rollup: {wiped:?}");
+    let now = auth.entry(auth_keys::VERIFYING_KEY).await.unwrap();
+    assert_eq!(
+        now.map(|e| (e.revision, e.value)),
+        Some((key.revision, key.value)),
+        "the verifying key is still there"
+    );
+    for bucket in topology::BUCKETS {
+        let config = worker
+            .js
+            .get_stream(bucket.stream_name())
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .config
+            .clone();
+        assert!(!config.allow_rollup, "{} allows rollups", bucket.name);
+    }
+}

@@ -436,11 +436,12 @@ impl Pool {
     }
 
     /// Forgets a host's pinned key (after a reimage), so the next contact
-    /// pins the new one.
+    /// pins the new one. A delete, not a purge: buckets refuse rollups,
+    /// and the old pin stays in the history.
     pub async fn repin(&self, hostname: &str) -> Result<(), BusError> {
         self.forget(hostname).await;
         let keys = self.bus.kv(&topology::HOST_KEYS).await?;
-        keys.purge(hostname)
+        keys.delete(hostname)
             .await
             .map_err(|e| BusError::js("removing the pinned key", e))
     }
