@@ -199,6 +199,9 @@ pub struct ConnectOptions {
     /// The NATS user to connect as; none connects without (a NATS without
     /// authentication).
     pub credentials: Option<Credentials>,
+    /// The token signer this process trusts (workers, the web server):
+    /// part of how it is set up, never read from the mesh.
+    pub trust: Option<crate::verify::TrustRoot>,
 }
 
 impl ConnectOptions {
@@ -208,7 +211,14 @@ impl ConnectOptions {
             name: name.into(),
             wait_for_server: false,
             credentials: None,
+            trust: None,
         }
+    }
+
+    /// Checks tokens against this trust root ([`crate::verify::Verifier`]).
+    pub fn trust(mut self, root: crate::verify::TrustRoot) -> Self {
+        self.trust = Some(root);
+        self
     }
 
     /// Connects as this NATS user (none: without credentials).
@@ -336,6 +346,7 @@ pub struct Bus {
     /// Buckets opened so far: opening one is a request of its own, and hot
     /// paths (every probe, every query) use the same few.
     buckets: std::sync::Arc<std::sync::Mutex<HashMap<&'static str, jetstream::kv::Store>>>,
+    trust: Option<std::sync::Arc<crate::verify::TrustRoot>>,
 }
 
 impl Bus {
@@ -399,7 +410,13 @@ impl Bus {
             user,
             violations,
             buckets: Default::default(),
+            trust: options.trust.map(std::sync::Arc::new),
         })
+    }
+
+    /// The token signer this connection's process trusts, if it was given one.
+    pub fn trust_root(&self) -> Option<&crate::verify::TrustRoot> {
+        self.trust.as_deref()
     }
 
     /// The NATS user this connection is, if any.

@@ -1,7 +1,12 @@
 //! Token checks as every worker performs them before it acts: clock guard,
-//! signature and expiry against the published verifying key, revocation,
+//! signature and expiry against the process's own trust root, revocation,
 //! then role.
+//!
+//! The verifying key comes from the worker's own data dir or configuration
+//! ([`TrustRoot`]), never from a bucket: any credential that may write the
+//! bucket could otherwise install its own key and mint tokens for anyone.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -9,10 +14,41 @@ use time::OffsetDateTime;
 
 use crate::codec;
 use crate::connect::{Bus, BusError};
-use crate::messages::auth::{Revocation, VerifyingKeyRecord};
+use crate::messages::auth::Revocation;
 use crate::messages::command::Denial;
 use crate::token::{self, Claims, Role, VerifyingKey};
 use crate::topology::{self, auth_keys};
+
+/// Which token signer a process trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustRoot {
+    Key(VerifyingKey),
+    /// The key in this file (base64, as `fleetroll auth init` writes it),
+    /// read at each check: a key copied in after the worker started is
+    /// used, and a file that cannot be read refuses every token.
+    File(PathBuf),
+}
+
+impl TrustRoot {
+    /// The verifying key; a refusal when it cannot be had.
+    pub fn key(&self) -> Result<VerifyingKey, Denial> {
+        match self {
+            TrustRoot::Key(key) => Ok(key.clone()),
+            TrustRoot::File(path) => {
+                let untrusted = |why: String| Denial::NoTrustRoot {
+                    detail: format!(
+                        "{} {why} (`fleetroll auth init` writes it; copy it from the data dir that has the signing key)",
+                        path.display()
+                    ),
+                };
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| untrusted(format!("cannot be read: {e}")))?;
+                VerifyingKey::from_base64(text.trim())
+                    .map_err(|e| untrusted(format!("holds no verifying key: {e}")))
+            }
+        }
+    }
+}
 
 /// Checks tokens for one worker replica. Cheap to clone.
 #[derive(Clone)]
@@ -73,22 +109,16 @@ impl Verifier {
         if crate::clock::check(skew_ms).is_err() {
             return Err(Denial::ClockSkew { skew_ms }.into());
         }
-        let auth = self.bus.kv(&topology::AUTH).await?;
-        let key = match auth
-            .get(auth_keys::VERIFYING_KEY)
-            .await
-            .map_err(|e| BusError::js("reading the verifying key", e))?
-        {
-            None => return Err(Denial::NoSigningKey.into()),
-            Some(bytes) => {
-                let record: VerifyingKeyRecord =
-                    codec::from_cbor(&bytes).map_err(|source| BusError::Decode {
-                        place: "the verifying key record".into(),
-                        source,
-                    })?;
-                VerifyingKey::from_base64(&record.public_key).map_err(|_| Denial::NoSigningKey)?
+        let key = match self.bus.trust_root() {
+            Some(root) => root.key()?,
+            None => {
+                return Err(Denial::NoTrustRoot {
+                    detail: "it was started without a verifying key".into(),
+                }
+                .into());
             }
         };
+        let auth = self.bus.kv(&topology::AUTH).await?;
         let claims = token::decode(jwt, &key)?;
         let genuine = |denial: Denial| VerifyError::Denied {
             denial,

@@ -266,6 +266,18 @@ impl Context {
         self.data_dir().join("auth").join("signing-key.pem")
     }
 
+    /// The public half of the signing key, which workers and the web
+    /// server check tokens against (copied to every machine they run on).
+    pub fn verifying_key_path(&self) -> PathBuf {
+        self.data_dir().join("auth").join("verifying-key.pub")
+    }
+
+    /// What this process trusts tokens from: the data dir's verifying key
+    /// file, never the copy published on the mesh.
+    pub fn trust_root(&self) -> fleetroll_bus::verify::TrustRoot {
+        fleetroll_bus::verify::TrustRoot::File(self.verifying_key_path())
+    }
+
     /// The key the auditor signs records with.
     pub fn audit_key_path(&self) -> PathBuf {
         self.data_dir().join("auth").join("audit-key.pem")

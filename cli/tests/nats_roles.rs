@@ -543,3 +543,70 @@ async fn no_bucket_takes_a_rollup_so_one_key_cannot_wipe_it() {
         assert!(!config.allow_rollup, "{} allows rollups", bucket.name);
     }
 }
+
+/// The `relops` NATS user may write the verifying key published on the
+/// mesh. With the shared password, an operator whose tokens were revoked
+/// could install a key of their own there and mint a token for anyone.
+/// Workers trust only the verifying key of their own data dir: the forged
+/// token is refused, nothing changes, and the refusal is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verifying_key_written_to_the_mesh_mints_no_token() {
+    use fleetroll_bus::messages::auth::VerifyingKeyRecord;
+    use fleetroll_bus::token::SigningKey;
+
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let relops = up.bus_as(Role::Relops).await;
+    let mallory = SigningKey::generate();
+    let record = VerifyingKeyRecord {
+        public_key: mallory.verifying_key().to_base64(),
+        published_at: time::OffsetDateTime::now_utc(),
+    };
+    relops
+        .kv(&topology::AUTH)
+        .await
+        .unwrap()
+        .put(auth_keys::VERIFYING_KEY, codec::to_cbor(&record).into())
+        .await
+        .expect("relops may write the published key");
+    let (forged, _) = fleetroll_bus::token::issue(
+        &mallory,
+        "mallory",
+        Role::Relops,
+        time::Duration::hours(1),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let outcome = send::send(
+        &relops,
+        &forged,
+        Command::SeedAdd {
+            hostnames: vec!["forged.example.com".into()],
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("an outcome");
+    assert_eq!(outcome.verdict.label(), "denied", "{outcome:?}");
+
+    let worker = worker_bus(&up.url()).await;
+    let seeds = worker.kv(&topology::SEEDS).await.unwrap();
+    assert!(seeds.get("forged.example.com").await.unwrap().is_none());
+    let cli = up.cli.clone();
+    let (audit, verify) = tokio::task::spawn_blocking(move || {
+        (
+            cli.run(&["audit", "list", "--json"]).json(),
+            cli.run(&["audit", "verify"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["record"]["action"] == "seed_add" && r["record"]["outcome"] == "denied"),
+        "the refusal is audited: {audit:#}"
+    );
+    assert_eq!(verify.code, 0, "{verify:?}");
+}

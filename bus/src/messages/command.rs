@@ -553,6 +553,9 @@ pub enum Denial {
     ClockSkew { skew_ms: i64 },
     #[error("no signing key is published on this mesh: run `fleetroll auth init`")]
     NoSigningKey,
+    /// The worker has no verifying key of its own to check tokens with.
+    #[error("this worker trusts no token signer: {detail}")]
+    NoTrustRoot { detail: String },
     /// The workload source (Taskcluster) would not let fleetroll do it:
     /// no credentials, or too few scopes.
     #[error("{detail}")]

@@ -35,6 +35,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
             }
             let key = init_key(&path)?;
             tell!("signing key written to {}", path.display());
+            write_verifying_key(ctx, &key)?;
             let audit_path = ctx.audit_key_path();
             let audit_key = init_key(&audit_path)?;
             tell!(
@@ -256,6 +257,18 @@ pub fn audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
 }
 
 /// Writes a secret readable by its owner only, replacing the file whole.
+/// Writes the public half of `key` where this data dir's workers read it
+/// ([`Context::trust_root`]), unless it is there already.
+pub fn write_verifying_key(ctx: &Context, key: &SigningKey) -> anyhow::Result<()> {
+    let path = ctx.verifying_key_path();
+    let public = key.verifying_key().to_base64();
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == public) {
+        return Ok(());
+    }
+    std::fs::write(&path, format!("{public}\n"))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     fleetroll_bus::embedded::write_private(path, &format!("{}\n", contents.trim_end()))
         .with_context(|| format!("writing {}", path.display()))

@@ -21,7 +21,8 @@ const WEB_URL_FILE: &str = "web.url";
 pub async fn run(ctx: &Context, web: WebArgs) -> anyhow::Result<u8> {
     let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
     let mut options = ConnectOptions::new(ctx.nats_url(), "fleetroll-web")
-        .credentials(ctx.credentials(Role::Readonly)?);
+        .credentials(ctx.credentials(Role::Readonly)?)
+        .trust(ctx.trust_root());
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -45,7 +45,9 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         ),
         None => external_credentials(ctx)?,
     };
-    let mut options = ConnectOptions::new(url.clone(), "fleetroll-up").credentials(worker);
+    let mut options = ConnectOptions::new(url.clone(), "fleetroll-up")
+        .credentials(worker)
+        .trust(ctx.trust_root());
     options.wait_for_server = server.is_none();
     let bus = Bus::connect(options).await?;
     setup::ensure(&bus, ctx.replicas(), ctx.storage()).await?;
@@ -68,8 +70,12 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         Some(server) => Some(server.credentials(Role::Readonly).clone()),
         None => ctx.credentials(Role::Readonly)?,
     };
-    let web_bus =
-        Bus::connect(ConnectOptions::new(url.clone(), "fleetroll-web").credentials(reader)).await?;
+    let web_bus = Bus::connect(
+        ConnectOptions::new(url.clone(), "fleetroll-web")
+            .credentials(reader)
+            .trust(ctx.trust_root()),
+    )
+    .await?;
     let (web_url, web) =
         serve::start(ctx, web_bus, args.web, Some(metrics), stop_rx.clone()).await?;
     let replicas: Vec<_> = WorkerKind::ALL
@@ -155,6 +161,7 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
         say!("created signing key {}", key_path.display());
         key
     };
+    auth::write_verifying_key(ctx, &key)?;
     tolerate_refusal(auth::publish_verifying_key(bus, &key).await)?;
     tolerate_refusal(auth::publish_audit_key(bus, &auth::audit_key(ctx)?).await)?;
     let token_path = ctx.default_token_path();

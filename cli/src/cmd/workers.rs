@@ -138,7 +138,8 @@ pub async fn run(
     let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
     let url = ctx.nats_url();
     let mut options = ConnectOptions::new(url, format!("fleetroll-{kind}"))
-        .credentials(ctx.credentials(Role::Worker)?);
+        .credentials(ctx.credentials(Role::Worker)?)
+        .trust(ctx.trust_root());
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
