@@ -41,6 +41,45 @@ bench_lab() {
     "$lab_user" "$lab_port" "$lab_key" > "$data_dir/fleetroll.toml"
 }
 
+# bench_lab_bastion N DATA_DIR: a lab of N hosts behind its bastion
+# (`fleetroll-lab up --bastion`) under $work/lab; sets lab_hosts (a file,
+# one hostname a line), lab_ssh_config (the lab's OpenSSH client config,
+# `Host *.<domain>` with ProxyJump), bastion_host, bastion_address and
+# bastion_port, and writes DATA_DIR/fleetroll.toml so fleetroll reaches the
+# lab through that config only, 32 hosts at a time: no user, port or key of
+# its own and no FLEETROLL_SSH_* (they would win over the config).
+# shellcheck disable=SC2034 # the bastion_* are the sourcing script's to use.
+bench_lab_bastion() {
+  local hosts=$1 data_dir=$2
+  unset FLEETROLL_SSH_USER FLEETROLL_SSH_PORT FLEETROLL_SSH_KEY FLEETROLL_SSH_CONFIG
+  lab_dir="$work/lab"
+  fleetroll-lab up --bastion --hosts "$hosts" --dir "$lab_dir" --port 0 > "$work/lab.json"
+  local field='import json,sys
+v=json.load(open(sys.argv[1]))
+for k in sys.argv[2:]: v=v[k]
+print(v)'
+  lab_ssh_config=$(python3 -c "$field" "$work/lab.json" ssh_config_file)
+  bastion_host=$(python3 -c "$field" "$work/lab.json" bastion hostname)
+  bastion_address=$(python3 -c "$field" "$work/lab.json" bastion address)
+  bastion_port=$(python3 -c "$field" "$work/lab.json" bastion port)
+  lab_hosts="$work/hosts"
+  python3 -c 'import json,sys; print("\n".join(h["hostname"] for h in json.load(open(sys.argv[1]))["hosts"]))' \
+    "$work/lab.json" > "$lab_hosts"
+  mkdir -p "$data_dir"
+  printf '[ssh]\nconfig_file = "%s"\nparallelism = 32\n' "$lab_ssh_config" > "$data_dir/fleetroll.toml"
+}
+
+# bench_down: stops the `fleetroll up` bench_up started (if any), so that
+# another can be started on a fresh data dir.
+bench_down() {
+  if [ -n "$up" ]; then
+    kill -TERM "$up" 2>/dev/null || true
+    wait "$up" 2>/dev/null || true
+    up=""
+  fi
+  unset FLEETROLL_NATS_URL
+}
+
 # bench_up: `fleetroll up` on $FLEETROLL_DATA_DIR, a free NATS port and a
 # free web port, in the background (its pid in `up`, its log in
 # $work/up.log); returns once every worker kind is live, with

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 # Release builds only (`make bench` builds them): debug figures mislead.
 PATH="${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/fleetroll/target}/release}:$PATH"
 hosts=${BENCH_HOSTS:-1000}
+bastion_hosts=${BENCH_BASTION_HOSTS:-1000}
+bastion_runs=${BENCH_BASTION_RUNS:-3}
 inventory_hosts=${BENCH_INVENTORY_HOSTS:-100000}
 failover_lab=${BENCH_FAILOVER_LAB_HOSTS:-8}
 failover_runs=${BENCH_FAILOVER_RUNS:-5}
@@ -13,10 +15,11 @@ failover_inventory=${BENCH_FAILOVER_INVENTORY:-10000}
 memory_hosts=${BENCH_MEMORY_HOSTS:-10000}
 memory_lab=${BENCH_MEMORY_LAB_HOSTS:-1000}
 out=$(mktemp)
+bast=$(mktemp)
 inv=$(mktemp)
 fail=$(mktemp)
 mem=$(mktemp)
-trap 'rm -f "$out" "$inv" "$fail" "$mem"' EXIT
+trap 'rm -f "$out" "$bast" "$inv" "$fail" "$mem"' EXIT
 
 lab_times=()
 for run in 1 2 3; do
@@ -31,6 +34,7 @@ for run in 1 2 3; do
   lab_times+=("| $run | $up_s s | $down_s s |")
 done
 bash scripts/bench-probe.sh "$hosts" | tee "$out"
+BENCH_BASTION_RUNS=$bastion_runs bash scripts/bench-bastion.sh "$bastion_hosts" | tee "$bast"
 bash scripts/bench-inventory.sh "$inventory_hosts" | tee "$inv"
 bash scripts/bench-failover.sh "$failover_lab" --runs "$failover_runs" --inventory "$failover_inventory" | tee "$fail"
 bash scripts/bench-memory.sh "$memory_hosts" "$memory_lab" | tee "$mem"
@@ -72,7 +76,7 @@ PY
   echo "$(. /etc/os-release && echo "$PRETTY_NAME"), $(ssh -V 2>&1 | cut -d, -f1), nats-server $(.tools/nats/bin/nats-server --version | cut -d' ' -f2)."
   echo "Release builds (\`cargo build --release\`). Lab, mesh and clients share the machine's cores."
   echo
-  echo "Command: \`BENCH_HOSTS=$hosts BENCH_INVENTORY_HOSTS=$inventory_hosts BENCH_FAILOVER_LAB_HOSTS=$failover_lab BENCH_FAILOVER_RUNS=$failover_runs BENCH_FAILOVER_INVENTORY=$failover_inventory BENCH_MEMORY_HOSTS=$memory_hosts BENCH_MEMORY_LAB_HOSTS=$memory_lab make bench\`."
+  echo "Command: \`BENCH_HOSTS=$hosts BENCH_BASTION_HOSTS=$bastion_hosts BENCH_BASTION_RUNS=$bastion_runs BENCH_INVENTORY_HOSTS=$inventory_hosts BENCH_FAILOVER_LAB_HOSTS=$failover_lab BENCH_FAILOVER_RUNS=$failover_runs BENCH_FAILOVER_INVENTORY=$failover_inventory BENCH_MEMORY_HOSTS=$memory_hosts BENCH_MEMORY_LAB_HOSTS=$memory_lab make bench\`."
   echo
   echo "$targets"
   echo
@@ -101,6 +105,26 @@ PY
   echo "over the pooled connection, a full probe only where the state token changed."
   echo "SPEC 11's targets: the first probe at least 1.5x faster than the xargs loop,"
   echo "the steady state at least 20x."
+  echo
+  echo "## Probing through a bastion"
+  echo
+  echo "The same probe script to every host of one lab of $bastion_hosts hosts behind a jump host"
+  echo "(\`fleetroll-lab up --bastion\`: the hosts refuse direct connections; only \`bastion.<domain>\`,"
+  echo "a real sshd, reaches them), $bastion_runs runs, medians (\`BENCH_BASTION_RUNS=$bastion_runs scripts/bench-bastion.sh $bastion_hosts\`)."
+  echo "Both tools read the lab's OpenSSH client config (\`D/ssh_config\`: \`ProxyJump\`, user, port,"
+  echo "key, known_hosts) and nothing else: the loop is \`xargs -P 32 ssh -F D/ssh_config -J"
+  echo "bastion.<domain> -o BatchMode=yes HOST /bin/sh -s < probe\`, a new connection to the bastion and"
+  echo "one through it to the host, per host; fleetroll has \`[ssh] config_file = \"D/ssh_config\"\` and"
+  echo "\`parallelism = 32\` (no \`FLEETROLL_SSH_*\`), a fresh mesh each run, and carries many hosts"
+  echo "over each pooled connection to the bastion (\`[ssh] channels_per_jump\`, 100 by default)."
+  echo "Compared: fleetroll's first full probe (seed sync until no host is unprobed) and its steady"
+  echo "state (\`inventory refresh --seed all --fast\`) against the loop's wall time."
+  echo
+  echo "| tool | hosts | runs | wall time, median | each run | result |"
+  echo "|---|---|---|---|---|---|"
+  grep '^|' "$bast"
+  echo
+  grep -E '^(bastion|per-run) ratios' "$bast"
   echo
   echo "## Inventory at $inventory_label hosts"
   echo
