@@ -252,17 +252,27 @@ pub struct UpArgs {
 }
 
 /// Where the web UI, HTTP API and `/metrics` are served, and to whom.
-#[derive(Args, Clone, Copy)]
+#[derive(Args, Clone)]
 pub struct WebArgs {
     /// Address to listen on (port 0: any free one; the URL is also written
     /// to <data-dir>/web.url). On anything but loopback, every API request
-    /// needs a token (any role).
+    /// and `/metrics` needs a readonly token.
     #[arg(long, env = "FLEETROLL_WEB_LISTEN", default_value = "127.0.0.1:8080")]
     pub web_listen: SocketAddr,
     /// Ask every API request for a token on loopback too (a machine other
     /// people log in to).
     #[arg(long, env = "FLEETROLL_WEB_REQUIRE_TOKEN")]
     pub web_require_token: bool,
+    /// A name browsers reach the server by, besides loopback's and the
+    /// listen address (requests naming any other `Host` are refused, against
+    /// DNS rebinding). Repeatable.
+    #[arg(
+        long = "web-host",
+        value_name = "NAME",
+        env = "FLEETROLL_WEB_HOSTS",
+        value_delimiter = ','
+    )]
+    pub web_hosts: Vec<String>,
 }
 
 #[derive(Args)]

@@ -676,3 +676,132 @@ async fn the_ui_in_headless_chromium_lists_filters_follows_a_rollout_and_warns_o
     assert!(artefacts().join("banner.png").exists());
     drop(bare);
 }
+
+/// A GET over a raw connection, with the `Host` and token given: its
+/// status, and the connection left open (a live feed keeps going).
+fn raw_get(web: &str, path: &str, host: &str, token: Option<&str>) -> (u16, std::net::TcpStream) {
+    use std::io::{BufRead, Write};
+    let addr = web
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n").unwrap();
+    let mut status = String::new();
+    std::io::BufReader::new(stream.try_clone().unwrap())
+        .read_line(&mut status)
+        .unwrap();
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {status:?}"));
+    (code, stream)
+}
+
+/// The web server answers only for its own names (a DNS-rebinding page
+/// names another), takes only readonly tokens where it asks for one,
+/// `/metrics` included, and keeps a bounded number of live feeds open.
+#[test]
+fn the_web_server_answers_its_own_names_readonly_tokens_and_bounded_feeds() {
+    let lab_dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabConfig::new(1, lab_dir.path())).unwrap();
+    let up = Up::start_with("", lab_env(&lab));
+    let cli = &up.cli;
+    let web = up.web_url();
+    let port = web
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let (rebound, _) = raw_get(
+        &web,
+        "/api/v1/overview",
+        &format!("evil.example.com:{port}"),
+        None,
+    );
+    assert_eq!(rebound, 421, "another site's name is refused");
+    let (own, _) = raw_get(&web, "/api/v1/overview", &format!("127.0.0.1:{port}"), None);
+    assert_eq!(own, 200);
+    let (by_name, _) = raw_get(&web, "/", &format!("localhost:{port}"), None);
+    assert_eq!(by_name, 200);
+
+    // A server that asks for tokens takes readonly ones, on /metrics too.
+    let first = std::fs::read_to_string(up.dir().join("web.url")).unwrap();
+    let _serve = cli.spawn(&[
+        "serve",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--web-require-token",
+    ]);
+    let mut guarded = String::new();
+    wait_until("serve's address", Duration::from_secs(30), || {
+        guarded = std::fs::read_to_string(up.dir().join("web.url")).unwrap_or_default();
+        !guarded.is_empty() && guarded != first
+    });
+    let guarded_host = guarded
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let readonly = cli.run(&["auth", "issue", "--actor", "oncall", "--role", "readonly"]);
+    assert_eq!(readonly.code, 0, "{readonly:?}");
+    let readonly = readonly.stdout.trim().to_string();
+    let relops = up.token();
+    for path in ["/metrics", "/api/v1/hosts"] {
+        let status = |token| raw_get(&guarded, path, &guarded_host, token).0;
+        assert_eq!(status(None), 401, "{path} without a token");
+        assert_eq!(
+            status(Some(relops.as_str())),
+            401,
+            "{path} with a relops token"
+        );
+        assert_eq!(
+            status(Some(readonly.as_str())),
+            200,
+            "{path} with a readonly token"
+        );
+    }
+
+    // Live feeds: 64 at once, the next refused until one closes.
+    common::onboard(cli, &[lab.hosts()[0].hostname.clone()]);
+    let create = cli.run(&[
+        "rollout",
+        "create",
+        "--target",
+        &format!("hostname:{}", lab.hosts()[0].hostname),
+        "--canary",
+        "1",
+        "--change",
+        "PUPPET_BRANCH=feature_xyz",
+    ]);
+    assert_eq!(create.code, 0, "{create:?}");
+    let id = create.stdout.trim().to_string();
+    let feed = format!("/api/v1/rollouts/{id}/events");
+    let host = format!("127.0.0.1:{port}");
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let (status, stream) = raw_get(&web, &feed, &host, None);
+        assert_eq!(status, 200);
+        open.push(stream);
+    }
+    assert_eq!(raw_get(&web, &feed, &host, None).0, 503, "a 65th feed");
+    drop(open.pop());
+    wait_until(
+        "a feed's slot to come back",
+        Duration::from_secs(30),
+        || {
+            let (status, stream) = raw_get(&web, &feed, &host, None);
+            if status == 200 {
+                open.push(stream);
+            }
+            status == 200
+        },
+    );
+}

@@ -1,13 +1,14 @@
 //! Who may read: on loopback, whoever can connect; on any other address,
-//! only a visitor with a token of any role (as a bearer token, or in the
+//! only a visitor with a readonly token (as a bearer token, or in the
 //! `fleetroll_token` cookie the UI sets, since a browser's event source
-//! cannot send headers).
+//! cannot send headers). A relops or worker token is refused: a browser
+//! session must never hold one.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use fleetroll_bus::query::READERS;
+use fleetroll_bus::token::Role;
 use fleetroll_bus::verify::VerifyError;
 
 use crate::AppState;
@@ -22,11 +23,11 @@ pub(crate) async fn check(State(state): State<AppState>, request: Request, next:
     let Some(token) = visitor_token(request.headers()) else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "this server needs a token: send `Authorization: Bearer <token>` (any role; `fleetroll auth issue --role readonly`)",
+            "this server needs a readonly token: send `Authorization: Bearer <token>` (`fleetroll auth issue --role readonly`)",
         )
         .into_response();
     };
-    match verifier.check(&token, READERS, "web").await {
+    match verifier.check(&token, &[Role::Readonly], "web").await {
         Ok(_) => next.run(request).await,
         Err(VerifyError::Denied { denial, .. }) => {
             ApiError::new(StatusCode::UNAUTHORIZED, denial.to_string()).into_response()

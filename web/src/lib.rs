@@ -20,6 +20,7 @@
 mod access;
 mod api;
 mod assets;
+mod host_check;
 mod live;
 mod mesh;
 pub mod metrics;
@@ -58,13 +59,20 @@ pub(crate) struct AppState {
     /// only and was not asked to, where whoever can connect may read.
     pub visitors: Option<Verifier>,
     pub metrics: Option<PrometheusHandle>,
+    pub hosts: host_check::AllowedHosts,
+    /// Live event feeds open at once; beyond them a feed is refused.
+    pub live_feeds: Arc<tokio::sync::Semaphore>,
 }
+
+/// Live event feeds one server keeps open at once.
+const LIVE_FEEDS: usize = 64;
 
 /// A bound web server, not yet serving.
 pub struct Web {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     tokens_required: bool,
+    extra_hosts: Vec<String>,
 }
 
 impl Web {
@@ -81,6 +89,7 @@ impl Web {
             listener,
             addr,
             tokens_required: !addr.ip().is_loopback(),
+            extra_hosts: Vec::new(),
         })
     }
 
@@ -88,6 +97,13 @@ impl Web {
     /// people log in to). Beyond loopback tokens are always required.
     pub fn require_token(mut self, required: bool) -> Self {
         self.tokens_required |= required;
+        self
+    }
+
+    /// Names, besides loopback's and the bound address, that requests may
+    /// carry as `Host` (the name a proxy or DNS gives the server).
+    pub fn allow_hosts(mut self, names: &[String]) -> Self {
+        self.extra_hosts.extend(names.iter().cloned());
         self
     }
 
@@ -115,6 +131,8 @@ impl Web {
             tokens: Arc::new(tokens),
             visitors,
             metrics,
+            hosts: host_check::AllowedHosts::new(self.addr.ip(), &self.extra_hosts),
+            live_feeds: Arc::new(tokio::sync::Semaphore::new(LIVE_FEEDS)),
         };
         axum::serve(self.listener, router(state))
             .with_graceful_shutdown(shutdown)
@@ -124,10 +142,19 @@ impl Web {
 }
 
 fn router(state: AppState) -> Router {
+    // /metrics is read under the API's rule: beyond loopback (or when asked
+    // for), with a token only.
+    let metrics = metrics::routes(state.metrics.clone()).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), access::check),
+    );
     Router::new()
         .merge(api::routes(state.clone()))
         .merge(assets::routes())
-        .merge(metrics::routes(state.metrics.clone()))
+        .merge(metrics)
         .route("/healthz", axum::routing::get(mesh::healthz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host_check::check,
+        ))
         .with_state(state)
 }

@@ -29,10 +29,21 @@ pub(crate) async fn rollout_events(
     // Unknown rollouts are a 404, not a feed that never says anything.
     let _: axum::Json<RolloutStatus> =
         ask(&state, queries::ROLLOUTS_GET, &RolloutId { id: id.clone() }).await?;
+    // Each feed holds a NATS subscription and a connection: bounded.
+    let slot = state.live_feeds.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live event feeds are open on this server; try again later",
+        )
+    })?;
     let feed = events::follow(&state.bus, Some(&id))
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
-    let messages =
-        feed.filter_map(|event| async move { SseEvent::default().json_data(&event).ok().map(Ok) });
+    let messages = feed.filter_map(move |event| {
+        // The slot is given back when the visitor goes and the feed drops.
+        let _held = &slot;
+        let message = SseEvent::default().json_data(&event).ok().map(Ok);
+        async move { message }
+    });
     Ok(Sse::new(messages).keep_alive(KeepAlive::default()))
 }

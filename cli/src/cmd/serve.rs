@@ -52,7 +52,8 @@ pub async fn start(
     };
     let web = Web::bind(web.web_listen)
         .await?
-        .require_token(web.web_require_token);
+        .require_token(web.web_require_token)
+        .allow_hosts(&web.web_hosts);
     let url = web.url();
     let file = ctx.data_dir().join(WEB_URL_FILE);
     std::fs::write(&file, &url).with_context(|| format!("writing {}", file.display()))?;
