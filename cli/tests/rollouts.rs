@@ -1009,18 +1009,7 @@ async fn a_result_recorded_by_a_replica_that_died_unannounced_is_still_audited()
 
 /// Creates a rollout of CHANGE over `target` and starts it; its id.
 fn started(cli: &Cli, target: &str, canary: &str) -> String {
-    let create = cli.run(&[
-        "rollout",
-        "create",
-        "--target",
-        target,
-        "--canary",
-        canary,
-        "--change",
-        "PUPPET_BRANCH=feature_xyz",
-    ]);
-    assert_eq!(create.code, 0, "{create:?}");
-    let id = create.stdout.trim().to_string();
+    let id = common::create_rollout(cli, target, canary);
     let start = cli.run(&["rollout", "start", &id]);
     assert_eq!(start.code, 0, "{start:?}");
     id

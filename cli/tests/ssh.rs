@@ -73,18 +73,7 @@ fn the_inventory_and_a_rollout_go_through_a_bastion_with_only_an_ssh_config() {
         "four hosts share two connections to the bastion"
     );
 
-    let create = cli.run(&[
-        "rollout",
-        "create",
-        "--target",
-        &format!("hostname:{}", names[0]),
-        "--canary",
-        "1",
-        "--change",
-        "PUPPET_BRANCH=feature_xyz",
-    ]);
-    assert_eq!(create.code, 0, "{create:?}");
-    let id = create.stdout.trim().to_string();
+    let id = common::create_rollout(cli, &format!("hostname:{}", names[0]), "1");
     assert_eq!(cli.run(&["rollout", "start", &id]).code, 0);
     let canary = lab.host(&names[0]).unwrap();
     wait_until(

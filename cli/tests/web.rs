@@ -771,18 +771,8 @@ fn the_web_server_answers_its_own_names_readonly_tokens_and_bounded_feeds() {
 
     // Live feeds: 64 at once, the next refused until one closes.
     common::onboard(cli, &[lab.hosts()[0].hostname.clone()]);
-    let create = cli.run(&[
-        "rollout",
-        "create",
-        "--target",
-        &format!("hostname:{}", lab.hosts()[0].hostname),
-        "--canary",
-        "1",
-        "--change",
-        "PUPPET_BRANCH=feature_xyz",
-    ]);
-    assert_eq!(create.code, 0, "{create:?}");
-    let id = create.stdout.trim().to_string();
+    let target = format!("hostname:{}", lab.hosts()[0].hostname);
+    let id = common::create_rollout(cli, &target, "1");
     let feed = format!("/api/v1/rollouts/{id}/events");
     let host = format!("127.0.0.1:{port}");
     let mut open = Vec::new();

@@ -551,3 +551,20 @@ impl Cli {
         }
     }
 }
+
+/// Creates a rollout of `PUPPET_BRANCH=feature_xyz` over the hosts `target`
+/// selects, `canary` of them first; its id.
+pub fn create_rollout(cli: &Cli, target: &str, canary: &str) -> String {
+    let create = cli.run(&[
+        "rollout",
+        "create",
+        "--target",
+        target,
+        "--canary",
+        canary,
+        "--change",
+        "PUPPET_BRANCH=feature_xyz",
+    ]);
+    assert_eq!(create.code, 0, "{create:?}");
+    create.stdout.trim().to_string()
+}
