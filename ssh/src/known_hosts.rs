@@ -38,13 +38,21 @@ pub struct KnownHosts {
 
 impl KnownHosts {
     /// Parses known_hosts text; `origin` names it in errors. Comments and
-    /// blank lines are skipped; any other line that is not an entry is an
-    /// error (a truncated file is not silently half-trusted).
+    /// blank lines are skipped, and so (with a warning) are keys of a type
+    /// fleetroll never accepts (`ssh-dss`, security-key `sk-*` keys), as in
+    /// an operator's long-lived file: no host could be accepted with one,
+    /// so nothing is trusted that would not be otherwise. Any other line
+    /// that is not an entry is an error (a truncated file is not silently
+    /// half-trusted).
     pub fn parse(text: &str, origin: &str) -> Result<KnownHosts, KnownHostsError> {
         let mut entries = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(kind) = unsupported_key_type(line) {
+                tracing::warn!(at = %format!("{origin}:{}", n + 1), kind, "known_hosts line of a key type fleetroll does not use; ignored");
                 continue;
             }
             let entry = line
@@ -112,6 +120,17 @@ impl KnownHosts {
         }
         trust
     }
+}
+
+/// The key type of a line, when it is one fleetroll never negotiates (DSA,
+/// security keys), whose lines are skipped rather than fatal.
+fn unsupported_key_type(line: &str) -> Option<&str> {
+    let mut fields = line.split_whitespace();
+    let mut kind = fields.nth(1)?;
+    if line.starts_with('@') {
+        kind = fields.next()?;
+    }
+    (kind == "ssh-dss" || kind.starts_with("sk-")).then_some(kind)
 }
 
 /// Whether `name` is listed by these patterns: a hashed name equals it, or
@@ -192,6 +211,18 @@ mod tests {
         let k = KnownHosts::parse(&line, "kh").unwrap();
         assert_eq!(k.trust_for(&names(&["h1.example.com"])).keys.len(), 1);
         assert!(k.trust_for(&names(&["h2.example.com"])).keys.is_empty());
+    }
+
+    #[test]
+    fn keys_of_types_never_used_are_skipped_not_fatal() {
+        let text = format!(
+            "old.example.com ssh-dss AAAAB3NzaC1kc3MAAACBAP\n\
+             @revoked * sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5\n\
+             h1.example.com {ED}\n"
+        );
+        let k = KnownHosts::parse(&text, "kh").unwrap();
+        assert_eq!(k.trust_for(&names(&["h1.example.com"])).keys.len(), 1);
+        assert!(k.trust_for(&names(&["old.example.com"])).knows_nothing());
     }
 
     #[test]
