@@ -438,7 +438,7 @@ async fn collect<S: WorkloadSource>(
     };
     let Some(worker) = worker else {
         record.error = pool_error;
-        return write(store, hostname, record, 0).await;
+        return write(store, hostname, record, 0, before).await;
     };
     record.worker_pool = Some(worker.pool.clone());
     record.worker_group = Some(worker.group.clone());
@@ -478,13 +478,13 @@ async fn collect<S: WorkloadSource>(
         .as_ref()
         .is_none_or(|r| record.recorded.contains(r));
     if latest_known && record.pending.is_empty() {
-        return write(store, hostname, record, 0).await;
+        return write(store, hostname, record, 0, before).await;
     }
     let recent = match source.recent_runs(worker).await {
         Ok(recent) => recent,
         Err(e) => {
             record.error = Some(e.to_string());
-            return write(store, hostname, record, 0).await;
+            return write(store, hostname, record, 0, before).await;
         }
     };
     let mut newly = 0;
@@ -531,20 +531,51 @@ async fn collect<S: WorkloadSource>(
     }
     let excess = record.recorded.len().saturating_sub(REMEMBERED_RUNS);
     record.recorded.drain(..excess);
-    write(store, hostname, record, newly).await
+    write(store, hostname, record, newly, before).await
 }
 
+/// Writes a host's record. A record that changed since the sweep read it
+/// was changed by `host quarantine` or `unquarantine` while the sweep asked
+/// Taskcluster: its quarantine is newer than what the sweep saw, and stays.
 async fn write(
     store: &kv::Store,
     hostname: &str,
-    record: Workload,
+    mut record: Workload,
     newly: usize,
+    before: Option<&Workload>,
 ) -> Result<(Workload, usize), BusError> {
-    store
-        .put(hostname, codec::to_cbor(&record).into())
-        .await
-        .map_err(|e| BusError::js("writing workload", e))?;
-    Ok((record, newly))
+    let failed = |e: &dyn std::fmt::Display| BusError::js("writing workload", e);
+    for _ in 0..5 {
+        let current = store.entry(hostname).await.map_err(|e| failed(&e))?;
+        let live = current
+            .as_ref()
+            .filter(|e| e.operation == kv::Operation::Put);
+        let Some(entry) = live else {
+            store
+                .put(hostname, codec::to_cbor(&record).into())
+                .await
+                .map_err(|e| failed(&e))?;
+            return Ok((record, newly));
+        };
+        if let Ok(now) = codec::from_cbor::<Workload>(&entry.value)
+            && Some(&now) != before
+        {
+            record.quarantine = now.quarantine;
+        }
+        match store
+            .update(hostname, codec::to_cbor(&record).into(), entry.revision)
+            .await
+        {
+            Ok(_) => return Ok((record, newly)),
+            // Changed again meanwhile: read it once more.
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(failed(&e)),
+        }
+    }
+    Err(BusError::js(
+        "writing workload",
+        format!("the record of {hostname} kept changing"),
+    ))
 }
 
 async fn publish_run(bus: &Bus, run: &TaskRun) -> Result<(), BusError> {
