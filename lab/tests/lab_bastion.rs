@@ -196,10 +196,6 @@ fn many_hosts_can_share_one_bastion_connection() {
     let _ = master.wait();
 }
 
-fn cli() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fleetroll-lab"))
-}
-
 #[test]
 fn cli_up_with_a_bastion_and_down() {
     let dir = lab_dir();
@@ -264,16 +260,7 @@ fn cli_up_with_a_bastion_and_down() {
     .expect("the bastion's sshd runs");
     assert_ne!(Some(&fleet_ns), net_ns("self").as_ref());
 
-    let down = cli()
-        .arg("down")
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(down.status.success(), "{down:?}");
-    assert_clean(&info.id, dir.path());
-    let ended = wait_for(Duration::from_secs(10), || client.try_wait().unwrap());
-    assert!(ended.is_some(), "the client outlived the lab");
+    down_ends(&info.id, dir.path(), &mut client, "the client");
     // Nothing is left in the fleet's network: it is gone.
     let in_fleet: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -331,16 +318,7 @@ fn down_ends_bastion_connections_of_a_killed_daemon() {
         "the bastion's sshd is not seen as the lab's: {left:#?}"
     );
 
-    let down = cli()
-        .arg("down")
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(down.status.success(), "{down:?}");
-    assert_clean(&info.id, dir.path());
-    let ended = wait_for(Duration::from_secs(10), || master.try_wait().unwrap());
-    assert!(ended.is_some(), "the bastion connection outlived `down`");
+    down_ends(&info.id, dir.path(), &mut master, "the bastion connection");
 }
 
 /// Runs as a child process of `a_bastion_lab_works_inside_a_network_namespace`.

@@ -121,10 +121,6 @@ fn a_test_process_that_panics_leaves_nothing_behind() {
     assert_clean(&id, dir.path());
 }
 
-fn cli() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fleetroll-lab"))
-}
-
 fn up(dir: &Path) -> fleetroll_lab::LabInfo {
     let out = cli()
         .args(["up", "--hosts", "3", "--port", "0", "--dir"])
@@ -242,14 +238,5 @@ fn down_cleans_up_after_a_killed_daemon() {
     // The session outlives its daemon (unless a lab starting meanwhile in
     // this test binary already collected the dead lab's remains).
 
-    let down = cli()
-        .arg("down")
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(down.status.success(), "{down:?}");
-    assert_clean(&info.id, dir.path());
-    let ended = wait_for(Duration::from_secs(10), || client.try_wait().unwrap());
-    assert!(ended.is_some());
+    down_ends(&info.id, dir.path(), &mut client, "the session");
 }

@@ -217,16 +217,7 @@ pub fn ssh_strict(
         .arg(lab.ssh_port().to_string())
         // ssh keeps the first value it sees for an option: extras first.
         .args(extra)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "LogLevel=ERROR",
-        ])
+        .args(STRICT_BATCH)
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
         .arg(format!("{}@{}", lab.ssh_user(), host))
@@ -236,6 +227,19 @@ pub fn ssh_strict(
         .expect("run ssh")
 }
 
+/// Options every ssh the tests run takes: strict host key checking, no
+/// prompts, bounded waits, quiet.
+const STRICT_BATCH: [&str; 8] = [
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "LogLevel=ERROR",
+];
+
 /// The system ssh client with the lab's own client config (`ssh -F
 /// <lab>/ssh_config`: through the bastion when there is one) and strict
 /// host key checking against the lab's known_hosts.
@@ -244,16 +248,7 @@ pub fn ssh_config_command(lab: &Lab, host: &str, remote: &str, extra: &[&str]) -
     c.arg("-F")
         .arg(lab.ssh_config_file())
         .args(extra)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "LogLevel=ERROR",
-        ])
+        .args(STRICT_BATCH)
         .arg("-o")
         .arg(format!(
             "UserKnownHostsFile={}",
@@ -283,4 +278,19 @@ pub fn is_zombie(pid: u32) -> bool {
                 .starts_with('Z')
         })
         .unwrap_or(true)
+}
+
+/// The `fleetroll-lab` binary of this build.
+pub fn cli() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fleetroll-lab"))
+}
+
+/// `fleetroll-lab down --dir DIR` succeeds and leaves nothing of lab `id`,
+/// and `client`, a session into the lab, ends with it.
+pub fn down_ends(id: &str, dir: &Path, client: &mut std::process::Child, what: &str) {
+    let down = cli().arg("down").arg("--dir").arg(dir).output().unwrap();
+    assert!(down.status.success(), "{down:?}");
+    assert_clean(id, dir);
+    let ended = wait_for(Duration::from_secs(10), || client.try_wait().unwrap());
+    assert!(ended.is_some(), "{what} outlived `down`");
 }
