@@ -4,7 +4,7 @@
 //! patterns (wildcards, `!` negation, `[host]:port`, hashed `|1|` names) is
 //! done here, as OpenSSH's `hostfile.c` does it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hmac::{KeyInit, Mac};
 use russh::keys::ssh_key::known_hosts::{Entry, HostPatterns, Marker};
@@ -87,19 +87,6 @@ impl KnownHosts {
         Ok(all)
     }
 
-    /// Reads one file, which must exist.
-    pub fn read_file(path: &Path) -> Result<KnownHosts, KnownHostsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KnownHostsError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        KnownHosts::parse(&text, &path.display().to_string())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// What the entries say about a host listed under any of `names`
     /// (`host`, or `[host]:port` off port 22).
     pub fn trust_for(&self, names: &[String]) -> Trust {
@@ -149,6 +136,13 @@ fn matches(patterns: &HostPatterns, name: &str) -> bool {
             crate::ssh_config::pattern::match_hostname(&name, &list.join(","))
         }
     }
+}
+
+/// The key as known_hosts and pins write it: `type base64`, no comment.
+pub(crate) fn openssh_line(key: &PublicKey) -> String {
+    key.to_openssh()
+        .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// The SHA-256 fingerprint, as `ssh-keygen -l` shows it.

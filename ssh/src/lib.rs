@@ -4,7 +4,7 @@
 //! the same hosts: the OpenSSH client config ([`ssh_config`], combined with
 //! `fleetroll.toml` in [`route`]), jump hosts (`ProxyJump`, pooled and
 //! shared by many targets), keys from ssh-agent and identity files
-//! ([`auth`]), and host keys checked against the pin in the mesh and the
+//! (`auth.rs`), and host keys checked against the pin in the mesh and the
 //! operator's known_hosts ([`trust`], [`known_hosts`]). Connect,
 //! authentication and every exec have a timeout, so a hanging host costs at
 //! most its timeouts. Commands are fixed strings; anything that comes from
@@ -22,12 +22,11 @@ mod settings;
 pub mod ssh_config;
 pub mod trust;
 
-pub use session::{Accepted, ExecOutput, Session};
+pub use session::ExecOutput;
+use session::{Accepted, Session};
 pub use settings::{BadVariable, FirstContact, Forced, HostOverride, SshSettings};
 
 use std::time::Duration;
-
-use russh::keys::HashAlg;
 
 /// Why an SSH operation failed. Each is recorded per host, never fatal.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -80,11 +79,4 @@ impl SshError {
 
 fn protocol(e: impl std::fmt::Display) -> SshError {
     SshError::Protocol(e.to_string())
-}
-
-/// The SHA-256 fingerprint of an OpenSSH public key, as `ssh-keygen -l` shows it.
-pub fn fingerprint(openssh: &str) -> String {
-    russh::keys::PublicKey::from_openssh(openssh)
-        .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
-        .unwrap_or_else(|_| "unparseable key".into())
 }

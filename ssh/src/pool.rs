@@ -511,14 +511,12 @@ impl Pool {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
-fn openssh(key: &PublicKey) -> String {
-    key.to_openssh()
-        .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn pin_from(trust: &Trust, file: &str) -> HostKeyPin {
-    let keys: Vec<String> = trust.keys.iter().map(openssh).collect();
+    let keys: Vec<String> = trust
+        .keys
+        .iter()
+        .map(crate::known_hosts::openssh_line)
+        .collect();
     let (key, other_keys) = keys
         .split_first()
         .map_or((String::new(), Vec::new()), |(k, rest)| {
@@ -532,8 +530,16 @@ fn pin_from(trust: &Trust, file: &str) -> HostKeyPin {
             .unwrap_or_default(),
         key,
         other_keys,
-        cert_authorities: trust.authorities.iter().map(openssh).collect(),
-        revoked: trust.revoked.iter().map(openssh).collect(),
+        cert_authorities: trust
+            .authorities
+            .iter()
+            .map(crate::known_hosts::openssh_line)
+            .collect(),
+        revoked: trust
+            .revoked
+            .iter()
+            .map(crate::known_hosts::openssh_line)
+            .collect(),
         source: PinSource::KnownHosts { file: file.into() },
         pinned_at: OffsetDateTime::now_utc(),
     }

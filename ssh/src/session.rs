@@ -45,7 +45,7 @@ fn host_key_algorithms(allow_ssh_rsa: bool) -> Vec<Algorithm> {
 
 /// The host key a connection was accepted with.
 #[derive(Debug, Clone)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// The key (a certificate's own key), OpenSSH `type base64`.
     pub key: String,
     pub fingerprint: String,
@@ -85,10 +85,7 @@ impl client::Handler for Checker {
         };
         let accept = !matches!(decision, Decision::Refused(_));
         let accepted = Accepted {
-            key: key
-                .to_openssh()
-                .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-                .unwrap_or_default(),
+            key: crate::known_hosts::openssh_line(&key),
             fingerprint: crate::known_hosts::fingerprint_of(&key),
             decision,
         };
@@ -109,7 +106,7 @@ pub struct ExecOutput {
 }
 
 /// An authenticated connection, reusable for many execs and channels.
-pub struct Session {
+pub(crate) struct Session {
     handle: Handle<Checker>,
 }
 
@@ -247,20 +244,9 @@ impl Session {
     }
 
     /// Runs `command` with `stdin`, waits for it within `limit`, and keeps at
-    /// most `cap` bytes of each output stream. The channel is always read
-    /// to its end, so the server never blocks on a full window.
-    pub async fn exec(
-        &self,
-        command: &str,
-        stdin: &[u8],
-        limit: Duration,
-        cap: usize,
-    ) -> Result<ExecOutput, SshError> {
-        self.exec_streaming(command, stdin, limit, cap, None).await
-    }
-
-    /// As [`Session::exec`], and every piece of output (stdout and stderr,
-    /// as it comes) is also sent to `live`.
+    /// most `cap` bytes of each output stream; every piece of output (stdout
+    /// and stderr, as it comes) is also sent to `live`. The channel is
+    /// always read to its end, so the server never blocks on a full window.
     pub async fn exec_streaming(
         &self,
         command: &str,
@@ -314,13 +300,5 @@ impl Session {
                 stage: "command",
                 after: limit,
             })?
-    }
-
-    /// Closes the connection politely.
-    pub async fn close(self) {
-        let _ = self
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
     }
 }
