@@ -610,3 +610,89 @@ async fn a_verifying_key_written_to_the_mesh_mints_no_token() {
     );
     assert_eq!(verify.code, 0, "{verify:?}");
 }
+
+/// nats-server does not check a push consumer's deliver subject against
+/// its creator's permissions: readonly may have what it reads delivered to
+/// any subject. The server we ship hands such deliveries to subscribers
+/// only, and no stream stores them, so a reader cannot forge audit records,
+/// bucket entries or commands this way (a regression test: the day a
+/// server stores them, this fails).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readers_push_consumer_delivers_nothing_into_a_stream() {
+    use async_nats::jetstream::consumer::push;
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let worker = worker_bus(&up.url()).await;
+    let reader = up.bus_as(Role::Readonly).await;
+    // Readers may subscribe to live events: here a delivery has someone to
+    // go to, and the events stream's subjects cover it.
+    let mut watching = reader
+        .client
+        .subscribe("fleetroll.evt.forged")
+        .await
+        .unwrap();
+    // (A deliver subject of the consumer's own stream the server refuses
+    // as a cycle.)
+    let targets = [
+        (&topology::AUDIT, "fleetroll.evt.forged".to_string()),
+        (&topology::EVENTS, "fleetroll.audit.forged".to_string()),
+        (
+            &topology::AUDIT,
+            format!("$KV.{}.forged.example.com", topology::HOST_KEYS.name),
+        ),
+        (&topology::AUDIT, "fleetroll.cmd.prober.forged".to_string()),
+    ];
+    for (n, (source, target)) in targets.iter().enumerate() {
+        reader
+            .js
+            .get_stream(source.name)
+            .await
+            .unwrap()
+            .create_consumer(push::Config {
+                durable_name: Some(format!("forge-{n}")),
+                deliver_subject: target.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("the server lets a reader create a push consumer");
+    }
+    let cli = up.cli.clone();
+    tokio::task::spawn_blocking(move || {
+        let added = cli.run(&["inventory", "seed", "add", SEEDED]);
+        assert_eq!(added.code, 0, "{added:?}");
+    })
+    .await
+    .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(30), watching.next())
+        .await
+        .expect("the audit record is delivered to the subscriber")
+        .expect("a message");
+    assert!(
+        delivered.subject.starts_with("fleetroll.audit."),
+        "{delivered:?}"
+    );
+
+    let stored = |stream, subject: &str| {
+        let worker = worker.clone();
+        let subject = subject.to_string();
+        async move { worker.stored(stream, subject).await.unwrap().len() }
+    };
+    assert_eq!(stored(&topology::EVENTS, "fleetroll.evt.forged").await, 0);
+    assert_eq!(stored(&topology::AUDIT, "fleetroll.audit.forged").await, 0);
+    assert_eq!(
+        stored(&topology::COMMANDS, "fleetroll.cmd.prober.forged").await,
+        0
+    );
+    let key = worker
+        .kv(&topology::HOST_KEYS)
+        .await
+        .unwrap()
+        .get("forged.example.com")
+        .await
+        .unwrap();
+    assert!(key.is_none(), "a delivery landed in the host keys: {key:?}");
+    let cli = up.cli.clone();
+    let verify = tokio::task::spawn_blocking(move || cli.run(&["audit", "verify"]))
+        .await
+        .unwrap();
+    assert_eq!(verify.code, 0, "{verify:?}");
+}
