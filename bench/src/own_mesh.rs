@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, ConnectOptions};
-use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer, NatsUser};
 use fleetroll_bus::setup::{self, Replicas};
 use fleetroll_bus::status;
 use fleetroll_bus::token::Role;
@@ -70,8 +70,13 @@ impl OwnMesh {
             ConnectOptions::new(server.url(), format!("{ACTOR}-{role}"))
                 .credentials(server.credentials(role).clone())
         };
+        setup::ensure(
+            &server.connect(NatsUser::Admin).await?,
+            Replicas::default(),
+            Default::default(),
+        )
+        .await?;
         let worker = Bus::connect(as_role(Role::Worker)).await?;
-        setup::ensure(&worker, Replicas::default(), Default::default()).await?;
         let relops = Bus::connect(as_role(Role::Relops)).await?;
         let mut mesh = OwnMesh {
             data_dir: data_dir.to_path_buf(),

@@ -42,9 +42,13 @@ pub enum BusError {
     #[error("JetStream {what} failed: {detail}")]
     JetStream { what: String, detail: String },
     #[error(
-        "bucket `{bucket}` does not exist on this NATS: is the mesh set up? (`fleetroll up`, or any worker, creates it)"
+        "bucket `{bucket}` does not exist on this NATS: is the mesh set up? (`fleetroll setup` with the admin NATS credentials; `fleetroll up` sets up its embedded server)"
     )]
     MissingBucket { bucket: &'static str },
+    #[error(
+        "stream {stream} does not exist on this NATS: the mesh is not set up (`fleetroll setup` with the admin NATS credentials; `fleetroll up` sets up its embedded server)"
+    )]
+    NotSetUp { stream: String },
     #[error("message in {place} is unreadable: {source}")]
     Decode {
         place: String,

@@ -24,26 +24,68 @@ pub const PERMISSIONS_CONFIG: &str = include_str!("../../nats-config/permissions
 /// Where, under a data dir, the NATS users' credentials are kept.
 pub const CREDENTIALS_DIR: &str = "credentials";
 
-/// The credentials file of `role` under a data dir:
-/// `<data-dir>/credentials/<role>.toml`.
-pub fn credentials_file(data_dir: &Path, role: Role) -> PathBuf {
+/// A user of `permissions.conf`: one per token role, and the set-up's
+/// `admin`, the only one that may create or reconfigure streams (nothing
+/// runs as admin: `fleetroll setup` does its work and disconnects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsUser {
+    Role(Role),
+    Admin,
+}
+
+impl NatsUser {
+    pub const ALL: [NatsUser; 5] = [
+        NatsUser::Role(Role::Relops),
+        NatsUser::Role(Role::Readonly),
+        NatsUser::Role(Role::Chatops),
+        NatsUser::Role(Role::Worker),
+        NatsUser::Admin,
+    ];
+
+    /// The user's name in `permissions.conf`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NatsUser::Role(role) => role.as_str(),
+            NatsUser::Admin => "admin",
+        }
+    }
+}
+
+impl From<Role> for NatsUser {
+    fn from(role: Role) -> Self {
+        NatsUser::Role(role)
+    }
+}
+
+impl std::fmt::Display for NatsUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The credentials file of a NATS user under a data dir:
+/// `<data-dir>/credentials/<user>.toml`.
+pub fn credentials_file(data_dir: &Path, user: impl Into<NatsUser>) -> PathBuf {
     data_dir
         .join(CREDENTIALS_DIR)
-        .join(format!("{}.toml", role.as_str()))
+        .join(format!("{}.toml", user.into().name()))
 }
 
-/// The environment variable `permissions.conf` takes `role`'s password
+/// The environment variable `permissions.conf` takes a user's password
 /// from, e.g. `FLEETROLL_RELOPS_PASSWORD`.
-pub fn password_variable(role: Role) -> String {
-    format!("FLEETROLL_{}_PASSWORD", role.as_str().to_ascii_uppercase())
+pub fn password_variable(user: impl Into<NatsUser>) -> String {
+    format!(
+        "FLEETROLL_{}_PASSWORD",
+        user.into().name().to_ascii_uppercase()
+    )
 }
 
-/// The four NATS users of `permissions.conf` (relops, readonly, chatops,
-/// worker) and their passwords, kept one file per role in a directory
-/// (mode 0700; files 0600, see [`Credentials`]).
+/// The NATS users of `permissions.conf` ([`NatsUser::ALL`]) and their
+/// passwords, kept one file per user in a directory (mode 0700; files
+/// 0600, see [`Credentials`]).
 #[derive(Debug, Clone)]
 pub struct ServerUsers {
-    users: Vec<(Role, Credentials)>,
+    users: Vec<(NatsUser, Credentials)>,
 }
 
 impl ServerUsers {
@@ -61,15 +103,15 @@ impl ServerUsers {
             .map_err(io)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
         let mut users = Vec::new();
-        for role in Role::ALL {
-            let path = dir.join(format!("{}.toml", role.as_str()));
+        for user in NatsUser::ALL {
+            let path = dir.join(format!("{}.toml", user.name()));
             let credentials = if path.exists() {
                 let credentials = Credentials::load(&path)?;
-                if credentials.user != role.as_str() {
+                if credentials.user != user.name() {
                     return Err(CredentialsError::Invalid {
                         path,
                         detail: format!(
-                            "`user` is `{}`, but permissions.conf names this role's user `{role}`",
+                            "`user` is `{}`, but permissions.conf names this user `{user}`",
                             credentials.user
                         ),
                     }
@@ -78,7 +120,7 @@ impl ServerUsers {
                 credentials
             } else {
                 let credentials = Credentials {
-                    user: role.as_str().to_string(),
+                    user: user.name().to_string(),
                     password: random_password(),
                 };
                 write_private(&path, &credentials.to_toml()).map_err(|source| {
@@ -89,28 +131,29 @@ impl ServerUsers {
                 })?;
                 credentials
             };
-            users.push((role, credentials));
+            users.push((user, credentials));
         }
         Ok(ServerUsers { users })
     }
 
-    /// The credentials of `role`'s user.
-    pub fn get(&self, role: Role) -> &Credentials {
+    /// The credentials of a user.
+    pub fn get(&self, user: impl Into<NatsUser>) -> &Credentials {
+        let user = user.into();
         &self
             .users
             .iter()
-            .find(|(r, _)| *r == role)
-            .expect("every role has a user")
+            .find(|(u, _)| *u == user)
+            .expect("every user has credentials")
             .1
     }
 
-    /// The server's environment: each `FLEETROLL_<ROLE>_PASSWORD`. The
+    /// The server's environment: each `FLEETROLL_<USER>_PASSWORD`. The
     /// server parses a variable's value as a config value (a leading `-`
     /// or digits only would not be a string), so each is quoted.
     pub fn server_env(&self) -> Vec<(String, String)> {
         self.users
             .iter()
-            .map(|(role, c)| (password_variable(*role), format!("\"{}\"", c.password)))
+            .map(|(user, c)| (password_variable(*user), format!("\"{}\"", c.password)))
             .collect()
     }
 }
@@ -264,10 +307,9 @@ impl EmbeddedServer {
             nats_server: None,
         })
         .await?;
-        let options = ConnectOptions::new(server.url(), "fleetroll-sandbox")
-            .credentials(server.credentials(Role::Worker).clone());
-        let bus = crate::connect::Bus::connect(options).await?;
-        crate::setup::ensure(&bus, crate::setup::Replicas(1), Default::default()).await?;
+        let admin = server.connect(NatsUser::Admin).await?;
+        crate::setup::ensure(&admin, crate::setup::Replicas(1), Default::default()).await?;
+        let bus = server.connect(Role::Worker).await?;
         Ok((server, bus))
     }
 
@@ -440,9 +482,20 @@ impl EmbeddedServer {
         &self.url
     }
 
-    /// The credentials of `role`'s NATS user on this server.
-    pub fn credentials(&self, role: Role) -> &Credentials {
-        self.users.get(role)
+    /// A connection to this server as one of its users.
+    pub async fn connect(
+        &self,
+        user: impl Into<NatsUser>,
+    ) -> Result<crate::connect::Bus, crate::connect::BusError> {
+        let user = user.into();
+        let options = ConnectOptions::new(self.url(), format!("fleetroll-{user}"))
+            .credentials(self.credentials(user).clone());
+        crate::connect::Bus::connect(options).await
+    }
+
+    /// The credentials of a NATS user on this server.
+    pub fn credentials(&self, user: impl Into<NatsUser>) -> &Credentials {
+        self.users.get(user)
     }
 
     pub fn pid(&self) -> Option<u32> {

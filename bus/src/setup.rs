@@ -1,8 +1,9 @@
-//! Idempotent creation of every stream, bucket and worker consumer. Whoever
-//! starts first (`fleetroll up`, any worker) creates them; everyone else
-//! finds them as they are.
+//! Idempotent creation of every stream, bucket and worker consumer, by the
+//! set-up (`fleetroll setup` as the `admin` NATS user; `fleetroll up` does
+//! it for its embedded server). Components that run only [`check`] that
+//! it happened: their NATS users may not create or reconfigure streams.
 
-use async_nats::jetstream::{consumer, stream};
+use async_nats::jetstream::{self, consumer, stream};
 
 use crate::connect::{Bus, BusError};
 use crate::messages::WorkerKind;
@@ -132,11 +133,41 @@ pub async fn ensure(bus: &Bus, replicas: Replicas, storage: Storage) -> Result<(
 
 /// Creates the stream, or brings an existing one's size limit and discard
 /// policy to `config`'s.
+/// Whether the set-up made every stream and bucket: the first one missing
+/// is [`BusError::NotSetUp`]. A worker checks before it starts, and waits
+/// for the set-up rather than making streams of its own.
+pub async fn check(bus: &Bus) -> Result<(), BusError> {
+    let names = topology::STREAMS
+        .iter()
+        .map(|def| def.name.to_string())
+        .chain(topology::BUCKETS.iter().map(|def| def.stream_name()));
+    for name in names {
+        if let Err(e) = bus.js.get_stream(&name).await {
+            return Err(
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+                {
+                    BusError::NotSetUp { stream: name }
+                } else {
+                    BusError::js(format!("reading stream {name}"), e)
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn ensure_stream(bus: &Bus, def: &StreamDef, config: stream::Config) -> Result<(), BusError> {
+    // A user that may not create streams is told so at once: the server
+    // drops a refused request, which would otherwise only time out.
+    let subject = format!("$JS.API.STREAM.CREATE.{}", def.name);
     let mut stream = bus
-        .js
-        .get_or_create_stream(config.clone())
-        .await
+        .unless_refused(
+            &format!("creating stream {}", def.name),
+            &subject,
+            bus.js.get_or_create_stream(config.clone()),
+        )
+        .await?
         .map_err(|e| BusError::js(format!("creating stream {}", def.name), e))?;
     resize(bus, &format!("stream {}", def.name), &mut stream, |c| {
         (c.max_bytes, c.discard) = (config.max_bytes, config.discard)
@@ -219,10 +250,11 @@ async fn ensure_bucket(
 ) -> Result<(), BusError> {
     let config = bucket_config(def, replicas, storage);
     if bus.js.get_key_value(def.name).await.is_err() {
-        bus.js
-            .create_stream(config.clone())
-            .await
-            .map_err(|e| BusError::js(format!("creating bucket {}", def.name), e))?;
+        let what = format!("creating bucket {}", def.name);
+        let subject = format!("$JS.API.STREAM.CREATE.{}", def.stream_name());
+        bus.unless_refused(&what, &subject, bus.js.create_stream(config.clone()))
+            .await?
+            .map_err(|e| BusError::js(what, e))?;
     }
     let mut stream = bus
         .js

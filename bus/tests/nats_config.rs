@@ -23,7 +23,7 @@ fn nats_server(config: &Path, store: &Path) -> Command {
         .env("FLEETROLL_NATS_STORE", store)
         .env("FLEETROLL_NATS_HOST", "127.0.0.1")
         .env("FLEETROLL_NATS_PORT", "14222");
-    for role in ["RELOPS", "READONLY", "CHATOPS", "WORKER"] {
+    for role in ["RELOPS", "READONLY", "CHATOPS", "WORKER", "ADMIN"] {
         command.env(
             format!("FLEETROLL_{role}_PASSWORD"),
             format!("{role}-secret"),
@@ -223,15 +223,15 @@ async fn the_three_node_cluster_keeps_three_replicas() {
             )
         })
         .collect();
-    // The nodes include permissions.conf: the workers' user creates
+    // The nodes include permissions.conf: the set-up's admin user creates
     // everything.
     let mut options = ConnectOptions::new(
         "nats://127.0.0.1:4231,nats://127.0.0.1:4232,nats://127.0.0.1:4233",
         "test",
     )
     .credentials(Credentials {
-        user: "worker".into(),
-        password: "WORKER-secret".into(),
+        user: "admin".into(),
+        password: "ADMIN-secret".into(),
     });
     options.wait_for_server = true;
     let bus = Bus::connect(options).await.unwrap();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
-use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer, NatsUser};
 use fleetroll_bus::host_index::HostIndex;
 use fleetroll_bus::messages::host::Observation;
 use fleetroll_bus::setup::{self, Replicas};
@@ -59,6 +59,14 @@ async fn wait_for(index: &HostIndex, hostname: &str, limit: Duration) -> Result<
     }
 }
 
+/// The set-up, as its admin NATS user.
+async fn set_up(server: &EmbeddedServer) {
+    let admin = server.connect(NatsUser::Admin).await.unwrap();
+    setup::ensure(&admin, Replicas(1), Default::default())
+        .await
+        .unwrap();
+}
+
 async fn connect(server: &EmbeddedServer) -> Bus {
     let mut options = ConnectOptions::new(server.url(), "server-trouble-test")
         .credentials(server.credentials(Role::Worker).clone());
@@ -88,9 +96,7 @@ async fn the_host_index_keeps_up_after_its_watch_breaks() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let bus = connect(&server).await;
-    setup::ensure(&bus, Replicas(1), Default::default())
-        .await
-        .unwrap();
+    set_up(&server).await;
     let index = HostIndex::start(bus.clone());
     put(&bus, "before.example.com").await;
     wait_for(&index, "before.example.com", Duration::from_secs(10))
@@ -116,9 +122,7 @@ async fn a_missing_bucket_is_named_and_a_silent_server_is_no_missing_bucket() {
         matches!(missing, BusError::MissingBucket { bucket } if bucket == topology::HOSTS.name),
         "{missing}"
     );
-    setup::ensure(&bus, Replicas(1), Default::default())
-        .await
-        .unwrap();
+    set_up(&server).await;
     let fresh = connect(&server).await;
     let (_, opened) = tokio::join!(freeze(&server, Duration::from_secs(14)), async {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -138,9 +142,7 @@ async fn a_job_queue_is_served_again_after_the_server_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let bus = connect(&server).await;
-    setup::ensure(&bus, Replicas(1), Default::default())
-        .await
-        .unwrap();
+    set_up(&server).await;
     let (ran, mut runs) = tokio::sync::mpsc::unbounded_channel();
     let serving = tokio::spawn({
         let bus = bus.clone();

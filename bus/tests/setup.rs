@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use fleetroll_bus::WorkerKind;
-use fleetroll_bus::embedded::EmbeddedServer;
+use fleetroll_bus::embedded::{EmbeddedServer, NatsUser};
 use fleetroll_bus::setup::{self, Replicas};
 use fleetroll_bus::topology;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ensure_brings_an_older_meshs_consumers_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, bus) = EmbeddedServer::with_mesh(dir.path())
+    let (server, bus) = EmbeddedServer::with_mesh(dir.path())
         .await
         .expect("nats-server (run `make setup`)");
 
@@ -36,7 +36,8 @@ async fn ensure_brings_an_older_meshs_consumers_up_to_date() {
     config.backoff = Vec::new();
     probes.update_consumer(config).await.unwrap();
 
-    setup::ensure(&bus, Replicas(1), Default::default())
+    let admin = server.connect(NatsUser::Admin).await.unwrap();
+    setup::ensure(&admin, Replicas(1), Default::default())
         .await
         .unwrap();
     let name = topology::consumer_name(WorkerKind::Orchestrator);

@@ -40,8 +40,8 @@ pub struct Global {
     /// File holding your token (default: <data-dir>/token, or $FLEETROLL_TOKEN).
     #[arg(long, global = true, env = "FLEETROLL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Copies of each stream and bucket, when this command is the first to
-    /// create them: 1 on a single server, 3 on a cluster.
+    /// Copies of each stream and bucket, when `setup` (or `up`) creates
+    /// them: 1 on a single server, 3 on a cluster.
     #[arg(long, global = true, env = "FLEETROLL_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
@@ -51,6 +51,10 @@ pub struct Global {
 pub enum Top {
     /// Run the whole mesh here: embedded nats-server plus one replica of every worker.
     Up(UpArgs),
+    /// Create the streams, buckets and worker consumers of a NATS deployment
+    /// (as its `admin` NATS user; `up` does it for its embedded server).
+    /// Idempotent: what exists keeps its replicas and takes today's limits.
+    Setup,
     /// Run one worker replica against a NATS deployment.
     Worker {
         #[arg(value_parser = parse_kind)]

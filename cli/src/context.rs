@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials, DEFAULT_NATS_URL};
+use fleetroll_bus::embedded::NatsUser;
 use fleetroll_bus::token::Role;
 
 use crate::args::Global;
@@ -127,6 +128,7 @@ pub struct NatsSettings {
     pub credentials: Option<PathBuf>,
 }
 
+#[derive(Clone)]
 pub struct Context {
     pub global: Global,
     pub settings: Settings,
@@ -215,10 +217,10 @@ impl Context {
 
     /// The NATS credentials to connect with: `--nats-credentials`
     /// (`FLEETROLL_NATS_CREDENTIALS`), else `[nats] credentials`, else
-    /// `<data-dir>/credentials/<role>.toml` when `fleetroll up` made one;
+    /// `<data-dir>/credentials/<user>.toml` when `fleetroll up` made one;
     /// none without any (a NATS without authentication). A named file
     /// that cannot be read is an error.
-    pub fn credentials(&self, role: Role) -> anyhow::Result<Option<Credentials>> {
+    pub fn credentials(&self, user: impl Into<NatsUser>) -> anyhow::Result<Option<Credentials>> {
         let explicit = self.global.nats_credentials.as_ref().or(self
             .settings
             .nats
@@ -227,7 +229,7 @@ impl Context {
         let path = match explicit {
             Some(path) => path.clone(),
             None => {
-                let default = self.credentials_file(role);
+                let default = self.credentials_file(user);
                 if !default.exists() {
                     return Ok(None);
                 }
@@ -239,9 +241,9 @@ impl Context {
             .map_err(|e| fail(exit::INVALID, e.to_string()))
     }
 
-    /// Where `fleetroll up` keeps the credentials of `role`'s NATS user.
-    pub fn credentials_file(&self, role: Role) -> PathBuf {
-        fleetroll_bus::embedded::credentials_file(&self.data_dir(), role)
+    /// Where `fleetroll up` keeps the credentials of a NATS user.
+    pub fn credentials_file(&self, user: impl Into<NatsUser>) -> PathBuf {
+        fleetroll_bus::embedded::credentials_file(&self.data_dir(), user)
     }
 
     /// Connects as RelOps (see [`Context::credentials`]), failing fast when

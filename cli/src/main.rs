@@ -88,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             metrics_listen,
         } => cmd::workers::run(&ctx, kind, metrics_listen).await,
         Top::Serve(web) => cmd::serve::run(&ctx, web).await,
+        Top::Setup => cmd::setup::run(&ctx).await,
         Top::Status { json } => cmd::status::run(&ctx, json).await,
         Top::Ping(args) => cmd::ping::run(&ctx, args).await,
         Top::Auth(command) => cmd::auth::run(&ctx, command).await,

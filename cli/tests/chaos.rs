@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::{Cli, Proc, lab_env, wait_until};
 use fleetroll_bus::codec;
-use fleetroll_bus::embedded::{self, ServerUsers, find_nats_server};
+use fleetroll_bus::embedded::{self, NatsUser, ServerUsers, find_nats_server};
 use fleetroll_bus::messages::audit::AuditRecord;
 use fleetroll_bus::messages::command::CommandEnvelope;
-use fleetroll_bus::setup::{self, Replicas};
 use fleetroll_bus::token::Role;
 use fleetroll_bus::{subjects, topology};
 use fleetroll_lab::{Lab, LabConfig, OverrideEventKind, Scenario};
@@ -579,18 +578,21 @@ impl Mesh {
                 .iter()
                 .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
         });
-        // Streams can be made once the cluster has elected its JetStream leader.
-        runtime.block_on(async {
-            let bus = common::connect_as(&Cluster::url(), data.path(), Role::Worker).await;
-            let began = Instant::now();
-            while let Err(e) = setup::ensure(&bus, Replicas(3), Default::default()).await {
-                assert!(
-                    began.elapsed() < Duration::from_secs(60),
-                    "the cluster: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        // Streams can be made once the cluster has elected its JetStream
+        // leader: `fleetroll setup`, as the cluster's admin NATS user.
+        let admin = embedded::credentials_file(data.path(), NatsUser::Admin);
+        let began = Instant::now();
+        loop {
+            let set_up = cli.run(&["--nats-credentials", admin.to_str().unwrap(), "setup"]);
+            if set_up.code == 0 {
+                break;
             }
-        });
+            assert!(
+                began.elapsed() < Duration::from_secs(60),
+                "the cluster: {set_up:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
         cli.init_auth();
 
         let workers = Workers::start(&cli);

@@ -696,3 +696,176 @@ async fn a_readers_push_consumer_delivers_nothing_into_a_stream() {
         .unwrap();
     assert_eq!(verify.code, 0, "{verify:?}");
 }
+
+/// A worker credential could delete or purge any stream but the three the
+/// denies named (the hosts, the host keys: trust on first use again, the
+/// commands), or create a stream that republishes or sources into a
+/// subject it may not publish on. Workers now use what the set-up made and
+/// nothing more: no stream is created, reconfigured, deleted or purged
+/// with their credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_creates_reconfigures_deletes_and_purges_no_stream() {
+    use async_nats::jetstream::stream;
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let worker = worker_bus(&up.url()).await;
+    let hosts = topology::HOSTS.stream_name();
+    let host_keys = topology::HOST_KEYS.stream_name();
+    for (what, subject) in [
+        ("delete", format!("$JS.API.STREAM.DELETE.{hosts}")),
+        ("purge", format!("$JS.API.STREAM.PURGE.{host_keys}")),
+        (
+            "purge",
+            format!("$JS.API.STREAM.PURGE.{}", topology::EVENTS.name),
+        ),
+        (
+            "delete",
+            format!("$JS.API.STREAM.MSG.DELETE.{}", topology::EVENTS.name),
+        ),
+        (
+            "delete",
+            format!("$JS.API.STREAM.DELETE.{}", topology::COMMANDS.name),
+        ),
+    ] {
+        eprintln!("{what} {subject}");
+        refused(
+            &worker,
+            &subject,
+            worker.client.request(subject.clone(), "{\"seq\":1}".into()),
+        )
+        .await;
+    }
+    // A stream that would copy what a worker may publish into the command
+    // stream's subjects, where no permission checks it again.
+    let republish = stream::Config {
+        name: "FORGE".into(),
+        subjects: vec!["fleetroll.evt.forge".into()],
+        republish: Some(stream::Republish {
+            source: ">".into(),
+            destination: "fleetroll.cmd.prober.forged".into(),
+            headers_only: false,
+        }),
+        ..Default::default()
+    };
+    refused(
+        &worker,
+        "$JS.API.STREAM.CREATE.FORGE",
+        worker.js.create_stream(republish),
+    )
+    .await;
+    let mut commands = worker
+        .js
+        .get_stream(topology::COMMANDS.name)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    commands.subjects.push("fleetroll.evt.>".into());
+    let update = format!("$JS.API.STREAM.UPDATE.{}", topology::COMMANDS.name);
+    refused(&worker, &update, worker.js.update_stream(commands)).await;
+
+    // Everything is as the set-up left it.
+    worker
+        .js
+        .get_stream(&hosts)
+        .await
+        .expect("the hosts bucket");
+    worker
+        .js
+        .get_stream(&host_keys)
+        .await
+        .expect("the host keys");
+    assert!(
+        worker.js.get_stream("FORGE").await.is_err(),
+        "no FORGE stream"
+    );
+    let info = worker
+        .js
+        .get_stream(topology::COMMANDS.name)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(
+        info.subjects,
+        topology::COMMANDS
+            .subjects
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A worker started before the mesh is set up makes no stream of its own:
+/// it says what is missing and waits; `fleetroll setup`, as the admin NATS
+/// user, sets the mesh up, and the worker starts. Set-up with another
+/// user's credentials is refused at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_waits_for_the_set_up_which_only_the_admin_user_may_do() {
+    use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer, NatsUser, credentials_file};
+    let dir = tempfile::tempdir().unwrap();
+    let server = EmbeddedServer::start(&EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        nats_server: None,
+    })
+    .await
+    .unwrap();
+    let mut cli = common::Cli::new(dir.path());
+    cli.nats_url = Some(server.url().to_string());
+    let creds = |user: NatsUser| credentials_file(dir.path(), user).display().to_string();
+    let worker_creds = creds(NatsUser::Role(Role::Worker));
+    let worker_args = [
+        "--nats-credentials",
+        worker_creds.as_str(),
+        "worker",
+        "prober",
+    ];
+    let _worker = cli.spawn(&worker_args);
+    let log = cli.log_of(&worker_args);
+    let c = cli.clone();
+    let refused_setup = tokio::task::spawn_blocking(move || {
+        common::wait_until(
+            "the worker says why it waits",
+            Duration::from_secs(30),
+            || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("the mesh is not set up")),
+        );
+        c.run(&["--nats-credentials", &worker_creds, "setup"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused_setup.code, 5, "{refused_setup:?}");
+    assert!(
+        refused_setup.stderr.contains("$JS.API.STREAM.CREATE")
+            && refused_setup.stderr.contains("not allowed"),
+        "{refused_setup:?}"
+    );
+    let bus = server.connect(Role::Worker).await.unwrap();
+    for def in topology::STREAMS {
+        assert!(
+            bus.js.get_stream(def.name).await.is_err(),
+            "nobody but the admin made {}",
+            def.name
+        );
+    }
+
+    let admin = creds(NatsUser::Admin);
+    let c = cli.clone();
+    let set_up =
+        tokio::task::spawn_blocking(move || c.run(&["--nats-credentials", &admin, "setup"]))
+            .await
+            .unwrap();
+    assert_eq!(set_up.code, 0, "{set_up:?}");
+    for def in topology::STREAMS {
+        bus.js.get_stream(def.name).await.unwrap();
+    }
+    let c = cli.clone();
+    tokio::task::spawn_blocking(move || {
+        common::wait_until("the prober is live", Duration::from_secs(30), || {
+            c.replicas_of("prober") == 1
+        })
+    })
+    .await
+    .unwrap();
+}

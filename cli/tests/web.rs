@@ -795,3 +795,52 @@ fn the_web_server_answers_its_own_names_readonly_tokens_and_bounded_feeds() {
         },
     );
 }
+
+/// The web server never holds the signing key: it asks the mesh with the
+/// readonly token `up` keeps in `<data-dir>/web.token`, read at each use.
+/// A token that stops being good stops the answers; one written in its
+/// place brings them back, with no restart.
+#[test]
+fn the_web_server_asks_with_its_own_token_file_not_the_signing_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Up::start();
+    let cli = &up.cli;
+    let file = up.dir().join("web.token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "web.token is private");
+    let key = std::fs::read_to_string(up.dir().join("auth/verifying-key.pub")).unwrap();
+    let key = fleetroll_bus::token::VerifyingKey::from_base64(key.trim()).unwrap();
+    let jwt = std::fs::read_to_string(&file).unwrap();
+    let claims =
+        fleetroll_bus::token::verify(jwt.trim(), &key, time::OffsetDateTime::now_utc()).unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.role),
+        ("fleetroll-web", fleetroll_bus::token::Role::Readonly)
+    );
+    let overview = format!("{}api/v1/overview", up.web_url());
+    assert_eq!(get(&overview).0, 200);
+
+    // Revoked: the workers refuse the web server's questions.
+    let revoked = cli.run(&["auth", "revoke", "--jti", &claims.jti, "--reason", "test"]);
+    assert_eq!(revoked.code, 0, "{revoked:?}");
+    wait_until(
+        "the web server's answers to stop",
+        Duration::from_secs(30),
+        || get(&overview).0 != 200,
+    );
+    let (status, body) = get(&overview);
+    assert!(body.contains("revoked"), "{status}: {body}");
+
+    let renewed = cli.run(&[
+        "auth",
+        "issue",
+        "--actor",
+        "fleetroll-web",
+        "--role",
+        "readonly",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(renewed.code, 0, "{renewed:?}");
+    assert_eq!(get(&overview).0, 200, "the new token is used at once");
+}

@@ -1112,14 +1112,16 @@ mod tests {
     /// stage applying half its hosts because the advance gave up.
     #[tokio::test(flavor = "multi_thread")]
     async fn jobs_are_queued_through_a_while_without_the_stream() {
-        use fleetroll_bus::embedded::EmbeddedServer;
+        use fleetroll_bus::embedded::{EmbeddedServer, NatsUser};
         use fleetroll_bus::setup::{self, Replicas};
 
         let dir = tempfile::tempdir().unwrap();
-        let (_server, bus) = EmbeddedServer::with_mesh(dir.path())
+        let (server, bus) = EmbeddedServer::with_mesh(dir.path())
             .await
             .expect("nats-server (run `make setup`)");
-        bus.js
+        let admin = server.connect(NatsUser::Admin).await.unwrap();
+        admin
+            .js
             .delete_stream(topology::APPLY_JOBS.name)
             .await
             .unwrap();
@@ -1129,7 +1131,7 @@ mod tests {
             queue_jobs(&bus, "command-1", "ro-test", 1, &hosts, false),
             async {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                setup::ensure(&bus, Replicas(1), Default::default())
+                setup::ensure(&admin, Replicas(1), Default::default())
                     .await
                     .unwrap();
             }

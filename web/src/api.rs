@@ -107,7 +107,7 @@ pub(crate) async fn ask<P: Message, R: Message>(
     let token = state.tokens.token().map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the web server cannot issue its own token: {e}"),
+            format!("the web server has no token to ask the mesh with: {e}"),
         )
     })?;
     Ok(Json(

@@ -1,56 +1,47 @@
-//! The token the web server asks the mesh's read queries with.
+//! The token the web server asks the mesh's read queries with. The server
+//! never holds the signing key: a process that answers HTTP must not be
+//! able to mint tokens.
 
-use std::sync::Mutex;
-
-use fleetroll_bus::token::{self, Role, SigningKey};
-use time::{Duration, OffsetDateTime};
+use std::path::PathBuf;
 
 /// Where the server's own token comes from.
 pub enum TokenSource {
     /// A token given to the server; when it expires, answers say so.
     Fixed(String),
-    /// Short-lived readonly tokens issued as needed with the operator's
-    /// signing key (the key of `fleetroll up`'s data dir), so a server that
-    /// runs for weeks never holds a stale or powerful one.
-    Minted {
-        key: Box<SigningKey>,
-        current: Mutex<Option<(String, OffsetDateTime)>>,
-    },
+    /// The token in this file, read at each use, so a token renewed on disk
+    /// (`fleetroll up` renews `<data-dir>/web.token`; `fleetroll auth issue
+    /// --out` writes one) is used at once, without a restart.
+    File(PathBuf),
 }
 
-/// How long a minted token lives, and how long before its end a new one is
-/// issued.
-const MINTED_FOR: Duration = Duration::hours(1);
-const RENEW_BEFORE: Duration = Duration::minutes(10);
-
-/// The name minted tokens carry, which is what the workers log.
-const ACTOR: &str = "fleetroll-web";
+/// The server has no token to ask with.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read the web server's token {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the web server's token file {path} is empty")]
+    Empty { path: PathBuf },
+}
 
 impl TokenSource {
-    pub fn minted(key: SigningKey) -> TokenSource {
-        TokenSource::Minted {
-            key: Box::new(key),
-            current: Mutex::new(None),
-        }
-    }
-
-    /// A token good for a while yet.
-    pub fn token(&self) -> Result<String, token::KeyError> {
+    /// The token to ask with now.
+    pub fn token(&self) -> Result<String, TokenError> {
         match self {
             TokenSource::Fixed(token) => Ok(token.clone()),
-            TokenSource::Minted { key, current } => {
-                let now = OffsetDateTime::now_utc();
-                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((jwt, expires)) = current.as_ref()
-                    && *expires - RENEW_BEFORE > now
-                {
-                    return Ok(jwt.clone());
+            TokenSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(TokenError::Empty { path: path.clone() });
                 }
-                let (jwt, claims) = token::issue(key, ACTOR, Role::Readonly, MINTED_FOR, now)?;
-                let expires =
-                    OffsetDateTime::from_unix_timestamp(claims.exp).unwrap_or(now + MINTED_FOR);
-                *current = Some((jwt.clone(), expires));
-                Ok(jwt)
+                Ok(token.to_string())
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod population;
 pub mod rollout;
 pub mod seed;
 pub mod serve;
+pub mod setup;
 pub mod status;
 pub mod up;
 pub mod watch;

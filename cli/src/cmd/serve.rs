@@ -11,12 +11,17 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
 
 use crate::args::WebArgs;
-use crate::cmd::{auth, workers};
+use crate::cmd::workers;
 use crate::context::Context;
 use crate::exit;
 
 /// The file `up` and `serve` write the web UI's address to.
 const WEB_URL_FILE: &str = "web.url";
+
+/// The web server's own readonly token, under the data dir: `up` keeps it
+/// fresh; for `serve` elsewhere, `fleetroll auth issue --role readonly
+/// --out` writes it.
+pub const WEB_TOKEN_FILE: &str = "web.token";
 
 pub async fn run(ctx: &Context, web: WebArgs) -> anyhow::Result<u8> {
     let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
@@ -35,9 +40,9 @@ pub async fn run(ctx: &Context, web: WebArgs) -> anyhow::Result<u8> {
 }
 
 /// Binds `web.web_listen` and serves the UI and API until `stop` turns true;
-/// returns where. The server asks the mesh with short-lived readonly tokens
-/// of the data dir's signing key when there is one, else with the caller's
-/// token.
+/// returns where. The server asks the mesh with the token in
+/// `<data-dir>/web.token` when there is one (read at each use), else with
+/// the caller's token; it never loads the signing key.
 pub async fn start(
     ctx: &Context,
     bus: Bus,
@@ -45,8 +50,9 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(String, JoinHandle<()>)> {
-    let tokens = if ctx.signing_key_path().exists() {
-        TokenSource::minted(auth::load_key(ctx)?)
+    let own = ctx.data_dir().join(WEB_TOKEN_FILE);
+    let tokens = if own.exists() {
+        TokenSource::File(own)
     } else {
         TokenSource::Fixed(ctx.token()?)
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, BusError, ConnectOptions, Credentials};
-use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer, NatsUser};
 use fleetroll_bus::setup;
 use fleetroll_bus::token::Role;
 use tokio::sync::watch;
@@ -36,8 +36,8 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         Some(server) => server.url().to_string(),
         None => ctx.nats_url(),
     };
-    // The workers (and the set-up) connect as the `worker` NATS user; the
-    // operator's keys are published as `relops`.
+    // The set-up runs as the `admin` NATS user and disconnects; the workers
+    // connect as `worker`; the operator's keys are published as `relops`.
     let (worker, relops) = match &server {
         Some(server) => (
             Some(server.credentials(Role::Worker).clone()),
@@ -45,12 +45,25 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         ),
         None => external_credentials(ctx)?,
     };
+    let admin = match &server {
+        Some(server) => Some(server.credentials(NatsUser::Admin).clone()),
+        None if ctx.credentials_file(NatsUser::Admin).exists() => {
+            ctx.credentials(NatsUser::Admin)?
+        }
+        // Someone else sets up that NATS (`fleetroll setup`); the workers
+        // wait for it.
+        None => None,
+    };
+    if let Some(admin) = admin {
+        let mut options = ConnectOptions::new(url.clone(), "fleetroll-setup").credentials(admin);
+        options.wait_for_server = server.is_none();
+        setup::ensure(&Bus::connect(options).await?, ctx.replicas(), ctx.storage()).await?;
+    }
     let mut options = ConnectOptions::new(url.clone(), "fleetroll-up")
         .credentials(worker)
         .trust(ctx.trust_root());
     options.wait_for_server = server.is_none();
     let bus = Bus::connect(options).await?;
-    setup::ensure(&bus, ctx.replicas(), ctx.storage()).await?;
     if server.is_some() {
         std::fs::write(ctx.url_file(), &url)
             .with_context(|| format!("writing {}", ctx.url_file().display()))?;
@@ -65,6 +78,8 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    renew_web_token(ctx)?;
+    tokio::spawn(keep_web_token_fresh(ctx.clone(), stop_rx.clone()));
     // The web server reads as the `readonly` NATS user, as `serve` does.
     let reader = match &server {
         Some(server) => Some(server.credentials(Role::Readonly).clone()),
@@ -84,7 +99,6 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
             tokio::spawn(workers::supervise(
                 kind,
                 bus.clone(),
-                (ctx.replicas(), ctx.storage()),
                 config.clone(),
                 stop_rx.clone(),
             ))
@@ -103,7 +117,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     say!("  data dir:  {}", data_dir.display());
     if server.is_some() {
         say!(
-            "  users:     relops, readonly, chatops, worker (NATS passwords in {})",
+            "  users:     relops, readonly, chatops, worker, admin (NATS passwords in {})",
             data_dir.join("credentials").display()
         );
     }
@@ -183,6 +197,47 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How long the web server's token lives, and how long before its end
+/// `up` issues the next.
+const WEB_TOKEN_TTL: time::Duration = time::Duration::days(30);
+const WEB_TOKEN_RENEW_BEFORE: time::Duration = time::Duration::days(7);
+
+/// Makes sure `<data-dir>/web.token` holds a readonly token of the data
+/// dir's signing key that is good for a week yet. The web server reads that
+/// file and never holds the key: `up` loads the key for this and drops it.
+fn renew_web_token(ctx: &Context) -> anyhow::Result<()> {
+    let key = auth::load_key(ctx)?;
+    let path = ctx.data_dir().join(serve::WEB_TOKEN_FILE);
+    let now = time::OffsetDateTime::now_utc();
+    let fresh = std::fs::read_to_string(&path).ok().and_then(|jwt| {
+        fleetroll_bus::token::verify(jwt.trim(), &key.verifying_key(), now)
+            .ok()
+            .filter(|claims| {
+                claims.role == Role::Readonly
+                    && claims.exp > (now + WEB_TOKEN_RENEW_BEFORE).unix_timestamp()
+            })
+    });
+    if fresh.is_none() {
+        let (jwt, _) = auth::issue(&key, "fleetroll-web", Role::Readonly, WEB_TOKEN_TTL)?;
+        auth::write_private(&path, &jwt)?;
+    }
+    Ok(())
+}
+
+/// Renews the web server's token twice a day while `up` runs.
+async fn keep_web_token_fresh(ctx: Context, stop: watch::Receiver<bool>) {
+    let twice_a_day = Duration::from_secs(12 * 3600);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(twice_a_day) => {}
+            _ = workers::stopped(stop.clone()) => return,
+        }
+        if let Err(e) = renew_web_token(&ctx) {
+            tracing::warn!(error = %format!("{e:#}"), "could not renew the web server's token");
+        }
+    }
 }
 
 /// On a NATS of one's own with worker credentials only, the server refuses

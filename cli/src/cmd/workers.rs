@@ -10,9 +10,8 @@ use anyhow::Context as _;
 use fleetroll_auditor::AuditorSettings;
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, ConnectOptions};
-use fleetroll_bus::setup::{self, Replicas};
+use fleetroll_bus::setup;
 use fleetroll_bus::token::Role;
-use fleetroll_bus::topology::Storage;
 use fleetroll_web::Web;
 use tokio::sync::watch;
 use tracing::warn;
@@ -83,17 +82,17 @@ async fn run_once(
 }
 
 /// Runs a replica of `kind` until `stop` turns true, restarting it when it
-/// fails. Each start first creates whatever streams and buckets are missing.
+/// fails. Each start first checks that the mesh is set up (`fleetroll
+/// setup`): until it is, the replica waits, trying again every 2 s.
 pub async fn supervise(
     kind: WorkerKind,
     bus: Bus,
-    (replicas, storage): (Replicas, Storage),
     config: WorkerConfig,
     stop: watch::Receiver<bool>,
 ) {
     loop {
         let started = async {
-            setup::ensure(&bus, replicas, storage).await?;
+            setup::check(&bus).await?;
             run_once(kind, bus.clone(), config.clone(), stop.clone()).await
         };
         match started.await {
@@ -153,8 +152,7 @@ pub async fn run(
             }
         });
     }
-    let shape = (ctx.replicas(), ctx.storage());
-    let replica = tokio::spawn(supervise(kind, bus, shape, config, stop_rx));
+    let replica = tokio::spawn(supervise(kind, bus, config, stop_rx));
     stop_signal().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), replica).await;

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
-use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer};
+use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer, NatsUser};
 use fleetroll_bus::token::Role;
 
 pub fn bin() -> &'static str {
@@ -405,8 +405,8 @@ impl Bare {
         .await
         .unwrap();
         remember(server.url(), dir.path());
-        let bus = connect_as(server.url(), dir.path(), Role::Worker).await;
-        fleetroll_bus::setup::ensure(&bus, Default::default(), Default::default())
+        let admin = connect_as(server.url(), dir.path(), NatsUser::Admin).await;
+        fleetroll_bus::setup::ensure(&admin, Default::default(), Default::default())
             .await
             .unwrap();
         let mut cli = Cli::new(dir.path());
@@ -460,12 +460,12 @@ pub async fn bus_as(url: &str, role: Role) -> Bus {
     connect_as(url, &dir, role).await
 }
 
-/// Connects to `url` as `role`'s NATS user, with the credentials in the
-/// data dir.
-pub async fn connect_as(url: &str, data_dir: &Path, role: Role) -> Bus {
-    let file = fleetroll_bus::embedded::credentials_file(data_dir, role);
+/// Connects to `url` as a NATS user, with the credentials in the data dir.
+pub async fn connect_as(url: &str, data_dir: &Path, user: impl Into<NatsUser>) -> Bus {
+    let user = user.into();
+    let file = fleetroll_bus::embedded::credentials_file(data_dir, user);
     let credentials = Credentials::load(&file).unwrap();
-    Bus::connect(ConnectOptions::new(url, format!("test-{role}")).credentials(credentials))
+    Bus::connect(ConnectOptions::new(url, format!("test-{user}")).credentials(credentials))
         .await
         .unwrap()
 }
