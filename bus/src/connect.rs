@@ -39,6 +39,12 @@ pub enum BusError {
         violation: String,
         user: Option<String>,
     },
+    #[error("TLS with NATS at {url} failed: {detail}; {hint}")]
+    Tls {
+        url: String,
+        detail: String,
+        hint: &'static str,
+    },
     #[error("JetStream {what} failed: {detail}")]
     JetStream { what: String, detail: String },
     #[error(
@@ -192,6 +198,17 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// TLS to NATS: the CA that signed the servers' certificates, and this
+/// client's own certificate and key for servers that ask for one (mutual
+/// TLS). With a CA file the connection must be TLS: a server that offers
+/// plaintext only is refused rather than trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    /// Certificate and key files, PEM.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
 /// How a component connects.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -206,6 +223,7 @@ pub struct ConnectOptions {
     /// The token signer this process trusts (workers, the web server):
     /// part of how it is set up, never read from the mesh.
     pub trust: Option<crate::verify::TrustRoot>,
+    pub tls: Tls,
 }
 
 impl ConnectOptions {
@@ -216,7 +234,14 @@ impl ConnectOptions {
             wait_for_server: false,
             credentials: None,
             trust: None,
+            tls: Tls::default(),
         }
+    }
+
+    /// Connects over TLS as `tls` says.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Checks tokens against this trust root ([`crate::verify::Verifier`]).
@@ -258,7 +283,33 @@ impl ConnectOptions {
                 .user_and_password(credentials.user.clone(), credentials.password.clone())
                 .custom_inbox_prefix(credentials.inbox_prefix());
         }
+        if let Some(ca_file) = &self.tls.ca_file {
+            nats = nats
+                .add_root_certificates(ca_file.clone())
+                .require_tls(true);
+        }
+        if let Some((cert, key)) = &self.tls.client {
+            nats = nats.add_client_certificate(cert.clone(), key.clone());
+        }
         nats
+    }
+
+    /// What an operator can do about a TLS failure with these options.
+    fn tls_hint(&self, failure: TlsFailure) -> &'static str {
+        if failure == TlsFailure::NotTls {
+            return "the server does not speak TLS (a plaintext NATS); with a CA file fleetroll speaks TLS only";
+        }
+        match (&self.tls.ca_file, &self.tls.client) {
+            (None, _) => {
+                "the server speaks TLS: give the CA that signed its certificate ([nats] ca_file, FLEETROLL_NATS_CA_FILE or --nats-ca-file)"
+            }
+            (Some(_), None) => {
+                "the server's certificate must be signed by the CA in the CA file and name the host in the URL; a server that asks for client certificates needs [nats] cert_file and key_file"
+            }
+            (Some(_), Some(_)) => {
+                "the server's certificate must be signed by the CA in the CA file and name the host in the URL, and the client certificate must be one the server's CA signed"
+            }
+        }
     }
 }
 
@@ -351,6 +402,7 @@ pub struct Bus {
     /// paths (every probe, every query) use the same few.
     buckets: std::sync::Arc<std::sync::Mutex<HashMap<&'static str, jetstream::kv::Store>>>,
     trust: Option<std::sync::Arc<crate::verify::TrustRoot>>,
+    tls: bool,
 }
 
 impl Bus {
@@ -368,6 +420,11 @@ impl Bus {
     /// # Ok(()) }
     /// ```
     pub async fn connect(options: ConnectOptions) -> Result<Bus, BusError> {
+        // rustls picks no crypto provider when the build has two (ring and
+        // aws-lc-rs both come in through dependencies): TLS would panic.
+        // Installing one is idempotent; a provider the program chose first
+        // stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // A cluster is given as a comma-separated list of its servers.
         let servers: Vec<async_nats::ServerAddr> = options
             .url
@@ -391,6 +448,15 @@ impl Bus {
                         user,
                     });
                 }
+                // A certificate no one here trusts does not become trusted by
+                // waiting.
+                Err(e) if let Some(failure) = tls_failure(&e) => {
+                    return Err(BusError::Tls {
+                        url: options.url.clone(),
+                        detail: e.to_string(),
+                        hint: options.tls_hint(failure),
+                    });
+                }
                 Err(e) if options.wait_for_server => {
                     if !waiting {
                         tracing::warn!(url = %options.url, error = %e, "NATS not reachable yet; waiting for it");
@@ -407,7 +473,14 @@ impl Bus {
             }
         };
         let js = jetstream::new(client.clone());
+        let tls = client.server_info().tls_required
+            || options.tls.ca_file.is_some()
+            || options
+                .url
+                .split(',')
+                .any(|u| u.trim().to_ascii_lowercase().starts_with("tls://"));
         Ok(Bus {
+            tls,
             client,
             js,
             url: options.url,
@@ -426,6 +499,12 @@ impl Bus {
     /// The NATS user this connection is, if any.
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// Whether this connection is encrypted: the server requires TLS, or
+    /// this client asked for it (a `tls://` URL, a CA file).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Runs `work`, a publish on `subject` or a request to it. When the
@@ -618,6 +697,38 @@ impl Bus {
             .insert(bucket.name, store.clone());
         Ok(store)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsFailure {
+    /// A certificate one side does not trust, or TLS set up wrong.
+    Handshake,
+    /// What answered is not TLS.
+    NotTls,
+}
+
+/// Whether, and how, the TLS handshake failed (async-nats reports most of
+/// these as I/O errors carrying the rustls error).
+fn tls_failure(e: &async_nats::ConnectError) -> Option<TlsFailure> {
+    let judge = |error: &rustls::Error| match error {
+        rustls::Error::InvalidMessage(_) => TlsFailure::NotTls,
+        _ => TlsFailure::Handshake,
+    };
+    let mut cause = std::error::Error::source(e);
+    while let Some(error) = cause {
+        if let Some(rustls) = error.downcast_ref::<rustls::Error>() {
+            return Some(judge(rustls));
+        }
+        if let Some(rustls) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(judge(rustls));
+        }
+        cause = error.source();
+    }
+    (e.kind() == async_nats::ConnectErrorKind::Tls).then_some(TlsFailure::Handshake)
 }
 
 /// The server refused the user or password (not: the server is not there).

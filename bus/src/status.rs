@@ -40,6 +40,9 @@ pub struct NatsStatus {
     pub version: String,
     pub server_name: String,
     pub clock_skew_ms: i64,
+    /// Whether this connection is encrypted (the embedded default is
+    /// plaintext, on loopback only).
+    pub tls: bool,
 }
 
 /// A stream or bucket; `exists` is false when nothing has created it yet.
@@ -123,6 +126,7 @@ pub async fn gather(bus: &Bus) -> Result<MeshStatus, BusError> {
             version: info.version.clone(),
             server_name: info.server_name.clone(),
             clock_skew_ms: skew_ms,
+            tls: bus.is_tls(),
         },
         streams,
         buckets,

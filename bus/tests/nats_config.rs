@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
+use fleetroll_bus::connect::{Bus, BusError, ConnectOptions, Credentials, Tls};
 use fleetroll_bus::embedded::{self, ServerUsers, find_nats_server};
 use fleetroll_bus::setup::{self, Replicas};
 use fleetroll_bus::token::Role;
@@ -15,11 +15,41 @@ fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config")
 }
 
+/// The cluster's PKI, made once per test process: a CA and a certificate
+/// per node, each for 127.0.0.1.
+fn pki() -> &'static Path {
+    static PKI: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = fleetroll_pki::Ca::create(dir.path(), "test").unwrap();
+        for n in 1..=3 {
+            ca.issue(
+                fleetroll_pki::Kind::Node,
+                &format!("n{n}"),
+                &["127.0.0.1".into()],
+                1,
+            )
+            .unwrap();
+        }
+        dir
+    })
+    .path()
+}
+
 fn nats_server(config: &Path, store: &Path) -> Command {
     let mut command = Command::new(find_nats_server(None).expect("nats-server (run `make setup`)"));
+    // node-N.conf takes node N's certificate; single.conf none.
+    let node = config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_prefix("node-"))
+        .unwrap_or("1");
     command
         .arg("-c")
         .arg(config)
+        .env("FLEETROLL_TLS_CA", pki().join(fleetroll_pki::CA_CERT))
+        .env("FLEETROLL_TLS_CERT", pki().join(format!("n{node}.pem")))
+        .env("FLEETROLL_TLS_KEY", pki().join(format!("n{node}-key.pem")))
         .env("FLEETROLL_NATS_STORE", store)
         .env("FLEETROLL_NATS_HOST", "127.0.0.1")
         .env("FLEETROLL_NATS_PORT", "14222");
@@ -224,17 +254,28 @@ async fn the_three_node_cluster_keeps_three_replicas() {
         })
         .collect();
     // The nodes include permissions.conf: the set-up's admin user creates
-    // everything.
-    let mut options = ConnectOptions::new(
-        "nats://127.0.0.1:4231,nats://127.0.0.1:4232,nats://127.0.0.1:4233",
-        "test",
-    )
-    .credentials(Credentials {
+    // everything, over TLS (the routes between the nodes are TLS too: the
+    // cluster would not form otherwise).
+    let admin = Credentials {
         user: "admin".into(),
         password: "ADMIN-secret".into(),
-    });
+    };
+    let url = "tls://127.0.0.1:4231,tls://127.0.0.1:4232,tls://127.0.0.1:4233";
+    let tls = Tls {
+        ca_file: Some(pki().join(fleetroll_pki::CA_CERT)),
+        client: None,
+    };
+    let mut options = ConnectOptions::new(url, "test")
+        .credentials(admin.clone())
+        .tls(tls);
     options.wait_for_server = true;
     let bus = Bus::connect(options).await.unwrap();
+    // A plaintext client, one that knows no CA, is turned away, and told why.
+    let plaintext = ConnectOptions::new("nats://127.0.0.1:4231", "test").credentials(admin);
+    match Bus::connect(plaintext).await {
+        Err(e @ BusError::Tls { .. }) => assert!(e.to_string().contains("ca_file"), "{e}"),
+        other => panic!("a plaintext client got: {other:?}"),
+    }
     // The cluster needs a meta leader before it takes R3 streams.
     let mut created = Err(None);
     for _ in 0..60 {

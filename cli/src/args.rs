@@ -37,6 +37,26 @@ pub struct Global {
     /// when it exists; else none).
     #[arg(long, global = true, env = "FLEETROLL_NATS_CREDENTIALS")]
     pub nats_credentials: Option<PathBuf>,
+    /// CA certificate that signed the NATS servers' certificates: the
+    /// connection must then be TLS (`fleetroll tls init` makes one).
+    #[arg(long, global = true, env = "FLEETROLL_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
+    /// This client's certificate, for servers that ask for one (mutual TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETROLL_NATS_CERT_FILE",
+        requires = "nats_key_file"
+    )]
+    pub nats_cert_file: Option<PathBuf>,
+    /// The private key of --nats-cert-file.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETROLL_NATS_KEY_FILE",
+        requires = "nats_cert_file"
+    )]
+    pub nats_key_file: Option<PathBuf>,
     /// File holding your token (default: <data-dir>/token, or $FLEETROLL_TOKEN).
     #[arg(long, global = true, env = "FLEETROLL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -76,6 +96,10 @@ pub enum Top {
     /// Signing key and tokens.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// A small PKI for TLS between NATS nodes and clients: a CA, node and
+    /// client certificates.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// The inventory: seeds and refreshes.
     #[command(subcommand)]
     Inventory(InventoryCommand),
@@ -326,6 +350,45 @@ pub enum AuthCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum TlsCommand {
+    /// Make a CA: ca.pem (give it to every node and client) and ca-key.pem
+    /// (keep it where certificates are issued). Never replaces one.
+    Init {
+        /// Where the PKI lives (default: <data-dir>/tls).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The CA's name, in its certificate.
+        #[arg(long, default_value = "fleetroll")]
+        name: String,
+    },
+    /// Issue a certificate signed by the CA: <name>.pem and <name>-key.pem.
+    Issue {
+        #[arg(value_enum)]
+        kind: TlsKind,
+        /// The certificate's name (a node's server name, a client's identity).
+        name: String,
+        /// A DNS name or IP address the node is reached by (repeatable; at
+        /// least one for a node).
+        #[arg(long = "san", value_name = "NAME_OR_IP")]
+        sans: Vec<String>,
+        /// Days the certificate is good for.
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+        /// Where the PKI lives (default: <data-dir>/tls).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TlsKind {
+    /// A NATS server: its client port and cluster routes.
+    Node,
+    /// A NATS client presenting a certificate (mutual TLS).
+    Client,
 }
 
 #[derive(Subcommand)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials, DEFAULT_NATS_URL};
+use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials, DEFAULT_NATS_URL, Tls};
 use fleetroll_bus::embedded::NatsUser;
 use fleetroll_bus::token::Role;
 
@@ -126,6 +126,11 @@ pub struct NatsSettings {
     pub url: Option<String>,
     /// The NATS credentials file (`--nats-credentials` wins).
     pub credentials: Option<PathBuf>,
+    /// TLS: the CA that signed the servers' certificates, and this client's
+    /// certificate and key for mutual TLS (the `--nats-*-file` flags win).
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -246,10 +251,51 @@ impl Context {
         fleetroll_bus::embedded::credentials_file(&self.data_dir(), user)
     }
 
+    /// TLS to the named NATS: flags, else `[nats]`.
+    pub fn nats_tls(&self) -> anyhow::Result<Tls> {
+        let (global, nats) = (&self.global, &self.settings.nats);
+        let ca_file = global.nats_ca_file.clone().or(nats.ca_file.clone());
+        let client = match (
+            global.nats_cert_file.clone().or(nats.cert_file.clone()),
+            global.nats_key_file.clone().or(nats.key_file.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(fail(
+                    exit::INVALID,
+                    "[nats] cert_file and key_file go together: give both or neither",
+                ));
+            }
+        };
+        for path in ca_file
+            .iter()
+            .chain(client.iter().flat_map(|(c, k)| [c, k]))
+        {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(fail(
+                    exit::INVALID,
+                    format!("cannot read the TLS file {}: {e}", path.display()),
+                ));
+            }
+        }
+        Ok(Tls { ca_file, client })
+    }
+
+    /// How to connect to `url` as `name`, TLS included.
+    pub fn nats_options(
+        &self,
+        url: impl Into<String>,
+        name: impl Into<String>,
+    ) -> anyhow::Result<ConnectOptions> {
+        Ok(ConnectOptions::new(url, name).tls(self.nats_tls()?))
+    }
+
     /// Connects as RelOps (see [`Context::credentials`]), failing fast when
     /// NATS is not there.
     pub async fn connect(&self) -> anyhow::Result<Bus> {
-        let options = ConnectOptions::new(self.nats_url(), "fleetroll-cli")
+        let options = self
+            .nats_options(self.nats_url(), "fleetroll-cli")?
             .credentials(self.credentials(Role::Relops)?);
         let connected = Bus::connect(options).await;
         if connected.is_err() && self.named_nats_url().is_none() {

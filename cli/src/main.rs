@@ -92,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Top::Status { json } => cmd::status::run(&ctx, json).await,
         Top::Ping(args) => cmd::ping::run(&ctx, args).await,
         Top::Auth(command) => cmd::auth::run(&ctx, command).await,
+        Top::Tls(command) => cmd::tls::run(&ctx, command),
         Top::Inventory(InventoryCommand::Seed(command)) => cmd::seed::run(&ctx, command).await,
         Top::Inventory(InventoryCommand::Refresh {
             seed,

@@ -70,6 +70,7 @@ fn chaos_full() {
 /// its file in `nats-config/`, with its own store.
 struct Cluster {
     store: PathBuf,
+    pki: PathBuf,
     env: Vec<(String, String)>,
     nodes: Vec<Option<Child>>,
 }
@@ -87,9 +88,29 @@ impl Cluster {
         let users = ServerUsers::load_or_create(&data_dir.join(embedded::CREDENTIALS_DIR)).unwrap();
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store).unwrap();
+        // The nodes speak TLS to clients and to each other (nats-config/):
+        // a CA and a certificate per node in the data dir, where
+        // `common::connect_as` finds the CA.
+        let pki = data_dir.join("tls");
+        let ca = fleetroll_pki::Ca::create(&pki, "chaos").unwrap();
+        for node in 1..=3 {
+            ca.issue(
+                fleetroll_pki::Kind::Node,
+                &format!("n{node}"),
+                &["127.0.0.1".into()],
+                1,
+            )
+            .unwrap();
+        }
+        let mut env = users.server_env();
+        env.push((
+            "FLEETROLL_TLS_CA".into(),
+            pki.join(fleetroll_pki::CA_CERT).display().to_string(),
+        ));
         let mut cluster = Cluster {
             store,
-            env: users.server_env(),
+            pki,
+            env,
             nodes: vec![None, None, None],
         };
         for node in 0..3 {
@@ -101,7 +122,7 @@ impl Cluster {
     fn url() -> String {
         CLIENT_PORTS
             .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .map(|p| format!("tls://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -125,6 +146,14 @@ impl Cluster {
                 self.store.join(format!("n{}", node + 1)),
             )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "FLEETROLL_TLS_CERT",
+                self.pki.join(format!("n{}.pem", node + 1)),
+            )
+            .env(
+                "FLEETROLL_TLS_KEY",
+                self.pki.join(format!("n{}-key.pem", node + 1)),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -572,6 +601,14 @@ impl Mesh {
         cli.nats_url = Some(Cluster::url());
         cli.env = lab_env(&lab);
         cli.env.push(("FLEETROLL_REPLICAS".into(), "3".into()));
+        cli.env.push((
+            "FLEETROLL_NATS_CA_FILE".into(),
+            data.path()
+                .join("tls")
+                .join(fleetroll_pki::CA_CERT)
+                .display()
+                .to_string(),
+        ));
         let runtime = tokio::runtime::Runtime::new().unwrap();
         wait_until("the nodes to listen", Duration::from_secs(30), || {
             CLIENT_PORTS

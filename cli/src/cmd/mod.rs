@@ -12,6 +12,7 @@ pub mod seed;
 pub mod serve;
 pub mod setup;
 pub mod status;
+pub mod tls;
 pub mod up;
 pub mod watch;
 pub mod workers;

@@ -3,7 +3,7 @@
 
 use crate::term::say;
 use anyhow::Context as _;
-use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::connect::Bus;
 use fleetroll_bus::token::Role;
 use fleetroll_web::Web;
 use fleetroll_web::tokens::TokenSource;
@@ -25,7 +25,8 @@ pub const WEB_TOKEN_FILE: &str = "web.token";
 
 pub async fn run(ctx: &Context, web: WebArgs) -> anyhow::Result<u8> {
     let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
-    let mut options = ConnectOptions::new(ctx.nats_url(), "fleetroll-web")
+    let mut options = ctx
+        .nats_options(ctx.nats_url(), "fleetroll-web")?
         .credentials(ctx.credentials(Role::Readonly)?)
         .trust(ctx.trust_root());
     options.wait_for_server = true;

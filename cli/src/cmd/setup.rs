@@ -2,7 +2,7 @@
 //! deployment, made as its `admin` NATS user. Nothing that runs afterwards
 //! may create or reconfigure a stream.
 
-use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::connect::Bus;
 use fleetroll_bus::embedded::NatsUser;
 use fleetroll_bus::setup;
 use fleetroll_bus::topology;
@@ -12,7 +12,8 @@ use crate::exit;
 use crate::term::say;
 
 pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
-    let options = ConnectOptions::new(ctx.nats_url(), "fleetroll-setup")
+    let options = ctx
+        .nats_options(ctx.nats_url(), "fleetroll-setup")?
         .credentials(ctx.credentials(NatsUser::Admin)?);
     let bus = Bus::connect(options).await?;
     setup::ensure(&bus, ctx.replicas(), ctx.storage()).await?;

@@ -55,11 +55,16 @@ fn print_human(mesh: &MeshStatus) {
 fn print_stores_and_workers(mesh: &MeshStatus) {
     let n = &mesh.nats;
     say!(
-        "NATS     {}  reachable  v{} ({})  clock skew {} ms",
+        "NATS     {}  reachable  v{} ({})  clock skew {} ms  {}",
         n.url,
         n.version,
         n.server_name,
-        n.clock_skew_ms
+        n.clock_skew_ms,
+        if n.tls {
+            "TLS"
+        } else {
+            "plaintext: fine on loopback only (see docs/deployment.md, TLS)"
+        }
     );
     say!();
     say!(

@@ -45,6 +45,14 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         ),
         None => external_credentials(ctx)?,
     };
+    // The embedded server is plaintext on loopback; a NATS of one's own
+    // takes the configured TLS.
+    let options = |name: &str| -> anyhow::Result<ConnectOptions> {
+        match &server {
+            Some(_) => Ok(ConnectOptions::new(url.clone(), name)),
+            None => ctx.nats_options(url.clone(), name),
+        }
+    };
     let admin = match &server {
         Some(server) => Some(server.credentials(NatsUser::Admin).clone()),
         None if ctx.credentials_file(NatsUser::Admin).exists() => {
@@ -55,23 +63,26 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         None => None,
     };
     if let Some(admin) = admin {
-        let mut options = ConnectOptions::new(url.clone(), "fleetroll-setup").credentials(admin);
-        options.wait_for_server = server.is_none();
-        setup::ensure(&Bus::connect(options).await?, ctx.replicas(), ctx.storage()).await?;
+        let mut setup_options = options("fleetroll-setup")?.credentials(admin);
+        setup_options.wait_for_server = server.is_none();
+        setup::ensure(
+            &Bus::connect(setup_options).await?,
+            ctx.replicas(),
+            ctx.storage(),
+        )
+        .await?;
     }
-    let mut options = ConnectOptions::new(url.clone(), "fleetroll-up")
+    let mut worker_options = options("fleetroll-up")?
         .credentials(worker)
         .trust(ctx.trust_root());
-    options.wait_for_server = server.is_none();
-    let bus = Bus::connect(options).await?;
+    worker_options.wait_for_server = server.is_none();
+    let bus = Bus::connect(worker_options).await?;
     if server.is_some() {
         std::fs::write(ctx.url_file(), &url)
             .with_context(|| format!("writing {}", ctx.url_file().display()))?;
     }
     {
-        let operator =
-            Bus::connect(ConnectOptions::new(url.clone(), "fleetroll-up-keys").credentials(relops))
-                .await?;
+        let operator = Bus::connect(options("fleetroll-up-keys")?.credentials(relops)).await?;
         first_run_credentials(ctx, &operator).await?;
     }
     let config = workers::WorkerConfig::for_kinds(ctx, &WorkerKind::ALL)?;
@@ -86,7 +97,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         None => ctx.credentials(Role::Readonly)?,
     };
     let web_bus = Bus::connect(
-        ConnectOptions::new(url.clone(), "fleetroll-web")
+        options("fleetroll-web")?
             .credentials(reader)
             .trust(ctx.trust_root()),
     )

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use fleetroll_auditor::AuditorSettings;
 use fleetroll_bus::WorkerKind;
-use fleetroll_bus::connect::{Bus, ConnectOptions};
+use fleetroll_bus::connect::Bus;
 use fleetroll_bus::setup;
 use fleetroll_bus::token::Role;
 use fleetroll_web::Web;
@@ -136,7 +136,8 @@ pub async fn run(
     let config = WorkerConfig::for_kinds(ctx, &[kind])?;
     let metrics = fleetroll_web::metrics::install().context("installing the metrics recorder")?;
     let url = ctx.nats_url();
-    let mut options = ConnectOptions::new(url, format!("fleetroll-{kind}"))
+    let mut options = ctx
+        .nats_options(url, format!("fleetroll-{kind}"))?
         .credentials(ctx.credentials(Role::Worker)?)
         .trust(ctx.trust_root());
     options.wait_for_server = true;

@@ -121,7 +121,10 @@ impl Cli {
             .args(args)
             .env_remove("FLEETROLL_TOKEN")
             .env_remove("FLEETROLL_NATS_URL")
-            .env_remove("FLEETROLL_NATS_CREDENTIALS");
+            .env_remove("FLEETROLL_NATS_CREDENTIALS")
+            .env_remove("FLEETROLL_NATS_CA_FILE")
+            .env_remove("FLEETROLL_NATS_CERT_FILE")
+            .env_remove("FLEETROLL_NATS_KEY_FILE");
         // A Taskcluster client of the shell running the tests is not the lab's.
         for name in [
             "TASKCLUSTER_ROOT_URL",
@@ -465,9 +468,19 @@ pub async fn connect_as(url: &str, data_dir: &Path, user: impl Into<NatsUser>) -
     let user = user.into();
     let file = fleetroll_bus::embedded::credentials_file(data_dir, user);
     let credentials = Credentials::load(&file).unwrap();
-    Bus::connect(ConnectOptions::new(url, format!("test-{user}")).credentials(credentials))
-        .await
-        .unwrap()
+    // A cluster a test made TLS keeps its CA in the data dir.
+    let ca_file = data_dir.join("tls").join("ca.pem");
+    let tls = fleetroll_bus::connect::Tls {
+        ca_file: ca_file.exists().then_some(ca_file),
+        client: None,
+    };
+    Bus::connect(
+        ConnectOptions::new(url, format!("test-{user}"))
+            .credentials(credentials)
+            .tls(tls),
+    )
+    .await
+    .unwrap()
 }
 
 /// Adds `hosts` as seeds and probes them all, as an operator onboards.
