@@ -301,6 +301,21 @@ pub struct WebArgs {
         value_delimiter = ','
     )]
     pub web_hosts: Vec<String>,
+    /// Serve HTTPS with this certificate (PEM, the chain); needed off
+    /// loopback (`fleetroll tls issue node NAME --san NAME` makes one).
+    #[arg(long, env = "FLEETROLL_WEB_TLS_CERT", requires = "web_tls_key")]
+    pub web_tls_cert: Option<PathBuf>,
+    /// The private key of --web-tls-cert.
+    #[arg(long, env = "FLEETROLL_WEB_TLS_KEY", requires = "web_tls_cert")]
+    pub web_tls_key: Option<PathBuf>,
+    /// Serve plain HTTP off loopback all the same: only behind a proxy that
+    /// speaks HTTPS to browsers.
+    #[arg(
+        long,
+        env = "FLEETROLL_WEB_PLAIN_HTTP",
+        conflicts_with = "web_tls_cert"
+    )]
+    pub web_plain_http: bool,
 }
 
 #[derive(Args)]

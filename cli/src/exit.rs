@@ -71,8 +71,13 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
             return for_bus(e);
         }
         // The web server's address is taken, or it stopped.
-        if cause.downcast_ref::<fleetroll_web::WebError>().is_some() {
-            return INFRASTRUCTURE;
+        if let Some(e) = cause.downcast_ref::<fleetroll_web::WebError>() {
+            return match e {
+                // A certificate or key that cannot be used is the operator's
+                // to fix.
+                fleetroll_web::WebError::Tls { .. } => INVALID,
+                _ => INFRASTRUCTURE,
+            };
         }
         if let Some(e) = cause.downcast_ref::<EmbeddedError>() {
             return match e {

@@ -844,3 +844,76 @@ fn the_web_server_asks_with_its_own_token_file_not_the_signing_key() {
     assert_eq!(renewed.code, 0, "{renewed:?}");
     assert_eq!(get(&overview).0, 200, "the new token is used at once");
 }
+
+/// Off loopback the server speaks HTTPS with the deployment's certificates
+/// (or refuses to start), here on loopback with a certificate `fleetroll
+/// tls` made: a browser that trusts the CA reads the API, plain HTTP gets
+/// nothing.
+#[test]
+fn the_web_server_serves_https_with_the_deployments_certificate() {
+    use std::sync::Arc;
+    let up = Up::start();
+    let cli = &up.cli;
+    for args in [
+        &["tls", "init"][..],
+        &["tls", "issue", "node", "web", "--san", "127.0.0.1"][..],
+    ] {
+        let made = cli.run(args);
+        assert_eq!(made.code, 0, "{made:?}");
+    }
+    let pki = up.dir().join("tls");
+    let refused = cli.run(&["serve", "--web-listen", "0.0.0.0:0"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("HTTPS"), "{refused:?}");
+    let bad_key = cli.run(&[
+        "serve",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--web-tls-cert",
+        pki.join("web.pem").to_str().unwrap(),
+        "--web-tls-key",
+        pki.join("ca-key.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(bad_key.code, 1, "a key of another certificate: {bad_key:?}");
+
+    let first = std::fs::read_to_string(up.dir().join("web.url")).unwrap();
+    let _serve = cli.spawn(&[
+        "serve",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--web-tls-cert",
+        pki.join("web.pem").to_str().unwrap(),
+        "--web-tls-key",
+        pki.join("web-key.pem").to_str().unwrap(),
+    ]);
+    let mut url = String::new();
+    wait_until("serve's address", Duration::from_secs(30), || {
+        url = std::fs::read_to_string(up.dir().join("web.url")).unwrap_or_default();
+        !url.is_empty() && url != first
+    });
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = std::fs::read(pki.join("ca.pem")).unwrap();
+    let ca = ureq::tls::Certificate::from_pem(&ca).unwrap().to_owned();
+    let trusting: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
+                .build(),
+        )
+        .build()
+        .into();
+    let response = trusting
+        .get(&format!("{url}api/v1/overview"))
+        .call()
+        .expect("an HTTPS answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let plain = url.replace("https://", "http://");
+    assert!(
+        agent()
+            .get(&format!("{plain}api/v1/overview"))
+            .call()
+            .is_err(),
+        "plain HTTP to the HTTPS port gets no answer"
+    );
+}

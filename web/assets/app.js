@@ -51,7 +51,9 @@ function askToken(why) {
     id: "token-form", class: "filters",
     onsubmit: (e) => {
       e.preventDefault();
-      document.cookie = "fleetroll_token=" + encodeURIComponent(input.value.trim()) + "; path=/; SameSite=Strict";
+      // Secure over HTTPS: the token never goes out in clear text.
+      const secure = location.protocol === "https:" ? "; Secure" : "";
+      document.cookie = "fleetroll_token=" + encodeURIComponent(input.value.trim()) + "; path=/; SameSite=Strict" + secure;
       location.reload();
     },
   }, input, h("button", { type: "submit" }, "Use token"));

@@ -21,6 +21,7 @@ mod access;
 mod api;
 mod assets;
 mod host_check;
+mod https;
 mod live;
 mod mesh;
 pub mod metrics;
@@ -48,6 +49,11 @@ pub enum WebError {
     },
     #[error("the web server stopped: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot use {path} for HTTPS: {detail}")]
+    Tls {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }
 
 /// What every request handler shares.
@@ -73,6 +79,7 @@ pub struct Web {
     addr: SocketAddr,
     tokens_required: bool,
     extra_hosts: Vec<String>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Web {
@@ -90,7 +97,44 @@ impl Web {
             addr,
             tokens_required: !addr.ip().is_loopback(),
             extra_hosts: Vec::new(),
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS with this certificate chain and key (PEM files).
+    pub fn https(
+        mut self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self, WebError> {
+        self.tls = Some(https::server_config(cert, key)?);
+        Ok(self)
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves `app` until `shutdown` resolves, over HTTPS when asked.
+    async fn serve<S>(self, app: Router, shutdown: S) -> Result<(), WebError>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        match self.tls {
+            Some(config) => {
+                let listener = https::Listener::start(self.listener, self.addr, config);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+        .map_err(WebError::Serve)
     }
 
     /// Asks every API request for a token on loopback too (a machine other
@@ -109,7 +153,8 @@ impl Web {
 
     /// Where a browser finds the UI.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
     }
 
     /// Serves until `shutdown` resolves. `tokens` are what the server asks
@@ -134,10 +179,7 @@ impl Web {
             hosts: host_check::AllowedHosts::new(self.addr.ip(), &self.extra_hosts),
             live_feeds: Arc::new(tokio::sync::Semaphore::new(LIVE_FEEDS)),
         };
-        axum::serve(self.listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(WebError::Serve)
+        self.serve(router(state), shutdown).await
     }
 }
 

@@ -77,8 +77,5 @@ where
     S: Future<Output = ()> + Send + 'static,
 {
     let app = routes(Some(handle)).route("/healthz", get(|| async { "ok" }));
-    axum::serve(web.listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(WebError::Serve)
+    web.serve(app, shutdown).await
 }

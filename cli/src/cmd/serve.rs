@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::args::WebArgs;
 use crate::cmd::workers;
 use crate::context::Context;
-use crate::exit;
+use crate::exit::{self, fail};
 
 /// The file `up` and `serve` write the web UI's address to.
 const WEB_URL_FILE: &str = "web.url";
@@ -57,10 +57,25 @@ pub async fn start(
     } else {
         TokenSource::Fixed(ctx.token()?)
     };
-    let web = Web::bind(web.web_listen)
+    let plain_off_loopback =
+        !web.web_listen.ip().is_loopback() && web.web_tls_cert.is_none() && !web.web_plain_http;
+    if plain_off_loopback {
+        return Err(fail(
+            exit::INVALID,
+            format!(
+                "{} is not loopback: serve HTTPS there (--web-tls-cert and --web-tls-key), or, behind a proxy that speaks HTTPS to browsers, --web-plain-http",
+                web.web_listen
+            ),
+        ));
+    }
+    let mut server = Web::bind(web.web_listen)
         .await?
         .require_token(web.web_require_token)
         .allow_hosts(&web.web_hosts);
+    if let (Some(cert), Some(key)) = (&web.web_tls_cert, &web.web_tls_key) {
+        server = server.https(cert, key)?;
+    }
+    let web = server;
     let url = web.url();
     let file = ctx.data_dir().join(WEB_URL_FILE);
     std::fs::write(&file, &url).with_context(|| format!("writing {}", file.display()))?;
