@@ -36,7 +36,7 @@ use fleetroll_bus::messages::audit::{AuditQuery, key_id};
 use fleetroll_bus::messages::auth::{Revocation, VerifyingKeyRecord};
 use fleetroll_bus::messages::command::{Command, Reply, RevokeTarget, Verdict};
 use fleetroll_bus::query::{QueryError, QueryService};
-use fleetroll_bus::subjects::queries;
+use fleetroll_bus::subjects::{self, queries};
 use fleetroll_bus::token::SigningKey;
 use fleetroll_bus::topology::{self, auth_keys};
 use fleetroll_bus::worker::{self, CommandContext, Handler, Replica};
@@ -82,24 +82,27 @@ async fn revoke(ctx: &CommandContext, target: &RevokeTarget, reason: &str) -> Ve
             if !valid {
                 return Verdict::invalid(format!("`{jti}` is not a token id"));
             }
-            auth_keys::revoked_token(jti)
+            subjects::revoked_token(jti)
         }
         RevokeTarget::Actor { actor } => {
             if actor.is_empty() || actor.len() > 64 {
                 return Verdict::invalid(format!("`{actor}` is not an actor name"));
             }
-            auth_keys::revoked_actor(actor)
+            subjects::revoked_actor(actor)
         }
     };
     let record = Revocation {
         revoked_at: OffsetDateTime::now_utc(),
         reason: reason.to_string(),
     };
+    // Appended to the revocation stream, where it stays: its time there,
+    // not what it says, is what revokes.
     let written = async {
         ctx.bus
-            .kv(&topology::AUTH)
-            .await?
-            .put(key.as_str(), codec::to_cbor(&record).into())
+            .js
+            .publish(key, codec::to_cbor(&record).into())
+            .await
+            .map_err(|e| BusError::js("writing the revocation", e))?
             .await
             .map_err(|e| BusError::js("writing the revocation", e))
     };

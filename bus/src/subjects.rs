@@ -14,6 +14,7 @@
 //! | `fleetroll.workload.sweep` | workload collection sweeps (work queue) |
 //! | `fleetroll.task.<host>` | resolved task runs per host |
 //! | `fleetroll.query.<area>.<name>` | read queries (NATS service) |
+//! | `fleetroll.revoked.token.<jti>`, `fleetroll.revoked.actor.<hex>` | revocations (append-only) |
 //! | `fleetroll.audit.setaside.<stream>.<seq>` | the audit record of a message given up on |
 //! | `$JS.EVENT.ADVISORY.CONSUMER.{MSG_TERMINATED,MAX_DELIVERIES}.<stream>.<consumer>` | the server's word that a message was given up on (set-aside stream) |
 
@@ -30,6 +31,19 @@ pub const WORKLOAD_SWEEP: &str = "fleetroll.workload.sweep";
 pub const TASK_RUNS: &str = "fleetroll.task.>";
 pub const SNAPSHOTS: &str = "fleetroll.snapshot.>";
 pub const APPLY_JOBS: &str = "fleetroll.apply.>";
+pub const REVOCATIONS: &str = "fleetroll.revoked.>";
+
+/// Where the revocation of one token is published.
+pub fn revoked_token(jti: &str) -> String {
+    format!("fleetroll.revoked.token.{jti}")
+}
+
+/// Where the revocation of every token of an actor is published (the name
+/// hex-encoded: actors may contain `.`).
+pub fn revoked_actor(actor: &str) -> String {
+    let hex: String = actor.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("fleetroll.revoked.actor.{hex}")
+}
 
 /// What the set-aside stream keeps: the advisories nats-server publishes
 /// when a consumer of one of the mesh's streams terminates a message (a

@@ -64,6 +64,22 @@ pub const AUDIT: StreamDef = StreamDef {
     discard_old: false,
 };
 
+/// Revocations, append-only: the server refuses deletes, purges and
+/// rollups, so once written a revocation stays. A token is revoked when a
+/// message on its subject (or its actor's) was stored at or after it was
+/// issued, by the server's clock: what a message says cannot undo it.
+pub const REVOCATIONS: StreamDef = StreamDef {
+    name: "FLEETROLL_REVOCATIONS",
+    subjects: &[crate::subjects::REVOCATIONS],
+    description: "fleetroll token revocations (append-only)",
+    max_age: Duration::ZERO,
+    immutable: true,
+    per_subject: 0,
+    work_queue: false,
+    share: 2,
+    discard_old: false,
+};
+
 /// The last observations of every host, for history and "what changed".
 pub const HOST_HISTORY: StreamDef = StreamDef {
     name: "FLEETROLL_HOST_HISTORY",
@@ -162,10 +178,11 @@ pub const SET_ASIDE: StreamDef = StreamDef {
     discard_old: true,
 };
 
-pub const STREAMS: [StreamDef; 10] = [
+pub const STREAMS: [StreamDef; 11] = [
     COMMANDS,
     EVENTS,
     AUDIT,
+    REVOCATIONS,
     SNAPSHOTS,
     HOST_HISTORY,
     PROBE_JOBS,
@@ -432,6 +449,8 @@ pub mod auth_keys {
     /// Every audit key.
     pub const AUDIT_KEYS: &str = "audit-key.>";
 
+    /// Revocations as an older version kept them (now in
+    /// [`super::REVOCATIONS`]): still honoured, never written.
     pub fn revoked_token(jti: &str) -> String {
         format!("revoked-token.{jti}")
     }

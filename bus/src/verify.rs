@@ -16,6 +16,7 @@ use crate::codec;
 use crate::connect::{Bus, BusError};
 use crate::messages::auth::Revocation;
 use crate::messages::command::Denial;
+use crate::subjects;
 use crate::token::{self, Claims, Role, VerifyingKey};
 use crate::topology::{self, auth_keys};
 
@@ -98,6 +99,32 @@ impl Verifier {
         self.skew_ms.load(Ordering::Relaxed)
     }
 
+    /// When the token, or its actor, was revoked after the token was
+    /// issued: the time the server stored the latest revocation on either
+    /// subject (the message itself says nothing that counts, and no one may
+    /// remove one). A revocation stream that cannot be read refuses.
+    async fn revoked_since(&self, claims: &Claims) -> Result<Option<OffsetDateTime>, BusError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let stream = self
+            .bus
+            .js
+            .get_stream_no_info(topology::REVOCATIONS.name)
+            .await
+            .map_err(|e| BusError::js("reading revocations", e))?;
+        let mut latest: Option<OffsetDateTime> = None;
+        for subject in [
+            subjects::revoked_token(&claims.jti),
+            subjects::revoked_actor(&claims.sub),
+        ] {
+            match stream.direct_get_last_for_subject(subject).await {
+                Ok(message) => latest = latest.max(Some(message.time)),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
+                Err(e) => return Err(BusError::js("reading revocations", e)),
+            }
+        }
+        Ok(latest.filter(|at| at.unix_timestamp() >= claims.iat))
+    }
+
     /// Verifies `jwt` and that its role is one of `allowed` for `action`.
     pub async fn check(
         &self,
@@ -125,6 +152,14 @@ impl Verifier {
             actor: Some(claims.sub.clone()),
         };
         token::check_expiry(&claims, OffsetDateTime::now_utc()).map_err(genuine)?;
+        if let Some(revoked_at) = self.revoked_since(&claims).await? {
+            return Err(genuine(Denial::Revoked {
+                jti: claims.jti.clone(),
+                revoked_at: crate::messages::timestamp(revoked_at),
+            }));
+        }
+        // Revocations an older version kept in the auth bucket: they can
+        // only add a refusal (and no user may write them any more).
         for revocation_key in [
             auth_keys::revoked_token(&claims.jti),
             auth_keys::revoked_actor(&claims.sub),

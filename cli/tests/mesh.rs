@@ -47,6 +47,7 @@ fn up_runs_every_worker_kind_and_replicas_come_and_go() {
             "FLEETROLL_CMD",
             "FLEETROLL_EVT",
             "FLEETROLL_AUDIT",
+            "FLEETROLL_REVOCATIONS",
             "FLEETROLL_SNAPSHOTS",
             "FLEETROLL_HOST_HISTORY",
             "FLEETROLL_PROBE_JOBS",

@@ -378,18 +378,17 @@ async fn workers_and_relops_keep_to_their_part_of_the_trust_root() {
         Err(SendError::Bus(BusError::NotPermitted { .. })) => {}
         other => panic!("a worker published a command: {other:?}"),
     }
-    // Revocations are the workers' to write (the auditor executes
-    // `auth revoke`).
-    let revocation = Revocation {
-        revoked_at: time::OffsetDateTime::now_utc(),
-        reason: "test".into(),
-    };
-    auth.put(
-        auth_keys::revoked_token("00000000-0000-0000-0000-000000000000"),
-        codec::to_cbor(&revocation).into(),
-    )
-    .await
-    .expect("a worker writes a revocation");
+    // Nor write the auth bucket at all: revocations are appended to their
+    // own stream (the auditor executes `auth revoke`).
+    let legacy = format!(
+        "$KV.{}.{}",
+        topology::AUTH.name,
+        auth_keys::revoked_token("00000000-0000-0000-0000-000000000000")
+    );
+    refused(&worker, &legacy, async {
+        worker.js.publish(legacy.clone(), "x".into()).await?.await
+    })
+    .await;
 
     // relops writes the trust root and nothing else of the buckets, and
     // never the audit log.
@@ -868,4 +867,118 @@ async fn a_worker_waits_for_the_set_up_which_only_the_admin_user_may_do() {
     })
     .await
     .unwrap();
+}
+
+/// A revocation, once written, stays: it lives in a stream that refuses
+/// deletes, purges and rollups, and it is the server's time of storing it
+/// that revokes, not what it says. A worker credential cannot undo one:
+/// not by deleting or purging it, not by writing a later one that claims
+/// an earlier time, not through the old bucket keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_cannot_be_undone_with_a_worker_credential() {
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let cli = up.cli.clone();
+    let (mallory, jti) = tokio::task::spawn_blocking(move || {
+        let issued = cli.run(&["auth", "issue", "--actor", "mallory", "--role", "relops"]);
+        assert_eq!(issued.code, 0, "{issued:?}");
+        let jwt = issued.stdout.trim().to_string();
+        let jti = jwt_id(&jwt);
+        let revoked = cli.run(&["auth", "revoke", "--jti", &jti, "--reason", "left"]);
+        assert_eq!(revoked.code, 0, "{revoked:?}");
+        (jwt, jti)
+    })
+    .await
+    .unwrap();
+    let relops = up.bus_as(Role::Relops).await;
+    let denied = |outcome: fleetroll_bus::messages::command::Outcome| {
+        assert_eq!(outcome.verdict.label(), "denied", "{outcome:?}");
+    };
+    let seed = |host: &str| Command::SeedAdd {
+        hostnames: vec![host.to_string()],
+    };
+    denied(
+        send::send(
+            &relops,
+            &mallory,
+            seed("one.example.com"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
+    );
+
+    let worker = worker_bus(&up.url()).await;
+    let stream = topology::REVOCATIONS.name;
+    for subject in [
+        format!("$JS.API.STREAM.PURGE.{stream}"),
+        format!("$JS.API.STREAM.MSG.DELETE.{stream}"),
+        format!("$JS.API.STREAM.DELETE.{stream}"),
+        format!("$JS.API.STREAM.UPDATE.{stream}"),
+    ] {
+        refused(
+            &worker,
+            &subject,
+            worker.client.request(subject.clone(), "{\"seq\":1}".into()),
+        )
+        .await;
+    }
+    // A later message claiming the revocation happened before the token.
+    let claim = codec::to_cbor(&Revocation {
+        revoked_at: time::OffsetDateTime::UNIX_EPOCH,
+        reason: "never mind".into(),
+    });
+    let subject = fleetroll_bus::subjects::revoked_token(&jti);
+    worker
+        .js
+        .publish(subject.clone(), claim.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut rollup = async_nats::HeaderMap::new();
+    rollup.insert("Nats-Rollup", "sub");
+    let rolled = async {
+        worker
+            .js
+            .publish_with_headers(subject.clone(), rollup, claim.into())
+            .await?
+            .await
+    }
+    .await;
+    assert!(rolled.is_err(), "the stream took a rollup: {rolled:?}");
+    let stored = worker
+        .stored(&topology::REVOCATIONS, subject.clone())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "the revocation and the claim, both kept");
+    denied(
+        send::send(
+            &relops,
+            &mallory,
+            seed("two.example.com"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
+    );
+    let seeds = worker.kv(&topology::SEEDS).await.unwrap();
+    for host in ["one.example.com", "two.example.com"] {
+        assert!(seeds.get(host).await.unwrap().is_none(), "{host} was added");
+    }
+    let cli = up.cli.clone();
+    let verify = tokio::task::spawn_blocking(move || cli.run(&["audit", "verify"]))
+        .await
+        .unwrap();
+    assert_eq!(verify.code, 0, "{verify:?}");
+}
+
+/// The `jti` of a token (its claims, unverified).
+fn jwt_id(jwt: &str) -> String {
+    use base64::Engine as _;
+    let claims = jwt.split('.').nth(1).unwrap();
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+    claims["jti"].as_str().unwrap().to_string()
 }
