@@ -182,7 +182,7 @@ async fn onboard(mesh: &OwnMesh, hosts: &[String], wait: Duration) -> anyhow::Re
             fast: false,
         },
     ] {
-        let outcome = send::send(&mesh.relops, &mesh.token, command, wait).await?;
+        let outcome = send::send(&mesh.relops, &mesh.credential, command, wait).await?;
         match outcome.verdict {
             Verdict::Done {
                 reply: Reply::Refreshed { hosts },

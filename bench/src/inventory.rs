@@ -43,10 +43,11 @@ pub async fn run(args: InventoryArgs) -> anyhow::Result<()> {
     // The inventory is written as the prober writes it (the `worker` NATS
     // user) and read as a bot reads it (`--nats-credentials`).
     let crate::Mesh {
-        token,
+        credential,
         asker: bus,
         writer,
     } = args.mesh.open().await?;
+    let token = credential.token;
     let hosts = writer.kv(&topology::HOSTS).await?;
     let n = args.hosts;
     // Every observation is "as of" this instant, so the expected answers

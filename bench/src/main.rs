@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
+use fleetroll_bus::token::Credential;
 
 /// Progress on stderr.
 macro_rules! say {
@@ -162,19 +163,15 @@ pub struct MeshArgs {
 /// What [`MeshArgs`] open: the token, a connection to ask on and one to
 /// write host records on.
 pub struct Mesh {
-    pub token: String,
+    pub credential: Credential,
     pub asker: Bus,
     pub writer: Bus,
 }
 
 impl MeshArgs {
     pub async fn open(&self) -> anyhow::Result<Mesh> {
-        let token = std::fs::read_to_string(&self.token_file)
-            .with_context(|| format!("reading {}", self.token_file.display()))?
-            .trim()
-            .to_string();
         Ok(Mesh {
-            token,
+            credential: credential(&self.token_file)?,
             asker: self
                 .connect("fleetroll-bench", &self.nats_credentials)
                 .await?,
@@ -201,4 +198,24 @@ fn main() -> anyhow::Result<()> {
         Bench::Failover(args) => runtime.block_on(failover::run(args)),
         Bench::Memory(args) => runtime.block_on(memory::run(args)),
     }
+}
+
+/// The token in `file` and the key it is bound to, beside it in
+/// `<file>.key` (as `fleetroll auth issue --out` writes them), if any.
+pub fn credential(file: &std::path::Path) -> anyhow::Result<Credential> {
+    let token = std::fs::read_to_string(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .trim()
+        .to_string();
+    let mut key_file = file.as_os_str().to_os_string();
+    key_file.push(".key");
+    let holder = match std::fs::read_to_string(&key_file) {
+        Ok(pem) => Some(
+            fleetroll_bus::token::SigningKey::from_pem(&pem).map_err(|e| {
+                anyhow::anyhow!("{}: {e}", std::path::Path::new(&key_file).display())
+            })?,
+        ),
+        Err(_) => None,
+    };
+    Ok(Credential { token, holder })
 }

@@ -44,10 +44,11 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
     }
     let synthetic = args.hosts - lab.len();
     let crate::Mesh {
-        token,
+        credential,
         asker: bus,
         writer,
     } = args.mesh.open().await?;
+    let token = credential.token.clone();
     let sampler = Sampler::start(vec![args.pid, nats_pid]);
     let mut phases: Vec<(String, Vec<PhaseUse>)> = Vec::new();
 
@@ -62,7 +63,7 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
         let start = Instant::now();
         command(
             &bus,
-            &token,
+            &credential,
             Command::SeedAdd {
                 hostnames: lab.clone(),
             },
@@ -114,7 +115,7 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
         sampler.phase(),
     ));
 
-    let work = work(&bus, &token, &args, &lab).await?;
+    let work = work(&bus, &credential, &args, &lab).await?;
     phases.push((work, sampler.phase()));
 
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -135,8 +136,12 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
 }
 
 /// Sends `command` as an operator; it must be done.
-async fn command(bus: &Bus, token: &str, command: Command) -> anyhow::Result<()> {
-    let outcome = send::send(bus, token, command, QUERY_WAIT).await?;
+async fn command(
+    bus: &Bus,
+    credential: &fleetroll_bus::token::Credential,
+    command: Command,
+) -> anyhow::Result<()> {
+    let outcome = send::send(bus, credential, command, QUERY_WAIT).await?;
     match outcome.verdict {
         Verdict::Done { .. } => Ok(()),
         other => bail!("{}: {other:?}", outcome.command),
@@ -162,7 +167,13 @@ async fn wait_probed(bus: &Bus, token: &str, limit: Duration) -> anyhow::Result<
 /// the web UI's overview and host list pages, one after the other; and a
 /// fast refresh of the lab's hosts every 10 s beside them. Says what was
 /// done.
-async fn work(bus: &Bus, token: &str, args: &MemoryArgs, lab: &[String]) -> anyhow::Result<String> {
+async fn work(
+    bus: &Bus,
+    credential: &fleetroll_bus::token::Credential,
+    args: &MemoryArgs,
+    lab: &[String],
+) -> anyhow::Result<String> {
+    let token = credential.token.as_str();
     let until = Instant::now() + args.work_for;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(QUERY_WAIT))
@@ -212,7 +223,7 @@ async fn work(bus: &Bus, token: &str, args: &MemoryArgs, lab: &[String]) -> anyh
                 all: false,
                 fast: true,
             };
-            command(bus, token, fast).await?;
+            command(bus, credential, fast).await?;
             refreshes += 1;
             tokio::time::sleep_until(next.into()).await;
         }

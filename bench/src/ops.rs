@@ -36,7 +36,7 @@ pub struct Ops {
     pub kind: WorkerKind,
     relops: Bus,
     worker: Bus,
-    token: String,
+    credential: fleetroll_bus::token::Credential,
     lab_hosts: Vec<String>,
     /// Makes this run's token ids and rollouts its own.
     run_id: String,
@@ -169,7 +169,7 @@ impl Ops {
             kind,
             relops: mesh.relops.clone(),
             worker: mesh.worker.clone(),
-            token: mesh.token.clone(),
+            credential: mesh.credential.clone(),
             lab_hosts: lab_hosts.to_vec(),
             run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             outcomes: Changes::watch(mesh.relops.kv(&topology::OUTCOMES).await?).await?,
@@ -262,7 +262,7 @@ impl Ops {
         deadline: Instant,
     ) -> anyhow::Result<(String, Reply, Served)> {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let envelope = send::envelope(&self.token, command, wait);
+        let envelope = send::envelope(&self.credential, command, wait);
         let mut outcomes = self.outcomes.subscribe();
         send::publish(&self.relops, &envelope).await?;
         let entry = outcomes
@@ -290,7 +290,8 @@ impl Ops {
     ) -> anyhow::Result<R> {
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
-            match query::request(&self.relops, &self.token, endpoint, params, wait).await {
+            match query::request(&self.relops, &self.credential.token, endpoint, params, wait).await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(QueryFailure::NoResponders { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await

@@ -28,8 +28,8 @@ pub struct OwnMesh {
     pub relops: Bus,
     /// As a worker connects: writes what workers write.
     pub worker: Bus,
-    /// A relops token.
-    pub token: String,
+    /// A relops token and the key it is bound to.
+    pub credential: fleetroll_bus::token::Credential,
     spawned: usize,
     /// Machines whose replica is gone, by kind.
     idle_machines: Vec<(WorkerKind, PathBuf)>,
@@ -83,7 +83,7 @@ impl OwnMesh {
             fleetroll: fleetroll.to_path_buf(),
             relops,
             worker,
-            token: String::new(),
+            credential: fleetroll_bus::token::Credential::bearer(String::new()),
             spawned: 0,
             idle_machines: Vec::new(),
             server,
@@ -102,10 +102,7 @@ impl OwnMesh {
             "--out",
             &token_file.to_string_lossy(),
         ])?;
-        mesh.token = std::fs::read_to_string(&token_file)
-            .with_context(|| format!("reading {}", token_file.display()))?
-            .trim()
-            .to_string();
+        mesh.credential = crate::credential(&token_file)?;
         Ok(mesh)
     }
 

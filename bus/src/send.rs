@@ -14,6 +14,7 @@ use crate::messages::WorkerKind;
 use crate::messages::command::{Command, CommandEnvelope, Outcome};
 use crate::status;
 use crate::subjects;
+use crate::token::Credential;
 use crate::topology;
 
 /// Why no outcome came back.
@@ -52,16 +53,22 @@ pub enum SendError {
     },
 }
 
-/// Wraps a command in a fresh envelope whose deadline is `patience` away.
-pub fn envelope(token: &str, command: Command, patience: Duration) -> CommandEnvelope {
+/// Wraps a command in a fresh envelope whose deadline is `patience` away,
+/// signed with the holder key when the credential has one.
+pub fn envelope(credential: &Credential, command: Command, patience: Duration) -> CommandEnvelope {
     let now = OffsetDateTime::now_utc();
-    CommandEnvelope {
+    let mut envelope = CommandEnvelope {
         id: uuid::Uuid::now_v7().to_string(),
-        token: token.to_string(),
+        token: credential.token.clone(),
         sent_at: now,
         deadline: now + patience,
         command,
+        proof: None,
+    };
+    if let Some(holder) = &credential.holder {
+        envelope.prove(holder);
     }
+    envelope
 }
 
 /// Sends a command and waits up to `wait` for its outcome.
@@ -70,18 +77,19 @@ pub fn envelope(token: &str, command: Command, patience: Duration) -> CommandEnv
 /// # async fn run(bus: fleetroll_bus::Bus, token: String) -> Result<(), fleetroll_bus::send::SendError> {
 /// use std::time::Duration;
 /// use fleetroll_bus::messages::{WorkerKind, command::Command};
+/// use fleetroll_bus::token::Credential;
 /// let ping = Command::Ping { worker: WorkerKind::Prober, hold_ms: 0 };
-/// let outcome = fleetroll_bus::send::send(&bus, &token, ping, Duration::from_secs(30)).await?;
+/// let outcome = fleetroll_bus::send::send(&bus, &Credential::bearer(token), ping, Duration::from_secs(30)).await?;
 /// println!("{:?}", outcome.verdict);
 /// # Ok(()) }
 /// ```
 pub async fn send(
     bus: &Bus,
-    token: &str,
+    credential: &Credential,
     command: Command,
     wait: Duration,
 ) -> Result<Outcome, SendError> {
-    send_envelope(bus, &envelope(token, command, wait), wait).await
+    send_envelope(bus, &envelope(credential, command, wait), wait).await
 }
 
 /// Publishes an envelope (once, whatever retries happen) and waits for its

@@ -41,8 +41,12 @@ pub fn revoked_token(jti: &str) -> String {
 /// Where the revocation of every token of an actor is published (the name
 /// hex-encoded: actors may contain `.`).
 pub fn revoked_actor(actor: &str) -> String {
-    let hex: String = actor.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("fleetroll.revoked.actor.{hex}")
+    format!("fleetroll.revoked.actor.{}", hex(actor))
+}
+
+/// A name as a subject token (or key) of hex digits, whatever it holds.
+pub(crate) fn hex(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the set-aside stream keeps: the advisories nats-server publishes

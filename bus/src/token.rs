@@ -10,7 +10,7 @@
 //!
 //! let key = SigningKey::generate();
 //! let now = OffsetDateTime::now_utc();
-//! let (jwt, claims) = token::issue(&key, "alice", Role::Relops, Duration::hours(8), now).unwrap();
+//! let (jwt, claims) = token::issue(&key, "alice", Role::Relops, Duration::hours(8), now, None).unwrap();
 //! let verified = token::verify(&jwt, &key.verifying_key(), now).unwrap();
 //! assert_eq!(verified, claims);
 //! assert!(token::verify(&jwt, &SigningKey::generate().verifying_key(), now).is_err());
@@ -80,6 +80,37 @@ pub struct Claims {
     pub iss: String,
     pub iat: i64,
     pub exp: i64,
+    /// The holder's public key (base64url Ed25519), when the token is bound
+    /// to one: every command envelope must then be signed with its private
+    /// half, so a token captured off the wire or out of an envelope sends
+    /// nothing (proof of possession).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<String>,
+}
+
+/// A token as a client presents it: the token, and the key it is bound to
+/// when it is (see [`Claims::cnf`]).
+#[derive(Clone)]
+pub struct Credential {
+    pub token: String,
+    pub holder: Option<SigningKey>,
+}
+
+impl Credential {
+    /// A token bound to no key: whoever holds it may use it.
+    pub fn bearer(token: impl Into<String>) -> Credential {
+        Credential {
+            token: token.into(),
+            holder: None,
+        }
+    }
+}
+
+/// The claims of a token, unverified: what a client may read of its own
+/// token (its id, its holder key) before any worker has checked it.
+pub fn peek(jwt: &str) -> Option<Claims> {
+    let payload = jwt.trim().split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
 /// Errors of key handling and issuing.
@@ -97,7 +128,8 @@ pub enum KeyError {
     Signing(String),
 }
 
-/// The operator's private key.
+/// The operator's private key (or a token holder's).
+#[derive(Clone)]
 pub struct SigningKey(ed25519_dalek::SigningKey);
 
 impl SigningKey {
@@ -170,13 +202,15 @@ fn valid_actor(actor: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
 }
 
-/// Issues a token for `actor` in `role`, valid for `ttl` from `now`.
+/// Issues a token for `actor` in `role`, valid for `ttl` from `now`, bound
+/// to `holder`'s key when given.
 pub fn issue(
     key: &SigningKey,
     actor: &str,
     role: Role,
     ttl: time::Duration,
     now: OffsetDateTime,
+    holder: Option<&VerifyingKey>,
 ) -> Result<(String, Claims), KeyError> {
     if !valid_actor(actor) {
         return Err(KeyError::BadActor(actor.to_string()));
@@ -191,6 +225,7 @@ pub fn issue(
         iss: ISSUER.to_string(),
         iat: now.unix_timestamp(),
         exp: (now + ttl).unix_timestamp(),
+        cnf: holder.map(VerifyingKey::to_base64),
     };
     let der = key
         .0
@@ -289,7 +324,15 @@ mod tests {
     fn denials_say_which() {
         let key = SigningKey::generate();
         let now = OffsetDateTime::now_utc();
-        let (jwt, _) = issue(&key, "alice", Role::Relops, time::Duration::minutes(5), now).unwrap();
+        let (jwt, _) = issue(
+            &key,
+            "alice",
+            Role::Relops,
+            time::Duration::minutes(5),
+            now,
+            None,
+        )
+        .unwrap();
         let later = now + time::Duration::minutes(6);
         assert!(matches!(
             verify(&jwt, &key.verifying_key(), later),
@@ -322,7 +365,81 @@ mod tests {
     fn issue_refuses_bad_actor_and_ttl() {
         let key = SigningKey::generate();
         let now = OffsetDateTime::now_utc();
-        assert!(issue(&key, "a b", Role::Relops, time::Duration::hours(1), now).is_err());
-        assert!(issue(&key, "a", Role::Relops, time::Duration::days(365), now).is_err());
+        assert!(
+            issue(
+                &key,
+                "a b",
+                Role::Relops,
+                time::Duration::hours(1),
+                now,
+                None
+            )
+            .is_err()
+        );
+        assert!(
+            issue(
+                &key,
+                "a",
+                Role::Relops,
+                time::Duration::days(365),
+                now,
+                None
+            )
+            .is_err()
+        );
+    }
+
+    /// An envelope signed by the holder key proves itself; any change to it,
+    /// a missing proof or another key's does not.
+    #[test]
+    fn an_envelope_proves_only_what_its_holder_signed() {
+        use crate::messages::command::{Command, CommandEnvelope};
+        let holder = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        let (jwt, claims) = issue(
+            &SigningKey::generate(),
+            "alice",
+            Role::Relops,
+            time::Duration::hours(1),
+            now,
+            Some(&holder.verifying_key()),
+        )
+        .unwrap();
+        assert_eq!(claims.cnf, Some(holder.verifying_key().to_base64()));
+        assert_eq!(peek(&jwt).and_then(|c| c.cnf), claims.cnf);
+        let seed = |host: &str| Command::SeedAdd {
+            hostnames: vec![host.into()],
+        };
+        let mut envelope = CommandEnvelope {
+            id: uuid::Uuid::now_v7().to_string(),
+            token: jwt,
+            sent_at: now,
+            deadline: now + time::Duration::minutes(1),
+            command: seed("a.example.com"),
+            proof: None,
+        };
+        assert!(!envelope.proven_by(&holder.verifying_key()), "no proof");
+        envelope.prove(&holder);
+        assert!(envelope.proven_by(&holder.verifying_key()));
+        // It survives the wire.
+        let decoded: CommandEnvelope =
+            crate::codec::from_cbor(&crate::codec::to_cbor(&envelope)).unwrap();
+        assert!(decoded.proven_by(&holder.verifying_key()));
+        assert!(!envelope.proven_by(&SigningKey::generate().verifying_key()));
+        let changes: [fn(&mut CommandEnvelope); 4] = [
+            |e| {
+                e.command = Command::SeedAdd {
+                    hostnames: vec!["b.example.com".into()],
+                }
+            },
+            |e| e.id = uuid::Uuid::now_v7().to_string(),
+            |e| e.deadline += time::Duration::days(1),
+            |e| e.sent_at -= time::Duration::nanoseconds(1),
+        ];
+        for change in changes {
+            let mut altered = envelope.clone();
+            change(&mut altered);
+            assert!(!altered.proven_by(&holder.verifying_key()), "{altered:?}");
+        }
     }
 }

@@ -458,8 +458,7 @@ pub mod auth_keys {
     /// Actor names may hold characters a key may not (`@`), so they are
     /// hex-encoded.
     pub fn revoked_actor(actor: &str) -> String {
-        let hex: String = actor.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("revoked-actor.{hex}")
+        format!("revoked-actor.{}", crate::subjects::hex(actor))
     }
 }
 

@@ -22,7 +22,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::codec;
 use crate::connect::{Bus, BusError};
 use crate::lease::{self, Claim};
-use crate::messages::command::{Command, CommandEnvelope, Outcome, Reply, Verdict};
+use crate::messages::command::{Command, CommandEnvelope, Denial, Outcome, Reply, Verdict};
 use crate::messages::event::{Event, EventDetail};
 use crate::messages::{Heartbeat, WorkerKind};
 use crate::setup;
@@ -508,6 +508,20 @@ async fn execute<H: Handler>(
         }
     };
     let actor = Some(claims.sub.clone());
+    // A token bound to a key is good only in envelopes that key signed.
+    if let Some(holder) = &claims.cnf {
+        let proven = crate::token::VerifyingKey::from_base64(holder)
+            .is_ok_and(|holder| envelope.proven_by(&holder));
+        if !proven {
+            warn!("command denied: the envelope is not signed by the token's holder key");
+            return Executed::Finished(finish(
+                actor,
+                Verdict::Denied {
+                    denial: Denial::Unproven,
+                },
+            ));
+        }
+    }
     // Before the deadline check: a replica that took the lease may have
     // acted already, and "not executed" would then be untrue.
     let mut lease = None;

@@ -107,13 +107,16 @@ fn verdicts() -> Vec<Verdict> {
 fn every_message_type_round_trips() {
     for command in commands() {
         round_trips(command.clone());
-        round_trips(CommandEnvelope {
-            id: "0190-abc".into(),
-            token: "jwt".into(),
-            sent_at: at(),
-            deadline: at(),
-            command,
-        });
+        for proof in [None, Some("c2lnbmF0dXJl".to_string())] {
+            round_trips(CommandEnvelope {
+                id: "0190-abc".into(),
+                token: "jwt".into(),
+                sent_at: at(),
+                deadline: at(),
+                command: command.clone(),
+                proof,
+            });
+        }
     }
     for verdict in verdicts() {
         round_trips(Outcome {

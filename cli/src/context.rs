@@ -336,17 +336,12 @@ impl Context {
     /// index file.
     pub fn auditor(&self) -> anyhow::Result<fleetroll_auditor::AuditorSettings> {
         let path = self.audit_key_path();
-        let pem = std::fs::read_to_string(&path).map_err(|e| {
-            fail(
-                exit::INVALID,
-                format!(
-                    "no audit key at {} ({e}): an auditor signs records with the key `fleetroll auth init` made; copy it here or use the data dir that has it",
-                    path.display()
-                ),
+        let key = read_key(&path, |e| {
+            format!(
+                "no audit key at {} ({e}): an auditor signs records with the key `fleetroll auth init` made; copy it here or use the data dir that has it",
+                path.display()
             )
         })?;
-        let key = fleetroll_bus::token::SigningKey::from_pem(&pem)
-            .map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display())))?;
         Ok(fleetroll_auditor::AuditorSettings {
             key: std::sync::Arc::new(key),
             index: self.data_dir().join("auditor").join("index.redb"),
@@ -355,6 +350,38 @@ impl Context {
 
     pub fn default_token_path(&self) -> PathBuf {
         self.data_dir().join("token")
+    }
+
+    /// The caller's token and, when it is bound to a key, that key: the
+    /// file beside the token file, `<token-file>.key` (`auth issue --out`
+    /// and `up` write both). A bound token without its key is refused here
+    /// rather than by every worker.
+    pub fn credential(&self) -> anyhow::Result<fleetroll_bus::token::Credential> {
+        let token = self.token()?;
+        let bound = fleetroll_bus::token::peek(&token).is_some_and(|c| c.cnf.is_some());
+        if !bound {
+            return Ok(fleetroll_bus::token::Credential::bearer(token));
+        }
+        let key_path = match &self.global.token_file {
+            Some(path) => holder_key_path(path),
+            None if std::env::var_os("FLEETROLL_TOKEN").is_some() => {
+                return Err(fail(
+                    exit::INVALID,
+                    "the token in FLEETROLL_TOKEN is bound to a holder key: pass it as --token-file FILE with its key in FILE.key",
+                ));
+            }
+            None => holder_key_path(&self.default_token_path()),
+        };
+        let holder = read_key(&key_path, |e| {
+            format!(
+                "the token is bound to a holder key, which should be in {}: {e}",
+                key_path.display()
+            )
+        })?;
+        Ok(fleetroll_bus::token::Credential {
+            token,
+            holder: Some(holder),
+        })
     }
 
     /// The caller's token: `--token-file`, then `$FLEETROLL_TOKEN`, then
@@ -390,4 +417,22 @@ impl Context {
                 )
             })
     }
+}
+
+/// Where the key a token is bound to is kept: beside the token file.
+pub fn holder_key_path(token_file: &std::path::Path) -> PathBuf {
+    let mut name = token_file.as_os_str().to_os_string();
+    name.push(".key");
+    PathBuf::from(name)
+}
+
+/// An Ed25519 key file (PKCS#8 PEM); `missing` says what a file that
+/// cannot be read means. Either failure is exit 1.
+pub fn read_key(
+    path: &std::path::Path,
+    missing: impl FnOnce(std::io::Error) -> String,
+) -> anyhow::Result<fleetroll_bus::token::SigningKey> {
+    let pem = std::fs::read_to_string(path).map_err(|e| fail(exit::INVALID, missing(e)))?;
+    fleetroll_bus::token::SigningKey::from_pem(&pem)
+        .map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display())))
 }

@@ -144,6 +144,7 @@ fn every_command_has_exactly_one_record_with_its_verified_actor() {
         Role::Relops,
         time::Duration::hours(1),
         OffsetDateTime::now_utc() - time::Duration::hours(2),
+        None,
     )
     .unwrap();
     let expired_path = up.dir().join("late.token");
@@ -183,6 +184,7 @@ fn every_command_has_exactly_one_record_with_its_verified_actor() {
         Role::Relops,
         time::Duration::hours(1),
         OffsetDateTime::now_utc(),
+        None,
     )
     .unwrap();
     let forged_path = up.dir().join("forged.token");
@@ -389,12 +391,12 @@ async fn an_auditor_killed_mid_stream_loses_and_doubles_nothing() {
     .await
     .unwrap();
     let bus = bare.bus().await;
-    let token = std::fs::read_to_string(bare.dir.path().join("token")).unwrap();
+    let credential = bare.credential();
     const COMMANDS: usize = 300;
     let mut ids = Vec::new();
     for n in 0..COMMANDS {
         let envelope = fleetroll_bus::send::envelope(
-            token.trim(),
+            &credential,
             Command::SeedAdd {
                 hostnames: vec![format!("h{n}.example.com")],
             },

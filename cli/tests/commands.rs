@@ -55,7 +55,7 @@ async fn the_same_command_id_twice_is_executed_once() {
     // Commands are the operators' to publish: NATS refuses them to workers.
     let bus = up.bus_as(Role::Relops).await;
     let envelope = send::envelope(
-        &up.token(),
+        &up.credential(),
         Command::SeedAdd {
             hostnames: vec!["once.example.com".into()],
         },
@@ -323,9 +323,9 @@ async fn junk_on_the_bus_is_set_aside_shown_and_audited() {
         worker: WorkerKind::Prober,
         hold_ms: 0,
     };
-    let mut bad_key = send::envelope(&up.token(), ping.clone(), Duration::from_secs(60));
+    let mut bad_key = send::envelope(&up.credential(), ping.clone(), Duration::from_secs(60));
     bad_key.id = "not a key.*".into();
-    let mut huge = send::envelope(&up.token(), ping.clone(), Duration::from_secs(60));
+    let mut huge = send::envelope(&up.credential(), ping.clone(), Duration::from_secs(60));
     huge.id = uuid::Uuid::now_v7().to_string().repeat(140);
     let junk: [(&str, Vec<u8>); 3] = [
         ("fleetroll.cmd.prober.ping", codec::to_cbor(&bad_key)),

@@ -147,6 +147,7 @@ fn up_keeps_its_data_across_restarts_and_refuses_a_taken_port() {
         fleetroll_bus::token::Role::Relops,
         time::Duration::hours(8),
         long_ago,
+        None,
     )
     .unwrap();
     std::fs::write(dir.path().join("token"), expired).unwrap();

@@ -72,11 +72,29 @@ async fn refused<T: std::fmt::Debug>(
     }
 }
 
+/// Publishes `payload` on `subject` with a `Nats-Rollup: <kind>` header,
+/// which would erase what the stream holds on the subject (`sub`) or in
+/// all of it (`all`); the stream's answer.
+async fn publish_rollup(
+    bus: &Bus,
+    subject: &str,
+    kind: &str,
+    payload: Vec<u8>,
+) -> Result<async_nats::jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError>
+{
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Rollup", kind);
+    bus.js
+        .publish_with_headers(subject.to_string(), headers, payload.into())
+        .await?
+        .await
+}
+
 /// A seed_add envelope carrying the operator's own (relops) token: only
 /// NATS stands between it and the prober.
 fn seed_add(up: &Up, host: &str) -> fleetroll_bus::messages::command::CommandEnvelope {
     send::envelope(
-        &up.token(),
+        &up.credential(),
         Command::SeedAdd {
             hostnames: vec![host.to_string()],
         },
@@ -511,16 +529,7 @@ async fn no_bucket_takes_a_rollup_so_one_key_cannot_wipe_it() {
         topology::AUTH.name,
         auth_keys::revoked_token("00000000-0000-0000-0000-000000000000")
     );
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Rollup", "all");
-    let wiped = async {
-        worker
-            .js
-            .publish_with_headers(subject.clone(), headers, revocation.into())
-            .await?
-            .await
-    }
-    .await;
+    let wiped = publish_rollup(&worker, &subject, "all", revocation).await;
     assert!(wiped.is_err(), "the server took a rollup: {wiped:?}");
     let now = auth.entry(auth_keys::VERIFYING_KEY).await.unwrap();
     assert_eq!(
@@ -573,11 +582,12 @@ async fn a_verifying_key_written_to_the_mesh_mints_no_token() {
         Role::Relops,
         time::Duration::hours(1),
         time::OffsetDateTime::now_utc(),
+        None,
     )
     .unwrap();
     let outcome = send::send(
         &relops,
-        &forged,
+        &fleetroll_bus::token::Credential::bearer(forged),
         Command::SeedAdd {
             hostnames: vec!["forged.example.com".into()],
         },
@@ -899,7 +909,7 @@ async fn a_revocation_cannot_be_undone_with_a_worker_credential() {
     denied(
         send::send(
             &relops,
-            &mallory,
+            &fleetroll_bus::token::Credential::bearer(mallory.clone()),
             seed("one.example.com"),
             Duration::from_secs(30),
         )
@@ -935,16 +945,7 @@ async fn a_revocation_cannot_be_undone_with_a_worker_credential() {
         .unwrap()
         .await
         .unwrap();
-    let mut rollup = async_nats::HeaderMap::new();
-    rollup.insert("Nats-Rollup", "sub");
-    let rolled = async {
-        worker
-            .js
-            .publish_with_headers(subject.clone(), rollup, claim.into())
-            .await?
-            .await
-    }
-    .await;
+    let rolled = publish_rollup(&worker, &subject, "sub", claim).await;
     assert!(rolled.is_err(), "the stream took a rollup: {rolled:?}");
     let stored = worker
         .stored(&topology::REVOCATIONS, subject.clone())
@@ -954,7 +955,7 @@ async fn a_revocation_cannot_be_undone_with_a_worker_credential() {
     denied(
         send::send(
             &relops,
-            &mallory,
+            &fleetroll_bus::token::Credential::bearer(mallory.clone()),
             seed("two.example.com"),
             Duration::from_secs(30),
         )
@@ -981,4 +982,91 @@ fn jwt_id(jwt: &str) -> String {
         .unwrap();
     let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
     claims["jti"].as_str().unwrap().to_string()
+}
+
+/// A command envelope captured off the wire (its token included) sends
+/// nothing else: the operator's token is bound to a key only the operator
+/// holds, and every envelope must be signed with it. A changed envelope, or
+/// the token in a new one, is refused and audited; the envelope replayed as
+/// it was runs no second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_envelope_or_token_sends_nothing_else() {
+    use fleetroll_bus::messages::command::Denial;
+    use fleetroll_bus::token::Credential;
+    let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
+    let relops = up.bus_as(Role::Relops).await;
+    let operator = up.credential();
+    let seed = |host: &str| Command::SeedAdd {
+        hostnames: vec![host.to_string()],
+    };
+    let wait = Duration::from_secs(30);
+    let original = send::envelope(&operator, seed("one.example.com"), wait);
+    let sent = send::send_envelope(&relops, &original, wait).await.unwrap();
+    assert_eq!(sent.verdict.label(), "done", "{sent:?}");
+    let worker = worker_bus(&up.url()).await;
+    let seeds = worker.kv(&topology::SEEDS).await.unwrap();
+    let first = seeds.entry("one.example.com").await.unwrap().unwrap();
+
+    // The envelope changed: another command under the same proof.
+    let mut altered = original.clone();
+    altered.id = uuid::Uuid::now_v7().to_string();
+    altered.command = seed("two.example.com");
+    // The token alone, in an envelope of its own.
+    let taken = send::envelope(
+        &Credential::bearer(operator.token.clone()),
+        seed("three.example.com"),
+        wait,
+    );
+    for envelope in [&altered, &taken] {
+        let outcome = send::send_envelope(&relops, envelope, wait).await.unwrap();
+        assert!(
+            matches!(
+                &outcome.verdict,
+                fleetroll_bus::messages::command::Verdict::Denied {
+                    denial: Denial::Unproven
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+    // Replayed as it was: its one outcome again, nothing run twice.
+    let replayed = send::send_envelope(&relops, &original, wait).await.unwrap();
+    assert_eq!(replayed, sent);
+    for host in ["two.example.com", "three.example.com"] {
+        assert!(seeds.get(host).await.unwrap().is_none(), "{host} was added");
+    }
+    let now = seeds.entry("one.example.com").await.unwrap().unwrap();
+    assert_eq!(now.revision, first.revision, "one.example.com written once");
+
+    let cli = up.cli.clone();
+    let (audit, verify, keyless) = tokio::task::spawn_blocking(move || {
+        let token = cli.data_dir.join("copied.token");
+        std::fs::copy(cli.data_dir.join("token"), &token).unwrap();
+        let keyless = cli.run(&[
+            "--token-file",
+            token.to_str().unwrap(),
+            "inventory",
+            "seed",
+            "add",
+            "four.example.com",
+        ]);
+        (
+            cli.run(&["audit", "list", "--json"]).json(),
+            cli.run(&["audit", "verify"]),
+            keyless,
+        )
+    })
+    .await
+    .unwrap();
+    let denied: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["record"]["action"] == "seed_add" && r["record"]["outcome"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 2, "both refusals are audited: {audit:#}");
+    assert_eq!(verify.code, 0, "{verify:?}");
+    // A token file without the key beside it is refused before anything is sent.
+    assert_eq!(keyless.code, 1, "{keyless:?}");
+    assert!(keyless.stderr.contains("holder key"), "{keyless:?}");
 }

@@ -87,6 +87,7 @@ fn roles_and_bad_tokens() {
         Role::Relops,
         time::Duration::hours(1),
         two_hours_ago,
+        None,
     )
     .unwrap();
     let (forged, _) = token::issue(
@@ -95,6 +96,7 @@ fn roles_and_bad_tokens() {
         Role::Relops,
         time::Duration::hours(1),
         OffsetDateTime::now_utc(),
+        None,
     )
     .unwrap();
     let cases = [

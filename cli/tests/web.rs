@@ -865,27 +865,23 @@ fn the_web_server_serves_https_with_the_deployments_certificate() {
     let refused = cli.run(&["serve", "--web-listen", "0.0.0.0:0"]);
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(refused.stderr.contains("HTTPS"), "{refused:?}");
-    let bad_key = cli.run(&[
-        "serve",
-        "--web-listen",
-        "127.0.0.1:0",
-        "--web-tls-cert",
-        pki.join("web.pem").to_str().unwrap(),
-        "--web-tls-key",
-        pki.join("ca-key.pem").to_str().unwrap(),
-    ]);
+    let cert = pki.join("web.pem").display().to_string();
+    let serve = |key: &str| {
+        let key = pki.join(key).display().to_string();
+        let listen = ["serve", "--web-listen", "127.0.0.1:0"];
+        let tls = ["--web-tls-cert", cert.as_str(), "--web-tls-key"];
+        listen
+            .iter()
+            .chain(&tls)
+            .map(|a| a.to_string())
+            .chain([key])
+            .collect::<Vec<_>>()
+    };
+    let bad_key = cli.run(&strs(&serve("ca-key.pem")));
     assert_eq!(bad_key.code, 1, "a key of another certificate: {bad_key:?}");
 
     let first = std::fs::read_to_string(up.dir().join("web.url")).unwrap();
-    let _serve = cli.spawn(&[
-        "serve",
-        "--web-listen",
-        "127.0.0.1:0",
-        "--web-tls-cert",
-        pki.join("web.pem").to_str().unwrap(),
-        "--web-tls-key",
-        pki.join("web-key.pem").to_str().unwrap(),
-    ]);
+    let _serve = cli.spawn(&strs(&serve("web-key.pem")));
     let mut url = String::new();
     wait_until("serve's address", Duration::from_secs(30), || {
         url = std::fs::read_to_string(up.dir().join("web.url")).unwrap_or_default();
@@ -916,4 +912,8 @@ fn the_web_server_serves_https_with_the_deployments_certificate() {
             .is_err(),
         "plain HTTP to the HTTPS port gets no answer"
     );
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

@@ -67,23 +67,30 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
             check_clock(ctx).await?;
             let ttl = time::Duration::try_from(ttl)
                 .map_err(|_| fail(exit::INVALID, "token lifetime too long"))?;
-            let (jwt, claims) = issue(&key, &actor, role, ttl)?;
             match out {
                 Some(path) => {
+                    let (holder, key_path) = holder_key(&path)?;
+                    let (jwt, claims) =
+                        issue(&key, &actor, role, ttl, Some(&holder.verifying_key()))?;
                     write_private(&path, &jwt)?;
-                    tell!("token written to {}", path.display());
+                    tell!(
+                        "token written to {}, bound to the key in {} (keep them together)",
+                        path.display(),
+                        key_path.display()
+                    );
+                    tell_issued(&claims);
                 }
-                None => say!("{jwt}"),
+                None => {
+                    let (jwt, claims) = issue(&key, &actor, role, ttl, None)?;
+                    say!("{jwt}");
+                    if role == Role::Relops {
+                        tell!(
+                            "a printed token is a bearer token (whoever holds it may use it); --out FILE binds it to a key of its own"
+                        );
+                    }
+                    tell_issued(&claims);
+                }
             }
-            tell!(
-                "issued token {} for {} ({}), expires {}",
-                claims.jti,
-                claims.sub,
-                claims.role,
-                OffsetDateTime::from_unix_timestamp(claims.exp)
-                    .map(timestamp)
-                    .unwrap_or_default()
-            );
             Ok(exit::OK)
         }
         AuthCommand::Revoke {
@@ -162,9 +169,35 @@ pub fn issue(
     actor: &str,
     role: Role,
     ttl: time::Duration,
+    holder: Option<&token::VerifyingKey>,
 ) -> anyhow::Result<(String, token::Claims)> {
-    token::issue(key, actor, role, ttl, OffsetDateTime::now_utc())
+    token::issue(key, actor, role, ttl, OffsetDateTime::now_utc(), holder)
         .map_err(|e| fail(exit::INVALID, e.to_string()))
+}
+
+fn tell_issued(claims: &token::Claims) {
+    tell!(
+        "issued token {} for {} ({}), expires {}",
+        claims.jti,
+        claims.sub,
+        claims.role,
+        OffsetDateTime::from_unix_timestamp(claims.exp)
+            .map(timestamp)
+            .unwrap_or_default()
+    );
+}
+
+/// The holder key of the token file `token_file`: the one beside it, kept
+/// across renewals, or a new one (mode 0600).
+pub fn holder_key(token_file: &Path) -> anyhow::Result<(SigningKey, std::path::PathBuf)> {
+    let path = crate::context::holder_key_path(token_file);
+    if path.exists() {
+        let key = crate::context::read_key(&path, |e| format!("{}: {e}", path.display()))?;
+        return Ok((key, path));
+    }
+    let key = SigningKey::generate();
+    write_private(&path, &key.to_pem())?;
+    Ok((key, path))
 }
 
 /// Creates a new signing key file (mode 0600).
@@ -179,16 +212,12 @@ pub fn init_key(path: &Path) -> anyhow::Result<SigningKey> {
 
 pub fn load_key(ctx: &Context) -> anyhow::Result<SigningKey> {
     let path = ctx.signing_key_path();
-    let pem = std::fs::read_to_string(&path).map_err(|_| {
-        fail(
-            exit::INVALID,
-            format!(
-                "no signing key at {}: run `fleetroll auth init` (or use the data dir that has it)",
-                path.display()
-            ),
+    crate::context::read_key(&path, |_| {
+        format!(
+            "no signing key at {}: run `fleetroll auth init` (or use the data dir that has it)",
+            path.display()
         )
-    })?;
-    SigningKey::from_pem(&pem).map_err(|e| fail(exit::INVALID, format!("{}: {e}", path.display())))
+    })
 }
 
 pub async fn publish_verifying_key(bus: &Bus, key: &SigningKey) -> anyhow::Result<()> {

@@ -407,15 +407,15 @@ pub async fn refresh(
             "name the hosts to refresh, or say --seed all",
         ));
     }
-    let token = ctx.token()?;
+    let credential = ctx.credential()?;
     let bus = ctx.connect().await?;
     let total = if all {
-        seeds(&bus, &token).await?.seeds.len()
+        seeds(&bus, &credential.token).await?.seeds.len()
     } else {
         hostnames.len()
     };
     let envelope = fleetroll_bus::send::envelope(
-        &token,
+        &credential,
         Command::HostRefresh {
             hostnames,
             all,

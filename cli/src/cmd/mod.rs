@@ -31,9 +31,9 @@ pub const COMMAND_WAIT: Duration = Duration::from_secs(30);
 
 /// Sends a command with the caller's token and waits for its outcome.
 pub async fn send(ctx: &Context, command: Command, wait: Duration) -> anyhow::Result<Outcome> {
-    let token = ctx.token()?;
+    let credential = ctx.credential()?;
     let bus = ctx.connect().await?;
-    Ok(fleetroll_bus::send::send(&bus, &token, command, wait).await?)
+    Ok(fleetroll_bus::send::send(&bus, &credential, command, wait).await?)
 }
 
 /// Asks a read query with the caller's token.

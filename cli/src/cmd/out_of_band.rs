@@ -19,11 +19,11 @@ const MARGIN: Duration = Duration::from_secs(120);
 
 pub async fn converge(ctx: &Context, raw: String) -> anyhow::Result<u8> {
     let host = hostname::validate(&raw).map_err(|e| fail(exit::INVALID, e.to_string()))?;
-    let token = ctx.token()?;
+    let credential = ctx.credential()?;
     let bus = ctx.connect().await?;
     let wait = ctx.settings.orchestrator.converge_timeout + MARGIN;
     let envelope = send::envelope(
-        &token,
+        &credential,
         Command::HostConverge {
             hostname: host.clone(),
         },

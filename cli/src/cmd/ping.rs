@@ -23,7 +23,7 @@ struct PingResult {
 }
 
 pub async fn run(ctx: &Context, args: PingArgs) -> anyhow::Result<u8> {
-    let token = ctx.token()?;
+    let credential = std::sync::Arc::new(ctx.credential()?);
     let bus = ctx.connect().await?;
     let kinds: Vec<WorkerKind> = match args.worker {
         Some(kind) => vec![kind],
@@ -31,11 +31,11 @@ pub async fn run(ctx: &Context, args: PingArgs) -> anyhow::Result<u8> {
     };
     let hold_ms = args.hold.as_millis() as u64;
     let pings = kinds.into_iter().map(|worker| {
-        let (bus, token) = (bus.clone(), token.clone());
+        let (bus, credential) = (bus.clone(), credential.clone());
         async move {
             let started = Instant::now();
             let command = Command::Ping { worker, hold_ms };
-            let result = fleetroll_bus::send::send(&bus, &token, command, args.timeout).await;
+            let result = fleetroll_bus::send::send(&bus, &credential, command, args.timeout).await;
             (worker, started.elapsed(), result)
         }
     });

@@ -199,7 +199,14 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
             .ok()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| "operator".into());
-        let (jwt, claims) = auth::issue(&key, &actor, Role::Relops, time::Duration::hours(8))?;
+        let (holder, _) = auth::holder_key(&token_path)?;
+        let (jwt, claims) = auth::issue(
+            &key,
+            &actor,
+            Role::Relops,
+            time::Duration::hours(8),
+            Some(&holder.verifying_key()),
+        )?;
         auth::write_private(&token_path, &jwt)?;
         say!(
             "issued a relops token for `{}` (8 h) in {}",
@@ -231,7 +238,8 @@ fn renew_web_token(ctx: &Context) -> anyhow::Result<()> {
             })
     });
     if fresh.is_none() {
-        let (jwt, _) = auth::issue(&key, "fleetroll-web", Role::Readonly, WEB_TOKEN_TTL)?;
+        // Queries only, never a command: a bearer token.
+        let (jwt, _) = auth::issue(&key, "fleetroll-web", Role::Readonly, WEB_TOKEN_TTL, None)?;
         auth::write_private(&path, &jwt)?;
     }
     Ok(())

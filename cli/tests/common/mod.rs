@@ -384,6 +384,12 @@ impl Up {
             .trim()
             .to_string()
     }
+
+    /// The operator's token and the key `up` bound it to, as the CLI
+    /// presents them.
+    pub fn credential(&self) -> fleetroll_bus::token::Credential {
+        credential_in(self.dir())
+    }
 }
 
 /// A bare nats-server (no workers), with a signing key published and a
@@ -427,6 +433,11 @@ impl Bare {
 
     pub fn url(&self) -> String {
         self.cli.nats_url.clone().unwrap()
+    }
+
+    /// The relops token `init_auth` issued and the key it is bound to.
+    pub fn credential(&self) -> fleetroll_bus::token::Credential {
+        credential_in(self.dir.path())
     }
 
     /// A connection as the `relops` NATS user, as the CLI makes.
@@ -580,4 +591,13 @@ pub fn create_rollout(cli: &Cli, target: &str, canary: &str) -> String {
     ]);
     assert_eq!(create.code, 0, "{create:?}");
     create.stdout.trim().to_string()
+}
+
+/// The token in `<data_dir>/token` and the key beside it.
+pub fn credential_in(data_dir: &Path) -> fleetroll_bus::token::Credential {
+    let read = |name: &str| std::fs::read_to_string(data_dir.join(name)).unwrap();
+    fleetroll_bus::token::Credential {
+        token: read("token").trim().to_string(),
+        holder: Some(fleetroll_bus::token::SigningKey::from_pem(&read("token.key")).unwrap()),
+    }
 }
