@@ -812,15 +812,9 @@ async fn a_worker_creates_reconfigures_deletes_and_purges_no_stream() {
 /// user's credentials is refused at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_waits_for_the_set_up_which_only_the_admin_user_may_do() {
-    use fleetroll_bus::embedded::{EmbeddedOptions, EmbeddedServer, NatsUser, credentials_file};
+    use fleetroll_bus::embedded::{NatsUser, credentials_file};
     let dir = tempfile::tempdir().unwrap();
-    let server = EmbeddedServer::start(&EmbeddedOptions {
-        data_dir: dir.path().to_path_buf(),
-        port: 0,
-        nats_server: None,
-    })
-    .await
-    .unwrap();
+    let server = common::unset_server(dir.path()).await;
     let mut cli = common::Cli::new(dir.path());
     cli.nats_url = Some(server.url().to_string());
     let creds = |user: NatsUser| credentials_file(dir.path(), user).display().to_string();
@@ -903,19 +897,19 @@ async fn a_revocation_cannot_be_undone_with_a_worker_credential() {
     let denied = |outcome: fleetroll_bus::messages::command::Outcome| {
         assert_eq!(outcome.verdict.label(), "denied", "{outcome:?}");
     };
-    let seed = |host: &str| Command::SeedAdd {
-        hostnames: vec![host.to_string()],
+    let mallory = fleetroll_bus::token::Credential::bearer(mallory);
+    let seed_as_mallory = |host: &str| {
+        let seed = Command::SeedAdd {
+            hostnames: vec![host.to_string()],
+        };
+        let (relops, mallory) = (relops.clone(), mallory.clone());
+        async move {
+            send::send(&relops, &mallory, seed, Duration::from_secs(30))
+                .await
+                .unwrap()
+        }
     };
-    denied(
-        send::send(
-            &relops,
-            &fleetroll_bus::token::Credential::bearer(mallory.clone()),
-            seed("one.example.com"),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap(),
-    );
+    denied(seed_as_mallory("one.example.com").await);
 
     let worker = worker_bus(&up.url()).await;
     let stream = topology::REVOCATIONS.name;
@@ -952,16 +946,7 @@ async fn a_revocation_cannot_be_undone_with_a_worker_credential() {
         .await
         .unwrap();
     assert_eq!(stored.len(), 2, "the revocation and the claim, both kept");
-    denied(
-        send::send(
-            &relops,
-            &fleetroll_bus::token::Credential::bearer(mallory.clone()),
-            seed("two.example.com"),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap(),
-    );
+    denied(seed_as_mallory("two.example.com").await);
     let seeds = worker.kv(&topology::SEEDS).await.unwrap();
     for host in ["one.example.com", "two.example.com"] {
         assert!(seeds.get(host).await.unwrap().is_none(), "{host} was added");

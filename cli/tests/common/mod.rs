@@ -404,16 +404,7 @@ pub struct Bare {
 impl Bare {
     pub async fn start() -> Bare {
         let dir = tempfile::tempdir().unwrap();
-        // The server's users' credentials go where the CLI looks for them:
-        // <data-dir>/credentials/.
-        let server = EmbeddedServer::start(&EmbeddedOptions {
-            data_dir: dir.path().to_path_buf(),
-            port: 0,
-            nats_server: None,
-        })
-        .await
-        .unwrap();
-        remember(server.url(), dir.path());
+        let server = unset_server(dir.path()).await;
         let admin = connect_as(server.url(), dir.path(), NatsUser::Admin).await;
         fleetroll_bus::setup::ensure(&admin, Default::default(), Default::default())
             .await
@@ -444,6 +435,21 @@ impl Bare {
     pub async fn bus(&self) -> Bus {
         connect_as(&self.url(), self.dir.path(), Role::Relops).await
     }
+}
+
+/// An embedded nats-server with the mesh's users and nothing set up; the
+/// users' credentials go where the CLI looks for them,
+/// `<data-dir>/credentials/`.
+pub async fn unset_server(data_dir: &Path) -> EmbeddedServer {
+    let server = EmbeddedServer::start(&EmbeddedOptions {
+        data_dir: data_dir.to_path_buf(),
+        port: 0,
+        nats_server: None,
+    })
+    .await
+    .unwrap();
+    remember(server.url(), data_dir);
+    server
 }
 
 /// The data dirs of the servers this test process started, by URL.
