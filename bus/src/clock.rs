@@ -58,7 +58,7 @@ pub async fn measure_skew_ms(bus: &Bus) -> Result<i64, BusError> {
         ApiResponse { ts: Some(ts), .. } => ts,
         ApiResponse { error: Some(e), .. } => {
             return Err(BusError::js(
-                "asking the server's time (is the mesh set up? `fleetroll up` creates it)",
+                "asking the server's time (is the mesh set up? `fleetroll setup`, or `fleetroll up` for its embedded server, creates it)",
                 e.description,
             ));
         }

@@ -41,7 +41,9 @@ pub enum SendError {
         id: String,
         waited: Duration,
     },
-    #[error("the command stream is missing: is the mesh set up? (`fleetroll up` creates it)")]
+    #[error(
+        "the command stream is missing: is the mesh set up? (`fleetroll setup`, or `fleetroll up` for its embedded server, creates it)"
+    )]
     NoStream,
     #[error(
         "the command stream {stream} is full ({used} of its {limit} limit), so the command was refused and nothing was done: raise `[storage] max_bytes` (docs/configuration.md), or wait for old commands to age out"
