@@ -55,6 +55,11 @@ const CASES: &[Case] = &[
         1,
         &["unknown host"],
     ),
+    (
+        &["host", "history", "unknown.example.com"],
+        1,
+        &["unknown host"],
+    ),
     (&["host", "refresh", "bad host!"], 1, &["bad host!"]),
     (&["converge", "host", "$(reboot)"], 1, &["$(reboot)"]),
     // Queries name the position.

@@ -241,10 +241,24 @@ pub async fn history(bus: &Bus, hostname: &str) -> Result<HostHistory, QueryErro
     let stored = bus
         .stored(&topology::HOST_HISTORY, subjects::host_history(&name))
         .await?;
-    let observations = stored
+    let observations: Vec<Observation> = stored
         .iter()
         .filter_map(|bytes| codec::from_cbor::<Observation>(bytes).ok())
         .collect();
+    // No history of a host the inventory never had is an unknown host, as
+    // `host show` says, not an empty answer.
+    if observations.is_empty() {
+        let known = bus
+            .kv(&topology::HOSTS)
+            .await?
+            .get(name.as_str())
+            .await
+            .map_err(|e| BusError::js("reading the host record", e))?
+            .is_some();
+        if !known {
+            return Err(QueryError::NotFound(format!("unknown host `{name}`")));
+        }
+    }
     Ok(HostHistory::of(&name, observations))
 }
 
