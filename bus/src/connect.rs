@@ -224,6 +224,9 @@ pub struct ConnectOptions {
     /// part of how it is set up, never read from the mesh.
     pub trust: Option<crate::verify::TrustRoot>,
     pub tls: Tls,
+    /// A fleetroll token as the NATS credential, where the server asks
+    /// fleetroll who a connection is (auth callout, `fleetroll authorizer`).
+    pub token: Option<String>,
 }
 
 impl ConnectOptions {
@@ -235,7 +238,16 @@ impl ConnectOptions {
             credentials: None,
             trust: None,
             tls: Tls::default(),
+            token: None,
         }
+    }
+
+    /// Connects with this fleetroll token as its NATS identity (a server
+    /// whose auth callout is `fleetroll authorizer`); NATS credentials, when
+    /// given too, win.
+    pub fn token(mut self, token: impl Into<Option<String>>) -> Self {
+        self.token = token.into();
+        self
     }
 
     /// Connects over TLS as `tls` says.
@@ -282,6 +294,12 @@ impl ConnectOptions {
             nats = nats
                 .user_and_password(credentials.user.clone(), credentials.password.clone())
                 .custom_inbox_prefix(credentials.inbox_prefix());
+        } else if let Some(token) = &self.token {
+            // The role's permissions allow its own inbox only.
+            nats = nats.token(token.clone());
+            if let Some(claims) = crate::token::peek(token) {
+                nats = nats.custom_inbox_prefix(format!("_INBOX_{}", claims.role));
+            }
         }
         if let Some(ca_file) = &self.tls.ca_file {
             nats = nats
@@ -435,7 +453,14 @@ impl Bus {
                 url: options.url.clone(),
                 detail: format!("not a NATS URL list: {e}"),
             })?;
-        let user = options.credentials.as_ref().map(|c| c.user.clone());
+        let user = options
+            .credentials
+            .as_ref()
+            .map(|c| c.user.clone())
+            .or_else(|| {
+                let claims = crate::token::peek(options.token.as_deref()?)?;
+                Some(format!("{} (token of {})", claims.role, claims.sub))
+            });
         let violations = Violations::default();
         let mut waiting = false;
         let client = loop {

@@ -86,6 +86,20 @@ pub enum Top {
     /// Serve the read-only web UI and HTTP API against a mesh (`up` serves
     /// them too).
     Serve(WebArgs),
+    /// Answer a NATS server's auth callout: each connection's fleetroll
+    /// token is its NATS identity (connects as the server's `auth` user,
+    /// --nats-credentials).
+    Authorizer {
+        /// The account key that signs NATS users (`fleetroll auth
+        /// callout-key` makes it; its public half is the server's
+        /// `auth_callout { issuer }`).
+        #[arg(long, env = "FLEETROLL_CALLOUT_SEED_FILE")]
+        issuer_seed: PathBuf,
+        /// The longest a NATS connection lives before it is authorized
+        /// again (a revoked operator's open connection ends within it).
+        #[arg(long, value_parser = parse_duration, default_value = "5m")]
+        session: Duration,
+    },
     /// The mesh at a glance: NATS, streams and buckets, live worker replicas.
     Status {
         #[arg(long)]
@@ -335,6 +349,16 @@ pub struct PingArgs {
 
 #[derive(Subcommand)]
 pub enum AuthCommand {
+    /// Publish the data dir's verifying key and audit key on the mesh (for
+    /// reference, and so that audit records verify), as `up` and `auth init`
+    /// do when they can reach it.
+    Publish,
+    /// Make the account key `fleetroll authorizer` signs NATS users with
+    /// (mode 0600); prints its public half for the servers' config.
+    CalloutKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Create the signing key (under the data dir) and publish its public half.
     Init {
         /// Replace an existing key: every token issued with it stops working.

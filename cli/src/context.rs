@@ -296,7 +296,8 @@ impl Context {
     pub async fn connect(&self) -> anyhow::Result<Bus> {
         let options = self
             .nats_options(self.nats_url(), "fleetroll-cli")?
-            .credentials(self.credentials(Role::Relops)?);
+            .credentials(self.credentials(Role::Relops)?)
+            .token(self.token().ok());
         let connected = Bus::connect(options).await;
         if connected.is_err() && self.named_nats_url().is_none() {
             // Whatever answered (or not) at the default port, the likely

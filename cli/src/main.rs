@@ -35,7 +35,11 @@ fn main() -> ExitCode {
     // Rust default): a worker must never die of a peer that went away.
     if !matches!(
         cli.command,
-        Top::Up(_) | Top::Worker { .. } | Top::Serve(_) | Top::Monitor { .. }
+        Top::Up(_)
+            | Top::Worker { .. }
+            | Top::Serve(_)
+            | Top::Authorizer { .. }
+            | Top::Monitor { .. }
     ) {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -45,7 +49,9 @@ fn main() -> ExitCode {
     // credentials, unreachable); async-nats's own log would say it twice.
     // The monitor owns the terminal: a log line would draw over its table.
     let (default_level, nats_level) = match cli.command {
-        Top::Up(_) | Top::Worker { .. } | Top::Serve(_) => ("info", "warn"),
+        Top::Up(_) | Top::Worker { .. } | Top::Serve(_) | Top::Authorizer { .. } => {
+            ("info", "warn")
+        }
         Top::Monitor { .. } => ("off", "off"),
         _ => ("warn", "off"),
     };
@@ -88,6 +94,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             metrics_listen,
         } => cmd::workers::run(&ctx, kind, metrics_listen).await,
         Top::Serve(web) => cmd::serve::run(&ctx, web).await,
+        Top::Authorizer {
+            issuer_seed,
+            session,
+        } => cmd::authorizer::run(&ctx, &issuer_seed, session).await,
         Top::Setup => cmd::setup::run(&ctx).await,
         Top::Status { json } => cmd::status::run(&ctx, json).await,
         Top::Ping(args) => cmd::ping::run(&ctx, args).await,

@@ -22,6 +22,33 @@ use crate::exit::{self, fail};
 
 pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
     match command {
+        AuthCommand::Publish => {
+            let key = load_key(ctx)?;
+            let bus = ctx.connect().await?;
+            publish_verifying_key(&bus, &key).await?;
+            publish_audit_key(&bus, &audit_key(ctx)?).await?;
+            tell!("verifying key and audit key published on {}", bus.url());
+            Ok(exit::OK)
+        }
+        AuthCommand::CalloutKey { out } => {
+            let key = nkeys::KeyPair::new_account();
+            let seed = key
+                .seed()
+                .map_err(|e| fail(exit::INTERNAL, format!("an account key: {e}")))?;
+            if out.exists() {
+                return Err(fail(
+                    exit::INVALID,
+                    format!("{} exists: refusing to replace it", out.display()),
+                ));
+            }
+            write_private(&out, &seed)?;
+            tell!(
+                "callout key written to {}; its public half, for `auth_callout {{ issuer }}`:",
+                out.display()
+            );
+            say!("{}", key.public_key());
+            Ok(exit::OK)
+        }
         AuthCommand::Init { force } => {
             let path = ctx.signing_key_path();
             if path.exists() && !force {

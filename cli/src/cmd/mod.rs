@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authorizer;
 pub mod host;
 pub mod monitor;
 pub mod out_of_band;
