@@ -18,19 +18,7 @@ use fleetroll_bus::topology;
 use time::OffsetDateTime;
 
 fn issue(cli: &Cli, actor: &str, role: &str) -> String {
-    let path = cli.data_dir.join(format!("{actor}.token"));
-    let run = cli.run(&[
-        "auth",
-        "issue",
-        "--actor",
-        actor,
-        "--role",
-        role,
-        "--out",
-        path.to_str().unwrap(),
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
-    path.to_str().unwrap().to_string()
+    cli.issue_token(actor, role).display().to_string()
 }
 
 fn audit_list(cli: &Cli, filters: &[&str]) -> Vec<serde_json::Value> {

@@ -45,17 +45,7 @@ async fn each_operator_is_their_own_nats_identity_and_revoking_one_cuts_only_the
         ("bob", "relops"),
         ("auditor-1", "worker"),
     ] {
-        let issued = cli.run(&[
-            "auth",
-            "issue",
-            "--actor",
-            actor,
-            "--role",
-            role,
-            "--out",
-            &path(&format!("{actor}.token")),
-        ]);
-        assert_eq!(issued.code, 0, "{issued:?}");
+        cli.issue_token(actor, role);
     }
     for (user, password) in [("auth", "auth-secret"), ("admin", "admin-secret")] {
         std::fs::write(

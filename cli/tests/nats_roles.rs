@@ -111,19 +111,7 @@ async fn readonly_and_chatops_can_neither_send_commands_nor_write_buckets() {
         assert_eq!(added.code, 0, "{added:?}");
         let mut tokens = Vec::new();
         for (actor, role) in [("oncall", "readonly"), ("bot", "chatops")] {
-            let path = u.data_dir.join(format!("{actor}.token"));
-            let issued = u.run(&[
-                "auth",
-                "issue",
-                "--actor",
-                actor,
-                "--role",
-                role,
-                "--out",
-                path.to_str().unwrap(),
-            ]);
-            assert_eq!(issued.code, 0, "{issued:?}");
-            tokens.push(path);
+            tokens.push(u.issue_token(actor, role));
         }
         (tokens[0].clone(), tokens[1].clone())
     })

@@ -188,6 +188,18 @@ impl Cli {
             .expect("spawning fleetroll")
     }
 
+    /// A token for `actor` in `role`, written with its holder key to
+    /// `<data-dir>/<actor>.token` (and `.token.key`); its path.
+    pub fn issue_token(&self, actor: &str, role: &str) -> PathBuf {
+        let path = self.data_dir.join(format!("{actor}.token"));
+        let out = path.to_str().unwrap();
+        let issued = self.run(&[
+            "auth", "issue", "--actor", actor, "--role", role, "--out", out,
+        ]);
+        assert_eq!(issued.code, 0, "{issued:?}");
+        path
+    }
+
     /// A signing key published to the mesh, and a relops token for
     /// `tester` in the data dir, as an operator sets up.
     pub fn init_auth(&self) {
