@@ -66,3 +66,33 @@ pub fn response(user_nkey: &str, server: &str, now: i64, answer: Result<String, 
     }
     json!({"aud": server, "sub": user_nkey, "iat": now, "nats": nats})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What nats-server checks of a JWT: the issuer's signature over
+    /// header and claims, the issuer named in them, and the claims' hash
+    /// as their `jti`.
+    #[test]
+    fn a_jwt_carries_its_issuer_signature_and_hash() {
+        let issuer = nkeys::KeyPair::new_account();
+        let jwt = encode(json!({"sub": "UABC", "nats": {"type": "user"}}), &issuer).unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let public = nkeys::KeyPair::from_public_key(&issuer.public_key()).unwrap();
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        public.verify(signed.as_bytes(), &signature).unwrap();
+        assert!(public.verify(b"something else", &signature).is_err());
+        let mut claims = claims(&jwt).unwrap();
+        assert_eq!(claims["iss"], issuer.public_key());
+        let jti = claims["jti"].as_str().unwrap().to_string();
+        claims["jti"] = Value::String(String::new());
+        let hashed = serde_json::to_vec(&claims).unwrap();
+        assert_eq!(
+            jti,
+            data_encoding::BASE32_NOPAD.encode(&sha2::Sha512_256::digest(&hashed))
+        );
+    }
+}
