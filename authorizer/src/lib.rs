@@ -27,6 +27,9 @@ use crate::permissions::Permissions;
 /// The subject nats-server asks on.
 pub const REQUESTS: &str = "$SYS.REQ.USER.AUTH";
 
+/// How often the clock is compared with the server's.
+const CLOCK_CHECK: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorizerError {
     #[error(transparent)]
@@ -58,6 +61,9 @@ pub async fn run(
         .await
         .map_err(AuthorizerError::Subscribe)?;
     info!(issuer = %authorizer.issuer.public_key(), "answering NATS authorization requests");
+    // Expiry is judged by this machine's clock: the guard a worker keeps
+    // (refuse every token while the clock is off the server's) runs here too.
+    let mut clock = tokio::time::interval(CLOCK_CHECK);
     tokio::pin!(shutdown);
     loop {
         let request = tokio::select! {
@@ -65,6 +71,13 @@ pub async fn run(
                 Some(request) => request,
                 None => return Ok(()),
             },
+            _ = clock.tick() => {
+                match fleetroll_bus::clock::measure_skew_ms(&bus).await {
+                    Ok(skew_ms) => verifier.record_skew(skew_ms),
+                    Err(e) => warn!(error = %e, "could not compare this clock with the server's"),
+                }
+                continue;
+            }
             _ = &mut shutdown => return Ok(()),
         };
         let Some(reply) = request.reply.clone() else {
