@@ -437,6 +437,11 @@ async fn collect<S: WorkloadSource>(
         pending: before.map(|b| b.pending.clone()).unwrap_or_default(),
     };
     let Some(worker) = worker else {
+        // Our trouble asking is not news about the host: what the last
+        // sweep learned stands until a sweep can ask again.
+        if let (Some(_), Some(before)) = (&pool_error, before) {
+            return Ok((before.clone(), 0));
+        }
         record.error = pool_error;
         return write(store, hostname, record, 0, before).await;
     };
