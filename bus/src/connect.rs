@@ -704,10 +704,7 @@ impl Bus {
             // a new leader the lookup times out, and that is no setup problem.
             let missing = std::error::Error::source(&e)
                 .and_then(|s| s.downcast_ref::<jetstream::context::GetStreamError>())
-                .is_some_and(|s| {
-                    matches!(s.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
-                });
+                .is_some_and(stream_not_found);
             if missing {
                 BusError::MissingBucket {
                     bucket: bucket.name,
@@ -754,6 +751,13 @@ fn tls_failure(e: &async_nats::ConnectError) -> Option<TlsFailure> {
         cause = error.source();
     }
     (e.kind() == async_nats::ConnectErrorKind::Tls).then_some(TlsFailure::Handshake)
+}
+
+/// The server says the stream does not exist (a lookup that timed out, as
+/// while a cluster elects a leader, is not that).
+pub(crate) fn stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// The server refused the user or password (not: the server is not there).

@@ -3,7 +3,7 @@
 //! it for its embedded server). Components that run only [`check`] that
 //! it happened: their NATS users may not create or reconfigure streams.
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{consumer, stream};
 
 use crate::connect::{Bus, BusError};
 use crate::messages::WorkerKind;
@@ -131,8 +131,6 @@ pub async fn ensure(bus: &Bus, replicas: Replicas, storage: Storage) -> Result<(
     Ok(())
 }
 
-/// Creates the stream, or brings an existing one's size limit and discard
-/// policy to `config`'s.
 /// Whether the set-up made every stream and bucket: the first one missing
 /// is [`BusError::NotSetUp`]. A worker checks before it starts, and waits
 /// for the set-up rather than making streams of its own.
@@ -143,20 +141,18 @@ pub async fn check(bus: &Bus) -> Result<(), BusError> {
         .chain(topology::BUCKETS.iter().map(|def| def.stream_name()));
     for name in names {
         if let Err(e) = bus.js.get_stream(&name).await {
-            return Err(
-                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
-                {
-                    BusError::NotSetUp { stream: name }
-                } else {
-                    BusError::js(format!("reading stream {name}"), e)
-                },
-            );
+            return Err(if crate::connect::stream_not_found(&e) {
+                BusError::NotSetUp { stream: name }
+            } else {
+                BusError::js(format!("reading stream {name}"), e)
+            });
         }
     }
     Ok(())
 }
 
+/// Creates the stream, or brings an existing one's size limit and discard
+/// policy to `config`'s.
 async fn ensure_stream(bus: &Bus, def: &StreamDef, config: stream::Config) -> Result<(), BusError> {
     // A user that may not create streams is told so at once: the server
     // drops a refused request, which would otherwise only time out.

@@ -109,6 +109,11 @@ impl Credential {
 /// The claims of a token, unverified: what a client may read of its own
 /// token (its id, its holder key) before any worker has checked it.
 pub fn peek(jwt: &str) -> Option<Claims> {
+    payload(jwt)
+}
+
+/// A JWT's claims as `T`, unverified.
+fn payload<T: serde::de::DeserializeOwned>(jwt: &str) -> Option<T> {
     let payload = jwt.trim().split('.').nth(1)?;
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
@@ -296,9 +301,7 @@ pub fn unverified_claims(jwt: &str) -> Option<(String, String)> {
         #[serde(default)]
         jti: String,
     }
-    let payload = jwt.trim().split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claimed: Claimed = serde_json::from_slice(&bytes).ok()?;
+    let claimed: Claimed = payload(jwt)?;
     valid_actor(&claimed.sub).then_some((claimed.sub, claimed.jti))
 }
 
