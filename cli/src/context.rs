@@ -358,21 +358,18 @@ impl Context {
     /// and `up` write both). A bound token without its key is refused here
     /// rather than by every worker.
     pub fn credential(&self) -> anyhow::Result<fleetroll_bus::token::Credential> {
-        let token = self.token()?;
+        let (token, file) = self.token_and_file()?;
         let bound = fleetroll_bus::token::peek(&token).is_some_and(|c| c.cnf.is_some());
         if !bound {
             return Ok(fleetroll_bus::token::Credential::bearer(token));
         }
-        let key_path = match &self.global.token_file {
-            Some(path) => holder_key_path(path),
-            None if std::env::var_os("FLEETROLL_TOKEN").is_some() => {
-                return Err(fail(
-                    exit::INVALID,
-                    "the token in FLEETROLL_TOKEN is bound to a holder key: pass it as --token-file FILE with its key in FILE.key",
-                ));
-            }
-            None => holder_key_path(&self.default_token_path()),
+        let Some(file) = file else {
+            return Err(fail(
+                exit::INVALID,
+                "the token in FLEETROLL_TOKEN is bound to a holder key: pass it as --token-file FILE with its key in FILE.key",
+            ));
         };
+        let key_path = holder_key_path(&file);
         let holder = read_key(&key_path, |e| {
             format!(
                 "the token is bound to a holder key, which should be in {}: {e}",
@@ -388,6 +385,12 @@ impl Context {
     /// The caller's token: `--token-file`, then `$FLEETROLL_TOKEN`, then
     /// `<data-dir>/token`.
     pub fn token(&self) -> anyhow::Result<String> {
+        Ok(self.token_and_file()?.0)
+    }
+
+    /// The caller's token and the file it came from (none: the
+    /// environment's).
+    fn token_and_file(&self) -> anyhow::Result<(String, Option<PathBuf>)> {
         if let Some(path) = &self.global.token_file {
             let token = std::fs::read_to_string(path)
                 .map(|t| t.trim().to_string())
@@ -399,14 +402,14 @@ impl Context {
                     format!("token file {} is empty", path.display()),
                 ));
             }
-            return Ok(token);
+            return Ok((token, Some(path.clone())));
         }
         if let Ok(token) = std::env::var("FLEETROLL_TOKEN") {
-            return Ok(token.trim().to_string());
+            return Ok((token.trim().to_string(), None));
         }
         let path = self.default_token_path();
         std::fs::read_to_string(&path)
-            .map(|t| t.trim().to_string())
+            .map(|t| (t.trim().to_string(), Some(path.clone())))
             .map_err(|_| {
                 fail(
                     exit::UNAUTHORIZED,

@@ -23,11 +23,8 @@ use crate::exit::{self, fail};
 pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
     match command {
         AuthCommand::Publish => {
-            let key = load_key(ctx)?;
             let bus = ctx.connect().await?;
-            publish_verifying_key(&bus, &key).await?;
-            publish_audit_key(&bus, &audit_key(ctx)?).await?;
-            tell!("verifying key and audit key published on {}", bus.url());
+            publish_keys(&bus, &load_key(ctx)?, &audit_key(ctx)?).await?;
             Ok(exit::OK)
         }
         AuthCommand::CalloutKey { out } => {
@@ -71,11 +68,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
                 audit_path.display()
             );
             match ctx.connect().await {
-                Ok(bus) => {
-                    publish_verifying_key(&bus, &key).await?;
-                    publish_audit_key(&bus, &audit_key).await?;
-                    tell!("verifying key and audit key published on {}", bus.url());
-                }
+                Ok(bus) => publish_keys(&bus, &key, &audit_key).await?,
                 Err(e) if unreachable(&e) => tell!(
                     "NATS at {} is not reachable: the verifying key is published when `fleetroll up` starts",
                     ctx.nats_url()
@@ -245,6 +238,14 @@ pub fn load_key(ctx: &Context) -> anyhow::Result<SigningKey> {
             path.display()
         )
     })
+}
+
+/// Publishes the public halves of the signing key and the audit key.
+async fn publish_keys(bus: &Bus, key: &SigningKey, audit_key: &SigningKey) -> anyhow::Result<()> {
+    publish_verifying_key(bus, key).await?;
+    publish_audit_key(bus, audit_key).await?;
+    tell!("verifying key and audit key published on {}", bus.url());
+    Ok(())
 }
 
 pub async fn publish_verifying_key(bus: &Bus, key: &SigningKey) -> anyhow::Result<()> {

@@ -190,11 +190,7 @@ async fn first_run_credentials(ctx: &Context, bus: &Bus) -> anyhow::Result<()> {
     tolerate_refusal(auth::publish_verifying_key(bus, &key).await)?;
     tolerate_refusal(auth::publish_audit_key(bus, &auth::audit_key(ctx)?).await)?;
     let token_path = ctx.default_token_path();
-    let current = std::fs::read_to_string(&token_path).ok().and_then(|jwt| {
-        fleetroll_bus::token::verify(&jwt, &key.verifying_key(), time::OffsetDateTime::now_utc())
-            .ok()
-    });
-    if current.is_none() {
+    if valid_token_in(&token_path, &key).is_none() {
         let actor = std::env::var("USER")
             .ok()
             .filter(|u| !u.is_empty())
@@ -228,14 +224,9 @@ const WEB_TOKEN_RENEW_BEFORE: time::Duration = time::Duration::days(7);
 fn renew_web_token(ctx: &Context) -> anyhow::Result<()> {
     let key = auth::load_key(ctx)?;
     let path = ctx.data_dir().join(serve::WEB_TOKEN_FILE);
-    let now = time::OffsetDateTime::now_utc();
-    let fresh = std::fs::read_to_string(&path).ok().and_then(|jwt| {
-        fleetroll_bus::token::verify(jwt.trim(), &key.verifying_key(), now)
-            .ok()
-            .filter(|claims| {
-                claims.role == Role::Readonly
-                    && claims.exp > (now + WEB_TOKEN_RENEW_BEFORE).unix_timestamp()
-            })
+    let renew_after = time::OffsetDateTime::now_utc() + WEB_TOKEN_RENEW_BEFORE;
+    let fresh = valid_token_in(&path, &key).filter(|claims| {
+        claims.role == Role::Readonly && claims.exp > renew_after.unix_timestamp()
     });
     if fresh.is_none() {
         // Queries only, never a command: a bearer token.
@@ -243,6 +234,16 @@ fn renew_web_token(ctx: &Context) -> anyhow::Result<()> {
         auth::write_private(&path, &jwt)?;
     }
     Ok(())
+}
+
+/// The claims of the token in `path`, if it is one of `key` and good now.
+fn valid_token_in(
+    path: &std::path::Path,
+    key: &fleetroll_bus::token::SigningKey,
+) -> Option<fleetroll_bus::token::Claims> {
+    let jwt = std::fs::read_to_string(path).ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    fleetroll_bus::token::verify(jwt.trim(), &key.verifying_key(), now).ok()
 }
 
 /// Renews the web server's token twice a day while `up` runs.
