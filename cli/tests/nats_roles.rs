@@ -749,14 +749,17 @@ async fn a_worker_creates_reconfigures_deletes_and_purges_no_stream() {
         worker.js.create_stream(republish),
     )
     .await;
-    let mut commands = worker
-        .js
-        .get_stream(topology::COMMANDS.name)
-        .await
-        .unwrap()
-        .cached_info()
-        .config
-        .clone();
+    let commands_config = || async {
+        worker
+            .js
+            .get_stream(topology::COMMANDS.name)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone()
+    };
+    let mut commands = commands_config().await;
     commands.subjects.push("fleetroll.evt.>".into());
     let update = format!("$JS.API.STREAM.UPDATE.{}", topology::COMMANDS.name);
     refused(&worker, &update, worker.js.update_stream(commands)).await;
@@ -776,16 +779,8 @@ async fn a_worker_creates_reconfigures_deletes_and_purges_no_stream() {
         worker.js.get_stream("FORGE").await.is_err(),
         "no FORGE stream"
     );
-    let info = worker
-        .js
-        .get_stream(topology::COMMANDS.name)
-        .await
-        .unwrap()
-        .cached_info()
-        .config
-        .clone();
     assert_eq!(
-        info.subjects,
+        commands_config().await.subjects,
         topology::COMMANDS
             .subjects
             .iter()

@@ -174,31 +174,22 @@ fn a_tls_server_takes_clients_of_its_ca_and_refuses_the_others_clearly() {
         no_cert.stderr.contains("CertificateRequired"),
         "{no_cert:?}"
     );
-    let foreign = with(
-        &tls_url,
-        &[
-            "--nats-ca-file",
-            path(&ca),
-            "--nats-cert-file",
-            path(&other.join("mallory.pem")),
-            "--nats-key-file",
-            path(&other.join("mallory-key.pem")),
-        ],
-        &["status"],
-    );
+    // `status` presenting the client certificate `name` of the PKI in `dir`.
+    let status_as = |dir: &Path, name: &str| {
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        let flags = ["--nats-ca-file", path(&ca), "--nats-cert-file", path(&cert)];
+        with(
+            &tls_url,
+            &[&flags[..], &["--nats-key-file", path(&key)]].concat(),
+            &["status"],
+        )
+    };
+    let foreign = status_as(&other, "mallory");
     assert_eq!(foreign.code, 2, "{foreign:?}");
     assert!(foreign.stderr.contains("UnknownCA"), "{foreign:?}");
-    let own = with(
-        &tls_url,
-        &[
-            "--nats-ca-file",
-            path(&ca),
-            "--nats-cert-file",
-            path(&pki.join("alice.pem")),
-            "--nats-key-file",
-            path(&pki.join("alice-key.pem")),
-        ],
-        &["status"],
-    );
+    let own = status_as(&pki, "alice");
     assert_eq!(own.code, 0, "{own:?}");
 }
