@@ -271,10 +271,23 @@ async fn the_three_node_cluster_keeps_three_replicas() {
     options.wait_for_server = true;
     let bus = Bus::connect(options).await.unwrap();
     // A plaintext client, one that knows no CA, is turned away, and told why.
-    let plaintext = ConnectOptions::new("nats://127.0.0.1:4231", "test").credentials(admin);
+    let plaintext = ConnectOptions::new("nats://127.0.0.1:4231", "test").credentials(admin.clone());
     match Bus::connect(plaintext).await {
         Err(e @ BusError::Tls { .. }) => assert!(e.to_string().contains("ca_file"), "{e}"),
         other => panic!("a plaintext client got: {other:?}"),
+    }
+    // Nor is a client that trusts another deployment's CA.
+    let elsewhere = tempfile::tempdir().unwrap();
+    fleetroll_pki::Ca::create(elsewhere.path(), "elsewhere").unwrap();
+    let wrong_ca = ConnectOptions::new("tls://127.0.0.1:4232", "test")
+        .credentials(admin)
+        .tls(Tls {
+            ca_file: Some(elsewhere.path().join(fleetroll_pki::CA_CERT)),
+            client: None,
+        });
+    match Bus::connect(wrong_ca).await {
+        Err(e @ BusError::Tls { .. }) => assert!(e.to_string().contains("UnknownIssuer"), "{e}"),
+        other => panic!("a client of another CA got: {other:?}"),
     }
     // The cluster needs a meta leader before it takes R3 streams.
     let mut created = Err(None);

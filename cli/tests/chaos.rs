@@ -89,18 +89,16 @@ impl Cluster {
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store).unwrap();
         // The nodes speak TLS to clients and to each other (nats-config/):
-        // a CA and a certificate per node in the data dir, where
-        // `common::connect_as` finds the CA.
+        // a CA and a certificate per node made by `fleetroll tls` in the
+        // data dir, where `common::connect_as` finds the CA.
         let pki = data_dir.join("tls");
-        let ca = fleetroll_pki::Ca::create(&pki, "chaos").unwrap();
+        let cli = Cli::new(data_dir);
+        let init = cli.run(&["tls", "init", "--name", "chaos"]);
+        assert_eq!(init.code, 0, "{init:?}");
         for node in 1..=3 {
-            ca.issue(
-                fleetroll_pki::Kind::Node,
-                &format!("n{node}"),
-                &["127.0.0.1".into()],
-                1,
-            )
-            .unwrap();
+            let name = format!("n{node}");
+            let issued = cli.run(&["tls", "issue", "node", &name, "--san", "127.0.0.1"]);
+            assert_eq!(issued.code, 0, "{issued:?}");
         }
         let mut env = users.server_env();
         env.push((

@@ -161,6 +161,24 @@ async fn each_operator_is_their_own_nats_identity_and_revoking_one_cuts_only_the
         "{refused:?}"
     );
     assert_eq!(status("bob").code, 0, "bob goes on");
+    // Commands alike: alice's next one is refused, bob's are carried out.
+    let revoke_as = |who: &str, target: &str| {
+        let token = path(&format!("{who}.token"));
+        cli.run(&[
+            "--token-file",
+            &token,
+            "auth",
+            "revoke",
+            "--actor",
+            target,
+            "--reason",
+            "test",
+        ])
+    };
+    let alices = revoke_as("alice", "bob");
+    assert_eq!(alices.code, 5, "{alices:?}");
+    let bobs = revoke_as("bob", "mallory");
+    assert_eq!(bobs.code, 0, "{bobs:?}");
     // Her open connection ends when its session does, and stays ended.
     let revoked_at = Instant::now();
     let alive = || alice.client.connection_state() == async_nats::connection::State::Connected;

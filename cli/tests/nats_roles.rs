@@ -72,6 +72,15 @@ async fn refused<T: std::fmt::Debug>(
     }
 }
 
+/// `audit verify` passes: the audit log is whole.
+async fn audit_intact(up: &Up) {
+    let cli = up.cli.clone();
+    let verify = tokio::task::spawn_blocking(move || cli.run(&["audit", "verify"]))
+        .await
+        .unwrap();
+    assert_eq!(verify.code, 0, "{verify:?}");
+}
+
 /// Publishes `payload` on `subject` with a `Nats-Rollup: <kind>` header,
 /// which would erase what the stream holds on the subject (`sub`) or in
 /// all of it (`all`); the stream's answer.
@@ -538,6 +547,7 @@ async fn no_bucket_takes_a_rollup_so_one_key_cannot_wipe_it() {
             .clone();
         assert!(!config.allow_rollup, "{} allows rollups", bucket.name);
     }
+    audit_intact(&up).await;
 }
 
 /// The `relops` NATS user may write the verifying key published on the
@@ -687,11 +697,7 @@ async fn a_readers_push_consumer_delivers_nothing_into_a_stream() {
         .await
         .unwrap();
     assert!(key.is_none(), "a delivery landed in the host keys: {key:?}");
-    let cli = up.cli.clone();
-    let verify = tokio::task::spawn_blocking(move || cli.run(&["audit", "verify"]))
-        .await
-        .unwrap();
-    assert_eq!(verify.code, 0, "{verify:?}");
+    audit_intact(&up).await;
 }
 
 /// A worker credential could delete or purge any stream but the three the
@@ -787,6 +793,7 @@ async fn a_worker_creates_reconfigures_deletes_and_purges_no_stream() {
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
     );
+    audit_intact(&up).await;
 }
 
 /// A worker started before the mesh is set up makes no stream of its own:
@@ -934,11 +941,7 @@ async fn a_revocation_cannot_be_undone_with_a_worker_credential() {
     for host in ["one.example.com", "two.example.com"] {
         assert!(seeds.get(host).await.unwrap().is_none(), "{host} was added");
     }
-    let cli = up.cli.clone();
-    let verify = tokio::task::spawn_blocking(move || cli.run(&["audit", "verify"]))
-        .await
-        .unwrap();
-    assert_eq!(verify.code, 0, "{verify:?}");
+    audit_intact(&up).await;
 }
 
 /// The `jti` of a token (its claims, unverified).
