@@ -225,8 +225,10 @@ pub struct ConnectOptions {
     pub trust: Option<crate::verify::TrustRoot>,
     pub tls: Tls,
     /// A fleetroll token as the NATS credential, where the server asks
-    /// fleetroll who a connection is (auth callout, `fleetroll authorizer`).
-    pub token: Option<String>,
+    /// fleetroll who a connection is (auth callout, `fleetroll authorizer`):
+    /// read again at every connect and reconnect, so a long-running
+    /// process picks up a token renewed on disk.
+    pub token: Option<crate::token::TokenSource>,
 }
 
 impl ConnectOptions {
@@ -245,9 +247,14 @@ impl ConnectOptions {
     /// Connects with this fleetroll token as its NATS identity (a server
     /// whose auth callout is `fleetroll authorizer`); NATS credentials, when
     /// given too, win.
-    pub fn token(mut self, token: impl Into<Option<String>>) -> Self {
+    pub fn token(mut self, token: impl Into<Option<crate::token::TokenSource>>) -> Self {
         self.token = token.into();
         self
+    }
+
+    /// The token this connection presents now, if it has one that reads.
+    fn current_token(&self) -> Option<String> {
+        self.token.as_ref()?.token().ok()
     }
 
     /// Connects over TLS as `tls` says.
@@ -276,7 +283,21 @@ impl ConnectOptions {
         timeout: Duration,
         violations: Violations,
     ) -> async_nats::ConnectOptions {
-        let mut nats = async_nats::ConnectOptions::new()
+        let base = match (&self.credentials, &self.token) {
+            (None, Some(source)) => {
+                let source = source.clone();
+                async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
+                    let token = source.token();
+                    async move {
+                        let mut auth = async_nats::Auth::new();
+                        auth.token = Some(token.map_err(async_nats::AuthError::new)?);
+                        Ok(auth)
+                    }
+                })
+            }
+            _ => async_nats::ConnectOptions::new(),
+        };
+        let mut nats = base
             .name(&self.name)
             .connection_timeout(timeout)
             .max_reconnects(None)
@@ -294,12 +315,9 @@ impl ConnectOptions {
             nats = nats
                 .user_and_password(credentials.user.clone(), credentials.password.clone())
                 .custom_inbox_prefix(credentials.inbox_prefix());
-        } else if let Some(token) = &self.token {
+        } else if let Some(claims) = self.current_token().and_then(|t| crate::token::peek(&t)) {
             // The role's permissions allow its own inbox only.
-            nats = nats.token(token.clone());
-            if let Some(claims) = crate::token::peek(token) {
-                nats = nats.custom_inbox_prefix(format!("_INBOX_{}", claims.role));
-            }
+            nats = nats.custom_inbox_prefix(format!("_INBOX_{}", claims.role));
         }
         if let Some(ca_file) = &self.tls.ca_file {
             nats = nats
@@ -458,7 +476,7 @@ impl Bus {
             .as_ref()
             .map(|c| c.user.clone())
             .or_else(|| {
-                let claims = crate::token::peek(options.token.as_deref()?)?;
+                let claims = crate::token::peek(&options.current_token()?)?;
                 Some(format!("{} (token of {})", claims.role, claims.sub))
             });
         let violations = Violations::default();

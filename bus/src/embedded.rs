@@ -21,6 +21,9 @@ pub const SINGLE_NODE_CONFIG: &str = include_str!("../../nats-config/single.conf
 /// The users and permissions every server configuration includes.
 pub const PERMISSIONS_CONFIG: &str = include_str!("../../nats-config/permissions.conf");
 
+/// The set-up's permissions, which permissions.conf includes.
+pub const ADMIN_CONFIG: &str = include_str!("../../nats-config/admin.conf");
+
 /// Where, under a data dir, the NATS users' credentials are kept.
 pub const CREDENTIALS_DIR: &str = "credentials";
 
@@ -346,9 +349,14 @@ impl EmbeddedServer {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let config = dir.join("server.conf");
         std::fs::write(&config, SINGLE_NODE_CONFIG).map_err(io(&config))?;
-        // server.conf includes it from its own directory.
-        let permissions = dir.join("permissions.conf");
-        std::fs::write(&permissions, PERMISSIONS_CONFIG).map_err(io(&permissions))?;
+        // server.conf includes them from its own directory.
+        for (name, text) in [
+            ("permissions.conf", PERMISSIONS_CONFIG),
+            ("admin.conf", ADMIN_CONFIG),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(io(&path))?;
+        }
         let log = dir.join("nats-server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)

@@ -106,6 +106,52 @@ impl Credential {
     }
 }
 
+/// Where a long-running process's own token comes from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// A token given to the process; when it expires, answers say so.
+    Fixed(String),
+    /// The token in this file, read at each use (each query, each NATS
+    /// connect), so a token renewed on disk (`fleetroll up` renews
+    /// `<data-dir>/web.token`; `fleetroll auth issue --out` writes one) is
+    /// used at once, without a restart.
+    File(std::path::PathBuf),
+}
+
+/// A [`TokenSource`] gave no token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenSourceError {
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the token file {path} is empty")]
+    Empty { path: std::path::PathBuf },
+}
+
+impl TokenSource {
+    /// The token to use now.
+    pub fn token(&self) -> Result<String, TokenSourceError> {
+        match self {
+            TokenSource::Fixed(token) => Ok(token.clone()),
+            TokenSource::File(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| TokenSourceError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(TokenSourceError::Empty { path: path.clone() });
+                }
+                Ok(token.to_string())
+            }
+        }
+    }
+}
+
 /// The claims of a token, unverified: what a client may read of its own
 /// token (its id, its holder key) before any worker has checked it.
 pub fn peek(jwt: &str) -> Option<Claims> {

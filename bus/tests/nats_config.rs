@@ -39,11 +39,7 @@ fn pki() -> &'static Path {
 fn nats_server(config: &Path, store: &Path) -> Command {
     let mut command = Command::new(find_nats_server(None).expect("nats-server (run `make setup`)"));
     // node-N.conf takes node N's certificate; single.conf none.
-    let node = config
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.strip_prefix("node-"))
-        .unwrap_or("1");
+    let node = node_of(config).unwrap_or("1");
     command
         .arg("-c")
         .arg(config)
@@ -53,26 +49,53 @@ fn nats_server(config: &Path, store: &Path) -> Command {
         .env("FLEETROLL_NATS_STORE", store)
         .env("FLEETROLL_NATS_HOST", "127.0.0.1")
         .env("FLEETROLL_NATS_PORT", "14222");
-    for role in ["RELOPS", "READONLY", "CHATOPS", "WORKER", "ADMIN"] {
+    // single.conf's users; the nodes' are the set-up's and the
+    // authorizer's, and every other connection is the callout's to judge.
+    let users: &[&str] = if node_of(config).is_some() {
+        &["AUTH", "ADMIN"]
+    } else {
+        &["RELOPS", "READONLY", "CHATOPS", "WORKER", "ADMIN"]
+    };
+    for user in users {
         command.env(
-            format!("FLEETROLL_{role}_PASSWORD"),
-            format!("{role}-secret"),
+            format!("FLEETROLL_{user}_PASSWORD"),
+            format!("{user}-secret"),
         );
     }
+    // One callout issuer for the whole cluster.
+    static ISSUER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    command.env(
+        "FLEETROLL_CALLOUT_ISSUER",
+        ISSUER.get_or_init(|| nkeys::KeyPair::new_account().public_key()),
+    );
     command
+}
+
+/// N of node-N.conf.
+fn node_of(config: &Path) -> Option<&str> {
+    config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_prefix("node-"))
 }
 
 #[test]
 fn every_config_is_valid() {
     let store = tempfile::tempdir().unwrap();
     let dir = config_dir();
-    // Each includes permissions.conf from its own directory.
-    for name in ["single.conf", "node-1.conf", "node-2.conf", "node-3.conf"] {
+    // The embedded server has a password user per role; the cluster has
+    // none: each connection is its token's (the auth callout).
+    for (name, users) in [
+        ("single.conf", "permissions.conf"),
+        ("node-1.conf", "callout.conf"),
+        ("node-2.conf", "callout.conf"),
+        ("node-3.conf", "callout.conf"),
+    ] {
         let config = dir.join(name);
         let text = std::fs::read_to_string(&config).unwrap();
         assert!(
-            text.contains("\ninclude ./permissions.conf"),
-            "{name} includes the users"
+            text.contains(&format!("\ninclude ./{users}")),
+            "{name} includes {users}"
         );
         let output = nats_server(&config, store.path())
             .arg("-t")
@@ -253,7 +276,7 @@ async fn the_three_node_cluster_keeps_three_replicas() {
             )
         })
         .collect();
-    // The nodes include permissions.conf: the set-up's admin user creates
+    // The nodes include callout.conf: the set-up's admin user creates
     // everything, over TLS (the routes between the nodes are TLS too: the
     // cluster would not form otherwise).
     let admin = Credentials {
@@ -270,6 +293,28 @@ async fn the_three_node_cluster_keeps_three_replicas() {
         .tls(tls);
     options.wait_for_server = true;
     let bus = Bus::connect(options).await.unwrap();
+    // No role has a password here: a relops login (which single.conf
+    // takes) is the callout's to judge, and with no authorizer to say yes
+    // it does not get in.
+    let relops = ConnectOptions::new(url, "test")
+        .credentials(Credentials {
+            user: "relops".into(),
+            password: "RELOPS-secret".into(),
+        })
+        .tls(Tls {
+            ca_file: Some(pki().join(fleetroll_pki::CA_CERT)),
+            client: None,
+        });
+    // (The server's refusal comes when the callout's wait ends, which the
+    // client may take for a connection until then.)
+    let refused = match Bus::connect(relops).await {
+        Err(_) => true,
+        Ok(bus) => bus.js.query_account().await.is_err(),
+    };
+    assert!(
+        refused,
+        "a shared role password lets no one into the cluster"
+    );
     // A plaintext client, one that knows no CA, is turned away, and told why.
     let plaintext = ConnectOptions::new("nats://127.0.0.1:4231", "test").credentials(admin.clone());
     match Bus::connect(plaintext).await {

@@ -297,7 +297,7 @@ impl Context {
         let options = self
             .nats_options(self.nats_url(), "fleetroll-cli")?
             .credentials(self.credentials(Role::Relops)?)
-            .token(self.token().ok());
+            .token(self.token_source().ok());
         let connected = Bus::connect(options).await;
         if connected.is_err() && self.named_nats_url().is_none() {
             // Whatever answered (or not) at the default port, the likely
@@ -379,6 +379,17 @@ impl Context {
         Ok(fleetroll_bus::token::Credential {
             token,
             holder: Some(holder),
+        })
+    }
+
+    /// The caller's token as a NATS identity (a server with the auth
+    /// callout): its file, read again at every reconnect, or the
+    /// environment's token.
+    pub fn token_source(&self) -> anyhow::Result<fleetroll_bus::token::TokenSource> {
+        use fleetroll_bus::token::TokenSource;
+        Ok(match self.token_and_file()? {
+            (_, Some(file)) => TokenSource::File(file),
+            (token, None) => TokenSource::Fixed(token),
         })
     }
 

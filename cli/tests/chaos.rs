@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use common::{Cli, Proc, lab_env, wait_until};
 use fleetroll_bus::codec;
-use fleetroll_bus::embedded::{self, NatsUser, ServerUsers, find_nats_server};
+use fleetroll_bus::connect::{Bus, BusError, ConnectOptions, Credentials, Tls};
+use fleetroll_bus::embedded::{self, find_nats_server};
 use fleetroll_bus::messages::audit::AuditRecord;
 use fleetroll_bus::messages::command::CommandEnvelope;
-use fleetroll_bus::token::Role;
+use fleetroll_bus::token::TokenSource;
 use fleetroll_bus::{subjects, topology};
 use fleetroll_lab::{Lab, LabConfig, OverrideEventKind, Scenario};
 use serde_json::Value;
@@ -76,23 +77,25 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(data_dir: &Path) -> Cluster {
+    /// Starts the nodes with the PKI, the callout key and the two password
+    /// users (the set-up's and the authorizer's) `cli` makes in its data
+    /// dir, as an operator deploying the cluster does.
+    fn start(cli: &Cli) -> Cluster {
         // The configurations' own ports: a server already there (another
-        // run) would answer with other passwords.
+        // run) would answer with other keys.
         for port in CLIENT_PORTS.iter().chain(&CLUSTER_PORTS) {
             assert!(
                 std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok(),
                 "port {port} is taken: the chaos test runs nats-config/node-*.conf on 4231-4233 and 6231-6233"
             );
         }
-        let users = ServerUsers::load_or_create(&data_dir.join(embedded::CREDENTIALS_DIR)).unwrap();
+        let data_dir = cli.data_dir.as_path();
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store).unwrap();
         // The nodes speak TLS to clients and to each other (nats-config/):
         // a CA and a certificate per node made by `fleetroll tls` in the
-        // data dir, where `common::connect_as` finds the CA.
+        // data dir.
         let pki = data_dir.join("tls");
-        let cli = Cli::new(data_dir);
         let init = cli.run(&["tls", "init", "--name", "chaos"]);
         assert_eq!(init.code, 0, "{init:?}");
         for node in 1..=3 {
@@ -100,11 +103,34 @@ impl Cluster {
             let issued = cli.run(&["tls", "issue", "node", &name, "--san", "127.0.0.1"]);
             assert_eq!(issued.code, 0, "{issued:?}");
         }
-        let mut env = users.server_env();
-        env.push((
-            "FLEETROLL_TLS_CA".into(),
-            pki.join(fleetroll_pki::CA_CERT).display().to_string(),
-        ));
+        // Every other connection is its token's, as the authorizers judge
+        // (nats-config/callout.conf).
+        let seed = callout_seed(data_dir);
+        let made = cli.run(&["auth", "callout-key", "--out", seed.to_str().unwrap()]);
+        assert_eq!(made.code, 0, "{made:?}");
+        let mut env = vec![
+            (
+                "FLEETROLL_TLS_CA".to_string(),
+                pki.join(fleetroll_pki::CA_CERT).display().to_string(),
+            ),
+            (
+                "FLEETROLL_CALLOUT_ISSUER".to_string(),
+                made.stdout.trim().to_string(),
+            ),
+        ];
+        for user in ["admin", "auth"] {
+            let credentials = Credentials {
+                user: user.into(),
+                password: random_hex(),
+            };
+            let file = password_user_file(data_dir, user);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, credentials.to_toml()).unwrap();
+            env.push((
+                format!("FLEETROLL_{}_PASSWORD", user.to_uppercase()),
+                format!("\"{}\"", credentials.password),
+            ));
+        }
         let mut cluster = Cluster {
             store,
             pki,
@@ -178,31 +204,71 @@ impl Drop for Cluster {
     }
 }
 
-/// Every worker process: two replicas of each kind.
+/// Every process of the mesh: two replicas of each worker kind, each with
+/// its own worker token, and two authorizers.
 struct Workers {
     cli: Cli,
     procs: Vec<(&'static str, Option<Proc>)>,
 }
 
+/// The authorizer's slots in [`Workers`].
+const AUTHORIZER: &str = "authorizer";
+
 impl Workers {
+    /// Issues the workers' tokens; starts the authorizers first, as the
+    /// workers' connections need one.
     fn start(cli: &Cli) -> Workers {
         let mut workers = Workers {
             cli: cli.clone(),
-            procs: KINDS
-                .iter()
-                .flat_map(|k| [(*k, None), (*k, None)])
+            procs: std::iter::once(AUTHORIZER)
+                .chain(KINDS)
+                .flat_map(|k| [(k, None), (k, None)])
                 .collect(),
         };
         for slot in 0..workers.procs.len() {
+            if workers.procs[slot].0 != AUTHORIZER {
+                cli.issue_token(&workers.identity(slot), "worker");
+            }
             workers.start_one(slot);
         }
         workers
     }
 
+    /// The worker's actor: its kind and replica (`prober-2`).
+    fn identity(&self, slot: usize) -> String {
+        let kind = self.procs[slot].0;
+        let replica = self.procs[..slot]
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .count()
+            + 1;
+        format!("{kind}-{replica}")
+    }
+
     fn start_one(&mut self, slot: usize) {
         let kind = self.procs[slot].0;
         assert!(self.procs[slot].1.is_none());
-        self.procs[slot].1 = Some(self.cli.spawn(&["worker", kind]));
+        let data = self.cli.data_dir.clone();
+        let path = |p: PathBuf| p.display().to_string();
+        let args = if kind == AUTHORIZER {
+            vec![
+                "--nats-credentials".to_string(),
+                path(password_user_file(&data, "auth")),
+                AUTHORIZER.into(),
+                "--issuer-seed".into(),
+                path(callout_seed(&data)),
+            ]
+        } else {
+            let token = data.join(format!("{}.token", self.identity(slot)));
+            vec![
+                "--token-file".to_string(),
+                path(token),
+                "worker".into(),
+                kind.into(),
+            ]
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.procs[slot].1 = Some(self.cli.spawn(&args));
     }
 
     /// Workers that ended without being killed (none should: a worker
@@ -230,6 +296,47 @@ impl Workers {
         let _ = proc.wait();
         pid
     }
+}
+
+/// The authorizers' callout signing key, in the data dir.
+fn callout_seed(data_dir: &Path) -> PathBuf {
+    data_dir.join("callout.nk")
+}
+
+/// The credentials file of one of the cluster's two password users.
+fn password_user_file(data_dir: &Path, user: &str) -> PathBuf {
+    data_dir
+        .join(embedded::CREDENTIALS_DIR)
+        .join(format!("{user}.toml"))
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The test's own connection to the cluster: a worker's rights, with a
+/// worker token of its own.
+async fn worker_bus(cli: &Cli) -> Bus {
+    let token = cli.data_dir.join("chaos-check.token");
+    if !token.exists() {
+        cli.issue_token("chaos-check", "worker");
+    }
+    Bus::connect(
+        ConnectOptions::new(Cluster::url(), "test-chaos")
+            .token(TokenSource::File(token))
+            .tls(Tls {
+                ca_file: Some(cli.data_dir.join("tls").join(fleetroll_pki::CA_CERT)),
+                client: None,
+            }),
+    )
+    .await
+    .unwrap()
 }
 
 /// A small random number generator, seeded from `CHAOS_SEED` or the clock
@@ -354,7 +461,8 @@ fn chaos(
             let slot = dice.below(workers.procs.len() as u64) as usize;
             let kind = workers.procs[slot].0;
             let pid = workers.kill_one(slot);
-            let served = time_to_serve(cli, Some(kind), kill_at);
+            // An authorizer gone: every new connection needs the other.
+            let served = time_to_serve(cli, (kind != AUTHORIZER).then_some(kind), kill_at);
             std::thread::sleep(dice.millis(0, 2000));
             workers.start_one(slot);
             (format!("one {kind} replica (pid {pid})"), served)
@@ -585,7 +693,6 @@ impl Mesh {
             .prefix("chaos-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let cluster = Cluster::start(data.path());
         std::fs::write(
             data.path().join("fleetroll.toml"),
             format!(
@@ -599,6 +706,10 @@ impl Mesh {
         cli.nats_url = Some(Cluster::url());
         cli.env = lab_env(&lab);
         cli.env.push(("FLEETROLL_REPLICAS".into(), "3".into()));
+        // The operator's keys and token first: nothing answers yet, which
+        // `auth init` allows; the keys are published once someone can.
+        cli.init_auth();
+        let cluster = Cluster::start(&cli);
         cli.env.push((
             "FLEETROLL_NATS_CA_FILE".into(),
             data.path()
@@ -615,7 +726,7 @@ impl Mesh {
         });
         // Streams can be made once the cluster has elected its JetStream
         // leader: `fleetroll setup`, as the cluster's admin NATS user.
-        let admin = embedded::credentials_file(data.path(), NatsUser::Admin);
+        let admin = password_user_file(data.path(), "admin");
         let began = Instant::now();
         loop {
             let set_up = cli.run(&["--nats-credentials", admin.to_str().unwrap(), "setup"]);
@@ -628,9 +739,27 @@ impl Mesh {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
-        cli.init_auth();
 
         let workers = Workers::start(&cli);
+        until_done(&cli, &["auth", "publish"], || false);
+        // No role has a password on the cluster: a login with one is
+        // refused, as the authorizers refuse whatever carries no token.
+        let password = runtime.block_on(Bus::connect(
+            ConnectOptions::new(Cluster::url(), "test-password")
+                .credentials(Credentials {
+                    user: "worker".into(),
+                    password: random_hex(),
+                })
+                .tls(Tls {
+                    ca_file: Some(data.path().join("tls").join(fleetroll_pki::CA_CERT)),
+                    client: None,
+                }),
+        ));
+        assert!(
+            matches!(password, Err(BusError::NotAuthorized { .. })),
+            "a password login: {:?}",
+            password.map(|b| b.url().to_string())
+        );
         wait_until(
             "two replicas of every kind",
             Duration::from_secs(60),
@@ -689,11 +818,7 @@ fn a_nats_node_lost_during_a_stages_writes() {
     )
     .trim()
     .to_string();
-    let bus = mesh.runtime.block_on(common::connect_as(
-        &Cluster::url(),
-        mesh.data.path(),
-        Role::Worker,
-    ));
+    let bus = mesh.runtime.block_on(worker_bus(&cli));
     let leader = mesh.runtime.block_on(async {
         let mut stream = bus.js.get_stream(topology::SNAPSHOTS.name).await.unwrap();
         let info = stream.info().await.unwrap();
@@ -749,7 +874,7 @@ fn run(plan: Plan) {
         lab,
         _lab_dir,
         names,
-        data,
+        data: _data,
         mut cluster,
         cli,
         runtime,
@@ -821,11 +946,7 @@ fn run(plan: Plan) {
     // The auditor writes behind the events: one killed just before the end
     // catches up after its restart, so read until the trail is complete or
     // a minute has gone by, then judge what is there.
-    let bus = runtime.block_on(common::connect_as(
-        &Cluster::url(),
-        data.path(),
-        Role::Worker,
-    ));
+    let bus = runtime.block_on(worker_bus(&cli));
     let read = || {
         runtime.block_on(async {
             let envelopes = bus
@@ -921,12 +1042,6 @@ fn run(plan: Plan) {
 
 /// A temporary dir, copied aside (before it goes) when the test fails.
 struct KeptOnPanic(tempfile::TempDir);
-
-impl KeptOnPanic {
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
 
 impl Drop for KeptOnPanic {
     fn drop(&mut self) {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cli, free_port, wait_until};
 use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
+use fleetroll_bus::token::TokenSource;
 
 struct Server(std::process::Child);
 
@@ -55,11 +56,7 @@ async fn each_operator_is_their_own_nats_identity_and_revoking_one_cuts_only_the
         .unwrap();
     }
     let config = data.join("server.conf");
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config/callout.conf"),
-        data.join("callout.conf"),
-    )
-    .unwrap();
+    common::copy_nats_config(&data, "callout.conf");
     std::fs::write(
         &config,
         format!(
@@ -133,9 +130,11 @@ async fn each_operator_is_their_own_nats_identity_and_revoking_one_cuts_only_the
 
     // Alice's own connection, open while she is revoked.
     let alice_token = std::fs::read_to_string(data.join("alice.token")).unwrap();
-    let alice = Bus::connect(ConnectOptions::new(url.clone(), "alice").token(alice_token))
-        .await
-        .unwrap();
+    let alice = Bus::connect(
+        ConnectOptions::new(url.clone(), "alice").token(TokenSource::Fixed(alice_token)),
+    )
+    .await
+    .unwrap();
     alice.client.flush().await.unwrap();
 
     let revoked = cli.run(&[
@@ -196,8 +195,9 @@ async fn each_operator_is_their_own_nats_identity_and_revoking_one_cuts_only_the
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     match Bus::connect(
-        ConnectOptions::new(url, "alice-again")
-            .token(std::fs::read_to_string(data.join("alice.token")).unwrap()),
+        ConnectOptions::new(url, "alice-again").token(TokenSource::Fixed(
+            std::fs::read_to_string(data.join("alice.token")).unwrap(),
+        )),
     )
     .await
     {

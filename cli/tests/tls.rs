@@ -25,8 +25,7 @@ impl Drop for Server {
 /// nats-server with the mesh's users and TLS from `pki`; `verify` asks
 /// every client for a certificate of the CA.
 fn tls_server(dir: &Path, pki: &Path, port: u16, verify: bool) -> Server {
-    let permissions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config/permissions.conf");
-    std::fs::copy(permissions, dir.join("permissions.conf")).unwrap();
+    common::copy_nats_config(dir, "permissions.conf");
     let config = dir.join(format!("tls-{port}.conf"));
     std::fs::write(
         &config,

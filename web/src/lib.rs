@@ -10,7 +10,8 @@
 //!
 //! ```no_run
 //! # async fn run(bus: fleetroll_bus::connect::Bus, token: String) -> Result<(), fleetroll_web::WebError> {
-//! use fleetroll_web::{Web, tokens::TokenSource};
+//! use fleetroll_bus::token::TokenSource;
+//! use fleetroll_web::Web;
 //! let web = Web::bind("127.0.0.1:8080".parse().unwrap()).await?;
 //! println!("web UI: {}", web.url());
 //! web.run(bus, TokenSource::Fixed(token), None, std::future::pending::<()>()).await
@@ -25,7 +26,6 @@ mod https;
 mod live;
 mod mesh;
 pub mod metrics;
-pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +36,7 @@ use fleetroll_bus::connect::Bus;
 use fleetroll_bus::verify::Verifier;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::tokens::TokenSource;
+use fleetroll_bus::token::TokenSource;
 
 /// Why the web server could not run.
 #[derive(Debug, thiserror::Error)]

@@ -73,6 +73,10 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
                     "NATS at {} is not reachable: the verifying key is published when `fleetroll up` starts",
                     ctx.nats_url()
                 ),
+                Err(e) if refused(&e) => tell!(
+                    "NATS at {} does not let this token in ({e:#}): publish the keys with `fleetroll auth publish` and a relops token it takes",
+                    ctx.nats_url()
+                ),
                 Err(e) => return Err(e),
             }
             Ok(exit::OK)
@@ -163,17 +167,30 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
 }
 
 async fn check_clock(ctx: &Context) -> anyhow::Result<()> {
-    // Without a reachable mesh there is no server clock to compare with;
-    // the workers check again when the token is used.
+    // Without a mesh that lets us in there is no server clock to compare
+    // with (on a NATS with the auth callout, an operator whose own token
+    // has run out issues the next one); the workers check again when the
+    // token is used.
     let bus = match ctx.connect().await {
         Ok(bus) => bus,
-        Err(e) if unreachable(&e) => return Ok(()),
+        Err(e) if unreachable(&e) || refused(&e) => {
+            tell!("not comparing this machine's clock with the mesh's: {e:#}");
+            return Ok(());
+        }
         Err(e) => return Err(e),
     };
     if let Ok(skew) = fleetroll_bus::clock::measure_skew_ms(&bus).await {
         fleetroll_bus::clock::check(skew)?;
     }
     Ok(())
+}
+
+/// NATS refused who we are (with the auth callout: our token).
+fn refused(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<BusError>(),
+        Some(BusError::NotAuthorized { .. })
+    )
 }
 
 /// NATS is not there (as opposed to: refused us, or a bad credentials file).

@@ -5,8 +5,8 @@ use crate::term::say;
 use anyhow::Context as _;
 use fleetroll_bus::connect::Bus;
 use fleetroll_bus::token::Role;
+use fleetroll_bus::token::TokenSource;
 use fleetroll_web::Web;
-use fleetroll_web::tokens::TokenSource;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
 
@@ -28,6 +28,7 @@ pub async fn run(ctx: &Context, web: WebArgs) -> anyhow::Result<u8> {
     let mut options = ctx
         .nats_options(ctx.nats_url(), "fleetroll-web")?
         .credentials(ctx.credentials(Role::Readonly)?)
+        .token(web_token(ctx)?)
         .trust(ctx.trust_root());
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;
@@ -40,10 +41,20 @@ pub async fn run(ctx: &Context, web: WebArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// The token the web server asks the mesh with, and is to a NATS with the
+/// auth callout: `<data-dir>/web.token` when there is one (read at each
+/// use), else the caller's.
+pub fn web_token(ctx: &Context) -> anyhow::Result<TokenSource> {
+    let own = ctx.data_dir().join(WEB_TOKEN_FILE);
+    if own.exists() {
+        return Ok(TokenSource::File(own));
+    }
+    ctx.token_source()
+}
+
 /// Binds `web.web_listen` and serves the UI and API until `stop` turns true;
-/// returns where. The server asks the mesh with the token in
-/// `<data-dir>/web.token` when there is one (read at each use), else with
-/// the caller's token; it never loads the signing key.
+/// returns where. The server asks the mesh with [`web_token`]; it never
+/// loads the signing key.
 pub async fn start(
     ctx: &Context,
     bus: Bus,
@@ -51,12 +62,7 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(String, JoinHandle<()>)> {
-    let own = ctx.data_dir().join(WEB_TOKEN_FILE);
-    let tokens = if own.exists() {
-        TokenSource::File(own)
-    } else {
-        TokenSource::Fixed(ctx.token()?)
-    };
+    let tokens = web_token(ctx)?;
     let plain_off_loopback =
         !web.web_listen.ip().is_loopback() && web.web_tls_cert.is_none() && !web.web_plain_http;
     if plain_off_loopback {

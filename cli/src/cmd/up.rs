@@ -72,8 +72,12 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         )
         .await?;
     }
+    // Without credentials files (a NATS with the auth callout) the workers
+    // are the caller's token (--token-file: a worker token), and the web
+    // server its own.
     let mut worker_options = options("fleetroll-up")?
         .credentials(worker)
+        .token(ctx.token_source().ok())
         .trust(ctx.trust_root());
     worker_options.wait_for_server = server.is_none();
     let bus = Bus::connect(worker_options).await?;
@@ -82,7 +86,12 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("writing {}", ctx.url_file().display()))?;
     }
     {
-        let operator = Bus::connect(options("fleetroll-up-keys")?.credentials(relops)).await?;
+        let operator = Bus::connect(
+            options("fleetroll-up-keys")?
+                .credentials(relops)
+                .token(ctx.token_source().ok()),
+        )
+        .await?;
         first_run_credentials(ctx, &operator).await?;
     }
     let config = workers::WorkerConfig::for_kinds(ctx, &WorkerKind::ALL)?;
@@ -99,6 +108,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let web_bus = Bus::connect(
         options("fleetroll-web")?
             .credentials(reader)
+            .token(serve::web_token(ctx).ok())
             .trust(ctx.trust_root()),
     )
     .await?;

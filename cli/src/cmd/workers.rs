@@ -139,7 +139,7 @@ pub async fn run(
     let mut options = ctx
         .nats_options(url, format!("fleetroll-{kind}"))?
         .credentials(ctx.credentials(Role::Worker)?)
-        .token(ctx.token().ok())
+        .token(ctx.token_source().ok())
         .trust(ctx.trust_root());
     options.wait_for_server = true;
     let bus = Bus::connect(options).await?;

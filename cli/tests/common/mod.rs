@@ -512,6 +512,15 @@ pub async fn connect_as(url: &str, data_dir: &Path, user: impl Into<NatsUser>) -
     .unwrap()
 }
 
+/// Copies `nats-config/<name>` and the files it includes into `dir`, where
+/// a server configuration written there includes it from.
+pub fn copy_nats_config(dir: &Path, name: &str) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config");
+    for file in [name, "admin.conf"] {
+        std::fs::copy(from.join(file), dir.join(file)).unwrap();
+    }
+}
+
 /// Adds `hosts` as seeds and probes them all, as an operator onboards.
 pub fn onboard(cli: &Cli, hosts: &[String]) {
     let mut add = vec!["inventory", "seed", "add"];
