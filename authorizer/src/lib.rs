@@ -114,7 +114,7 @@ async fn answer(
                 &claims.sub,
                 claims.exp.min(session_end),
                 now,
-                &roles[&claims.role],
+                &roles[&claims.role].for_holder(&claims),
             );
             info!(actor = %claims.sub, role = %claims.role, "NATS connection authorized");
             jwt::encode(user, &authorizer.issuer).map_err(|e| e.to_string())

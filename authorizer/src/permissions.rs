@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use fleetroll_bus::token::Role;
+use fleetroll_bus::token::{Claims, Role};
 
 /// What one role may publish and subscribe to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,6 +13,24 @@ pub struct Permissions {
     pub publish_deny: Vec<String>,
     pub subscribe_allow: Vec<String>,
     pub allow_responses: bool,
+}
+
+impl Permissions {
+    /// The permissions of one holder of `role`'s tokens: the role's own,
+    /// with the role's inbox (`_INBOX_<role>.>`) narrowed to the holder's
+    /// ([`Claims::inbox_prefix`]). Inboxes every holder shares (chatops'
+    /// `_INBOX.>`, for stock clients) stay as they are.
+    pub fn for_holder(&self, claims: &Claims) -> Permissions {
+        let shared = format!("_INBOX_{}.>", claims.role);
+        let own = format!("{}.>", claims.inbox_prefix());
+        let mut permissions = self.clone();
+        for subject in &mut permissions.subscribe_allow {
+            if *subject == shared {
+                subject.clone_from(&own);
+            }
+        }
+        permissions
+    }
 }
 
 /// permissions.conf does not say what it must.
@@ -182,6 +200,44 @@ pub fn from_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claims(actor: &str, role: Role) -> Claims {
+        Claims {
+            sub: actor.into(),
+            role,
+            jti: "j".into(),
+            iss: "fleetroll".into(),
+            iat: 0,
+            exp: 1,
+            cnf: None,
+        }
+    }
+
+    /// Each holder subscribes to its own inbox, not its role's: alice's
+    /// permissions do not cover bob's replies, nor the role-wide prefix.
+    #[test]
+    fn each_holder_gets_its_own_inbox() {
+        let roles = from_config(fleetroll_bus::embedded::PERMISSIONS_CONFIG).unwrap();
+        let relops = &roles[&Role::Relops];
+        let alice = relops.for_holder(&claims("alice", Role::Relops));
+        let bob = relops.for_holder(&claims("bob", Role::Relops));
+        assert_eq!(alice.subscribe_allow[0], "_INBOX_relops_616c696365.>");
+        assert_eq!(bob.subscribe_allow[0], "_INBOX_relops_626f62.>");
+        assert!(!alice.subscribe_allow.contains(&"_INBOX_relops.>".into()));
+        // Everything else is the role's.
+        assert_eq!(alice.subscribe_allow[1..], relops.subscribe_allow[1..]);
+        assert_eq!(alice.publish_allow, relops.publish_allow);
+        // An actor whose name holds subject syntax stays in one token.
+        let dotted = relops.for_holder(&claims("a.*>", Role::Relops));
+        assert_eq!(dotted.subscribe_allow[0], "_INBOX_relops_612e2a3e.>");
+        // Chatops keeps the shared `_INBOX.>` stock clients use.
+        let bot = roles[&Role::Chatops].for_holder(&claims("bot", Role::Chatops));
+        assert!(bot.subscribe_allow.contains(&"_INBOX.>".into()));
+        assert!(
+            bot.subscribe_allow
+                .contains(&"_INBOX_chatops_626f74.>".into())
+        );
+    }
 
     /// The shipped file reads as the roles it describes.
     #[test]

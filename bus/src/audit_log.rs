@@ -2,6 +2,8 @@
 //! chain: what `fleetroll audit verify` and the auditor's index both do,
 //! straight from the streams. Records are written by the auditor alone.
 
+use std::path::{Path, PathBuf};
+
 use async_nats::jetstream::{self, consumer::DeliverPolicy, stream::DirectGetErrorKind};
 use futures::{Stream, StreamExt};
 
@@ -10,10 +12,9 @@ use crate::connect::{Bus, BusError};
 use crate::messages::audit::{
     Chain, ChainBreak, KEY_ID_HEADER, OverrideSnapshot, SIGNATURE_HEADER,
 };
-use crate::messages::auth::VerifyingKeyRecord;
 use crate::subjects;
 use crate::token::VerifyingKey;
-use crate::topology::{self, auth_keys};
+use crate::topology;
 
 /// One message of the audit stream, as stored.
 #[derive(Debug, Clone)]
@@ -131,15 +132,46 @@ pub async fn follow(
     }))
 }
 
-/// Every audit key ever published (the auth bucket keeps retired ones).
-pub async fn keys(bus: &Bus) -> Result<Vec<VerifyingKey>, BusError> {
-    let records = bus.snapshot::<VerifyingKeyRecord>(&topology::AUTH).await?;
-    let prefix = auth_keys::audit_key("");
-    Ok(records
-        .iter()
-        .filter(|(key, _)| key.starts_with(&prefix))
-        .filter_map(|(_, record)| VerifyingKey::from_base64(&record.public_key).ok())
-        .collect())
+/// The audit keys a reader trusts: the public halves listed in a file of
+/// its own (one base64url key per line; `#` comments and blank lines
+/// skipped), never the copies published on the mesh, which a relops
+/// credential may write. Retired keys stay listed so the records they
+/// signed still verify.
+pub fn trusted_keys(path: &Path) -> Result<Vec<VerifyingKey>, AuditKeysError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AuditKeysError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| (n + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(line, text)| {
+            VerifyingKey::from_base64(text).map_err(|source| AuditKeysError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// A file of trusted audit keys that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditKeysError {
+    #[error("cannot read the trusted audit keys {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}: not an audit key: {source}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: crate::token::KeyError,
+    },
 }
 
 /// What a walk over the whole log found.
@@ -152,9 +184,9 @@ pub enum Verification {
 }
 
 /// Walks the whole log, as it stands when called, and checks every link and
-/// signature. Reads only what a readonly identity may read.
-pub async fn verify(bus: &Bus) -> Result<Verification, BusError> {
-    let keys = keys(bus).await?;
+/// every signature against `keys` ([`trusted_keys`]). Reads only what a
+/// readonly identity may read.
+pub async fn verify(bus: &Bus, keys: &[VerifyingKey]) -> Result<Verification, BusError> {
     let mut chain = Chain::default();
     let last_seq = audit_stream(bus).await?.cached_info().state.last_sequence;
     if last_seq == 0 {
@@ -167,7 +199,7 @@ pub async fn verify(bus: &Bus) -> Result<Verification, BusError> {
     tokio::pin!(records);
     while let Some(next) = records.next().await {
         let (stored, _) = next?;
-        if let Err(first_bad) = stored.check(&mut chain, &keys) {
+        if let Err(first_bad) = stored.check(&mut chain, keys) {
             return Ok(Verification::Broken {
                 good: chain.records(),
                 first_bad,

@@ -316,8 +316,7 @@ impl ConnectOptions {
                 .user_and_password(credentials.user.clone(), credentials.password.clone())
                 .custom_inbox_prefix(credentials.inbox_prefix());
         } else if let Some(claims) = self.current_token().and_then(|t| crate::token::peek(&t)) {
-            // The role's permissions allow its own inbox only.
-            nats = nats.custom_inbox_prefix(format!("_INBOX_{}", claims.role));
+            nats = nats.custom_inbox_prefix(claims.inbox_prefix());
         }
         if let Some(ca_file) = &self.tls.ca_file {
             nats = nats

@@ -45,7 +45,7 @@ pub fn revoked_actor(actor: &str) -> String {
 }
 
 /// A name as a subject token (or key) of hex digits, whatever it holds.
-pub(crate) fn hex(name: &str) -> String {
+pub fn hex(name: &str) -> String {
     name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 

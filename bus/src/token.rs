@@ -106,6 +106,17 @@ impl Credential {
     }
 }
 
+impl Claims {
+    /// The inbox prefix of this token's holder on a NATS with the auth
+    /// callout: the authorizer lets each actor subscribe to its own only,
+    /// so one operator cannot read the replies another's queries get.
+    /// The actor is hex-encoded: it may hold `.` and other characters a
+    /// subject token may not.
+    pub fn inbox_prefix(&self) -> String {
+        format!("_INBOX_{}_{}", self.role, crate::subjects::hex(&self.sub))
+    }
+}
+
 /// Where a long-running process's own token comes from.
 #[derive(Debug, Clone)]
 pub enum TokenSource {

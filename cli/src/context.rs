@@ -332,6 +332,46 @@ impl Context {
         self.data_dir().join("auth").join("audit-key.pem")
     }
 
+    /// The public halves of the audit keys this data dir's `audit verify`
+    /// trusts, written by `auth init` and `up` (copied to every machine
+    /// that verifies the log); never the keys published on the mesh.
+    pub fn trusted_audit_keys_path(&self) -> PathBuf {
+        self.data_dir().join("auth").join("audit-keys.pub")
+    }
+
+    /// The audit keys `audit verify` checks records against: those listed
+    /// in [`Context::trusted_audit_keys_path`] and the data dir's own audit
+    /// key. With neither it refuses (fail closed: nothing would be checked).
+    pub fn trusted_audit_keys(&self) -> anyhow::Result<Vec<fleetroll_bus::token::VerifyingKey>> {
+        use fleetroll_bus::audit_log::{self, AuditKeysError};
+        let listed = self.trusted_audit_keys_path();
+        let mut keys = match audit_log::trusted_keys(&listed) {
+            Ok(keys) => keys,
+            Err(AuditKeysError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(fail(exit::INVALID, e.to_string())),
+        };
+        let own = self.audit_key_path();
+        if own.exists() {
+            keys.push(
+                read_key(&own, |e| format!("cannot read {}: {e}", own.display()))?.verifying_key(),
+            );
+        }
+        if keys.is_empty() {
+            return Err(fail(
+                exit::INVALID,
+                format!(
+                    "no audit keys to check records against: audit verify trusts the keys listed in {} (and the data dir's own audit key), never those published on the mesh; copy that file from the data dir where `fleetroll auth init` ran",
+                    listed.display()
+                ),
+            ));
+        }
+        Ok(keys)
+    }
+
     /// The auditor's settings: the audit key of the data dir (which must
     /// exist: it is the operator's, copied to where auditors run) and its
     /// index file.

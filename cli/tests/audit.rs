@@ -12,6 +12,7 @@ use common::{Bare, Cli, Up, wait_until};
 use fleetroll_bus::audit_log::{self, Verification};
 use fleetroll_bus::codec;
 use fleetroll_bus::messages::audit::{AuditRecord, KEY_ID_HEADER, SIGNATURE_HEADER, payload_hash};
+use fleetroll_bus::messages::auth::VerifyingKeyRecord;
 use fleetroll_bus::messages::command::{Command, Outcome};
 use fleetroll_bus::token::{self, Role, SigningKey};
 use fleetroll_bus::topology;
@@ -316,15 +317,31 @@ async fn the_server_refuses_to_delete_or_purge_audit_records_and_verify_names_a_
     );
 
     // A record forged with worker credentials, linked correctly to the
-    // chain, but signed by a key that is not the mesh's audit key.
+    // chain, but signed by a key that is not the mesh's audit key, though
+    // a relops credential published it among the audit keys.
     let last = audit_log::last(&bus).await.unwrap().unwrap();
     let mut forged = AuditRecord::example();
     forged.index = last.seq + 1;
     forged.prev_hash = payload_hash(&last.payload);
     forged.actor = Some("mallory".into());
     let payload = codec::to_cbor(&forged);
-    let (key_id, signature) =
-        fleetroll_bus::messages::audit::sign(&SigningKey::generate(), &payload);
+    let forger = SigningKey::generate();
+    let (key_id, signature) = fleetroll_bus::messages::audit::sign(&forger, &payload);
+    let relops = up.bus_as(Role::Relops).await;
+    let published = VerifyingKeyRecord {
+        public_key: forger.verifying_key().to_base64(),
+        published_at: OffsetDateTime::now_utc(),
+    };
+    relops
+        .kv(&topology::AUTH)
+        .await
+        .unwrap()
+        .put(
+            topology::auth_keys::audit_key(&key_id),
+            codec::to_cbor(&published).into(),
+        )
+        .await
+        .expect("relops may publish an audit key");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(KEY_ID_HEADER, key_id.as_str());
     headers.insert(SIGNATURE_HEADER, signature.as_str());
@@ -358,10 +375,25 @@ async fn the_server_refuses_to_delete_or_purge_audit_records_and_verify_names_a_
     );
     assert!(verify.stderr.contains("forged"), "{verify:?}");
     assert!(verify.stderr.contains("after 1 good records"), "{verify:?}");
-    match audit_log::verify(&bus).await.unwrap() {
+    match audit_log::verify(&bus, &up.cli.trusted_audit_keys())
+        .await
+        .unwrap()
+    {
         Verification::Broken { first_bad, .. } => assert_eq!(first_bad.seq, forged_seq),
         whole => panic!("{whole:?}"),
     }
+    // A data dir with no audit keys of its own checks nothing: it refuses.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut stranger = up.cli.clone();
+    stranger.data_dir = elsewhere.path().to_path_buf();
+    let refused = tokio::task::spawn_blocking(move || stranger.run(&["audit", "verify"]))
+        .await
+        .unwrap();
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("audit-keys.pub") && refused.stdout.is_empty(),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -429,7 +461,10 @@ async fn an_auditor_killed_mid_stream_loses_and_doubles_nothing() {
     audited.sort();
     ids.sort();
     assert_eq!(audited, ids, "each command exactly once");
-    match audit_log::verify(&worker).await.unwrap() {
+    match audit_log::verify(&worker, &cli.trusted_audit_keys())
+        .await
+        .unwrap()
+    {
         Verification::Whole { records, .. } => assert_eq!(records, COMMANDS as u64),
         broken => panic!("{broken:?}"),
     }

@@ -9,9 +9,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cli, free_port, wait_until};
+use common::{Cli, free_port, refused, wait_until};
 use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
+use fleetroll_bus::subjects::hex;
 use fleetroll_bus::token::TokenSource;
+use futures::StreamExt;
 
 struct Server(std::process::Child);
 
@@ -136,6 +138,28 @@ async fn each_operator_is_their_own_nats_identity_and_revoking_one_cuts_only_the
     .await
     .unwrap();
     alice.client.flush().await.unwrap();
+    // Replies go to each operator's own inbox: alice may read neither
+    // bob's nor the role-wide one, while her own requests are answered.
+    let bobs_inbox = format!("_INBOX_relops_{}.>", hex("bob"));
+    for inbox in [bobs_inbox.as_str(), "_INBOX_relops.>"] {
+        refused(&alice, inbox, async {
+            let mut snoop = alice.client.subscribe(inbox.to_string()).await.unwrap();
+            snoop.next().await
+        })
+        .await;
+    }
+    let answered = alice
+        .client
+        .request("$JS.API.INFO", Vec::new().into())
+        .await
+        .expect("alice's own inbox gets her reply");
+    assert!(
+        answered
+            .subject
+            .starts_with(&format!("_INBOX_relops_{}.", hex("alice"))),
+        "{}",
+        answered.subject
+    );
 
     let revoked = cli.run(&[
         "--token-file",

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Up, worker_bus};
+use common::{Up, refused, worker_bus};
 use fleetroll_bus::codec;
 use fleetroll_bus::connect::{Bus, BusError, ConnectOptions};
 use fleetroll_bus::messages::auth::Revocation;
@@ -47,29 +47,6 @@ async fn seed_entry(worker: &Bus) -> (u64, Vec<u8>) {
         .unwrap()
         .expect("the seed exists");
     (entry.revision, entry.value.to_vec())
-}
-
-/// Asserts that the server refused `bus`'s user the publish (or request,
-/// or subscription) `work` makes on `subject`, rather than anything else
-/// going wrong. Only what `work` does counts: it must not have started.
-async fn refused<T: std::fmt::Debug>(
-    bus: &Bus,
-    subject: &str,
-    work: impl std::future::Future<Output = T>,
-) {
-    let what = format!("{subject} as {:?}", bus.user());
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(10),
-        bus.unless_refused("the test", subject, work),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{what}: neither refused nor done"));
-    match outcome {
-        Err(BusError::NotPermitted { violation, .. }) => {
-            assert!(violation.contains("Permissions Violation"), "{violation}")
-        }
-        other => panic!("{what}: not refused by the server: {other:?}"),
-    }
 }
 
 /// `audit verify` passes: the audit log is whole.

@@ -190,7 +190,7 @@ impl Chain {
     }
 
     /// Checks the record stored at stream sequence `seq` against the chain
-    /// so far and the published audit keys; on success it becomes the head.
+    /// so far and the trusted audit keys; on success it becomes the head.
     pub fn check(
         &mut self,
         seq: u64,
@@ -209,7 +209,7 @@ impl Chain {
         let Some(key) = keys.iter().find(|k| self::key_id(k) == key_id) else {
             return Err(broken(
                 record.index,
-                format!("signed with `{key_id}`, which is not a published audit key: forged"),
+                format!("signed with `{key_id}`, which is not a trusted audit key: forged"),
             ));
         };
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| {

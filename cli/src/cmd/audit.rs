@@ -54,8 +54,9 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         AuditCommand::Verify { json } => {
+            let keys = ctx.trusted_audit_keys()?;
             let bus = ctx.connect().await?;
-            let verification = audit_log::verify(&bus).await?;
+            let verification = audit_log::verify(&bus, &keys).await?;
             match &verification {
                 Verification::Whole { records, head_hash } => {
                     if json {

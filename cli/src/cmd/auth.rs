@@ -62,6 +62,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<u8> {
             write_verifying_key(ctx, &key)?;
             let audit_path = ctx.audit_key_path();
             let audit_key = init_key(&audit_path)?;
+            trust_audit_key(ctx, &audit_key)?;
             tell!(
                 "audit key {} written to {} (the auditor signs records with it)",
                 key_id(&audit_key.verifying_key()),
@@ -308,8 +309,40 @@ pub async fn publish_audit_key(bus: &Bus, key: &SigningKey) -> anyhow::Result<()
     publish_key(bus, &name, key, "publishing the audit key").await
 }
 
-/// The audit key of this data dir, made on first use.
+/// The audit key of this data dir, made on first use, and listed among
+/// the keys the data dir's `audit verify` trusts.
 pub fn audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
+    let key = load_or_make_audit_key(ctx)?;
+    trust_audit_key(ctx, &key)?;
+    Ok(key)
+}
+
+/// Adds the public half of `key` to the data dir's trusted audit keys
+/// ([`Context::trusted_audit_keys_path`]) unless it is there; keys already
+/// listed stay, so records signed before a new `auth init` still verify.
+fn trust_audit_key(ctx: &Context, key: &SigningKey) -> anyhow::Result<()> {
+    let path = ctx.trusted_audit_keys_path();
+    let public = key.verifying_key().to_base64();
+    let listed = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if listed.lines().any(|line| line.trim() == public) {
+        return Ok(());
+    }
+    let mut text = listed;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "# audit key {}\n{public}\n",
+        key_id(&key.verifying_key())
+    ));
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn load_or_make_audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
     let path = ctx.audit_key_path();
     match std::fs::read_to_string(&path) {
         Ok(pem) => SigningKey::from_pem(&pem)

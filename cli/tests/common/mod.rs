@@ -202,6 +202,12 @@ impl Cli {
 
     /// A signing key published to the mesh, and a relops token for
     /// `tester` in the data dir, as an operator sets up.
+    /// The audit keys this data dir's `audit verify` trusts.
+    pub fn trusted_audit_keys(&self) -> Vec<fleetroll_bus::token::VerifyingKey> {
+        fleetroll_bus::audit_log::trusted_keys(&self.data_dir.join("auth").join("audit-keys.pub"))
+            .expect("the data dir's trusted audit keys")
+    }
+
     pub fn init_auth(&self) {
         let init = self.run(&["auth", "init"]);
         assert_eq!(init.code, 0, "{init:?}");
@@ -626,5 +632,28 @@ pub fn credential_in(data_dir: &Path) -> fleetroll_bus::token::Credential {
     fleetroll_bus::token::Credential {
         token: read("token").trim().to_string(),
         holder: Some(fleetroll_bus::token::SigningKey::from_pem(&read("token.key")).unwrap()),
+    }
+}
+
+/// Asserts that the server refused `bus`'s user the publish (or request,
+/// or subscription) `work` makes on `subject`, rather than anything else
+/// going wrong. Only what `work` does counts: it must not have started.
+pub async fn refused<T: std::fmt::Debug>(
+    bus: &Bus,
+    subject: &str,
+    work: impl std::future::Future<Output = T>,
+) {
+    let what = format!("{subject} as {:?}", bus.user());
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        bus.unless_refused("the test", subject, work),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: neither refused nor done"));
+    match outcome {
+        Err(fleetroll_bus::connect::BusError::NotPermitted { violation, .. }) => {
+            assert!(violation.contains("Permissions Violation"), "{violation}")
+        }
+        other => panic!("{what}: not refused by the server: {other:?}"),
     }
 }
