@@ -93,6 +93,28 @@ pub async fn run(
     }
 }
 
+/// Why a bound token presented without its holder key's signature is
+/// refused.
+const NOT_POSSESSED: &str = "the token is bound to a holder key, and the connection did not sign the server's nonce with it (connect with --token-file FILE, its key in FILE.key)";
+
+/// Whether a connection may use `claims`' token: a bearer token always; a
+/// token bound to a holder key (`cnf`) only with that key's signature of
+/// the server's nonce (base64url, as nats-server passes `sig`). No nonce,
+/// no proof: the server must send one (callout.conf's nkey user sees to it).
+fn proves_possession(claims: &fleetroll_bus::token::Claims, nonce: &str, sig: &str) -> bool {
+    use base64::Engine as _;
+    let Some(holder) = &claims.cnf else {
+        return true;
+    };
+    let Ok(key) = fleetroll_bus::token::VerifyingKey::from_base64(holder) else {
+        return false;
+    };
+    let Ok(signature) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig) else {
+        return false;
+    };
+    !nonce.is_empty() && key.verify(nonce.as_bytes(), &signature)
+}
+
 /// The signed answer to one request; none for one that cannot be read.
 async fn answer(
     authorizer: &Authorizer,
@@ -107,6 +129,16 @@ async fn answer(
     let token = nats["connect_opts"]["auth_token"].as_str().unwrap_or("");
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let verdict = match verifier.check(token, &Role::ALL, "connect to NATS").await {
+        Ok(claims)
+            if !proves_possession(
+                &claims,
+                nats["client_info"]["nonce"].as_str().unwrap_or(""),
+                nats["connect_opts"]["sig"].as_str().unwrap_or(""),
+            ) =>
+        {
+            warn!(actor = %claims.sub, "NATS connection refused: a bound token without its holder key");
+            Err(NOT_POSSESSED.to_string())
+        }
         Ok(claims) => {
             let session_end = now + authorizer.session.as_secs() as i64;
             let user = jwt::user(
@@ -128,4 +160,53 @@ async fn answer(
     };
     let response = jwt::response(user_nkey, server, now, verdict);
     jwt::encode(response, &authorizer.issuer).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use fleetroll_bus::token::{Claims, SigningKey};
+
+    fn claims(cnf: Option<String>) -> Claims {
+        Claims {
+            sub: "alice".into(),
+            role: Role::Relops,
+            jti: "j".into(),
+            iss: "fleetroll".into(),
+            iat: 0,
+            exp: 1,
+            cnf,
+        }
+    }
+
+    fn sig(key: &SigningKey, nonce: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.sign(nonce.as_bytes()))
+    }
+
+    /// A bound token connects only with its holder's signature of this
+    /// connection's nonce; a bearer token needs none.
+    #[test]
+    fn a_bound_token_needs_its_holders_signature_of_the_nonce() {
+        let holder = SigningKey::generate();
+        let bound = claims(Some(holder.verifying_key().to_base64()));
+        assert!(proves_possession(&bound, "n0nce", &sig(&holder, "n0nce")));
+        assert!(!proves_possession(&bound, "n0nce", ""), "no signature");
+        assert!(
+            !proves_possession(&bound, "other", &sig(&holder, "n0nce")),
+            "another connection's signature"
+        );
+        let stranger = SigningKey::generate();
+        assert!(!proves_possession(
+            &bound,
+            "n0nce",
+            &sig(&stranger, "n0nce")
+        ));
+        assert!(
+            !proves_possession(&bound, "", &sig(&holder, "")),
+            "no nonce"
+        );
+        assert!(!proves_possession(&bound, "n0nce", "not base64!"));
+        assert!(proves_possession(&claims(None), "", ""));
+    }
 }

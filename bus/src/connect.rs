@@ -227,7 +227,8 @@ pub struct ConnectOptions {
     /// A fleetroll token as the NATS credential, where the server asks
     /// fleetroll who a connection is (auth callout, `fleetroll authorizer`):
     /// read again at every connect and reconnect, so a long-running
-    /// process picks up a token renewed on disk.
+    /// process picks up a token renewed on disk. A token bound to a holder
+    /// key signs the server's nonce with it.
     pub token: Option<crate::token::TokenSource>,
 }
 
@@ -286,11 +287,15 @@ impl ConnectOptions {
         let base = match (&self.credentials, &self.token) {
             (None, Some(source)) => {
                 let source = source.clone();
-                async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
-                    let token = source.token();
+                async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+                    let credential = source.credential();
                     async move {
+                        let credential = credential.map_err(async_nats::AuthError::new)?;
                         let mut auth = async_nats::Auth::new();
-                        auth.token = Some(token.map_err(async_nats::AuthError::new)?);
+                        // Proof of possession: the authorizer checks that a
+                        // bound token's holder signed this server's nonce.
+                        auth.signature = credential.holder.map(|key| key.sign(&nonce).to_vec());
+                        auth.token = Some(credential.token);
                         Ok(auth)
                     }
                 })

@@ -140,6 +140,20 @@ pub enum TokenSourceError {
     },
     #[error("the token file {path} is empty")]
     Empty { path: std::path::PathBuf },
+    #[error("the token is bound to a holder key, which should be in {path}: {source}")]
+    HolderKey {
+        path: std::path::PathBuf,
+        #[source]
+        source: KeyError,
+    },
+}
+
+/// Where the holder key of the token in `token_file` is kept: beside it,
+/// in `<file>.key`.
+pub fn holder_key_path(token_file: &std::path::Path) -> std::path::PathBuf {
+    let mut name = token_file.as_os_str().to_os_string();
+    name.push(".key");
+    std::path::PathBuf::from(name)
 }
 
 impl TokenSource {
@@ -160,6 +174,32 @@ impl TokenSource {
                 Ok(token.to_string())
             }
         }
+    }
+}
+
+impl TokenSource {
+    /// The token to use now, with its holder key when it is bound to one
+    /// (read from beside a token file; a token given inline has none).
+    pub fn credential(&self) -> Result<Credential, TokenSourceError> {
+        let token = self.token()?;
+        let bound = peek(&token).is_some_and(|claims| claims.cnf.is_some());
+        let TokenSource::File(file) = self else {
+            return Ok(Credential::bearer(token));
+        };
+        if !bound {
+            return Ok(Credential::bearer(token));
+        }
+        let path = holder_key_path(file);
+        let pem = std::fs::read_to_string(&path).map_err(|e| TokenSourceError::HolderKey {
+            path: path.clone(),
+            source: KeyError::BadPrivateKey(e.to_string()),
+        })?;
+        let holder = SigningKey::from_pem(&pem)
+            .map_err(|source| TokenSourceError::HolderKey { path, source })?;
+        Ok(Credential {
+            token,
+            holder: Some(holder),
+        })
     }
 }
 

@@ -409,7 +409,7 @@ impl Context {
                 "the token in FLEETROLL_TOKEN is bound to a holder key: pass it as --token-file FILE with its key in FILE.key",
             ));
         };
-        let key_path = holder_key_path(&file);
+        let key_path = fleetroll_bus::token::holder_key_path(&file);
         let holder = read_key(&key_path, |e| {
             format!(
                 "the token is bound to a holder key, which should be in {}: {e}",
@@ -472,13 +472,6 @@ impl Context {
                 )
             })
     }
-}
-
-/// Where the key a token is bound to is kept: beside the token file.
-pub fn holder_key_path(token_file: &std::path::Path) -> PathBuf {
-    let mut name = token_file.as_os_str().to_os_string();
-    name.push(".key");
-    PathBuf::from(name)
 }
 
 /// An Ed25519 key file (PKCS#8 PEM); `missing` says what a file that

@@ -1,7 +1,8 @@
 //! One NATS identity per operator: a server running `nats-config/callout.conf`
 //! asks `fleetroll authorizer` about each connection, and the connection's
 //! fleetroll token is its identity. Two operators connect with their own
-//! tokens; revoking one refuses that operator's next connection and ends
+//! tokens (bound to their keys: a token alone connects no one); revoking
+//! one refuses that operator's next connection and ends
 //! the open one within the session, and the other goes on.
 
 mod common;
@@ -130,10 +131,21 @@ async fn each_operator_is_their_own_nats_identity_and_revoking_one_cuts_only_the
         "a file that is no token connects no one: {forged:?}"
     );
 
-    // Alice's own connection, open while she is revoked.
+    // Her token is bound to her key: without it, the token connects no one.
     let alice_token = std::fs::read_to_string(data.join("alice.token")).unwrap();
+    match Bus::connect(
+        ConnectOptions::new(url.clone(), "alice-without-key")
+            .token(TokenSource::Fixed(alice_token.clone())),
+    )
+    .await
+    {
+        Err(BusError::NotAuthorized { .. }) => {}
+        other => panic!("a captured token connected: {other:?}"),
+    }
+    // Alice's own connection, open while she is revoked.
     let alice = Bus::connect(
-        ConnectOptions::new(url.clone(), "alice").token(TokenSource::Fixed(alice_token)),
+        ConnectOptions::new(url.clone(), "alice")
+            .token(TokenSource::File(data.join("alice.token"))),
     )
     .await
     .unwrap();
@@ -219,9 +231,7 @@ async fn each_operator_is_their_own_nats_identity_and_revoking_one_cuts_only_the
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     match Bus::connect(
-        ConnectOptions::new(url, "alice-again").token(TokenSource::Fixed(
-            std::fs::read_to_string(data.join("alice.token")).unwrap(),
-        )),
+        ConnectOptions::new(url, "alice-again").token(TokenSource::File(data.join("alice.token"))),
     )
     .await
     {

@@ -228,7 +228,7 @@ fn tell_issued(claims: &token::Claims) {
 /// The holder key of the token file `token_file`: the one beside it, kept
 /// across renewals, or a new one (mode 0600).
 pub fn holder_key(token_file: &Path) -> anyhow::Result<(SigningKey, std::path::PathBuf)> {
-    let path = crate::context::holder_key_path(token_file);
+    let path = token::holder_key_path(token_file);
     if path.exists() {
         let key = crate::context::read_key(&path, |e| format!("{}: {e}", path.display()))?;
         return Ok((key, path));
