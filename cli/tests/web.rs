@@ -278,6 +278,12 @@ struct Browser {
 
 impl Browser {
     fn start() -> Browser {
+        Browser::start_with(false)
+    }
+
+    /// A browser that takes any certificate (`acceptInsecureCerts`): the
+    /// one test that needs it has ureq check the certificate itself.
+    fn start_with(accept_insecure_certs: bool) -> Browser {
         for binary in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
             assert!(
                 Path::new(binary).exists(),
@@ -327,6 +333,7 @@ impl Browser {
             &format!("{server}/session"),
             json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
+                "acceptInsecureCerts": accept_insecure_certs,
                 "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
             }}}),
         );
@@ -390,6 +397,19 @@ impl Browser {
             &format!("{}/element/{element}/value", self.base),
             json!({ "text": format!("{text}\u{E007}") }),
         );
+    }
+
+    /// The page's cookie `name` as the browser keeps it (its `secure`
+    /// flag included); null when there is none.
+    fn cookie(&self, name: &str) -> Value {
+        agent()
+            .get(&format!("{}/cookie/{name}", self.base))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json::<Value>()
+            .unwrap()["value"]
+            .clone()
     }
 
     fn resize(&self, width: u32, height: u32) {
@@ -847,8 +867,8 @@ fn the_web_server_asks_with_its_own_token_file_not_the_signing_key() {
 
 /// Off loopback the server speaks HTTPS with the deployment's certificates
 /// (or refuses to start), here on loopback with a certificate `fleetroll
-/// tls` made: a browser that trusts the CA reads the API, plain HTTP gets
-/// nothing.
+/// tls` made: a client that trusts the CA reads the API, plain HTTP gets
+/// nothing, and the token a browser is given is kept in a `Secure` cookie.
 #[test]
 fn the_web_server_serves_https_with_the_deployments_certificate() {
     use std::sync::Arc;
@@ -868,7 +888,12 @@ fn the_web_server_serves_https_with_the_deployments_certificate() {
     let cert = pki.join("web.pem").display().to_string();
     let serve = |key: &str| {
         let key = pki.join(key).display().to_string();
-        let listen = ["serve", "--web-listen", "127.0.0.1:0"];
+        let listen = [
+            "serve",
+            "--web-listen",
+            "127.0.0.1:0",
+            "--web-require-token",
+        ];
         let tls = ["--web-tls-cert", cert.as_str(), "--web-tls-key"];
         listen
             .iter()
@@ -899,11 +924,29 @@ fn the_web_server_serves_https_with_the_deployments_certificate() {
         )
         .build()
         .into();
+    let issue = cli.run(&["auth", "issue", "--actor", "oncall", "--role", "readonly"]);
+    assert_eq!(issue.code, 0, "{issue:?}");
+    let token = issue.stdout.trim().to_string();
     let response = trusting
         .get(&format!("{url}api/v1/overview"))
+        .header("Authorization", &format!("Bearer {token}"))
         .call()
         .expect("an HTTPS answer");
     assert_eq!(response.status().as_u16(), 200);
+    // A browser keeps the token it is given in a cookie that only ever
+    // goes out over HTTPS.
+    let browser = Browser::start_with(true);
+    browser.go(&format!("{url}#/hosts"));
+    wait_until("the token form", Duration::from_secs(30), || {
+        browser.count("#token-form") == 1
+    });
+    browser.type_and_enter("#token-form input", &token);
+    wait_until("the page with the token", Duration::from_secs(30), || {
+        browser.count("#token-form") == 0 && browser.count("#hosts-table") == 1
+    });
+    let cookie = browser.cookie("fleetroll_token");
+    assert_eq!(cookie["secure"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
     let plain = url.replace("https://", "http://");
     assert!(
         agent()

@@ -200,14 +200,14 @@ impl Cli {
         path
     }
 
-    /// A signing key published to the mesh, and a relops token for
-    /// `tester` in the data dir, as an operator sets up.
     /// The audit keys this data dir's `audit verify` trusts.
     pub fn trusted_audit_keys(&self) -> Vec<fleetroll_bus::token::VerifyingKey> {
         fleetroll_bus::audit_log::trusted_keys(&self.data_dir.join("auth").join("audit-keys.pub"))
             .expect("the data dir's trusted audit keys")
     }
 
+    /// A signing key published to the mesh, and a relops token for
+    /// `tester` in the data dir, as an operator sets up.
     pub fn init_auth(&self) {
         let init = self.run(&["auth", "init"]);
         assert_eq!(init.code, 0, "{init:?}");
