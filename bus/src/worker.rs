@@ -508,19 +508,27 @@ async fn execute<H: Handler>(
         }
     };
     let actor = Some(claims.sub.clone());
-    // A token bound to a key is good only in envelopes that key signed.
-    if let Some(holder) = &claims.cnf {
-        let proven = crate::token::VerifyingKey::from_base64(holder)
-            .is_ok_and(|holder| envelope.proven_by(&holder));
-        if !proven {
-            warn!("command denied: the envelope is not signed by the token's holder key");
-            return Executed::Finished(finish(
-                actor,
-                Verdict::Denied {
-                    denial: Denial::Unproven,
-                },
-            ));
-        }
+    // A command needs a token bound to a key, in an envelope that key
+    // signed: a token seen elsewhere (a query, a bot) sends nothing.
+    let Some(holder) = &claims.cnf else {
+        warn!("command denied: a bearer token");
+        return Executed::Finished(finish(
+            actor,
+            Verdict::Denied {
+                denial: Denial::Unbound,
+            },
+        ));
+    };
+    let proven = crate::token::VerifyingKey::from_base64(holder)
+        .is_ok_and(|holder| envelope.proven_by(&holder));
+    if !proven {
+        warn!("command denied: the envelope is not signed by the token's holder key");
+        return Executed::Finished(finish(
+            actor,
+            Verdict::Denied {
+                denial: Denial::Unproven,
+            },
+        ));
     }
     // Before the deadline check: a replica that took the lease may have
     // acted already, and "not executed" would then be untrue.

@@ -570,7 +570,15 @@ async fn a_verifying_key_written_to_the_mesh_mints_no_token() {
     )
     .await
     .expect("an outcome");
-    assert_eq!(outcome.verdict.label(), "denied", "{outcome:?}");
+    assert!(
+        matches!(
+            outcome.verdict,
+            fleetroll_bus::messages::command::Verdict::Denied {
+                denial: fleetroll_bus::messages::command::Denial::Forged
+            }
+        ),
+        "{outcome:?}"
+    );
 
     let worker = worker_bus(&up.url()).await;
     let seeds = worker.kv(&topology::SEEDS).await.unwrap();
@@ -850,21 +858,27 @@ async fn a_revocation_cannot_be_undone_with_a_worker_credential() {
     let up = tokio::task::spawn_blocking(Up::start).await.unwrap();
     let cli = up.cli.clone();
     let (mallory, jti) = tokio::task::spawn_blocking(move || {
-        let issued = cli.run(&["auth", "issue", "--actor", "mallory", "--role", "relops"]);
-        assert_eq!(issued.code, 0, "{issued:?}");
-        let jwt = issued.stdout.trim().to_string();
-        let jti = jwt_id(&jwt);
+        let path = cli.issue_token("mallory", "relops");
+        let mallory = common::credential_of(&path);
+        let jti = jwt_id(&mallory.token);
         let revoked = cli.run(&["auth", "revoke", "--jti", &jti, "--reason", "left"]);
         assert_eq!(revoked.code, 0, "{revoked:?}");
-        (jwt, jti)
+        (mallory, jti)
     })
     .await
     .unwrap();
     let relops = up.bus_as(Role::Relops).await;
     let denied = |outcome: fleetroll_bus::messages::command::Outcome| {
-        assert_eq!(outcome.verdict.label(), "denied", "{outcome:?}");
+        assert!(
+            matches!(
+                outcome.verdict,
+                fleetroll_bus::messages::command::Verdict::Denied {
+                    denial: fleetroll_bus::messages::command::Denial::Revoked { .. }
+                }
+            ),
+            "{outcome:?}"
+        );
     };
-    let mallory = fleetroll_bus::token::Credential::bearer(mallory);
     let seed_as_mallory = |host: &str| {
         let seed = Command::SeedAdd {
             hostnames: vec![host.to_string()],
@@ -934,9 +948,9 @@ fn jwt_id(jwt: &str) -> String {
 
 /// A command envelope captured off the wire (its token included) sends
 /// nothing else: the operator's token is bound to a key only the operator
-/// holds, and every envelope must be signed with it. A changed envelope, or
-/// the token in a new one, is refused and audited; the envelope replayed as
-/// it was runs no second time.
+/// holds, and every envelope must be signed with it. A changed envelope,
+/// the token in a new one, or a bearer token (bound to no key) is refused
+/// and audited; the envelope replayed as it was runs no second time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_captured_envelope_or_token_sends_nothing_else() {
     use fleetroll_bus::messages::command::Denial;
@@ -987,7 +1001,17 @@ async fn a_captured_envelope_or_token_sends_nothing_else() {
     assert_eq!(now.revision, first.revision, "one.example.com written once");
 
     let cli = up.cli.clone();
-    let (audit, verify, keyless) = tokio::task::spawn_blocking(move || {
+    let (audit, verify, keyless, bearer) = tokio::task::spawn_blocking(move || {
+        // A bearer token (bound to no key, as `auth issue` prints one) of
+        // the same role reads, but sends no command.
+        let issued = cli.run(&["auth", "issue", "--actor", "tester", "--role", "relops"]);
+        assert_eq!(issued.code, 0, "{issued:?}");
+        let mut with_bearer = cli.clone();
+        with_bearer
+            .env
+            .push(("FLEETROLL_TOKEN".into(), issued.stdout.trim().to_string()));
+        assert_eq!(with_bearer.run(&["inventory", "seed", "list"]).code, 0);
+        let bearer = with_bearer.run(&["inventory", "seed", "add", "five.example.com"]);
         let token = cli.data_dir.join("copied.token");
         std::fs::copy(cli.data_dir.join("token"), &token).unwrap();
         let keyless = cli.run(&[
@@ -1002,6 +1026,7 @@ async fn a_captured_envelope_or_token_sends_nothing_else() {
             cli.run(&["audit", "list", "--json"]).json(),
             cli.run(&["audit", "verify"]),
             keyless,
+            bearer,
         )
     })
     .await
@@ -1012,7 +1037,10 @@ async fn a_captured_envelope_or_token_sends_nothing_else() {
         .iter()
         .filter(|r| r["record"]["action"] == "seed_add" && r["record"]["outcome"] == "denied")
         .collect();
-    assert_eq!(denied.len(), 2, "both refusals are audited: {audit:#}");
+    assert_eq!(denied.len(), 3, "every refusal is audited: {audit:#}");
+    assert_eq!(bearer.code, 5, "{bearer:?}");
+    assert!(bearer.stderr.contains("bearer token"), "{bearer:?}");
+    assert!(seeds.get("five.example.com").await.unwrap().is_none());
     assert_eq!(verify.code, 0, "{verify:?}");
     // A token file without the key beside it is refused before anything is sent.
     assert_eq!(keyless.code, 1, "{keyless:?}");

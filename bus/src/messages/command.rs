@@ -588,6 +588,13 @@ pub enum Denial {
         "the token is bound to its holder's key and this envelope is not signed with it (a captured token, or an altered envelope)"
     )]
     Unproven,
+    /// A token bound to no key (a bearer token, as `auth issue` prints
+    /// one) may read, but never send a command: what any query service or
+    /// bot it was shown to could replay.
+    #[error(
+        "commands need a token bound to its holder's key, and this one is a bearer token: issue one with `fleetroll auth issue --out FILE` (the key goes to FILE.key) and pass --token-file FILE"
+    )]
+    Unbound,
     #[error("role `{role}` may not do `{action}` (allowed: {allowed})")]
     WrongRole {
         role: String,

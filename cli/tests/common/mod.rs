@@ -628,11 +628,16 @@ pub fn create_rollout(cli: &Cli, target: &str, canary: &str) -> String {
 
 /// The token in `<data_dir>/token` and the key beside it.
 pub fn credential_in(data_dir: &Path) -> fleetroll_bus::token::Credential {
-    let read = |name: &str| std::fs::read_to_string(data_dir.join(name)).unwrap();
-    fleetroll_bus::token::Credential {
-        token: read("token").trim().to_string(),
-        holder: Some(fleetroll_bus::token::SigningKey::from_pem(&read("token.key")).unwrap()),
-    }
+    credential_of(&data_dir.join("token"))
+}
+
+/// The token in `file` and the key beside it.
+pub fn credential_of(file: &Path) -> fleetroll_bus::token::Credential {
+    let credential = fleetroll_bus::token::TokenSource::File(file.to_path_buf())
+        .credential()
+        .unwrap();
+    assert!(credential.holder.is_some(), "{} is bound", file.display());
+    credential
 }
 
 /// Asserts that the server refused `bus`'s user the publish (or request,
