@@ -661,6 +661,19 @@ fn gate(
     }
 }
 
+/// Slack in comparisons with a threshold: a value that is the threshold
+/// but computed in floating point (a 5-point drop, `(1.0 - 0.95) * 100`,
+/// is 5.000000000000004) is at it, not over. NaN is within nothing.
+const SLACK: f64 = 1e-9;
+
+fn at_most(value: f64, limit: f64) -> bool {
+    value <= limit + SLACK
+}
+
+fn at_least(value: f64, floor: f64) -> bool {
+    value >= floor - SLACK
+}
+
 /// Judges the stage's hosts (the outcome gates: every host applied so far).
 fn evaluate(
     rollout: &Rollout,
@@ -691,7 +704,7 @@ fn evaluate(
     let evidence_gate = |name: &str, value: f64, threshold: f64, what: String| {
         let verdict = if !workload {
             GateVerdict::Inconclusive
-        } else if value >= threshold && !stage.is_empty() {
+        } else if at_least(value, threshold) && !stage.is_empty() {
             GateVerdict::Pass
         } else {
             GateVerdict::Inconclusive
@@ -732,7 +745,7 @@ fn evaluate(
     gates.push(match (enough, baseline.success_rate, tally.rate()) {
         (true, Some(before), Some(now)) => {
             let drop = (before - now) * 100.0;
-            let verdict = if drop <= config.tc_success_rate_drop {
+            let verdict = if at_most(drop, config.tc_success_rate_drop) {
                 GateVerdict::Pass
             } else {
                 GateVerdict::Fail
@@ -771,7 +784,7 @@ fn evaluate(
     gates.push(match (baseline.online_fraction, online_now) {
         (Some(before), Some(now)) if before > 0.0 => {
             let drop = ((before - now) / before * 100.0).max(0.0);
-            let verdict = if drop <= config.tc_online_drop_pct {
+            let verdict = if at_most(drop, config.tc_online_drop_pct) {
                 GateVerdict::Pass
             } else {
                 GateVerdict::Fail
@@ -811,7 +824,7 @@ fn evaluate(
     let sshable_pct = pct(sshable, applied.len());
     gates.push(gate(
         "sshable_min_pct",
-        if !applied.is_empty() && sshable_pct >= config.sshable_min_pct {
+        if !applied.is_empty() && at_least(sshable_pct, config.sshable_min_pct) {
             GateVerdict::Pass
         } else {
             GateVerdict::Fail
@@ -838,7 +851,7 @@ fn evaluate(
     let applied_pct = pct(by_puppet, stage_hosts.len());
     gates.push(gate(
         "applied_min_pct",
-        if applied_pct >= config.applied_min_pct {
+        if at_least(applied_pct, config.applied_min_pct) {
             GateVerdict::Pass
         } else {
             GateVerdict::Fail
@@ -899,6 +912,400 @@ mod tests {
             started: None,
             resolved: OffsetDateTime::now_utc(),
         }
+    }
+
+    use fleetroll_bus::messages::host::{HostIntent, Observation};
+    use fleetroll_bus::messages::rollout::{GateConfig, RolloutPlan, Stage};
+    use fleetroll_bus::messages::workload::Workload;
+
+    const CHANGE: &str = "PUPPET_BRANCH=feature_xyz";
+
+    /// A running rollout whose one stage holds every target, each written
+    /// and applied by Puppet, answering SSH, active, and with `jobs`
+    /// completed runs since: the evidence every gate passes on (with
+    /// workload), which each test then spoils one way.
+    struct Case {
+        rollout: Rollout,
+        results: HashMap<String, HostApply>,
+        records: HashMap<String, HostRecord>,
+        runs: HashMap<String, Vec<TaskRun>>,
+        baseline: Baseline,
+        workload: bool,
+        now: OffsetDateTime,
+    }
+
+    impl Case {
+        fn new(hosts: usize, jobs: usize) -> Case {
+            let now = OffsetDateTime::now_utc();
+            let started = now - time::Duration::minutes(30);
+            let written = started + time::Duration::minutes(1);
+            let targets: Vec<String> = (1..=hosts).map(|n| format!("h{n}")).collect();
+            let rollout = Rollout {
+                id: "r".into(),
+                plan: RolloutPlan {
+                    target: "hostname:h*".into(),
+                    canary: hosts,
+                    batch_pct: 25,
+                    change: CHANGE.into(),
+                    gates: GateConfig::default(),
+                    skip: Vec::new(),
+                },
+                state: RolloutState::Running,
+                created_by: "alice".into(),
+                created_at: started,
+                updated_at: started,
+                targets: targets.clone(),
+                stages: vec![Stage {
+                    number: 1,
+                    hosts: targets.clone(),
+                    status: StageStatus::WaitingForAssessment,
+                    started_at: started,
+                    started_by: "alice".into(),
+                    started_by_command: "c".into(),
+                    forced: false,
+                    reason: None,
+                }],
+                pause_reason: None,
+                rollback: None,
+                finalize: None,
+            };
+            let sha = fleetroll_bus::messages::audit::payload_hash(CHANGE.as_bytes());
+            let mut case = Case {
+                rollout,
+                results: HashMap::new(),
+                records: HashMap::new(),
+                runs: HashMap::new(),
+                baseline: Baseline {
+                    taken_at: started,
+                    success_rate: Some(1.0),
+                    runs: 100,
+                    not_the_host: 0,
+                    online_fraction: Some(1.0),
+                },
+                workload: true,
+                now,
+            };
+            for host in &targets {
+                case.results.insert(
+                    host.clone(),
+                    HostApply {
+                        rollout: "r".into(),
+                        stage: 1,
+                        hostname: host.clone(),
+                        outcome: ApplyOutcome::Applied { snapshot: None },
+                        at: written,
+                        by: "orchestrator-1".into(),
+                        attempt: 0,
+                    },
+                );
+                let mut observation = Observation::discovered(host, started);
+                observation.sshable = Some(true);
+                observation.applied = Some(true);
+                observation.override_sha256 = Some(sha.clone());
+                observation.probed_at = Some(written + time::Duration::minutes(1));
+                case.records.insert(
+                    host.clone(),
+                    HostRecord {
+                        observation,
+                        intent: HostIntent::default(),
+                        drift: Vec::new(),
+                        healthy: Some(true),
+                        workload: Some(active(host, now)),
+                    },
+                );
+                case.set_runs(host, jobs, 0);
+            }
+            case
+        }
+
+        /// `host`'s runs since it was written: `completed`, then `failed`.
+        fn set_runs(&mut self, host: &str, completed: usize, failed: usize) {
+            let at = self.now - time::Duration::minutes(5);
+            let mut runs = vec![ran(host, RunResult::Completed, "completed", at); completed];
+            runs.extend(vec![ran(host, RunResult::Failed, "failed", at); failed]);
+            self.runs.insert(host.to_string(), runs);
+        }
+
+        fn gates(&self) -> Vec<GateResult> {
+            let evidence = Evidence {
+                results: self.results.clone(),
+                records: self.records.clone(),
+                runs: &self.runs,
+                now: self.now,
+                window: self.rollout.plan.gates.window(),
+            };
+            evaluate(
+                &self.rollout,
+                &self.rollout.stages[0].hosts,
+                &evidence,
+                &self.baseline,
+                self.workload,
+            )
+        }
+
+        fn verdict(&self, name: &str) -> GateVerdict {
+            let gates = self.gates();
+            gates
+                .iter()
+                .find(|g| g.name == name)
+                .unwrap_or_else(|| panic!("no gate {name}: {gates:?}"))
+                .verdict
+        }
+
+        fn config(&mut self) -> &mut GateConfig {
+            &mut self.rollout.plan.gates
+        }
+    }
+
+    fn active(host: &str, now: OffsetDateTime) -> Workload {
+        Workload {
+            source: "taskcluster".into(),
+            expected_pool: None,
+            worker_pool: Some("releng-hardware/gecko-t-linux-talos-1804".into()),
+            worker_group: None,
+            worker_id: host.into(),
+            state: Some("standalone".into()),
+            capacity: None,
+            provider_id: None,
+            last_active: Some(now - time::Duration::minutes(2)),
+            first_claim: None,
+            latest_task: None,
+            quarantine: None,
+            collected_at: now,
+            error: None,
+            recorded: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn ran(host: &str, result: RunResult, reason: &str, at: OffsetDateTime) -> TaskRun {
+        TaskRun {
+            hostname: host.into(),
+            resolved: at,
+            ..run(result, reason)
+        }
+    }
+
+    use GateVerdict::{Fail, Inconclusive, Pass};
+
+    /// The default gates, in the order they are shown, all passing on
+    /// healthy evidence.
+    #[test]
+    fn the_default_gates_pass_on_healthy_evidence() {
+        let case = Case::new(4, 2);
+        let names: Vec<(String, GateVerdict)> = case
+            .gates()
+            .into_iter()
+            .map(|g| (g.name, g.verdict))
+            .collect();
+        let expected = [
+            "min_jobs_per_host",
+            "min_jobs_total",
+            "min_hosts_with_jobs_fraction",
+            "tc_success_rate_drop",
+            "tc_online_drop_pct",
+            "sshable_min_pct",
+            "applied_min_pct",
+        ];
+        assert_eq!(
+            names,
+            expected.map(|n| (n.to_string(), Pass)).to_vec(),
+            "{:?}",
+            case.gates()
+        );
+        let defaults = GateConfig::default();
+        assert_eq!(
+            (
+                defaults.min_jobs_per_host,
+                defaults.min_jobs_total,
+                defaults.min_hosts_with_jobs_fraction,
+                defaults.tc_success_rate_drop,
+                defaults.tc_online_drop_pct,
+                defaults.sshable_min_pct,
+                defaults.applied_min_pct,
+            ),
+            (1.0, 0, 0.8, 5.0, 10.0, 95.0, 100.0)
+        );
+    }
+
+    #[test]
+    fn min_jobs_per_host_at_under_and_over() {
+        let mut case = Case::new(4, 3);
+        case.config().min_jobs_per_host = 3.0;
+        assert_eq!(case.verdict("min_jobs_per_host"), Pass, "at");
+        case.config().min_jobs_per_host = 2.0;
+        assert_eq!(case.verdict("min_jobs_per_host"), Pass, "over");
+        case.config().min_jobs_per_host = 3.0;
+        case.set_runs("h2", 2, 0);
+        assert_eq!(case.verdict("min_jobs_per_host"), Inconclusive, "one under");
+        // Too little evidence holds the outcome gate back too.
+        assert_eq!(case.verdict("tc_success_rate_drop"), Inconclusive);
+    }
+
+    #[test]
+    fn min_jobs_total_at_under_and_over() {
+        let mut case = Case::new(4, 3);
+        case.config().min_jobs_total = 12;
+        assert_eq!(case.verdict("min_jobs_total"), Pass, "at");
+        case.config().min_jobs_total = 11;
+        assert_eq!(case.verdict("min_jobs_total"), Pass, "over");
+        case.config().min_jobs_total = 13;
+        assert_eq!(case.verdict("min_jobs_total"), Inconclusive, "under");
+    }
+
+    #[test]
+    fn min_hosts_with_jobs_fraction_at_under_and_over() {
+        let mut case = Case::new(5, 1);
+        case.config().min_jobs_per_host = 0.0;
+        case.set_runs("h5", 0, 0);
+        // 4 of 5 hosts ran jobs.
+        case.config().min_hosts_with_jobs_fraction = 0.8;
+        assert_eq!(case.verdict("min_hosts_with_jobs_fraction"), Pass, "at");
+        case.config().min_hosts_with_jobs_fraction = 0.79;
+        assert_eq!(case.verdict("min_hosts_with_jobs_fraction"), Pass);
+        case.config().min_hosts_with_jobs_fraction = 0.81;
+        assert_eq!(
+            case.verdict("min_hosts_with_jobs_fraction"),
+            Inconclusive,
+            "under"
+        );
+    }
+
+    #[test]
+    fn tc_success_rate_drop_at_under_and_over() {
+        // 100 runs on the stage, against a baseline of 100%.
+        let mut case = Case::new(4, 25);
+        case.set_runs("h1", 20, 5);
+        assert_eq!(case.verdict("tc_success_rate_drop"), Pass, "a 5-point drop");
+        case.set_runs("h1", 21, 4);
+        assert_eq!(case.verdict("tc_success_rate_drop"), Pass, "4 points");
+        case.set_runs("h1", 19, 6);
+        assert_eq!(case.verdict("tc_success_rate_drop"), Fail, "6 points");
+        // A rate above the baseline is no drop.
+        case.baseline.success_rate = Some(0.9);
+        case.set_runs("h1", 25, 0);
+        assert_eq!(case.verdict("tc_success_rate_drop"), Pass);
+        // No runs before the rollout: nothing to compare with.
+        case.baseline.success_rate = None;
+        assert_eq!(case.verdict("tc_success_rate_drop"), Inconclusive);
+    }
+
+    #[test]
+    fn tc_online_drop_pct_at_under_and_over() {
+        let mut case = Case::new(10, 1);
+        let idle = |case: &mut Case, host: &str| {
+            let record = case.records.get_mut(host).unwrap();
+            record.workload.as_mut().unwrap().last_active = None;
+        };
+        idle(&mut case, "h1");
+        assert_eq!(case.verdict("tc_online_drop_pct"), Pass, "a 10% drop");
+        case.config().tc_online_drop_pct = 9.0;
+        assert_eq!(case.verdict("tc_online_drop_pct"), Fail, "over");
+        case.config().tc_online_drop_pct = 10.0;
+        idle(&mut case, "h2");
+        assert_eq!(case.verdict("tc_online_drop_pct"), Fail, "20%");
+        // A quarantined worker is not active either.
+        let mut quarantined = Case::new(10, 1);
+        let workload = quarantined
+            .records
+            .get_mut("h3")
+            .unwrap()
+            .workload
+            .as_mut()
+            .unwrap();
+        workload.quarantine = Some(fleetroll_bus::messages::workload::Quarantine {
+            until: quarantined.now + time::Duration::hours(1),
+            by: None,
+            at: None,
+            reason: None,
+        });
+        quarantined.config().tc_online_drop_pct = 9.0;
+        assert_eq!(quarantined.verdict("tc_online_drop_pct"), Fail);
+    }
+
+    #[test]
+    fn sshable_min_pct_at_under_and_over() {
+        let mut case = Case::new(20, 1);
+        case.records.get_mut("h7").unwrap().observation.sshable = Some(false);
+        assert_eq!(case.verdict("sshable_min_pct"), Pass, "95% of hosts");
+        case.config().sshable_min_pct = 95.1;
+        assert_eq!(case.verdict("sshable_min_pct"), Fail, "under");
+        case.config().sshable_min_pct = 95.0;
+        case.records.get_mut("h8").unwrap().observation.sshable = None;
+        assert_eq!(case.verdict("sshable_min_pct"), Fail, "90%, one unknown");
+    }
+
+    #[test]
+    fn applied_min_pct_needs_puppet_to_have_applied_the_change_after_it_was_written() {
+        let mut case = Case::new(4, 1);
+        assert_eq!(case.verdict("applied_min_pct"), Pass);
+        // Seen before the change was written: not evidence of it.
+        let written = case.results["h1"].at;
+        case.records.get_mut("h1").unwrap().observation.probed_at = Some(written);
+        assert_eq!(case.verdict("applied_min_pct"), Fail, "3 of 4");
+        case.config().applied_min_pct = 75.0;
+        assert_eq!(case.verdict("applied_min_pct"), Pass, "at 75%");
+        case.config().applied_min_pct = 76.0;
+        assert_eq!(case.verdict("applied_min_pct"), Fail);
+        // Other contents, or Puppet not applied, are not the change either.
+        let mut other = Case::new(2, 1);
+        other
+            .records
+            .get_mut("h1")
+            .unwrap()
+            .observation
+            .override_sha256 = Some("0".repeat(64));
+        other.records.get_mut("h2").unwrap().observation.applied = Some(false);
+        assert_eq!(other.gates().last().unwrap().value, Some(0.0));
+    }
+
+    /// Without a workload source the evidence gates cannot pass: they stay
+    /// inconclusive, so only a forced advance moves on.
+    #[test]
+    fn without_a_workload_source_the_evidence_gates_are_inconclusive() {
+        let mut case = Case::new(4, 5);
+        case.workload = false;
+        for gate in case.gates().iter().take(5) {
+            assert_eq!(gate.verdict, Inconclusive, "{gate:?}");
+        }
+        assert_eq!(case.gates()[0].detail, "no workload source configured");
+    }
+
+    /// No results at all: nothing passes.
+    #[test]
+    fn empty_evidence_passes_no_gate() {
+        let mut case = Case::new(4, 0);
+        case.results.clear();
+        case.runs.clear();
+        let gates = case.gates();
+        assert!(gates.iter().all(|g| g.verdict != Pass), "{gates:?}");
+        assert_eq!(gates[5].value, Some(0.0), "no host to answer SSH");
+    }
+
+    /// A threshold or baseline that is not a number never lets a gate pass.
+    #[test]
+    fn nan_passes_no_gate() {
+        let mut case = Case::new(4, 2);
+        {
+            let config = case.config();
+            config.min_jobs_per_host = f64::NAN;
+            config.min_hosts_with_jobs_fraction = f64::NAN;
+            config.tc_success_rate_drop = f64::NAN;
+            config.tc_online_drop_pct = f64::NAN;
+            config.sshable_min_pct = f64::NAN;
+            config.applied_min_pct = f64::NAN;
+        }
+        let gates = case.gates();
+        let passed: Vec<_> = gates
+            .iter()
+            .filter(|g| g.verdict == Pass && g.name != "min_jobs_total")
+            .collect();
+        assert!(passed.is_empty(), "{passed:?}");
+        let mut case = Case::new(4, 2);
+        case.baseline.success_rate = Some(f64::NAN);
+        case.baseline.online_fraction = Some(f64::NAN);
+        assert_ne!(case.verdict("tc_success_rate_drop"), Pass);
+        assert_ne!(case.verdict("tc_online_drop_pct"), Pass);
     }
 
     #[test]
