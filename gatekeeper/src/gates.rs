@@ -284,7 +284,7 @@ fn assess_blast(rollout: &Rollout, evidence: &Evidence) -> Option<Blast> {
         .collect();
     failing.sort();
     let fraction = failing.len() as f64 / changed.len() as f64;
-    if fraction <= config.blast_max_failing_fraction {
+    if at_most(fraction, config.blast_max_failing_fraction) {
         return None;
     }
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -1306,6 +1306,114 @@ mod tests {
         case.baseline.online_fraction = Some(f64::NAN);
         assert_ne!(case.verdict("tc_success_rate_drop"), Pass);
         assert_ne!(case.verdict("tc_online_drop_pct"), Pass);
+    }
+
+    fn blast(case: &Case) -> Option<Blast> {
+        let evidence = Evidence {
+            results: case.results.clone(),
+            records: case.records.clone(),
+            runs: &case.runs,
+            now: case.now,
+            window: case.rollout.plan.gates.window(),
+        };
+        assess_blast(&case.rollout, &evidence)
+    }
+
+    fn unreachable(case: &mut Case, host: &str) {
+        case.records.get_mut(host).unwrap().observation.sshable = Some(false);
+    }
+
+    /// The blast radius (defaults: from 3 changed hosts, more than 25%
+    /// failing) pauses only past its fraction, and never before enough
+    /// hosts are changed.
+    #[test]
+    fn the_blast_radius_at_under_and_over() {
+        let mut case = Case::new(4, 2);
+        assert!(blast(&case).is_none(), "healthy");
+        unreachable(&mut case, "h1");
+        assert!(blast(&case).is_none(), "1 of 4 is 25%: at the limit");
+        unreachable(&mut case, "h2");
+        let past = blast(&case).expect("2 of 4 is over 25%");
+        assert_eq!(past.changed, 4);
+        assert_eq!(
+            past.failing,
+            [
+                ("h1".to_string(), "unreachable".to_string()),
+                ("h2".to_string(), "unreachable".to_string())
+            ]
+        );
+        assert!(
+            past.reason
+                .starts_with("blast radius: 2 of 4 changed hosts failing (more than 25%)"),
+            "{}",
+            past.reason
+        );
+        assert_eq!(past.groups[0], ("error: unreachable".to_string(), 2));
+        // Too few hosts changed to judge: every one failing pauses nothing.
+        let mut few = Case::new(2, 2);
+        unreachable(&mut few, "h1");
+        unreachable(&mut few, "h2");
+        assert!(blast(&few).is_none(), "2 changed, 3 needed");
+        few.config().blast_min_applied = 2;
+        assert!(blast(&few).is_some());
+        // Disabled hosts were not changed: they count for neither side.
+        let mut skipped = Case::new(4, 2);
+        unreachable(&mut skipped, "h1");
+        skipped.results.get_mut("h4").unwrap().outcome = ApplyOutcome::SkippedDisabled;
+        let over = blast(&skipped).expect("1 of 3 is over 25%");
+        assert_eq!(over.changed, 3);
+        // A fraction that is not a number pauses (fail closed).
+        let mut nan = Case::new(4, 2);
+        unreachable(&mut nan, "h1");
+        nan.config().blast_max_failing_fraction = f64::NAN;
+        assert!(blast(&nan).is_some());
+    }
+
+    /// What makes a changed host count as failing.
+    #[test]
+    fn a_host_fails_for_the_blast_radius_by_write_ssh_puppet_or_jobs() {
+        use fleetroll_bus::messages::host::{PuppetSource, PuppetState};
+        let mut case = Case::new(6, 2);
+        case.config().blast_max_failing_fraction = 0.0;
+        case.results.get_mut("h1").unwrap().outcome = ApplyOutcome::Failed {
+            error: "sudo: a password is required".into(),
+        };
+        unreachable(&mut case, "h2");
+        let written = case.results["h3"].at;
+        let puppet = |success: bool, ts: OffsetDateTime| PuppetState {
+            source: PuppetSource::Metadata,
+            ts: Some(ts),
+            success: Some(success),
+            exit_code: None,
+            git_repo: None,
+            git_branch: None,
+            git_sha: None,
+            override_sha: None,
+            vault_sha: None,
+            role: None,
+            duration_s: None,
+            error: None,
+        };
+        let minute = time::Duration::minutes(1);
+        case.records.get_mut("h3").unwrap().observation.puppet =
+            Some(puppet(false, written + minute));
+        // A Puppet failure from before the change is not the change's.
+        case.records.get_mut("h4").unwrap().observation.puppet =
+            Some(puppet(false, written - minute));
+        case.set_runs("h5", 1, 2);
+        // One failed run of one is not "most jobs" yet.
+        case.set_runs("h6", 0, 1);
+        let failing = blast(&case).expect("failing hosts").failing;
+        assert_eq!(
+            failing,
+            [
+                ("h1", "the change could not be written"),
+                ("h2", "unreachable"),
+                ("h3", "Puppet failed"),
+                ("h5", "most jobs fail"),
+            ]
+            .map(|(h, w)| (h.to_string(), w.to_string()))
+        );
     }
 
     #[test]
