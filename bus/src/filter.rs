@@ -56,7 +56,7 @@ impl<'a> Value<'a> {
 /// A parse error, at a 1-based character position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad query at position {position}: {message}")]
-pub struct QueryError {
+pub struct ParseError {
     pub position: usize,
     pub message: String,
 }
@@ -124,7 +124,7 @@ impl fmt::Display for Query {
 
 impl Query {
     /// Parses a query. The empty query matches everything.
-    pub fn parse(text: &str) -> Result<Query, QueryError> {
+    pub fn parse(text: &str) -> Result<Query, ParseError> {
         let tokens = lex(text)?;
         let mut parser = Parser {
             tokens,
@@ -138,7 +138,7 @@ impl Query {
             Some(parser.or()?)
         };
         if let Some(token) = parser.tokens.get(parser.next) {
-            return Err(QueryError {
+            return Err(ParseError {
                 position: token.position,
                 message: format!("unexpected {}", token.kind.describe()),
             });
@@ -150,7 +150,7 @@ impl Query {
     }
 
     /// Refuses fields not in `known`, naming the first unknown one.
-    pub fn check_fields(&self, known: &[&str]) -> Result<(), QueryError> {
+    pub fn check_fields(&self, known: &[&str]) -> Result<(), ParseError> {
         let mut fields = Vec::new();
         if let Some(expr) = &self.expr {
             collect_fields(expr, &mut fields);
@@ -160,7 +160,7 @@ impl Query {
             .find(|f| !known.contains(&f.name.as_str()))
         {
             None => Ok(()),
-            Some(f) => Err(QueryError {
+            Some(f) => Err(ParseError {
                 position: f.position,
                 message: format!("unknown field `{}` (fields: {})", f.name, known.join(", ")),
             }),
@@ -287,7 +287,7 @@ struct Token {
     position: usize,
 }
 
-fn lex(text: &str) -> Result<Vec<Token>, QueryError> {
+fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
@@ -326,7 +326,7 @@ fn lex(text: &str) -> Result<Vec<Token>, QueryError> {
                 loop {
                     match chars.get(i) {
                         None => {
-                            return Err(QueryError {
+                            return Err(ParseError {
                                 position,
                                 message: "unterminated quoted value".into(),
                             });
@@ -339,7 +339,7 @@ fn lex(text: &str) -> Result<Vec<Token>, QueryError> {
                                 continue;
                             }
                             _ => {
-                                return Err(QueryError {
+                                return Err(ParseError {
                                     position: i + 1,
                                     message: "only \\\" and \\\\ may be escaped".into(),
                                 });
@@ -353,7 +353,7 @@ fn lex(text: &str) -> Result<Vec<Token>, QueryError> {
                 tokens.push(single(TokenKind::Quoted(value)));
             }
             c if c.is_control() => {
-                return Err(QueryError {
+                return Err(ParseError {
                     position,
                     message: format!("control character {c:?} is not allowed"),
                 });
@@ -396,8 +396,8 @@ impl Parser {
         self.peek().map_or(self.end, |t| t.position)
     }
 
-    fn error<T>(&self, message: impl Into<String>) -> Result<T, QueryError> {
-        Err(QueryError {
+    fn error<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
+        Err(ParseError {
             position: self.position(),
             message: message.into(),
         })
@@ -407,7 +407,7 @@ impl Parser {
         self.peek().and_then(|t| t.kind.keyword()) == Some(keyword)
     }
 
-    fn or(&mut self) -> Result<Expr, QueryError> {
+    fn or(&mut self) -> Result<Expr, ParseError> {
         let mut any = vec![self.and()?];
         while self.at_keyword("OR") {
             self.next += 1;
@@ -416,7 +416,7 @@ impl Parser {
         Ok(one_or(any, Expr::Or))
     }
 
-    fn and(&mut self) -> Result<Expr, QueryError> {
+    fn and(&mut self) -> Result<Expr, ParseError> {
         let mut all = vec![self.not()?];
         loop {
             if self.at_keyword("AND") {
@@ -431,7 +431,7 @@ impl Parser {
         }
     }
 
-    fn not(&mut self) -> Result<Expr, QueryError> {
+    fn not(&mut self) -> Result<Expr, ParseError> {
         if self.depth == MAX_NESTING {
             return self.error(format!(
                 "`(` and NOT nest deeper than {MAX_NESTING} levels here"
@@ -443,7 +443,7 @@ impl Parser {
         expr
     }
 
-    fn nested(&mut self) -> Result<Expr, QueryError> {
+    fn nested(&mut self) -> Result<Expr, ParseError> {
         if self.at_keyword("NOT") {
             self.next += 1;
             return Ok(Expr::Not(Box::new(self.not()?)));
@@ -474,13 +474,13 @@ impl Parser {
         }
     }
 
-    fn term(&mut self, field: Field) -> Result<Expr, QueryError> {
+    fn term(&mut self, field: Field) -> Result<Expr, ParseError> {
         if !field
             .name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
         {
-            return Err(QueryError {
+            return Err(ParseError {
                 position: field.position,
                 message: format!("`{}` is not a field name", field.name),
             });
