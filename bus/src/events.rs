@@ -11,17 +11,23 @@ use crate::connect::{Bus, BusError};
 use crate::messages::event::{Event, EventDetail};
 use crate::{subjects, topology};
 
-/// Publishes a rollout event. `key` names this occurrence: publishing the
-/// same one again (a retried step) stores it once. A failure is logged
+/// Publishes a rollout event, on the subject of its kind
+/// ([`EventDetail::rollout_kind`]). `key` names this occurrence: publishing
+/// the same one again (a retried step) stores it once. A failure is logged
 /// and returned: a step whose event is audited retries on it, others go on.
 pub async fn rollout(
     bus: &Bus,
     source: &str,
     rollout: &str,
-    kind: &str,
     key: &str,
     detail: EventDetail,
 ) -> Result<(), BusError> {
+    let Some(kind) = detail.rollout_kind() else {
+        return Err(BusError::JetStream {
+            what: "publishing a rollout event".into(),
+            detail: "a command's outcome is not a rollout event".into(),
+        });
+    };
     let event = Event {
         at: OffsetDateTime::now_utc(),
         source: source.to_string(),

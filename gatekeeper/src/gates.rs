@@ -179,7 +179,6 @@ async fn judge(
             bus,
             source,
             &rollout.id,
-            "gates",
             &format!("{}-{key}-{}", stage.number, now.unix_timestamp()),
             EventDetail::RolloutGates {
                 evaluation: Box::new(evaluation.clone()),
@@ -365,7 +364,6 @@ async fn announce_blast(
         bus,
         source,
         &rollout.id,
-        "blast",
         &stage.to_string(),
         EventDetail::BlastRadius {
             rollout: rollout.id.clone(),
@@ -381,7 +379,6 @@ async fn announce_blast(
         bus,
         source,
         &rollout.id,
-        "state",
         &format!("paused-blast-{stage}"),
         EventDetail::RolloutState {
             rollout: rollout.id.clone(),
@@ -434,7 +431,6 @@ async fn announce_regression(
         bus,
         source,
         &rollout.id,
-        "regression",
         "finalized",
         EventDetail::Regression {
             rollout: rollout.id.clone(),
@@ -884,7 +880,6 @@ async fn succeed(bus: &Bus, rollout: &Rollout, source: &str) -> Result<(), BusEr
             bus,
             source,
             &rollout.id,
-            "state",
             "succeeded",
             EventDetail::RolloutState {
                 rollout: rollout.id.clone(),

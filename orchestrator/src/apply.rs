@@ -409,7 +409,6 @@ async fn announce(
         &applier.bus,
         &applier.instance,
         &result.rollout,
-        "host",
         &format!("{key}-{}", result.attempt),
         EventDetail::RolloutHost {
             rollout: result.rollout.clone(),
@@ -494,7 +493,6 @@ async fn stage_done(applier: &Applier, job: &ApplyJob) -> Result<(), BusError> {
                 bus,
                 &applier.instance,
                 &job.rollout,
-                "stage",
                 &format!("{}-{}", stage.number, stage.status.as_str()),
                 EventDetail::RolloutStage {
                     rollout: job.rollout.clone(),

@@ -146,7 +146,6 @@ async fn launch(
         &ctx.bus,
         &ctx.instance,
         rollout,
-        "stage",
         &format!("{}-{}", stage.number, stage.status.as_str()),
         stage_event(rollout, stage),
     )
@@ -328,7 +327,6 @@ pub async fn start(ctx: &CommandContext, index: &Arc<HostIndex>, id: &str) -> Ve
                     &ctx.bus,
                     &ctx.instance,
                     id,
-                    "state",
                     "running",
                     EventDetail::RolloutState {
                         rollout: id.to_string(),
@@ -507,7 +505,6 @@ pub async fn pause_or_resume(ctx: &CommandContext, id: &str, pause: Option<&str>
                     &ctx.bus,
                     &ctx.instance,
                     id,
-                    "state",
                     &format!("{}-{}", to.as_str(), ctx.command_id),
                     EventDetail::RolloutState {
                         rollout: id.to_string(),
@@ -847,7 +844,6 @@ pub async fn rollback(
                     &ctx.bus,
                     &ctx.instance,
                     id,
-                    "state",
                     "rolling_back",
                     EventDetail::RolloutState {
                         rollout: id.to_string(),
@@ -918,7 +914,6 @@ pub async fn finalize(ctx: &CommandContext, id: &str) -> Verdict {
                     &ctx.bus,
                     &ctx.instance,
                     id,
-                    "state",
                     "finalizing",
                     EventDetail::RolloutState {
                         rollout: id.to_string(),
@@ -1011,7 +1006,6 @@ pub async fn settle(bus: Bus, index: Arc<HostIndex>, instance: String) -> Result
                     &bus,
                     &instance,
                     &rollout.id,
-                    "state",
                     done.as_str(),
                     EventDetail::RolloutState {
                         rollout: rollout.id.clone(),

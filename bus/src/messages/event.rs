@@ -76,6 +76,23 @@ pub enum EventDetail {
     },
 }
 
+impl EventDetail {
+    /// The last token of a rollout event's subject
+    /// (`fleetroll.evt.rollout.<id>.<kind>`); none for what is no rollout
+    /// event (a command's outcome).
+    pub fn rollout_kind(&self) -> Option<&'static str> {
+        match self {
+            EventDetail::CommandFinished { .. } => None,
+            EventDetail::RolloutStage { .. } => Some("stage"),
+            EventDetail::RolloutState { .. } => Some("state"),
+            EventDetail::BlastRadius { .. } => Some("blast"),
+            EventDetail::Regression { .. } => Some("regression"),
+            EventDetail::RolloutGates { .. } => Some("gates"),
+            EventDetail::RolloutHost { .. } => Some("host"),
+        }
+    }
+}
+
 impl Message for Event {
     const KIND: &'static str = "event";
     const VERSION: u16 = 2;
