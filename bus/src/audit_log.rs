@@ -217,19 +217,13 @@ pub async fn verify(bus: &Bus, keys: &[VerifyingKey]) -> Result<Verification, Bu
 
 /// Stores an override snapshot for good (the stream refuses deletes).
 pub async fn store_snapshot(bus: &Bus, snapshot: &OverrideSnapshot) -> Result<(), BusError> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, snapshot.id.as_str());
-    bus.js
-        .publish_with_headers(
-            subjects::snapshot(&snapshot.id),
-            headers,
-            codec::to_cbor(snapshot).into(),
-        )
-        .await
-        .map_err(|e| BusError::js("storing an override snapshot", e))?
-        .await
-        .map_err(|e| BusError::js("storing an override snapshot", e))?;
-    Ok(())
+    bus.publish_once(
+        "storing an override snapshot",
+        subjects::snapshot(&snapshot.id),
+        &snapshot.id,
+        codec::to_cbor(snapshot),
+    )
+    .await
 }
 
 /// The snapshot with this id; none when there is no such snapshot.

@@ -543,6 +543,28 @@ impl Bus {
         self.trust.as_deref()
     }
 
+    /// Publishes `payload` on `subject` with `id` as its `Nats-Msg-Id` and
+    /// waits for the stream to store it: the same id published again
+    /// within the stream's duplicate window is stored once (a retried step
+    /// announces once). `what` names the publish in the error.
+    pub async fn publish_once(
+        &self,
+        what: &str,
+        subject: String,
+        id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), BusError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        self.js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| BusError::js(what, e))?
+            .await
+            .map_err(|e| BusError::js(what, e))?;
+        Ok(())
+    }
+
     /// The NATS user this connection is, if any.
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()

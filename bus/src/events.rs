@@ -33,24 +33,14 @@ pub async fn rollout(
         source: source.to_string(),
         detail,
     };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("{rollout}-{kind}-{key}").as_str(),
-    );
-    let published = async {
-        bus.js
-            .publish_with_headers(
-                subjects::rollout_event(rollout, kind),
-                headers,
-                codec::to_cbor(&event).into(),
-            )
-            .await
-            .map_err(|e| BusError::js("publishing a rollout event", e))?
-            .await
-            .map_err(|e| BusError::js("publishing a rollout event", e))
-    };
-    published.await.map(drop).inspect_err(|e| {
+    bus.publish_once(
+        "publishing a rollout event",
+        subjects::rollout_event(rollout, kind),
+        &format!("{rollout}-{kind}-{key}"),
+        codec::to_cbor(&event),
+    )
+    .await
+    .inspect_err(|e| {
         warn!(rollout, kind, error = %e, "rollout event not published");
     })
 }

@@ -619,7 +619,7 @@ async fn announce(
     replica: &Replica,
     envelope: &CommandEnvelope,
     outcome: &Outcome,
-) -> Result<(), String> {
+) -> Result<(), BusError> {
     let claimed_actor = match outcome.actor {
         Some(_) => None,
         None => crate::token::unverified_claims(&envelope.token).map(|(actor, _)| actor),
@@ -633,22 +633,13 @@ async fn announce(
             claimed_actor,
         },
     };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("finished-{}", outcome.command_id).as_str(),
-    );
     replica
         .bus
-        .js
-        .publish_with_headers(
+        .publish_once(
+            "announcing a command's outcome",
             subjects::command_finished(&outcome.command_id, outcome.verdict.label()),
-            headers,
-            codec::to_cbor(&event).into(),
+            &format!("finished-{}", outcome.command_id),
+            codec::to_cbor(&event),
         )
         .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }

@@ -66,30 +66,26 @@ async fn queue_jobs(
 async fn queue(bus: &Bus, command: &str, jobs: &[ApplyJob]) -> Result<(), BusError> {
     let began = std::time::Instant::now();
     for job in jobs {
-        let mut headers = async_nats::HeaderMap::new();
         let verb = if job.remove { "remove" } else { "apply" };
         let (rollout, stage, host) = (&job.rollout, job.stage, &job.hostname);
         let id = format!("{verb}-{rollout}-{stage}-{host}-{}-{command}", job.attempt);
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         let payload = codec::to_cbor(job);
         loop {
-            let queued = async {
-                bus.js
-                    .publish_with_headers(
-                        subjects::apply_job(rollout, host),
-                        headers.clone(),
-                        payload.clone().into(),
-                    )
-                    .await?
-                    .await
-            };
-            match queued.await {
-                Ok(_) => break,
+            let queued = bus
+                .publish_once(
+                    "queueing an apply job",
+                    subjects::apply_job(rollout, host),
+                    &id,
+                    payload.clone(),
+                )
+                .await;
+            match queued {
+                Ok(()) => break,
                 Err(e) if began.elapsed() < QUEUE_PATIENCE => {
                     warn!(host = %host, error = %e, "queueing an apply job; trying again");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
-                Err(e) => return Err(BusError::js("queueing an apply job", e)),
+                Err(e) => return Err(e),
             }
         }
     }

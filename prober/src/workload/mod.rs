@@ -585,33 +585,13 @@ async fn write(
 
 async fn publish_run(bus: &Bus, run: &TaskRun) -> Result<(), BusError> {
     let id = format!("{}.{}.{}", run.hostname, run.task_id, run.run_id);
-    publish_once(
-        bus,
+    bus.publish_once(
+        "recording a task run",
         subjects::task_runs(&run.hostname),
         &id,
         codec::to_cbor(run),
     )
     .await
-}
-
-/// Publishes with `id` as `Nats-Msg-Id` and waits for the stream to store
-/// it: the same id published again within the duplicate window is kept out.
-async fn publish_once(
-    bus: &Bus,
-    subject: String,
-    id: &str,
-    payload: Vec<u8>,
-) -> Result<(), BusError> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
-    let failed = |e: &dyn std::fmt::Display| BusError::js(format!("publishing to {subject}"), e);
-    bus.js
-        .publish_with_headers(subject.clone(), headers, payload.into())
-        .await
-        .map_err(|e| failed(&e))?
-        .await
-        .map_err(|e| failed(&e))?;
-    Ok(())
 }
 
 /// Queues one sweep at every whole `interval` (aligned to the clock, so all
@@ -627,18 +607,13 @@ pub async fn schedule(bus: Bus, interval: Duration) -> Result<(), BusError> {
             requested_at: OffsetDateTime::now_utc(),
             origin: origin.clone(),
         };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, origin.as_str());
-        bus.js
-            .publish_with_headers(
-                subjects::WORKLOAD_SWEEP,
-                headers,
-                codec::to_cbor(&sweep).into(),
-            )
-            .await
-            .map_err(|e| BusError::js("queueing a workload sweep", e))?
-            .await
-            .map_err(|e| BusError::js("queueing a workload sweep", e))?;
+        bus.publish_once(
+            "queueing a workload sweep",
+            subjects::WORKLOAD_SWEEP.to_string(),
+            &origin,
+            codec::to_cbor(&sweep),
+        )
+        .await?;
     }
 }
 
