@@ -45,8 +45,12 @@ pub enum BusError {
         detail: String,
         hint: &'static str,
     },
-    #[error("JetStream {what} failed: {detail}")]
-    JetStream { what: String, detail: String },
+    #[error("JetStream {what} failed: {source}")]
+    JetStream {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(
         "bucket `{bucket}` does not exist on this NATS: is the mesh set up? (`fleetroll setup` with the admin NATS credentials; `fleetroll up` sets up its embedded server)"
     )]
@@ -76,10 +80,13 @@ pub enum StoredFrom {
 
 impl BusError {
     /// A JetStream call that failed while doing `what`.
-    pub fn js(what: impl Into<String>, detail: impl ToString) -> Self {
+    pub fn js(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         BusError::JetStream {
             what: what.into(),
-            detail: detail.to_string(),
+            source: source.into(),
         }
     }
 }
@@ -610,8 +617,9 @@ impl Bus {
     ) -> Result<std::collections::BTreeMap<String, T>, BusError> {
         use futures::StreamExt;
         let store = self.kv(bucket).await?;
-        let read_error =
-            |e: &dyn std::fmt::Display| BusError::js(format!("reading bucket {}", bucket.name), e);
+        let read_error = |e: Box<dyn std::error::Error + Send + Sync>| {
+            BusError::js(format!("reading bucket {}", bucket.name), e)
+        };
         let mut entries = std::collections::BTreeMap::new();
         if self.bucket_state(bucket).await?.messages == 0 {
             return Ok(entries);
@@ -619,9 +627,9 @@ impl Bus {
         let mut watch = store
             .watch_all_from_revision(1)
             .await
-            .map_err(|e| read_error(&e))?;
+            .map_err(|e| read_error(e.into()))?;
         while let Some(entry) = watch.next().await {
-            let entry = entry.map_err(|e| read_error(&e))?;
+            let entry = entry.map_err(|e| read_error(e.into()))?;
             match entry.operation {
                 jetstream::kv::Operation::Put => {
                     if let Ok(value) = crate::codec::from_cbor::<T>(&entry.value) {
@@ -695,8 +703,9 @@ impl Bus {
     ) -> Result<Vec<(u64, bytes::Bytes)>, BusError> {
         use futures::StreamExt;
         use jetstream::consumer::DeliverPolicy;
-        let read_error =
-            |e: &dyn std::fmt::Display| BusError::js(format!("reading {}", stream.name), e);
+        let read_error = |e: Box<dyn std::error::Error + Send + Sync>| {
+            BusError::js(format!("reading {}", stream.name), e)
+        };
         let deliver_policy = match from {
             StoredFrom::Start => DeliverPolicy::All,
             StoredFrom::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
@@ -708,24 +717,27 @@ impl Bus {
             .js
             .get_stream(stream.name)
             .await
-            .map_err(|e| read_error(&e))?
+            .map_err(|e| read_error(e.into()))?
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 filter_subject: subject,
                 deliver_policy,
                 ..Default::default()
             })
             .await
-            .map_err(|e| read_error(&e))?;
+            .map_err(|e| read_error(e.into()))?;
         let pending = consumer.cached_info().num_pending;
-        let mut messages = consumer.messages().await.map_err(|e| read_error(&e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| read_error(e.into()))?;
         let mut stored = Vec::new();
         while (stored.len() as u64) < pending {
             match messages.next().await {
                 Some(Ok(message)) => {
-                    let sequence = message.info().map_err(|e| read_error(&e))?.stream_sequence;
+                    let sequence = message.info().map_err(&read_error)?.stream_sequence;
                     stored.push((sequence, message.payload.clone()));
                 }
-                Some(Err(e)) => return Err(read_error(&e)),
+                Some(Err(e)) => return Err(read_error(e.into())),
                 None => break,
             }
         }
@@ -811,4 +823,27 @@ pub(crate) fn is_auth_error(e: &async_nats::ConnectError) -> bool {
         async_nats::ConnectErrorKind::AuthorizationViolation
             | async_nats::ConnectErrorKind::Authentication
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// A JetStream failure keeps the error it came from: a caller can
+    /// reach it and tell its kind.
+    #[test]
+    fn a_jetstream_error_keeps_its_source() {
+        let cause = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer");
+        let error = BusError::js("reading a bucket", cause);
+        assert_eq!(
+            error.to_string(),
+            "JetStream reading a bucket failed: no answer"
+        );
+        let source = error.source().expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io error");
+        assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+    }
 }

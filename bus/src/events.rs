@@ -23,10 +23,10 @@ pub async fn rollout(
     detail: EventDetail,
 ) -> Result<(), BusError> {
     let Some(kind) = detail.rollout_kind() else {
-        return Err(BusError::JetStream {
-            what: "publishing a rollout event".into(),
-            detail: "a command's outcome is not a rollout event".into(),
-        });
+        return Err(BusError::js(
+            "publishing a rollout event",
+            "a command's outcome is not a rollout event",
+        ));
     };
     let event = Event {
         at: OffsetDateTime::now_utc(),

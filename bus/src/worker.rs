@@ -425,7 +425,7 @@ where
 pub async fn take_one(
     consumer: &jetstream::consumer::PullConsumer,
 ) -> Result<jetstream::Message, BusError> {
-    let failed = |e: &dyn std::fmt::Display| BusError::js("pulling a message", e);
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| BusError::js("pulling a message", e);
     loop {
         let mut pull = consumer
             .batch()
@@ -433,10 +433,10 @@ pub async fn take_one(
             .expires(PULL_EXPIRES)
             .messages()
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| failed(e.into()))?;
         match pull.next().await {
             Some(Ok(message)) => return Ok(message),
-            Some(Err(e)) => return Err(failed(&e)),
+            Some(Err(e)) => return Err(failed(e)),
             // Nothing came before the pull expired: ask again.
             None => {}
         }

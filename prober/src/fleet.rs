@@ -95,11 +95,12 @@ impl Fleet {
         let span = info_span!("probe", host = hostname);
         async {
             let hosts = self.bus.kv(&topology::HOSTS).await?;
-            let read_error = |e: &dyn std::fmt::Display| BusError::js("reading host", e);
+            let read_error =
+                |e: Box<dyn std::error::Error + Send + Sync>| BusError::js("reading host", e);
             let Some(entry) = hosts
                 .entry(hostname)
                 .await
-                .map_err(|e| read_error(&e))?
+                .map_err(|e| read_error(e.into()))?
                 .filter(|e| e.operation == kv::Operation::Put)
             else {
                 return Ok(None);
@@ -316,7 +317,8 @@ async fn write(
     apply: impl Fn(Observation) -> Observation,
     history: bool,
 ) -> Result<Option<Observation>, BusError> {
-    let write_error = |what: &str, e: &dyn std::fmt::Display| BusError::js(what, e);
+    let write_error =
+        |what: &str, e: Box<dyn std::error::Error + Send + Sync>| BusError::js(what, e);
     loop {
         let previous = codec::from_cbor(&entry.value)
             .unwrap_or_else(|_| Observation::discovered(&entry.key, OffsetDateTime::now_utc()));
@@ -331,7 +333,7 @@ async fn write(
                     bus.js
                         .publish(subjects::host_history(&observation.hostname), bytes.into())
                         .await
-                        .map_err(|e| write_error("writing host history", &e))?;
+                        .map_err(|e| write_error("writing host history", e.into()))?;
                 }
                 return Ok(Some(observation));
             }
@@ -339,13 +341,13 @@ async fn write(
                 match hosts
                     .entry(&observation.hostname)
                     .await
-                    .map_err(|e| write_error("reading host", &e))?
+                    .map_err(|e| write_error("reading host", e.into()))?
                 {
                     Some(newer) if newer.operation == kv::Operation::Put => entry = newer,
                     _ => return Ok(None),
                 }
             }
-            Err(e) => return Err(write_error("writing host", &e)),
+            Err(e) => return Err(write_error("writing host", e.into())),
         }
     }
 }

@@ -64,9 +64,10 @@ async fn wait_for_probes(
     let fresh = |o: &Observation| {
         o.probed_for.as_deref() == Some(origin) || o.probed_at.is_some_and(|t| t >= sent_at)
     };
-    let watch_error = |e: &dyn std::fmt::Display| BusError::js("watching hosts", e);
+    let watch_error =
+        |e: Box<dyn std::error::Error + Send + Sync>| BusError::js("watching hosts", e);
     // Watching before queueing: no observation can slip past.
-    let mut updates = store.watch_all().await.map_err(|e| watch_error(&e))?;
+    let mut updates = store.watch_all().await.map_err(|e| watch_error(e.into()))?;
     jobs::enqueue(bus, targets, origin, fast).await?;
     let mut pending: std::collections::BTreeSet<&str> =
         targets.iter().map(String::as_str).collect();
@@ -87,9 +88,9 @@ async fn wait_for_probes(
     }
     while !pending.is_empty() {
         let Some(entry) = updates.next().await else {
-            return Err(watch_error(&"the watch ended"));
+            return Err(watch_error("the watch ended".into()));
         };
-        let entry = entry.map_err(|e| watch_error(&e))?;
+        let entry = entry.map_err(|e| watch_error(e.into()))?;
         if !pending.contains(entry.key.as_str()) {
             continue;
         }

@@ -549,9 +549,9 @@ async fn write(
     newly: usize,
     before: Option<&Workload>,
 ) -> Result<(Workload, usize), BusError> {
-    let failed = |e: &dyn std::fmt::Display| BusError::js("writing workload", e);
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| BusError::js("writing workload", e);
     for _ in 0..5 {
-        let current = store.entry(hostname).await.map_err(|e| failed(&e))?;
+        let current = store.entry(hostname).await.map_err(|e| failed(e.into()))?;
         let live = current
             .as_ref()
             .filter(|e| e.operation == kv::Operation::Put);
@@ -559,7 +559,7 @@ async fn write(
             store
                 .put(hostname, codec::to_cbor(&record).into())
                 .await
-                .map_err(|e| failed(&e))?;
+                .map_err(|e| failed(e.into()))?;
             return Ok((record, newly));
         };
         if let Ok(now) = codec::from_cbor::<Workload>(&entry.value)
@@ -574,7 +574,7 @@ async fn write(
             Ok(_) => return Ok((record, newly)),
             // Changed again meanwhile: read it once more.
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(failed(&e)),
+            Err(e) => return Err(failed(e.into())),
         }
     }
     Err(BusError::js(
