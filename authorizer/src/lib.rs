@@ -53,7 +53,7 @@ pub async fn run(
     authorizer: Authorizer,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AuthorizerError> {
-    let roles = permissions::from_config(fleetroll_bus::embedded::PERMISSIONS_CONFIG)?;
+    let roles = permissions::from_config(fleetroll_nats_config::PERMISSIONS)?;
     let verifier = Verifier::new(bus.clone());
     let mut requests = bus
         .client

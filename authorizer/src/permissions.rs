@@ -217,7 +217,7 @@ mod tests {
     /// permissions do not cover bob's replies, nor the role-wide prefix.
     #[test]
     fn each_holder_gets_its_own_inbox() {
-        let roles = from_config(fleetroll_bus::embedded::PERMISSIONS_CONFIG).unwrap();
+        let roles = from_config(fleetroll_nats_config::PERMISSIONS).unwrap();
         let relops = &roles[&Role::Relops];
         let alice = relops.for_holder(&claims("alice", Role::Relops));
         let bob = relops.for_holder(&claims("bob", Role::Relops));
@@ -242,7 +242,7 @@ mod tests {
     /// The shipped file reads as the roles it describes.
     #[test]
     fn the_shipped_permissions_read_as_their_roles() {
-        let roles = from_config(fleetroll_bus::embedded::PERMISSIONS_CONFIG).unwrap();
+        let roles = from_config(fleetroll_nats_config::PERMISSIONS).unwrap();
         let relops = &roles[&Role::Relops];
         assert!(
             relops

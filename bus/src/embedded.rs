@@ -15,15 +15,6 @@ use tokio::process::{Child, Command};
 use crate::connect::{ConnectOptions, Credentials, CredentialsError};
 use crate::token::Role;
 
-/// The configuration file `up` runs the server with.
-pub const SINGLE_NODE_CONFIG: &str = include_str!("../../nats-config/single.conf");
-
-/// The users and permissions every server configuration includes.
-pub const PERMISSIONS_CONFIG: &str = include_str!("../../nats-config/permissions.conf");
-
-/// The set-up's permissions, which permissions.conf includes.
-pub const ADMIN_CONFIG: &str = include_str!("../../nats-config/admin.conf");
-
 /// Where, under a data dir, the NATS users' credentials are kept.
 pub const CREDENTIALS_DIR: &str = "credentials";
 
@@ -348,11 +339,11 @@ impl EmbeddedServer {
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let config = dir.join("server.conf");
-        std::fs::write(&config, SINGLE_NODE_CONFIG).map_err(io(&config))?;
+        std::fs::write(&config, fleetroll_nats_config::SINGLE_NODE).map_err(io(&config))?;
         // server.conf includes them from its own directory.
         for (name, text) in [
-            ("permissions.conf", PERMISSIONS_CONFIG),
-            ("admin.conf", ADMIN_CONFIG),
+            ("permissions.conf", fleetroll_nats_config::PERMISSIONS),
+            ("admin.conf", fleetroll_nats_config::ADMIN),
         ] {
             let path = dir.join(name);
             std::fs::write(&path, text).map_err(io(&path))?;
