@@ -42,17 +42,7 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
                 gates,
                 skip,
             };
-            let outcome = send(ctx, Command::RolloutCreate { plan }, COMMAND_WAIT).await?;
-            match &outcome.verdict {
-                Verdict::Done {
-                    reply: Reply::RolloutCreated { id },
-                } => {
-                    say!("{id}");
-                    tell!("created rollout {id}; start it with `fleetroll rollout start {id}`");
-                    Ok(exit::OK)
-                }
-                _ => Ok(report_failure(&outcome)),
-            }
+            create(ctx, plan).await
         }
         RolloutCommand::Start { id } => stage_started(ctx, Command::RolloutStart { id }).await,
         RolloutCommand::Advance {
@@ -72,173 +62,212 @@ pub async fn run(ctx: &Context, command: RolloutCommand) -> anyhow::Result<u8> {
             )
             .await
         }
-        RolloutCommand::Pause { id, reason } => {
-            let outcome = send(ctx, Command::RolloutPause { id, reason }, COMMAND_WAIT).await?;
-            if let Verdict::Done {
-                reply: Reply::RolloutPaused { id },
-            } = &outcome.verdict
-            {
-                say!("paused {id}");
-            }
-            Ok(report_failure(&outcome))
-        }
-        RolloutCommand::Retry { id, host } => {
-            for h in &host {
-                hostname::validate(h).map_err(|e| fail(exit::INVALID, format!("--host: {e}")))?;
-            }
-            let outcome =
-                send(ctx, Command::RolloutRetry { id, hosts: host }, COMMAND_WAIT).await?;
-            if let Verdict::Done {
-                reply: Reply::Retrying { id, hosts },
-            } = &outcome.verdict
-            {
-                say!(
-                    "{id}: trying {} host(s) again: {}",
-                    hosts.len(),
-                    hosts.join(", ")
-                );
-            }
-            Ok(report_failure(&outcome))
-        }
-        RolloutCommand::Resume { id } => {
-            let outcome = send(ctx, Command::RolloutResume { id }, COMMAND_WAIT).await?;
-            if let Verdict::Done {
-                reply: Reply::RolloutResumed { id },
-            } = &outcome.verdict
-            {
-                say!("resumed {id}");
-            }
-            Ok(report_failure(&outcome))
-        }
+        RolloutCommand::Pause { id, reason } => pause(ctx, id, reason).await,
+        RolloutCommand::Retry { id, host } => retry(ctx, id, host).await,
+        RolloutCommand::Resume { id } => resume(ctx, id).await,
         RolloutCommand::Rollback {
             id,
             remove_overrides,
             confirm,
             reason,
-        } => {
-            if !confirm {
-                say!(
-                    "would stop rollout {id} for good{}",
-                    if remove_overrides {
-                        " and remove the overrides it applied (each snapshotted first), then wait for fresh probes to show the hosts clean"
-                    } else {
-                        "; its overrides stay until removed (--remove-overrides)"
-                    }
-                );
-                say!("run again with --confirm to do it");
-                return Ok(exit::REFUSED);
-            }
-            let outcome = send(
-                ctx,
-                Command::RolloutRollback {
-                    id,
-                    remove_overrides,
-                    reason,
-                },
-                COMMAND_WAIT,
-            )
-            .await?;
-            if let Verdict::Done {
-                reply: Reply::RollingBack { id, removing },
-            } = &outcome.verdict
-            {
-                say!(
-                    "{id}: rolling back; removing the override from {} host(s)",
-                    removing.len()
-                );
-                tell!(
-                    "it is rolled back once fresh probes show them clean (`fleetroll rollout status {id}`)"
-                );
-            }
-            Ok(report_failure(&outcome))
-        }
-        RolloutCommand::List { json } => {
-            let list: RolloutList = query(ctx, queries::ROLLOUTS_LIST, &NoParams {}).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list.rollouts)?);
-                return Ok(exit::OK);
-            }
-            say!(
-                "{:<14} {:<12} {:>7} {:>7}  {:<20}  TARGET",
-                "ID",
-                "STATE",
-                "STAGES",
-                "HOSTS",
-                "CREATED"
-            );
-            for r in &list.rollouts {
-                say!(
-                    "{:<14} {:<12} {:>7} {:>7}  {:<20}  {}",
-                    r.id,
-                    r.state.as_str(),
-                    r.stages.len(),
-                    r.targets.len(),
-                    timestamp(r.created_at),
-                    r.plan.target
-                );
-            }
-            Ok(exit::OK)
-        }
-        RolloutCommand::Status { id, json, watch } => {
-            let params = RolloutId { id: id.clone() };
-            let ask = || query::<_, RolloutStatus>(ctx, queries::ROLLOUTS_GET, &params);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&ask().await?)?);
-                return Ok(exit::OK);
-            }
-            print_status(&ask().await?);
-            if watch {
-                let bus = ctx.connect().await?;
-                let events = fleetroll_bus::events::follow(&bus, Some(&id)).await?;
-                tokio::pin!(events);
-                while let Some(event) = events.next().await {
-                    say!("\n{}", crate::cmd::watch::describe(&event));
-                    print_status(&ask().await?);
-                }
-            }
-            Ok(exit::OK)
-        }
+        } => rollback(ctx, id, remove_overrides, confirm, reason).await,
+        RolloutCommand::List { json } => list(ctx, json).await,
+        RolloutCommand::Status { id, json, watch } => status(ctx, id, json, watch).await,
         RolloutCommand::Finalize {
             id,
             all: _,
             confirm,
+        } => finalize(ctx, id, confirm).await,
+        RolloutCommand::Halt { all: _, reason } => halt(ctx, reason).await,
+    }
+}
+
+/// `rollout create`: the rollout's id on stdout.
+async fn create(ctx: &Context, plan: RolloutPlan) -> anyhow::Result<u8> {
+    let outcome = send(ctx, Command::RolloutCreate { plan }, COMMAND_WAIT).await?;
+    match &outcome.verdict {
+        Verdict::Done {
+            reply: Reply::RolloutCreated { id },
         } => {
-            if !confirm {
-                say!(
-                    "would remove the override from every target host of rollout {id} (each snapshotted first), for good: to bring the change back, create a new rollout"
-                );
-                say!("run again with --confirm to do it");
-                return Ok(exit::REFUSED);
-            }
-            let outcome = send(ctx, Command::RolloutFinalize { id }, COMMAND_WAIT).await?;
-            if let Verdict::Done {
-                reply: Reply::Finalizing { id, removing },
-            } = &outcome.verdict
-            {
-                say!(
-                    "{id}: finalizing; removing the override from {} host(s)",
-                    removing.len()
-                );
-                tell!("it is finalized once fresh probes show them clean");
-            }
-            Ok(report_failure(&outcome))
+            say!("{id}");
+            tell!("created rollout {id}; start it with `fleetroll rollout start {id}`");
+            Ok(exit::OK)
         }
-        RolloutCommand::Halt { all: _, reason } => {
-            let outcome = send(ctx, Command::RolloutHalt { reason }, COMMAND_WAIT).await?;
-            if let Verdict::Done {
-                reply: Reply::Halted { paused },
-            } = &outcome.verdict
-            {
-                if paused.is_empty() {
-                    say!("no rollout was running");
-                }
-                for id in paused {
-                    say!("paused {id}");
-                }
+        _ => Ok(report_failure(&outcome)),
+    }
+}
+
+async fn pause(ctx: &Context, id: String, reason: String) -> anyhow::Result<u8> {
+    let outcome = send(ctx, Command::RolloutPause { id, reason }, COMMAND_WAIT).await?;
+    if let Verdict::Done {
+        reply: Reply::RolloutPaused { id },
+    } = &outcome.verdict
+    {
+        say!("paused {id}");
+    }
+    Ok(report_failure(&outcome))
+}
+
+async fn retry(ctx: &Context, id: String, host: Vec<String>) -> anyhow::Result<u8> {
+    for h in &host {
+        hostname::validate(h).map_err(|e| fail(exit::INVALID, format!("--host: {e}")))?;
+    }
+    let outcome = send(ctx, Command::RolloutRetry { id, hosts: host }, COMMAND_WAIT).await?;
+    if let Verdict::Done {
+        reply: Reply::Retrying { id, hosts },
+    } = &outcome.verdict
+    {
+        say!(
+            "{id}: trying {} host(s) again: {}",
+            hosts.len(),
+            hosts.join(", ")
+        );
+    }
+    Ok(report_failure(&outcome))
+}
+
+async fn resume(ctx: &Context, id: String) -> anyhow::Result<u8> {
+    let outcome = send(ctx, Command::RolloutResume { id }, COMMAND_WAIT).await?;
+    if let Verdict::Done {
+        reply: Reply::RolloutResumed { id },
+    } = &outcome.verdict
+    {
+        say!("resumed {id}");
+    }
+    Ok(report_failure(&outcome))
+}
+
+/// Without `confirm`, says what it would do and does nothing.
+async fn rollback(
+    ctx: &Context,
+    id: String,
+    remove_overrides: bool,
+    confirm: bool,
+    reason: String,
+) -> anyhow::Result<u8> {
+    if !confirm {
+        say!(
+            "would stop rollout {id} for good{}",
+            if remove_overrides {
+                " and remove the overrides it applied (each snapshotted first), then wait for fresh probes to show the hosts clean"
+            } else {
+                "; its overrides stay until removed (--remove-overrides)"
             }
-            Ok(report_failure(&outcome))
+        );
+        say!("run again with --confirm to do it");
+        return Ok(exit::REFUSED);
+    }
+    let outcome = send(
+        ctx,
+        Command::RolloutRollback {
+            id,
+            remove_overrides,
+            reason,
+        },
+        COMMAND_WAIT,
+    )
+    .await?;
+    if let Verdict::Done {
+        reply: Reply::RollingBack { id, removing },
+    } = &outcome.verdict
+    {
+        say!(
+            "{id}: rolling back; removing the override from {} host(s)",
+            removing.len()
+        );
+        tell!(
+            "it is rolled back once fresh probes show them clean (`fleetroll rollout status {id}`)"
+        );
+    }
+    Ok(report_failure(&outcome))
+}
+
+async fn list(ctx: &Context, json: bool) -> anyhow::Result<u8> {
+    let list: RolloutList = query(ctx, queries::ROLLOUTS_LIST, &NoParams {}).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list.rollouts)?);
+        return Ok(exit::OK);
+    }
+    say!(
+        "{:<14} {:<12} {:>7} {:>7}  {:<20}  TARGET",
+        "ID",
+        "STATE",
+        "STAGES",
+        "HOSTS",
+        "CREATED"
+    );
+    for r in &list.rollouts {
+        say!(
+            "{:<14} {:<12} {:>7} {:>7}  {:<20}  {}",
+            r.id,
+            r.state.as_str(),
+            r.stages.len(),
+            r.targets.len(),
+            timestamp(r.created_at),
+            r.plan.target
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// The status now, and with `watch` again at each of its events.
+async fn status(ctx: &Context, id: String, json: bool, watch: bool) -> anyhow::Result<u8> {
+    let params = RolloutId { id: id.clone() };
+    let ask = || query::<_, RolloutStatus>(ctx, queries::ROLLOUTS_GET, &params);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ask().await?)?);
+        return Ok(exit::OK);
+    }
+    print_status(&ask().await?);
+    if watch {
+        let bus = ctx.connect().await?;
+        let events = fleetroll_bus::events::follow(&bus, Some(&id)).await?;
+        tokio::pin!(events);
+        while let Some(event) = events.next().await {
+            say!("\n{}", crate::cmd::watch::describe(&event));
+            print_status(&ask().await?);
         }
     }
+    Ok(exit::OK)
+}
+
+/// Without `confirm`, says what it would do and does nothing.
+async fn finalize(ctx: &Context, id: String, confirm: bool) -> anyhow::Result<u8> {
+    if !confirm {
+        say!(
+            "would remove the override from every target host of rollout {id} (each snapshotted first), for good: to bring the change back, create a new rollout"
+        );
+        say!("run again with --confirm to do it");
+        return Ok(exit::REFUSED);
+    }
+    let outcome = send(ctx, Command::RolloutFinalize { id }, COMMAND_WAIT).await?;
+    if let Verdict::Done {
+        reply: Reply::Finalizing { id, removing },
+    } = &outcome.verdict
+    {
+        say!(
+            "{id}: finalizing; removing the override from {} host(s)",
+            removing.len()
+        );
+        tell!("it is finalized once fresh probes show them clean");
+    }
+    Ok(report_failure(&outcome))
+}
+
+async fn halt(ctx: &Context, reason: String) -> anyhow::Result<u8> {
+    let outcome = send(ctx, Command::RolloutHalt { reason }, COMMAND_WAIT).await?;
+    if let Verdict::Done {
+        reply: Reply::Halted { paused },
+    } = &outcome.verdict
+    {
+        if paused.is_empty() {
+            say!("no rollout was running");
+        }
+        for id in paused {
+            say!("paused {id}");
+        }
+    }
+    Ok(report_failure(&outcome))
 }
 
 /// The override file's contents end with a newline, like any text file.
