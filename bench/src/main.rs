@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fleetroll_bus::WorkerKind;
 use fleetroll_bus::connect::{Bus, ConnectOptions, Credentials};
@@ -201,21 +200,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The token in `file` and the key it is bound to, beside it in
-/// `<file>.key` (as `fleetroll auth issue --out` writes them), if any.
+/// `<file>.key` (as `fleetroll auth issue --out` writes them).
 pub fn credential(file: &std::path::Path) -> anyhow::Result<Credential> {
-    let token = std::fs::read_to_string(file)
-        .with_context(|| format!("reading {}", file.display()))?
-        .trim()
-        .to_string();
-    let mut key_file = file.as_os_str().to_os_string();
-    key_file.push(".key");
-    let holder = match std::fs::read_to_string(&key_file) {
-        Ok(pem) => Some(
-            fleetroll_bus::token::SigningKey::from_pem(&pem).map_err(|e| {
-                anyhow::anyhow!("{}: {e}", std::path::Path::new(&key_file).display())
-            })?,
-        ),
-        Err(_) => None,
-    };
-    Ok(Credential { token, holder })
+    Ok(fleetroll_bus::token::TokenSource::File(file.to_path_buf()).credential()?)
 }
