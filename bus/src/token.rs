@@ -148,6 +148,16 @@ pub enum TokenSourceError {
     },
 }
 
+/// The holder key of the token in `token_file` ([`holder_key_path`]).
+pub fn read_holder_key(token_file: &std::path::Path) -> Result<SigningKey, TokenSourceError> {
+    let path = holder_key_path(token_file);
+    let pem = std::fs::read_to_string(&path).map_err(|e| TokenSourceError::HolderKey {
+        path: path.clone(),
+        source: KeyError::BadPrivateKey(e.to_string()),
+    })?;
+    SigningKey::from_pem(&pem).map_err(|source| TokenSourceError::HolderKey { path, source })
+}
+
 /// Where the holder key of the token in `token_file` is kept: beside it,
 /// in `<file>.key`.
 pub fn holder_key_path(token_file: &std::path::Path) -> std::path::PathBuf {
@@ -189,16 +199,9 @@ impl TokenSource {
         if !bound {
             return Ok(Credential::bearer(token));
         }
-        let path = holder_key_path(file);
-        let pem = std::fs::read_to_string(&path).map_err(|e| TokenSourceError::HolderKey {
-            path: path.clone(),
-            source: KeyError::BadPrivateKey(e.to_string()),
-        })?;
-        let holder = SigningKey::from_pem(&pem)
-            .map_err(|source| TokenSourceError::HolderKey { path, source })?;
         Ok(Credential {
             token,
-            holder: Some(holder),
+            holder: Some(read_holder_key(file)?),
         })
     }
 }

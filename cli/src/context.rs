@@ -409,13 +409,8 @@ impl Context {
                 "the token in FLEETROLL_TOKEN is bound to a holder key: pass it as --token-file FILE with its key in FILE.key",
             ));
         };
-        let key_path = fleetroll_bus::token::holder_key_path(&file);
-        let holder = read_key(&key_path, |e| {
-            format!(
-                "the token is bound to a holder key, which should be in {}: {e}",
-                key_path.display()
-            )
-        })?;
+        let holder = fleetroll_bus::token::read_holder_key(&file)
+            .map_err(|e| fail(exit::INVALID, e.to_string()))?;
         Ok(fleetroll_bus::token::Credential {
             token,
             holder: Some(holder),
