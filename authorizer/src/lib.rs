@@ -102,17 +102,12 @@ const NOT_POSSESSED: &str = "the token is bound to a holder key, and the connect
 /// the server's nonce (base64url, as nats-server passes `sig`). No nonce,
 /// no proof: the server must send one (callout.conf's nkey user sees to it).
 fn proves_possession(claims: &fleetroll_bus::token::Claims, nonce: &str, sig: &str) -> bool {
-    use base64::Engine as _;
     let Some(holder) = &claims.cnf else {
         return true;
     };
-    let Ok(key) = fleetroll_bus::token::VerifyingKey::from_base64(holder) else {
-        return false;
-    };
-    let Ok(signature) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig) else {
-        return false;
-    };
-    !nonce.is_empty() && key.verify(nonce.as_bytes(), &signature)
+    !nonce.is_empty()
+        && fleetroll_bus::token::VerifyingKey::from_base64(holder)
+            .is_ok_and(|key| key.verify_base64(nonce.as_bytes(), sig))
 }
 
 /// The signed answer to one request; none for one that cannot be read.

@@ -289,6 +289,14 @@ impl VerifyingKey {
             .is_ok_and(|key| key.verify_strict(message, &signature).is_ok())
     }
 
+    /// Whether `signature`, base64url without padding (as envelopes and
+    /// NATS connections carry it), is this key's signature of `message`.
+    pub fn verify_base64(&self, message: &[u8], signature: &str) -> bool {
+        URL_SAFE_NO_PAD
+            .decode(signature)
+            .is_ok_and(|signature| self.verify(message, &signature))
+    }
+
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(text)

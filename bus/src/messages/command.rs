@@ -349,15 +349,9 @@ impl CommandEnvelope {
     /// Whether the envelope, as it is, was signed by `holder`: any change
     /// to its id, token, times or command breaks the proof.
     pub fn proven_by(&self, holder: &crate::token::VerifyingKey) -> bool {
-        use base64::Engine as _;
         self.proof
             .as_deref()
-            .and_then(|p| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            })
-            .is_some_and(|signature| holder.verify(&self.proof_content(), &signature))
+            .is_some_and(|proof| holder.verify_base64(&self.proof_content(), proof))
     }
 }
 
