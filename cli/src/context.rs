@@ -339,21 +339,27 @@ impl Context {
         self.data_dir().join("auth").join("audit-keys.pub")
     }
 
+    /// The keys listed in [`Context::trusted_audit_keys_path`]; none when
+    /// there is no such file.
+    pub fn listed_audit_keys(&self) -> anyhow::Result<Vec<fleetroll_bus::token::VerifyingKey>> {
+        use fleetroll_bus::audit_log::{self, AuditKeysError};
+        match audit_log::trusted_keys(&self.trusted_audit_keys_path()) {
+            Ok(keys) => Ok(keys),
+            Err(AuditKeysError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(fail(exit::INVALID, e.to_string())),
+        }
+    }
+
     /// The audit keys `audit verify` checks records against: those listed
     /// in [`Context::trusted_audit_keys_path`] and the data dir's own audit
     /// key. With neither it refuses (fail closed: nothing would be checked).
     pub fn trusted_audit_keys(&self) -> anyhow::Result<Vec<fleetroll_bus::token::VerifyingKey>> {
-        use fleetroll_bus::audit_log::{self, AuditKeysError};
         let listed = self.trusted_audit_keys_path();
-        let mut keys = match audit_log::trusted_keys(&listed) {
-            Ok(keys) => keys,
-            Err(AuditKeysError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Vec::new()
-            }
-            Err(e) => return Err(fail(exit::INVALID, e.to_string())),
-        };
+        let mut keys = self.listed_audit_keys()?;
         let own = self.audit_key_path();
         if own.exists() {
             keys.push(

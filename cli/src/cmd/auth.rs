@@ -321,25 +321,24 @@ pub fn audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
 /// ([`Context::trusted_audit_keys_path`]) unless it is there; keys already
 /// listed stay, so records signed before a new `auth init` still verify.
 fn trust_audit_key(ctx: &Context, key: &SigningKey) -> anyhow::Result<()> {
-    let path = ctx.trusted_audit_keys_path();
-    let public = key.verifying_key().to_base64();
-    let listed = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    if listed.lines().any(|line| line.trim() == public) {
+    use std::io::Write as _;
+    let public = key.verifying_key();
+    if ctx.listed_audit_keys()?.contains(&public) {
         return Ok(());
     }
-    let mut text = listed;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "# audit key {}\n{public}\n",
-        key_id(&key.verifying_key())
-    ));
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    let path = ctx.trusted_audit_keys_path();
+    // A line of its own even after a last line without its newline.
+    let entry = format!(
+        "\n# audit key {}\n{}\n",
+        key_id(&public),
+        public.to_base64()
+    );
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(entry.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn load_or_make_audit_key(ctx: &Context) -> anyhow::Result<SigningKey> {
